@@ -1,0 +1,215 @@
+"""The exception tree of sar-bulk.
+
+Every error the tool raises on purpose is a ``SarBulkError``::
+
+    SarBulkError
+    ├── ConfigError               an option, config file or environment variable is unusable (exit 2)
+    ├── InputError                the contacts file cannot be read at all (exit 2)
+    ├── CredentialError           the credential could not produce a token (exit 3)
+    ├── DossierError              a dossier could not be written or is not valid
+    └── DataverseError            one call of the action failed; knows contact, type, status, code
+        ├── RetryableError        worth another attempt
+        │   ├── Throttled         429 service protection; carries retry_after and which limit
+        │   └── Transient         502/503/504, transient 500, timeouts, dropped connections
+        ├── AuthRejected          401 even after a fresh token (stops the run: exit 3)
+        ├── ActionMissing         404 for the action: the org no longer has it (stops the run: exit 3)
+        ├── Forbidden             403: the application user lacks a security role
+        ├── BadRequest            400 with Dataverse's code and message
+        ├── MalformedResponse     a body that is not what the action returns
+        └── PagingError           a NextSkipToken that repeats, or more pages than the cap
+
+Messages say what failed (contact, type, HTTP status, Dataverse code) and what the user can do.
+They never contain a token, a secret or interaction content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "LIMIT_CODES",
+    "ActionMissing",
+    "AuthRejected",
+    "BadRequest",
+    "ConfigError",
+    "CredentialError",
+    "DataverseError",
+    "DossierError",
+    "Forbidden",
+    "InputError",
+    "MalformedResponse",
+    "PagingError",
+    "RequestContext",
+    "RetryableError",
+    "SarBulkError",
+    "Throttled",
+    "Transient",
+    "normalise_code",
+]
+
+# Service-protection error codes, in the hex form the Web API uses (the SDK's decimal form is
+# mapped onto these by ``normalise_code``).
+REQUESTS_LIMIT: Final = "0x80072322"
+EXECUTION_TIME_LIMIT: Final = "0x80072321"
+CONCURRENCY_LIMIT: Final = "0x80072326"
+LIMIT_CODES: Final[dict[str, str]] = {
+    REQUESTS_LIMIT: "requests",
+    EXECUTION_TIME_LIMIT: "execution-time",
+    CONCURRENCY_LIMIT: "concurrency",
+}
+
+
+def normalise_code(code: object) -> str:
+    """Dataverse error codes come as ``"0x80072322"``, ``"-2147015902"`` or ints: one hex form.
+
+    Unknown shapes come back as their string, empty for ``None``.
+    """
+    if code is None:
+        return ""
+    text = str(code).strip()
+    try:
+        value = int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        return text
+    return f"0x{value & 0xFFFFFFFF:08x}"
+
+
+class SarBulkError(Exception):
+    """Base of every error sar-bulk raises on purpose."""
+
+
+class ConfigError(SarBulkError):
+    """An option, config file or environment variable is unusable."""
+
+
+class InputError(SarBulkError):
+    """The contacts file cannot be used at all (missing, unreadable, without a single id)."""
+
+
+class CredentialError(SarBulkError):
+    """The credential could not produce a token (wrong secret, no managed identity, ...)."""
+
+
+class DossierError(SarBulkError):
+    """A dossier could not be written, or a written one is not valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What a failed call was about: enough to name it in a message, never a secret."""
+
+    contact_id: str
+    interaction_type: str
+    page: int = 1
+
+    def describe(self) -> str:
+        where = f"{self.interaction_type} for contact {self.contact_id}"
+        return where if self.page == 1 else f"{where} (page {self.page})"
+
+
+class DataverseError(SarBulkError):
+    """One call of the action failed.
+
+    ``status`` is the HTTP status (``None`` when no answer came) and ``code`` Dataverse's error
+    code in hex form (empty when the body had none).
+    """
+
+    advice = "see the message for details"
+
+    def __init__(
+        self,
+        context: RequestContext | None,
+        detail: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+    ) -> None:
+        self.context = context
+        self.detail = detail
+        self.status = status
+        self.code = code
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        what = self.context.describe() if self.context else "request"
+        answer = [f"HTTP {self.status}"] if self.status is not None else ["no answer"]
+        if self.code:
+            answer.append(f"code {self.code}")
+        return f"{what} failed ({', '.join(answer)}): {self.detail}; {self.advice}"
+
+
+class RetryableError(DataverseError):
+    """The same call may succeed later."""
+
+    advice = "retried automatically"
+
+
+class Throttled(RetryableError):
+    """HTTP 429 from Dataverse service protection.
+
+    ``retry_after`` is the server's wait in seconds (``None`` when absent or unparseable) and
+    ``limit`` which limit was hit: ``"requests"``, ``"execution-time"``, ``"concurrency"`` or
+    ``"unknown"``.
+    """
+
+    advice = "every request of this identity pauses for Retry-After; lower --rate if it recurs"
+
+    def __init__(
+        self,
+        context: RequestContext | None,
+        detail: str,
+        *,
+        retry_after: float | None,
+        code: str = "",
+        status: int | None = 429,
+    ) -> None:
+        self.retry_after = retry_after
+        self.limit = LIMIT_CODES.get(code, "unknown")
+        super().__init__(context, detail, status=status, code=code)
+
+
+class Transient(RetryableError):
+    """A fault that usually passes: 502/503/504, a transient 500, a timeout, a dropped connection."""
+
+
+class AuthRejected(DataverseError):
+    """401 even with a freshly fetched token."""
+
+    advice = (
+        "check that the identity exists in the environment as an application user and that "
+        "the token is for this org; the run stops"
+    )
+
+
+class ActionMissing(DataverseError):
+    """404 for the action: this org no longer has msdyncrm_LoadInteractionsPublic."""
+
+    advice = (
+        "outbound marketing and this action were retired from Microsoft cloud orgs; this org "
+        "cannot answer through it (real-time journeys uses msdynmkt_gdprrequest); the run stops"
+    )
+
+
+class Forbidden(DataverseError):
+    """403: the identity may not run the action."""
+
+    advice = "give the application user a security role that may run the action"
+
+
+class BadRequest(DataverseError):
+    """400: Dataverse refused the parameters."""
+
+    advice = "check the contact id, interaction type, dates and page size"
+
+
+class MalformedResponse(DataverseError):
+    """The body is not what the action returns (HTML, not JSON, Data not a JSON array, ...)."""
+
+    advice = "a proxy or gateway may be in the way; retried a few times, then the type fails"
+
+
+class PagingError(DataverseError):
+    """NextSkipToken repeated, or more pages came than the configured cap."""
+
+    advice = "raise --max-pages if the contact really has that many pages; otherwise report it"
