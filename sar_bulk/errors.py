@@ -3,7 +3,7 @@
 Every error the tool raises on purpose is a ``SarBulkError``::
 
     SarBulkError
-    ├── ConfigError               an option, config file or environment variable is unusable (exit 2)
+    ├── ConfigError               a flag, config file or environment variable is unusable (exit 2)
     ├── InputError                the contacts file cannot be read at all (exit 2)
     ├── CredentialError           the credential could not produce a token (exit 3)
     ├── DossierError              a dossier could not be written or is not valid
@@ -12,7 +12,7 @@ Every error the tool raises on purpose is a ``SarBulkError``::
         │   ├── Throttled         429 service protection; carries retry_after and which limit
         │   └── Transient         502/503/504, transient 500, timeouts, dropped connections
         ├── AuthRejected          401 even after a fresh token (stops the run: exit 3)
-        ├── ActionMissing         404 for the action: the org no longer has it (stops the run: exit 3)
+        ├── ActionMissing         404 for the action: the org no longer has it (exit 3)
         ├── Forbidden             403: the application user lacks a security role
         ├── BadRequest            400 with Dataverse's code and message
         ├── MalformedResponse     a body that is not what the action returns
@@ -170,7 +170,7 @@ class Throttled(RetryableError):
 
 
 class Transient(RetryableError):
-    """A fault that usually passes: 502/503/504, a transient 500, a timeout, a dropped connection."""
+    """A fault that usually passes: 502/503/504, transient 500, a timeout, a dropped connection."""
 
 
 class AuthRejected(DataverseError):

@@ -93,7 +93,7 @@ _MEANINGS: dict[InteractionType, str] = {
     InteractionType.EventRegistration: "you registered for an event",
     InteractionType.FormSubmitted: "you submitted a marketing form",
     InteractionType.FormVisited: "you viewed a marketing form",
-    InteractionType.InvalidRecipientAddress: "an e-mail to you was not sent: your address was invalid",
+    InteractionType.InvalidRecipientAddress: "an e-mail to you was not sent: invalid address",
     InteractionType.InvalidSenderAddress: "an e-mail to you was not sent: the sender was invalid",
     InteractionType.LeadScoreBoost: "your lead score was raised",
     InteractionType.OutOfEmailCredits: "an e-mail to you was not sent: the sender had no credits",
