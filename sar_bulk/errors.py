@@ -10,12 +10,15 @@ Every error the tool raises on purpose is a ``SarBulkError``::
     └── DataverseError            one call of the action failed; knows contact, type, status, code
         ├── RetryableError        worth another attempt
         │   ├── Throttled         429 service protection; carries retry_after and which limit
-        │   └── Transient         502/503/504, transient 500, timeouts, dropped connections
-        ├── AuthRejected          401 even after a fresh token (stops the run: exit 3)
-        ├── ActionMissing         404 for the action: the org no longer has it (exit 3)
+        │   ├── Transient         502/503/504, transient 500, timeouts, dropped connections
+        │   └── MalformedResponse a 200 whose body is not what the action returns
+        ├── RunStopper            no later call can succeed either: the run stops (exit 3)
+        │   ├── AuthRejected      401 even after a fresh token
+        │   ├── ActionMissing     404 for the action: the org no longer has it
+        │   └── Unreachable       TLS failure: the org's certificate is not trusted
         ├── Forbidden             403: the application user lacks a security role
         ├── BadRequest            400 with Dataverse's code and message
-        ├── MalformedResponse     a body that is not what the action returns
+        ├── ServerError           any other answer (a non-transient 500, an unexpected status)
         └── PagingError           a NextSkipToken that repeats, or more pages than the cap
 
 Messages say what failed (contact, type, HTTP status, Dataverse code) and what the user can do.
@@ -42,9 +45,12 @@ __all__ = [
     "PagingError",
     "RequestContext",
     "RetryableError",
+    "RunStopper",
     "SarBulkError",
+    "ServerError",
     "Throttled",
     "Transient",
+    "Unreachable",
     "normalise_code",
 ]
 
@@ -173,7 +179,11 @@ class Transient(RetryableError):
     """A fault that usually passes: 502/503/504, transient 500, a timeout, a dropped connection."""
 
 
-class AuthRejected(DataverseError):
+class RunStopper(DataverseError):
+    """No later call can succeed either, so the whole run stops (exit 3)."""
+
+
+class AuthRejected(RunStopper):
     """401 even with a freshly fetched token."""
 
     advice = (
@@ -182,7 +192,7 @@ class AuthRejected(DataverseError):
     )
 
 
-class ActionMissing(DataverseError):
+class ActionMissing(RunStopper):
     """404 for the action: this org no longer has msdyncrm_LoadInteractionsPublic."""
 
     advice = (
@@ -203,10 +213,22 @@ class BadRequest(DataverseError):
     advice = "check the contact id, interaction type, dates and page size"
 
 
-class MalformedResponse(DataverseError):
-    """The body is not what the action returns (HTML, not JSON, Data not a JSON array, ...)."""
+class MalformedResponse(RetryableError):
+    """A 200 whose body is not what the action returns (HTML, not JSON, Data not an array)."""
 
-    advice = "a proxy or gateway may be in the way; retried a few times, then the type fails"
+    advice = "a proxy or gateway may be in the way; retried, then the type fails"
+
+
+class Unreachable(RunStopper):
+    """TLS to the org failed: its certificate is not trusted or the handshake broke."""
+
+    advice = "check the org URL and the machine's CA certificates; the run stops"
+
+
+class ServerError(DataverseError):
+    """Any other answer: a 500 that is not transient, or a status the action never gives."""
+
+    advice = "Dataverse reported an internal error for this call; try again later"
 
 
 class PagingError(DataverseError):

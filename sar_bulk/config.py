@@ -1,0 +1,315 @@
+"""Settings of a run: frozen dataclasses, filled from defaults < TOML file < SAR_BULK_* < flags.
+
+Usage::
+
+    settings = resolve(RUN_OPTIONS, flags={"org": "https://x.crm.dynamics.com"},
+                       environ=os.environ, config_file=Path("nightly.toml"))
+    config = RunConfig.from_settings(settings)
+
+Each option is declared once in ``RUN_OPTIONS``: its flag (``--date-from``), its environment
+variable (``SAR_BULK_DATE_FROM``) and its TOML key (``date_from``, top level or under ``[run]``)
+all come from that one name, so the three sources cannot drift apart. Secrets are not options:
+tokens and client secrets come only from the environment or the credential's own sources, and a
+TOML file that holds one is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sar_bulk.auth import AuthKind
+from sar_bulk.dates import DateRange
+from sar_bulk.errors import ConfigError
+from sar_bulk.interaction_types import InteractionType, parse_types
+from sar_bulk.org import OrgUrl
+from sar_bulk.retry import RetryPolicy
+from sar_bulk.sharding import Shard
+from sar_bulk.throttle import MAX_CONCURRENCY, ThrottleSettings
+
+__all__ = ["RUN_OPTIONS", "Option", "RunConfig", "resolve"]
+
+ENV_PREFIX = "SAR_BULK_"
+_SECRET_WORDS = ("token", "secret", "password", "key")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its name, how to parse it from text, its default and its help."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+    is_switch: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a number > 0")
+    return value
+
+
+def _switch(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _concurrency(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise ValueError(f"must be at most {MAX_CONCURRENCY} (Dataverse's concurrency limit)")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+RUN_OPTIONS: tuple[Option, ...] = (
+    Option("org", _text, None, "organisation URL, e.g. https://contoso.crm4.dynamics.com", "URL"),
+    Option("auth", AuthKind, AuthKind.DEFAULT, "credential: " + ", ".join(AuthKind), "KIND"),
+    Option("contacts", _text, None, "CSV of contact ids ('-' reads standard input)", "PATH"),
+    Option("id_column", _text, None, "name of the id column (default: detected)", "NAME"),
+    Option("types", _text, "all", "'all' or a comma list of interaction types", "LIST"),
+    Option("date_from", _text, None, "first day, MM-DD-YYYY or YYYY-MM-DD", "DATE"),
+    Option("date_to", _text, None, "last day, MM-DD-YYYY or YYYY-MM-DD", "DATE"),
+    Option("page_size", _positive_int, None, "interactions per page, sent as Top", "N"),
+    Option("out", Path, Path("sar-bulk-out"), "output folder for dossiers and the report", "DIR"),
+    Option("state", Path, None, "state file (default OUT/.sar-bulk/state.sqlite)", "PATH"),
+    Option("restart", _switch, False, "ignore the state of earlier runs", is_switch=True),
+    Option("shard", Shard.parse, None, "process only shard I of N, e.g. 0/4", "I/N"),
+    Option("shard_count", _positive_int, None, "N shards, index from JOB_COMPLETION_INDEX", "N"),
+    Option("rate", _positive_float, 6000 / 300, "requests per second per identity", "R"),
+    Option("concurrency", _concurrency, None, "requests in flight (default: x-ms-dop-hint)", "N"),
+    Option("window", _positive_int, 32, "contacts in progress at once", "N"),
+    Option("timeout", _positive_float, 120.0, "seconds per request", "S"),
+    Option("retry_base", _positive_float, 0.5, "first backoff ceiling in seconds", "S"),
+    Option("retry_cap", _positive_float, 60.0, "largest backoff in seconds", "S"),
+    Option("retry_attempts", _positive_int, 8, "failed tries of a transient fault per page", "N"),
+    Option("retry_budget", _positive_float, 900.0, "seconds one type may spend waiting", "S"),
+    Option("max_pages", _positive_int, 10_000, "pages per contact and type before giving up", "N"),
+    Option("log_format", _choice("auto", "json", "console"), "auto", "auto, json or console"),
+    Option("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
+    Option("no_progress", _switch, False, "no progress line on the terminal", is_switch=True),
+)
+
+
+def resolve(
+    options: tuple[Option, ...],
+    *,
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    config_file: Path | None,
+) -> dict[str, Any]:
+    """Merge the sources, flag > environment > file > default, parsing and checking each."""
+    from_file = _read_config_file(config_file, options) if config_file else {}
+    settings: dict[str, Any] = {}
+    for option in options:
+        flag_value = flags.get(option.name)
+        if flag_value is not None and flag_value is not False:
+            settings[option.name] = _parsed(option, flag_value, option.flag)
+        elif option.env in environ:
+            settings[option.name] = _parsed(option, environ[option.env], option.env)
+        elif option.name in from_file:
+            where = f"{option.name} in {config_file}"
+            settings[option.name] = _parsed(option, from_file[option.name], where)
+        else:
+            settings[option.name] = option.default
+    return settings
+
+
+def _parsed(option: Option, value: Any, where: str) -> Any:
+    if isinstance(value, bool):
+        value = str(value).lower()
+    elif isinstance(value, list):
+        value = ",".join(str(item) for item in value)
+    elif not isinstance(value, str):
+        value = str(value)
+    try:
+        return option.parse(value)
+    except (ValueError, ConfigError) as exc:
+        raise ConfigError(f"{where}: {value!r} {_why(exc)}") from None
+
+
+def _why(exc: Exception) -> str:
+    text = str(exc)
+    return text if text.startswith("must") else f"is not valid: {text}"
+
+
+def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    section = document.get("run", {})
+    merged = {k: v for k, v in document.items() if k != "run"} | (
+        section if isinstance(section, dict) else {}
+    )
+    known = {option.name for option in options}
+    for key in merged:
+        if any(word in key.lower() for word in _SECRET_WORDS):
+            raise ConfigError(
+                f"config file {path} holds {key!r}: secrets belong in the environment "
+                "(SAR_BULK_TOKEN, AZURE_CLIENT_SECRET, ...), never in a file"
+            )
+        if key not in known:
+            raise ConfigError(
+                f"config file {path}: unknown setting {key!r}; known: {', '.join(sorted(known))}"
+            )
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Everything one ``sar-bulk run`` needs, checked."""
+
+    org: OrgUrl
+    auth: AuthKind
+    contacts: str
+    id_column: str | None
+    types: tuple[InteractionType, ...]
+    dates: DateRange
+    page_size: int | None
+    out: Path
+    state: Path
+    restart: bool
+    shard: Shard | None
+    throttle: ThrottleSettings
+    retry: RetryPolicy
+    window: int
+    timeout: float
+    max_pages: int
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> RunConfig:
+        if not settings.get("org"):
+            raise ConfigError("no org given: use --org URL (or SAR_BULK_ORG, or org in --config)")
+        if not settings.get("contacts"):
+            raise ConfigError("no contacts given: use --contacts PATH ('-' for standard input)")
+        try:
+            types = parse_types(settings["types"])
+        except ValueError as exc:
+            raise ConfigError(f"--types: {exc}") from None
+        out: Path = settings["out"]
+        shard = settings["shard"]
+        if settings["shard_count"] is not None:
+            if shard is not None:
+                raise ConfigError("give --shard I/N or --shard-count N, not both")
+            shard = Shard.from_env(settings["shard_count"], environ)
+        try:
+            retry = RetryPolicy(
+                base=settings["retry_base"],
+                cap=settings["retry_cap"],
+                attempts=settings["retry_attempts"],
+                budget=settings["retry_budget"],
+            )
+        except ValueError as exc:
+            raise ConfigError(f"retry settings: {exc}") from None
+        return cls(
+            org=OrgUrl.parse(settings["org"]),
+            auth=settings["auth"],
+            contacts=settings["contacts"],
+            id_column=settings["id_column"],
+            types=types,
+            dates=DateRange.parse(settings["date_from"], settings["date_to"]),
+            page_size=settings["page_size"],
+            out=out,
+            state=settings["state"] or out / ".sar-bulk" / "state.sqlite",
+            restart=settings["restart"],
+            shard=shard,
+            throttle=ThrottleSettings(rate=settings["rate"], concurrency=settings["concurrency"]),
+            retry=retry,
+            window=settings["window"],
+            timeout=settings["timeout"],
+            max_pages=settings["max_pages"],
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes a dossier the answer to this run: org, types, dates and page size."""
+        material = {
+            "org": self.org.base,
+            "types": [t.value for t in self.types],
+            "date_from": self.dates.wire_from,
+            "date_to": self.dates.wire_to,
+            "page_size": self.page_size,
+        }
+        return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def public_parameters(self) -> dict[str, Any]:
+        """The parameters for the report: nothing secret is part of a RunConfig to begin with."""
+        return {
+            "org_url": self.org.base,
+            "auth": self.auth.value,
+            "contacts": self.contacts,
+            "id_column": self.id_column,
+            "types": [t.value for t in self.types],
+            "date_from": self.dates.wire_from,
+            "date_to": self.dates.wire_to,
+            "page_size": self.page_size,
+            "out": str(self.out),
+            "state": str(self.state),
+            "restart": self.restart,
+            "shard": str(self.shard) if self.shard else None,
+            "rate": self.throttle.rate,
+            "concurrency": self.throttle.concurrency,
+            "window": self.window,
+            "timeout": self.timeout,
+            "retry": {
+                "base": self.retry.base,
+                "cap": self.retry.cap,
+                "attempts": self.retry.attempts,
+                "budget": self.retry.budget,
+            },
+            "max_pages": self.max_pages,
+            "fingerprint": self.fingerprint,
+        }

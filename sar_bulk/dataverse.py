@@ -1,0 +1,359 @@
+"""One call of ``msdyncrm_LoadInteractionsPublic``: request, decoding, error classification, paging.
+
+Usage::
+
+    async with create_session(Timeouts()) as session:
+        client = DataverseClient(session, OrgUrl.parse(url), tokens)
+        query = Query(contact_id, InteractionType.EmailSent)
+        async for page in client.pages(query):
+            ...
+
+This module knows the wire format and nothing about pacing or retrying: ``pages`` takes the
+function that fetches one page, so the engine can wrap ``fetch_page`` in its throttle and retry
+policy (see ``fetcher.py``) while the paging rules stay here.
+
+Wire facts (Dataverse Web API): the body's ``Data`` is a *string* holding a JSON array, so it is
+decoded twice; ``NextSkipToken`` is null on the last page, and ``""`` or a missing key are
+treated the same way; errors come as ``{"error": {"code": "0x...", "message": "..."}}`` or, from
+gateways, as HTML or nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+
+import aiohttp
+import orjson
+
+from sar_bulk._version import __version__
+from sar_bulk.auth import TokenProvider
+from sar_bulk.errors import (
+    ActionMissing,
+    AuthRejected,
+    BadRequest,
+    DataverseError,
+    Forbidden,
+    MalformedResponse,
+    PagingError,
+    RequestContext,
+    ServerError,
+    Throttled,
+    Transient,
+    Unreachable,
+    normalise_code,
+)
+from sar_bulk.interaction_types import InteractionType
+from sar_bulk.org import OrgUrl
+
+__all__ = [
+    "DataverseClient",
+    "Page",
+    "PageFetcher",
+    "Query",
+    "Timeouts",
+    "create_session",
+    "decode_page",
+    "parse_retry_after",
+]
+
+# SQL errors Dataverse reports with a 500 that pass by themselves (deadlock, timeout).
+_TRANSIENT_SQL_CODES: Final = frozenset({normalise_code(-2147204784), normalise_code(-2147204783)})
+_MAX_DETAIL = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-request time limits in seconds.
+
+    ``request`` bounds one whole call (send, wait, read); ``connect`` the TCP and TLS set-up.
+    Neither counts time spent waiting for a free connection: the throttle's concurrency cap stays
+    below the connection pool's size, so no request waits for the pool.
+    """
+
+    request: float = 120.0
+    connect: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What to ask for: one contact, one type, optional range and page size."""
+
+    contact_id: str
+    interaction_type: InteractionType
+    date_from: str | None = None
+    date_to: str | None = None
+    top: int | None = None
+
+    def body(self, skip_token: str | None) -> dict[str, object]:
+        body: dict[str, object] = {
+            "ContactId": self.contact_id,
+            "InteractionType": self.interaction_type.value,
+        }
+        if self.date_from is not None:
+            body["DateFrom"] = self.date_from
+        if self.date_to is not None:
+            body["DateTo"] = self.date_to
+        if self.top is not None:
+            body["Top"] = self.top
+        if skip_token is not None:
+            body["SkipToken"] = skip_token
+        return body
+
+    def context(self, page: int) -> RequestContext:
+        return RequestContext(self.contact_id, self.interaction_type.value, page)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One answer: the interactions exactly as sent, where to continue, the server's dop hint."""
+
+    number: int
+    interactions: list[dict[str, Any]]
+    next_skip_token: str | None
+    dop_hint: int | None = None
+
+
+PageFetcher = Callable[[Query, str | None, int], Awaitable[Page]]
+
+
+def create_session(timeouts: Timeouts, *, pool_size: int = 64) -> aiohttp.ClientSession:
+    """The run's one HTTP session: verified TLS, no cookies, timeouts set.
+
+    Cookies are dropped on purpose: Dataverse's affinity cookie would pin every request to one web
+    server, and each server counts the service-protection limits on its own.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=pool_size, ttl_dns_cache=300),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect, sock_read=timeouts.request
+        ),
+        headers={"User-Agent": f"sar-bulk/{__version__}"},
+        raise_for_status=False,
+    )
+
+
+class DataverseClient:
+    """Calls the action for one org with one identity's tokens."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        org: OrgUrl,
+        tokens: TokenProvider,
+        *,
+        timeouts: Timeouts | None = None,
+        max_pages: int = 10_000,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._session = session
+        self._url = org.action_url
+        self._tokens = tokens
+        self._timeouts = timeouts or Timeouts()
+        self._max_pages = max_pages
+        self._now = now
+
+    async def fetch_page(self, query: Query, skip_token: str | None, number: int) -> Page:
+        """Fetch one page; on a 401 fetch a fresh token once and try again, then fail."""
+        context = query.context(number)
+        body = orjson.dumps(query.body(skip_token))
+        token = await self._tokens.token()
+        status, headers, raw = await self._post(context, body, token)
+        if status == 401:
+            token = await self._tokens.refresh_after_rejection(token)
+            status, headers, raw = await self._post(context, body, token)
+        if status != 200:
+            raise classify_error(context, status, headers, raw, self._now())
+        interactions, next_token = decode_page(context, raw)
+        return Page(number, interactions, next_token, _dop_hint(headers))
+
+    async def pages(self, query: Query, *, fetch: PageFetcher | None = None) -> AsyncIterator[Page]:
+        """Every page of one (contact, type), following NextSkipToken.
+
+        A token that repeats, or more than ``max_pages`` pages, raises ``PagingError``.
+        """
+        fetch_one = fetch or self.fetch_page
+        seen: set[str] = set()
+        token: str | None = None
+        number = 1
+        while True:
+            page = await fetch_one(query, token, number)
+            yield page
+            token = page.next_skip_token
+            if token is None:
+                return
+            if token in seen:
+                raise PagingError(query.context(number), "NextSkipToken repeated an earlier one")
+            if number >= self._max_pages:
+                raise PagingError(
+                    query.context(number), f"more than {self._max_pages} pages (max_pages)"
+                )
+            seen.add(token)
+            number += 1
+
+    async def _post(
+        self, context: RequestContext, body: bytes, token: str
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/json; charset=utf-8",
+            "OData-MaxVersion": "4.0",
+            "OData-Version": "4.0",
+            "Authorization": f"Bearer {token}",
+        }
+        limit = self._timeouts.request
+        # Exceptions are re-raised "from None": aiohttp's own ones can carry the request's
+        # headers (and so the token) in their repr and would leak it into tracebacks.
+        try:
+            async with (
+                asyncio.timeout(limit),
+                self._session.post(self._url, data=body, headers=headers) as response,
+            ):
+                raw = await response.read()
+                return response.status, response.headers, raw
+        except TimeoutError:
+            raise Transient(context, f"no answer within {limit:g} s") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise Unreachable(
+                context, f"TLS certificate of {exc.host} not trusted: {_reason(exc)}"
+            ) from None
+        except aiohttp.ClientSSLError as exc:
+            raise Unreachable(context, f"TLS failed: {_reason(exc)}") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise Transient(context, f"cannot connect to {exc.host}:{exc.port}") from None
+        except aiohttp.ServerDisconnectedError:
+            raise Transient(context, "the server closed the connection") from None
+        except aiohttp.ClientPayloadError:
+            raise Transient(context, "the answer was cut short") from None
+        except aiohttp.ClientError as exc:
+            raise Transient(context, f"connection failed ({type(exc).__name__})") from None
+
+
+def _reason(exc: aiohttp.ClientConnectorError) -> str:
+    return str(exc.os_error)[:_MAX_DETAIL]
+
+
+def _dop_hint(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("x-ms-dop-hint")
+    if value is None:
+        return None
+    try:
+        hint = int(value.strip())
+    except ValueError:
+        return None
+    return hint if hint > 0 else None
+
+
+def decode_page(context: RequestContext, raw: bytes) -> tuple[list[dict[str, Any]], str | None]:
+    """Decode a 200 answer: the body, then the JSON array held in its ``Data`` string.
+
+    A missing or null ``Data`` is an empty page; a null, empty or missing ``NextSkipToken`` means
+    no more pages. Anything else that is not the action's shape raises ``MalformedResponse``.
+    """
+
+    def malformed(why: str) -> MalformedResponse:
+        return MalformedResponse(context, why, status=200)
+
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise malformed(f"the body is not JSON ({_sniff(raw)})") from None
+    if not isinstance(document, dict):
+        raise malformed("the body is not a JSON object")
+    data = document.get("Data")
+    if data is None:
+        interactions: list[dict[str, Any]] = []
+    elif not isinstance(data, str):
+        raise malformed("Data is not a string holding a JSON array")
+    else:
+        try:
+            decoded = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise malformed("Data does not hold valid JSON") from None
+        if not isinstance(decoded, list) or not all(isinstance(x, dict) for x in decoded):
+            raise malformed("Data does not hold a JSON array of objects")
+        interactions = decoded
+    token = document.get("NextSkipToken")
+    if token is not None and not isinstance(token, str):
+        raise malformed("NextSkipToken is neither a string nor null")
+    return interactions, token or None
+
+
+def classify_error(
+    context: RequestContext,
+    status: int,
+    headers: Mapping[str, str],
+    raw: bytes,
+    now: datetime,
+) -> DataverseError:
+    """Turn a non-200 answer into the matching error of the tree."""
+    code, message = _error_body(raw)
+    detail = message or _sniff(raw)
+    if status == 429:
+        return Throttled(
+            context,
+            detail,
+            retry_after=parse_retry_after(headers.get("Retry-After"), now),
+            code=code,
+        )
+    if status == 401:
+        return AuthRejected(context, "token refused twice", status=status, code=code)
+    if status == 403:
+        return Forbidden(context, detail, status=status, code=code)
+    if status == 404:
+        return ActionMissing(context, detail, status=status, code=code)
+    if status == 400:
+        return BadRequest(context, detail, status=status, code=code)
+    if status in (502, 503, 504) or (status == 500 and (code in _TRANSIENT_SQL_CODES or not code)):
+        # A 500 without Dataverse's error body comes from a gateway, not from Dataverse.
+        return Transient(context, detail, status=status, code=code)
+    return ServerError(context, detail, status=status, code=code)
+
+
+def _error_body(raw: bytes) -> tuple[str, str]:
+    """Dataverse's ``{"error": {"code", "message"}}`` if the body holds it, else empty strings."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "", ""
+    error = document.get("error") if isinstance(document, dict) else None
+    if not isinstance(error, dict):
+        return "", ""
+    message = error.get("message")
+    text = message[:_MAX_DETAIL] if isinstance(message, str) else ""
+    return normalise_code(error.get("code")), text
+
+
+def _sniff(raw: bytes) -> str:
+    """Say what a body looks like without quoting it (it may hold personal data)."""
+    if not raw.strip():
+        return "empty body"
+    head = raw.lstrip()[:64].lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return f"an HTML page of {len(raw)} bytes"
+    return f"{len(raw)} bytes that are not the action's JSON"
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - now).total_seconds())
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN or infinite
+        return None
+    return max(0.0, seconds)

@@ -1,0 +1,346 @@
+"""The bulk run: contacts in, one task per (contact, type), one dossier per contact out.
+
+Usage::
+
+    engine = Engine(config, fetcher, clock=loop.time)
+    result = await engine.run()          # engine.request_stop("SIGTERM") from a signal handler
+
+Data flows one way::
+
+    CSV rows --(reader thread, batches)--> shard filter --> state claims (dedupe, resume)
+        --> bounded queue --> ``window`` contact workers --> 40 type tasks each
+        --> pages through the fetcher (throttle + retry) --> dossier writer --> state "done"
+
+Memory stays flat however long the CSV is: rows are read in batches by a thread, the queue and
+the number of contact workers are bounded, de-duplication lives in the SQLite state, and the
+report keeps at most a fixed number of listed rows.
+
+A contact is done when every requested type completed; its dossier is then assembled (in a
+thread) and renamed into place before the state says "done", so a kill at any instant loses no
+finished dossier. If a type fails for good, the contact is failed with a reason per type and no
+dossier appears. A ``RunStopper`` (token refused, action missing, TLS failure) stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+import structlog
+
+from sar_bulk.config import RunConfig
+from sar_bulk.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
+from sar_bulk.dataverse import Query
+from sar_bulk.dossier import (
+    DossierRequest,
+    DossierWriter,
+    dossier_path,
+    remove_leftovers,
+)
+from sar_bulk.errors import DataverseError, RunStopper, SarBulkError
+from sar_bulk.fetcher import Fetcher
+from sar_bulk.interaction_types import InteractionType
+from sar_bulk.report import RunTotals
+from sar_bulk.state import Claim, RunState
+from sar_bulk.verify import verify_dossier
+
+__all__ = ["Engine", "RunResult"]
+
+_BATCH = 500
+_log = structlog.get_logger("sar_bulk.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended. ``stopped_by`` is the RunStopper that ended it early, if any."""
+
+    totals: RunTotals
+    column: str
+    interrupted_by: str | None = None
+    stopped_by: RunStopper | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    number: int
+    contact_id: str
+
+
+class Engine:
+    """Runs one configuration with one fetcher (one identity)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        fetcher: Fetcher,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        open_stream: Callable[[str], BinaryIO] = open_contacts,
+    ) -> None:
+        self.config = config
+        self.fetcher = fetcher
+        self.totals = RunTotals()
+        self.column = "(not read yet)"
+        self._now = now
+        self._open_stream = open_stream
+        self._main: asyncio.Task[None] | None = None
+        self._interrupted_by: str | None = None
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Contacts being fetched right now."""
+        return self._in_flight
+
+    def request_stop(self, reason: str) -> None:
+        """Stop admitting contacts and cancel in-flight work; ``run`` then returns."""
+        if self._interrupted_by is None:
+            self._interrupted_by = reason
+            _log.warning("run.stopping", reason=reason)
+        if self._main is not None:
+            self._main.cancel()
+
+    async def run(self) -> RunResult:
+        """Process every contact; returns when done, stopped or interrupted."""
+        config = self.config
+        await asyncio.to_thread(_prepare_output, config.out)
+        state = await asyncio.to_thread(
+            RunState.open,
+            config.state,
+            fingerprint=config.fingerprint,
+            run_id=_run_id(self._now()),
+            restart=config.restart,
+        )
+        stopped_by: RunStopper | None = None
+        try:
+            stream = await asyncio.to_thread(self._open_stream, config.contacts)
+            try:
+                reader = ContactReader(
+                    stream, id_column=config.id_column, source_name=config.contacts
+                )
+                self._main = asyncio.create_task(self._process(reader, state))
+                try:
+                    await self._main
+                except asyncio.CancelledError:
+                    if self._interrupted_by is None:
+                        raise  # cancelled from outside, not by request_stop
+                except BaseExceptionGroup as group:
+                    stopped_by = _find_stopper(group)
+                    if stopped_by is None:
+                        raise
+                    _log.error("run.stopped", error=str(stopped_by))
+            finally:
+                if config.contacts != "-":
+                    stream.close()
+        finally:
+            await asyncio.to_thread(state.close)
+        return RunResult(self.totals, self.column, self._interrupted_by, stopped_by)
+
+    async def _process(self, reader: ContactReader, state: RunState) -> None:
+        queue: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=self.config.window)
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self.config.window):
+                group.create_task(self._contact_worker(queue, state))
+            await self._admit(reader, state, queue)
+            for _ in range(self.config.window):
+                await queue.put(None)
+
+    async def _admit(
+        self, reader: ContactReader, state: RunState, queue: asyncio.Queue[_Work | None]
+    ) -> None:
+        """Read the CSV in batches, claim the ids in the state, queue what needs doing."""
+        rows: Iterator[ContactRow | RejectedRow] = iter(reader)
+        number = 0
+        while batch := await asyncio.to_thread(_next_batch, rows):
+            if self.column.startswith("("):
+                self.column = reader.column_description
+                _log.info("contacts.column", column=self.column)
+            self.totals.rows_read = reader.rows_read
+            ids = self._accept(batch)
+            if not ids:
+                continue
+            for contact_id in await asyncio.to_thread(self._claim, state, ids):
+                number += 1
+                await queue.put(_Work(number, contact_id))
+        self.totals.rows_read = reader.rows_read
+
+    def _accept(self, batch: list[ContactRow | RejectedRow]) -> list[str]:
+        ids: list[str] = []
+        shard = self.config.shard
+        for row in batch:
+            if isinstance(row, RejectedRow):
+                self.totals.reject(row)
+                _log.warning("contacts.rejected", line=row.line, reason=row.reason)
+            elif shard is None or shard.owns(row.contact_id):
+                ids.append(row.contact_id)
+            else:
+                self.totals.other_shards += 1
+        return ids
+
+    def _claim(self, state: RunState, ids: list[str]) -> list[str]:
+        """Sort a batch into duplicates, already done and to do (runs in a thread)."""
+        todo: list[str] = []
+        for contact_id, (claim, done) in zip(ids, state.claim_many(ids), strict=True):
+            if claim is Claim.DUPLICATE:
+                self.totals.duplicates += 1
+                continue
+            self.totals.contacts += 1
+            path = dossier_path(self.config.out, contact_id)
+            if claim is Claim.DONE and done is not None and self._dossier_holds(path):
+                self.totals.skipped_done += 1
+                continue
+            if claim is Claim.DONE:
+                state.reopen(contact_id)
+            elif not self.config.restart and self._dossier_holds(path):
+                # Written by a run killed before it could record it: adopt, do not fetch again.
+                result = verify_dossier(path)
+                state.mark_done(
+                    contact_id,
+                    dossier=path.name,
+                    interactions=result.total_interactions or 0,
+                    zip_bytes=path.stat().st_size,
+                )
+                self.totals.skipped_done += 1
+                continue
+            todo.append(contact_id)
+        return todo
+
+    def _dossier_holds(self, path: Path) -> bool:
+        """A valid dossier at ``path`` that answers this run's question (org, types, dates)."""
+        if not path.exists():
+            return False
+        result = verify_dossier(path)
+        if not result.ok:
+            _log.warning("dossier.invalid", dossier=path.name, problems=len(result.problems))
+            return False
+        return _matches(path, self.config)
+
+    async def _contact_worker(self, queue: asyncio.Queue[_Work | None], state: RunState) -> None:
+        while (work := await queue.get()) is not None:
+            self._in_flight += 1
+            try:
+                await self._contact(work, state)
+            finally:
+                self._in_flight -= 1
+
+    async def _contact(self, work: _Work, state: RunState) -> None:
+        config = self.config
+        request = DossierRequest(
+            contact_id=work.contact_id,
+            interaction_types=config.types,
+            org_url=config.org.base,
+            date_from=config.dates.wire_from,
+            date_to=config.dates.wire_to,
+        )
+        log = _log.bind(contact=work.contact_id)
+        async with DossierWriter(config.out, request, now=self._now) as writer:
+            async with asyncio.TaskGroup() as group:
+                tasks = {
+                    itype: group.create_task(self._fetch_type(work, itype, writer))
+                    for itype in config.types
+                }
+            reasons = {itype.value: reason for itype, t in tasks.items() if (reason := t.result())}
+            if reasons:
+                await writer.abort()
+                await self._record_failure(work, state, reasons)
+                return
+            try:
+                summary = await writer.complete()
+            except (SarBulkError, OSError) as exc:
+                await self._record_failure(work, state, {"*": f"writing the dossier failed: {exc}"})
+                return
+        await asyncio.to_thread(
+            state.mark_done,
+            work.contact_id,
+            dossier=summary.path.name,
+            interactions=summary.total_interactions,
+            zip_bytes=summary.zip_bytes,
+        )
+        self.totals.succeeded += 1
+        self.totals.interactions += summary.total_interactions
+        self.totals.bytes_written += summary.zip_bytes
+        log.info("contact.done", interactions=summary.total_interactions)
+
+    async def _record_failure(self, work: _Work, state: RunState, reasons: dict[str, str]) -> None:
+        await asyncio.to_thread(state.mark_failed, work.contact_id, reasons)
+        self.totals.fail(work.contact_id, reasons)
+        _log.warning("contact.failed", contact=work.contact_id, types=sorted(reasons))
+
+    async def _fetch_type(
+        self, work: _Work, itype: InteractionType, writer: DossierWriter
+    ) -> str | None:
+        """Fetch every page of one type into the writer; the reason it failed, or None."""
+        config = self.config
+        query = Query(
+            work.contact_id,
+            itype,
+            date_from=config.dates.wire_from,
+            date_to=config.dates.wire_to,
+            top=config.page_size,
+        )
+        pair = self.fetcher.for_pair(work.number)
+        try:
+            async for page in self.fetcher.client.pages(query, fetch=pair.fetch):
+                await writer.add_page(itype, page.interactions)
+        except RunStopper:
+            raise
+        except DataverseError as exc:
+            _log.warning(
+                "type.failed",
+                contact=work.contact_id,
+                type=itype.value,
+                status=exc.status,
+                code=exc.code,
+                error=type(exc).__name__,
+            )
+            return str(exc)
+        return None
+
+
+def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:
+    return list(islice(rows, _BATCH))
+
+
+def _prepare_output(out: Path) -> None:
+    """Create the output folder (0700) and remove what an interrupted run left behind."""
+    if not out.exists():
+        out.mkdir(mode=0o700, parents=True)
+    removed = remove_leftovers(out)
+    if removed:
+        _log.info("leftovers.removed", count=removed)
+
+
+def _matches(path: Path, config: RunConfig) -> bool:
+    """Does the dossier's manifest answer the same question as this run?"""
+    with zipfile.ZipFile(path) as archive:
+        manifest = orjson.loads(archive.read("manifest.json"))
+    source = manifest.get("source", {})
+    listed = [entry.get("interaction_type") for entry in manifest.get("interactions", [])]
+    return (
+        source.get("org_url") == config.org.base
+        and source.get("date_from") == config.dates.wire_from
+        and source.get("date_to") == config.dates.wire_to
+        and sorted(listed) == sorted(t.value for t in config.types)
+    )
+
+
+def _run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{os.getpid()}"
+
+
+def _find_stopper(group: BaseExceptionGroup[BaseException]) -> RunStopper | None:
+    """The RunStopper in a (nested) task-group error, if that is what ended the run."""
+    for error in group.exceptions:
+        if isinstance(error, RunStopper):
+            return error
+        if isinstance(error, BaseExceptionGroup) and (found := _find_stopper(error)):
+            return found
+    return None

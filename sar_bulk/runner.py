@@ -1,0 +1,227 @@
+"""Wire one run together: session, tokens, pre-flight, throttle, engine, progress, report.
+
+Usage::
+
+    code = await execute_run(config, credential, progress_out=sys.stderr)
+
+This is the one place that owns the run's resources: the single ``aiohttp.ClientSession``, the
+credential (closed once at the end), the signal handlers, the progress task. Everything it builds
+is passed in to the parts below it, so tests can build the same parts around a simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+from azure.core.credentials_async import AsyncTokenCredential
+
+from sar_bulk.auth import TokenProvider
+from sar_bulk.config import RunConfig
+from sar_bulk.dataverse import DataverseClient, Timeouts, create_session
+from sar_bulk.engine import Engine, RunResult
+from sar_bulk.fetcher import Fetcher
+from sar_bulk.preflight import preflight
+from sar_bulk.progress import Progress
+from sar_bulk.report import report_name, summary_line, write_report
+from sar_bulk.throttle import Throttle
+
+__all__ = ["ExitCode", "RunOutcome", "execute_run"]
+
+_log = structlog.get_logger("sar_bulk.run")
+
+
+class ExitCode:
+    OK = 0
+    INCOMPLETE = 1
+    USAGE = 2
+    REFUSED = 3
+    SIGINT = 130
+    SIGTERM = 143
+
+
+_SIGNAL_EXIT = {"SIGINT": ExitCode.SIGINT, "SIGTERM": ExitCode.SIGTERM}
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    code: int
+    summary: str
+    report: Path | None
+
+
+async def execute_run(
+    config: RunConfig,
+    credential: AsyncTokenCredential,
+    *,
+    credential_name: str,
+    progress_out: TextIO | None,
+    out: TextIO = sys.stdout,
+    install_signal_handlers: bool = True,
+    expected_contacts: int | None = None,
+) -> RunOutcome:
+    """Run ``config`` to the end and return its exit code; the credential is closed here."""
+    loop = asyncio.get_running_loop()
+    started_at = datetime.now(UTC)
+    started = time.monotonic()
+    tokens = TokenProvider(credential, config.org.scope, describe=credential_name)
+    try:
+        async with create_session(Timeouts(request=config.timeout)) as session:
+            client = DataverseClient(
+                session,
+                config.org,
+                tokens,
+                timeouts=Timeouts(request=config.timeout),
+                max_pages=config.max_pages,
+            )
+            check = await preflight(client, credential_name=credential_name)
+            if not check.can_run:
+                print(f"sar-bulk: {check.message}", file=sys.stderr)
+                return RunOutcome(ExitCode.REFUSED, check.message, None)
+            throttle = Throttle(config.throttle, clock=loop.time)
+            if check.dop_hint:
+                throttle.on_success(check.dop_hint)
+            fetcher = Fetcher(client, throttle, config.retry)
+            engine = Engine(config, fetcher)
+            restore = _install_signals(loop, engine) if install_signal_handlers else _noop
+            progress_task = _start_progress(engine, fetcher, progress_out, expected_contacts)
+            try:
+                result = await engine.run()
+            finally:
+                restore()
+                if progress_task is not None:
+                    progress_task.cancel()
+                    await asyncio.gather(progress_task, return_exceptions=True)
+    finally:
+        await tokens.close()
+    seconds = time.monotonic() - started
+    report = config.out / report_name(str(config.shard) if config.shard else None)
+    document = _report(config, result, fetcher, throttle, started_at, seconds)
+    await asyncio.to_thread(write_report, report, document)
+    summary = summary_line(
+        result.totals,
+        requests=fetcher.stats.requests,
+        throttled=fetcher.stats.throttled,
+        seconds=seconds,
+    )
+    code = _exit_code(result)
+    print(summary, file=out)
+    print(f"report: {report}", file=out)
+    if result.stopped_by is not None:
+        print(f"sar-bulk: run stopped: {result.stopped_by}", file=sys.stderr)
+    _log.info("run.finished", exit_code=code, seconds=round(seconds, 1))
+    return RunOutcome(code, summary, report)
+
+
+def _exit_code(result: RunResult) -> int:
+    if result.stopped_by is not None:
+        return ExitCode.REFUSED
+    if result.interrupted_by is not None:
+        return _SIGNAL_EXIT.get(result.interrupted_by, ExitCode.SIGINT)
+    if result.totals.rejected or result.totals.failed:
+        return ExitCode.INCOMPLETE
+    return ExitCode.OK
+
+
+def _report(
+    config: RunConfig,
+    result: RunResult,
+    fetcher: Fetcher,
+    throttle: Throttle,
+    started_at: datetime,
+    seconds: float,
+) -> dict[str, Any]:
+    totals = result.totals
+    stats = fetcher.stats
+    return {
+        "parameters": config.public_parameters(),
+        "started_at": started_at.isoformat().replace("+00:00", "Z"),
+        "finished_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "seconds": round(seconds, 3),
+        "outcome": _outcome(result),
+        "id_column": result.column,
+        "totals": {
+            "rows_read": totals.rows_read,
+            "contacts": totals.contacts,
+            "other_shards": totals.other_shards,
+            "duplicates": totals.duplicates,
+            "rejected": totals.rejected,
+            "succeeded": totals.succeeded,
+            "failed": totals.failed,
+            "skipped_already_done": totals.skipped_done,
+            "requests": stats.requests,
+            "ok_requests": stats.ok,
+            "throttled": stats.throttled,
+            "retries": stats.retries,
+            "faults": stats.faults,
+            "interactions": totals.interactions,
+            "bytes_written": totals.bytes_written,
+        },
+        "rejected_rows": totals.rejected_rows,
+        "failed_contacts": totals.failed_contacts,
+        "throttle": {
+            "dop_hint": throttle.dop_hint,
+            "final_rate": round(throttle.rate, 3),
+            "configured_rate": config.throttle.rate,
+            "final_concurrency": throttle.concurrency,
+            "limits_hit": throttle.limits_hit,
+        },
+        "stopped_by": str(result.stopped_by) if result.stopped_by else None,
+    }
+
+
+def _outcome(result: RunResult) -> str:
+    if result.stopped_by is not None:
+        return "stopped"
+    if result.interrupted_by is not None:
+        return f"interrupted ({result.interrupted_by})"
+    return "complete" if not (result.totals.failed or result.totals.rejected) else "incomplete"
+
+
+def _noop() -> None:
+    return None
+
+
+def _install_signals(loop: asyncio.AbstractEventLoop, engine: Engine) -> Callable[[], None]:
+    """First SIGINT/SIGTERM: stop gracefully; a second one: exit at once."""
+    signalled: list[str] = []
+
+    def handler(name: str, code: int) -> None:
+        if signalled:
+            os._exit(code)  # the user asked twice: no more clean-up
+        signalled.append(name)
+        engine.request_stop(name)
+
+    for sig, code in ((signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)):
+        loop.add_signal_handler(sig, handler, sig.name, code)
+
+    def restore() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    return restore
+
+
+def _start_progress(
+    engine: Engine, fetcher: Fetcher, out: TextIO | None, expected: int | None
+) -> asyncio.Task[None] | None:
+    if out is None:
+        return None
+    progress = Progress(
+        engine.totals,
+        fetcher.stats,
+        out=out,
+        clock=time.monotonic,
+        expected=expected,
+    )
+    return asyncio.create_task(progress.run())
+

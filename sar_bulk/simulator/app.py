@@ -1,0 +1,298 @@
+"""The aiohttp application: one handler for the action, answering in Dataverse's order.
+
+A request meets these checks in turn, and the first that fails answers it:
+
+1. the org has no such action (``action_missing``) -> 404;
+2. ``Authorization: Bearer <token>`` with the configured prefix, not older than
+   ``token_lifetime`` (counted from the first time the simulator saw it) -> else 401;
+   identities in ``forbidden_identities`` -> 403;
+3. protocol headers (Content-Type, Accept, OData versions) -> 400;
+4. the body and, if any, its skip token -> 400;
+5. service protection for the identity (the part of the token before the first ".") -> 429;
+6. latency, then a fault drawn for this request (500/502/503/drop/slow/malformed);
+7. the page.
+
+Assumption about ``Top`` (its documentation only says it "limits how many interactions come
+back"): ``Top`` is taken as the page size, capped by the server's ``page_size``, and paging with
+``NextSkipToken`` goes on until the result is exhausted; ``Top`` 0 means the server's page size.
+When a result ends exactly on a full page, the server sometimes (stably per query) still hands out
+a token, and the page after it is empty, as paging APIs that do not look ahead do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import web
+
+from sar_bulk.simulator import replies
+from sar_bulk.simulator.config import SimulatorConfig
+from sar_bulk.simulator.counters import Counters, Visit
+from sar_bulk.simulator.dataset import Dataset
+from sar_bulk.simulator.faults import (
+    GATEWAY_502,
+    SERVICE_UNAVAILABLE_503,
+    SIGN_IN_PAGE,
+    SQL_TRANSIENT_CODE,
+    SQL_TRANSIENT_MESSAGE,
+    FaultPicker,
+)
+from sar_bulk.simulator.hashing import Draw, stable_digest, stable_unit
+from sar_bulk.simulator.protection import ServiceProtection, Throttled
+from sar_bulk.simulator.skiptoken import Position, SkipTokenCodec
+from sar_bulk.simulator.validation import (
+    INVALID_ARGUMENT,
+    LoadRequest,
+    Rejection,
+    bearer_token,
+    check_headers,
+    identity_of,
+    parse_body,
+)
+
+__all__ = ["STATE", "SimulatorState", "create_app"]
+
+API_ROOT = "/api/data/v9.0/"
+NOT_FOUND = "0x80060888"
+PRIVILEGE_MISSING = "0x80040220"
+_EXTRA_EMPTY_PAGE_SHARE = 0.5
+
+
+@dataclass(slots=True)
+class SimulatorState:
+    """Everything the handlers share: data, limits, counters, faults and seen tokens."""
+
+    config: SimulatorConfig
+    dataset: Dataset
+    protection: ServiceProtection
+    counters: Counters
+    faults: FaultPicker
+    skip_tokens: SkipTokenCodec
+    clock: Callable[[], float]
+    wall_clock: Callable[[], float]
+    affinity: str
+    first_seen: dict[str, float] = field(default_factory=dict)
+
+    def token_expired(self, token: str) -> bool:
+        lifetime = self.config.token_lifetime
+        if lifetime is None:
+            return False
+        now = self.clock()
+        return now - self.first_seen.setdefault(token, now) > lifetime
+
+
+STATE = web.AppKey("sar_bulk_simulator_state", SimulatorState)
+
+
+def _base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+def _forbidden(identity: str) -> web.Response:
+    user = Draw(stable_digest("user", identity)).guid()
+    return replies.error(
+        403,
+        PRIVILEGE_MISSING,
+        f"Principal user (Id={user}, type=8, roleCount=0, privilegeCount=0, accessMode=4) is "
+        "missing prvReadmsdyncrm_interaction privilege on entity 'msdyncrm_interaction'. "
+        "Assign the application user a security role that includes this privilege.",
+    )
+
+
+def _bad_request(visit: Visit, rejection: Rejection) -> web.Response:
+    visit.outcome("bad_request")
+    return replies.error(rejection.status, rejection.code, rejection.message)
+
+
+async def _action(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    visit = state.counters.visit()
+    try:
+        return await _check_and_answer(request, state, visit)
+    finally:
+        visit.close()
+
+
+async def _check_and_answer(
+    request: web.Request, state: SimulatorState, visit: Visit
+) -> web.StreamResponse:
+    config = state.config
+    if config.action_missing:
+        visit.outcome("not_found")
+        return replies.error(
+            404, NOT_FOUND, f"Resource not found for the segment '{replies.ACTION}'."
+        )
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None or not token.startswith(config.token_prefix):
+        visit.outcome("unauthorized")
+        return replies.unauthorized(_base_url(request))
+    identity = identity_of(token)
+    visit.identify(identity)
+    if state.token_expired(token):
+        visit.outcome("unauthorized")
+        return replies.unauthorized(_base_url(request))
+    if identity in config.forbidden_identities:
+        visit.outcome("forbidden")
+        return _forbidden(identity)
+    rejection = check_headers(request.headers)
+    if rejection is not None:
+        return _bad_request(visit, rejection)
+    parsed = parse_body(await request.read())
+    if isinstance(parsed, Rejection):
+        return _bad_request(visit, parsed)
+    position = Position(1, 0)
+    if parsed.skip_token is not None:
+        opened = state.skip_tokens.open(parsed.skip_token, parsed.query())
+        if opened is None:
+            return _bad_request(
+                visit,
+                Rejection(
+                    400,
+                    INVALID_ARGUMENT,
+                    "Invalid SkipToken: it was not issued for this query. Send back the "
+                    "NextSkipToken of the previous page unchanged.",
+                ),
+            )
+        position = opened
+    verdict = state.protection.admit(identity)
+    if isinstance(verdict, Throttled):
+        visit.throttled(verdict.limit.value)
+        return replies.throttled(
+            verdict,
+            config.retry_after_format,
+            state.wall_clock(),
+            state.protection.remaining(identity),
+        )
+    try:
+        return await _answer(request, state, visit, parsed, position, identity)
+    finally:
+        state.protection.release(verdict)
+
+
+async def _answer(
+    request: web.Request,
+    state: SimulatorState,
+    visit: Visit,
+    query: LoadRequest,
+    position: Position,
+    identity: str,
+) -> web.StreamResponse:
+    config = state.config
+    delay = config.latency + state.faults.jitter(config.latency_jitter)
+    fault = state.faults.pick()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    if fault is not None:
+        visit.fault(fault)
+    if fault == "500":
+        return replies.error(500, SQL_TRANSIENT_CODE, SQL_TRANSIENT_MESSAGE)
+    if fault in ("502", "503"):
+        body = GATEWAY_502 if fault == "502" else SERVICE_UNAVAILABLE_503
+        return web.Response(status=int(fault), body=body, content_type="text/html")
+    if fault == "drop":
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response()  # nothing reaches the client: the connection is gone
+    if fault == "slow":
+        await asyncio.sleep(config.slow_seconds)
+    body = _page_body(state, _base_url(request), query, position)
+    if fault == "malformed":
+        return _malformed(state, body)
+    visit.served(query.contact_id, query.interaction_type.value)
+    headers = replies.rate_headers(state.protection.remaining(identity))
+    if config.dop_hint is not None:
+        headers["x-ms-dop-hint"] = str(config.dop_hint)
+    response = replies.page(body, headers)
+    response.set_cookie("ARRAffinity", state.affinity, path="/", httponly=True, secure=True)
+    return response
+
+
+def _page_body(state: SimulatorState, base_url: str, query: LoadRequest, at: Position) -> bytes:
+    config = state.config
+    size = config.page_size if not query.top else min(query.top, config.page_size)
+    args = (query.contact_id, query.interaction_type, query.date_from, query.date_to)
+    total = state.dataset.count(*args)
+    records = state.dataset.page(*args, offset=at.offset, limit=size)
+    following = at.offset + len(records)
+    more = following < total or (
+        bool(records)
+        and len(records) == size
+        and stable_unit(config.seed, "extra-empty-page", query.query()) < _EXTRA_EMPTY_PAGE_SHARE
+    )
+    token = (
+        state.skip_tokens.issue(query.query(), Position(at.page + 1, following)) if more else None
+    )
+    return replies.page_body(base_url, records, token, style_key=f"{config.seed}|{query.query()}")
+
+
+def _malformed(state: SimulatorState, body: bytes) -> web.Response:
+    kind = state.faults.malformed_kind()
+    if kind == "html":
+        return web.Response(status=200, body=SIGN_IN_PAGE, content_type="text/html")
+    if kind == "truncated":
+        broken = body[: max(1, len(body) // 2)]  # a strict prefix of an object is never JSON
+    else:
+        page = orjson.loads(body)
+        page["Data"] = '{"Message": "Object reference not set to an instance of an object."}'
+        broken = orjson.dumps(page)
+    return replies.page(broken, {})
+
+
+async def _elsewhere(request: web.Request) -> web.Response:
+    """Anything else under the Web API root: Dataverse's 404 (or 405 for the action's URL)."""
+    tail = request.match_info.get("tail", "")
+    segment = tail.split("/", 1)[0].split("(", 1)[0]
+    if segment == replies.ACTION:
+        return replies.error(
+            405,
+            "0x8006088a",
+            f"The requested resource does not support http method '{request.method}'.",
+        )
+    return replies.error(404, NOT_FOUND, f"Resource not found for the segment '{segment}'.")
+
+
+async def _counters(request: web.Request) -> web.Response:
+    snapshot = request.app[STATE].counters.snapshot()
+    return web.Response(body=orjson.dumps(snapshot), content_type="application/json")
+
+
+async def _reset(request: web.Request) -> web.Response:
+    request.app[STATE].counters.reset()
+    return web.Response(status=204)
+
+
+def create_app(
+    config: SimulatorConfig,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """The simulator as an aiohttp application (``clock`` drives limits and token ages)."""
+    app = web.Application()
+    app[STATE] = SimulatorState(
+        config=config,
+        dataset=Dataset(config.seed, config.heavy_contacts, heavy_fraction=config.heavy_fraction),
+        protection=ServiceProtection(
+            request_limit=config.request_limit,
+            window_seconds=config.window_seconds,
+            concurrency_limit=config.concurrency_limit,
+            execution_time_limit=config.execution_time_limit,
+            concurrency_retry_after=config.concurrency_retry_after,
+            clock=clock,
+        ),
+        counters=Counters(),
+        faults=FaultPicker(config.seed, config.fault_rates()),
+        skip_tokens=SkipTokenCodec.for_seed(config.seed),
+        clock=clock,
+        wall_clock=wall_clock,
+        affinity=stable_digest("affinity", config.seed).hex(),
+    )
+    app.router.add_post(API_ROOT + replies.ACTION, _action)
+    app.router.add_route("*", API_ROOT + "{tail:.*}", _elsewhere)
+    app.router.add_get("/_sim/counters", _counters)
+    app.router.add_post("/_sim/reset", _reset)
+    return app

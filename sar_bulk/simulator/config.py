@@ -1,0 +1,108 @@
+"""Every knob of the simulator in one frozen value, with Dataverse's documented defaults.
+
+Usage::
+
+    config = SimulatorConfig(seed=7, request_limit=20, window_seconds=1.0, fault_502=0.05)
+
+The service-protection defaults are the ones Microsoft documents for Dataverse (6,000 requests and
+1,200 s of execution time per identity in a sliding 5-minute window, 52 concurrent requests); the
+execution-time limit is off unless set, because most tests want to reason about request counts only.
+Fault rates are probabilities per admitted request and together may not exceed 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from sar_bulk.guids import canonical_guid
+
+__all__ = ["FAULT_KINDS", "RetryAfterFormat", "SimulatorConfig"]
+
+RetryAfterFormat = Literal["seconds", "fractional", "http-date"]
+
+# The fault kinds in the order their rates are laid out on [0, 1) when one is drawn.
+FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "drop", "slow", "malformed")
+
+
+def _frozen_heavy(mapping: Mapping[str, int]) -> Mapping[str, int]:
+    heavy = {canonical_guid(contact): int(total) for contact, total in mapping.items()}
+    if any(total < 0 for total in heavy.values()):
+        raise ValueError("heavy_contacts totals must be non-negative")
+    return MappingProxyType(heavy)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """How the simulated org behaves: its data, its limits, its faults and its speed."""
+
+    # Data: everything the org holds is a pure function of the seed.
+    seed: int = 0
+    heavy_contacts: Mapping[str, int] = field(default_factory=dict)
+    heavy_fraction: float = 0.01
+    page_size: int = 500
+
+    # Authentication and authorisation.
+    token_prefix: str = "sim"  # noqa: S105 - a prefix that marks fake tokens, not a secret
+    token_lifetime: float | None = None
+    forbidden_identities: frozenset[str] = frozenset()
+    action_missing: bool = False
+
+    # Service protection, per identity.
+    request_limit: int = 6000
+    window_seconds: float = 300.0
+    concurrency_limit: int = 52
+    execution_time_limit: float | None = None
+    concurrency_retry_after: float = 1.0
+    retry_after_format: RetryAfterFormat = "seconds"
+
+    # Response headers and speed.
+    dop_hint: int | None = 8
+    latency: float = 0.0
+    latency_jitter: float = 0.0
+
+    # Faults: probability per admitted request.
+    fault_500: float = 0.0
+    fault_502: float = 0.0
+    fault_503: float = 0.0
+    fault_drop: float = 0.0
+    fault_slow: float = 0.0
+    fault_malformed: float = 0.0
+    slow_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        # A read-only copy with canonical keys, so lookups match what the server canonicalises.
+        object.__setattr__(self, "heavy_contacts", _frozen_heavy(self.heavy_contacts))
+        object.__setattr__(self, "forbidden_identities", frozenset(self.forbidden_identities))
+        if self.page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        if not 0.0 <= self.heavy_fraction <= 1.0:
+            raise ValueError("heavy_fraction must be within [0, 1]")
+        if not self.token_prefix:
+            raise ValueError("token_prefix must not be empty")
+        if self.token_lifetime is not None and self.token_lifetime <= 0:
+            raise ValueError("token_lifetime must be positive when set")
+        if self.request_limit < 1 or self.concurrency_limit < 1:
+            raise ValueError("request_limit and concurrency_limit must be at least 1")
+        if self.window_seconds <= 0 or self.concurrency_retry_after <= 0:
+            raise ValueError("window_seconds and concurrency_retry_after must be positive")
+        if self.execution_time_limit is not None and self.execution_time_limit <= 0:
+            raise ValueError("execution_time_limit must be positive when set")
+        if self.retry_after_format not in ("seconds", "fractional", "http-date"):
+            raise ValueError("retry_after_format must be 'seconds', 'fractional' or 'http-date'")
+        if min(self.latency, self.latency_jitter, self.slow_seconds) < 0:
+            raise ValueError("latency, latency_jitter and slow_seconds must not be negative")
+        if self.dop_hint is not None and self.dop_hint < 1:
+            raise ValueError("dop_hint must be at least 1 when set")
+        rates = self.fault_rates()
+        if any(not 0.0 <= rate <= 1.0 for rate in rates.values()):
+            raise ValueError("every fault rate must be within [0, 1]")
+        if math.fsum(rates.values()) > 1.0 + 1e-9:
+            raise ValueError("fault rates must add up to at most 1")
+
+    def fault_rates(self) -> dict[str, float]:
+        """The fault rates by kind, in ``FAULT_KINDS`` order."""
+        return {kind: float(getattr(self, f"fault_{kind}")) for kind in FAULT_KINDS}

@@ -1,0 +1,268 @@
+"""Keep one identity's requests inside Dataverse's service-protection limits.
+
+Usage::
+
+    throttle = Throttle(ThrottleSettings(rate=20.0), clock=loop.time, sleep=asyncio.sleep)
+    async with throttle.slot(priority=contact_number):
+        page = await client.fetch_page(...)
+    throttle.on_success(page.dop_hint)      # or throttle.on_throttled(error)
+
+Dataverse counts every user (and so every credential) on its own, so there is one ``Throttle``
+per identity, shared by all tasks that use it. It combines four things:
+
+* a **pacer**: aiolimiter with a small burst, so requests leave smoothly at ``rate`` per second
+  instead of a whole window's worth at once (aiolimiter's bucket starts empty);
+* a **concurrency cap**: from ``x-ms-dop-hint`` once the server sends one (never above 52),
+  a conservative default before that; waiters are served by priority (the contact's position in
+  the input), so contacts finish roughly in input order;
+* a shared **gate**: any 429 closes it for *every* task until now + Retry-After. Dataverse extends
+  the penalty of a client that keeps sending while throttled, so nothing is sent while it is
+  closed. Jitter is only ever added to Retry-After, never subtracted;
+* **adaptation**: after a 429 the pace (and, for the concurrency limit, the cap) comes down, then
+  grows back slowly on success. When the 429 message states the limit ("... limit of 6000 over
+  time window of 300 seconds"), the pace is capped just under it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiolimiter import AsyncLimiter
+
+from sar_bulk.errors import Throttled
+
+__all__ = ["MAX_CONCURRENCY", "PrioritySemaphore", "Throttle", "ThrottleSettings"]
+
+MAX_CONCURRENCY = 52  # Dataverse's documented default concurrency limit per user
+_STATED_LIMIT = re.compile(
+    r"limit of ([\d,]+) over (?:a )?time window of ([\d,]+) seconds", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleSettings:
+    """Pace and concurrency for one identity.
+
+    ``rate`` is requests per second (6,000 per 300 s by default); ``concurrency`` a fixed cap
+    (``None``: follow ``x-ms-dop-hint``, starting at ``initial_concurrency``); ``burst`` how many
+    requests may leave back to back; ``adapt`` turns the slow-down/speed-up logic on.
+    """
+
+    rate: float = 6000 / 300
+    burst: int = 2
+    concurrency: int | None = None
+    initial_concurrency: int = 5
+    adapt: bool = True
+    min_rate: float = 0.2
+    decrease: float = 0.8
+    growth_per_minute: float = 0.1
+    stated_limit_margin: float = 0.97
+    default_retry_after: float = 5.0
+    max_jitter: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0:
+            raise ValueError("rate must be > 0 requests per second")
+        if self.burst < 1:
+            raise ValueError("burst must be at least 1")
+        if self.concurrency is not None and not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
+
+
+class PrioritySemaphore:
+    """A semaphore whose size can change, serving waiters lowest priority number first."""
+
+    __slots__ = ("_counter", "_in_use", "_limit", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._in_use = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._counter = itertools.count()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def set_limit(self, limit: int) -> None:
+        """Change the size; a smaller size takes effect as holders release."""
+        self._limit = max(1, limit)
+        self._wake()
+
+    async def acquire(self, priority: int = 0) -> None:
+        if self._in_use < self._limit and not self._waiters:
+            self._in_use += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._counter), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                # We were handed the slot just as we were cancelled: pass it on.
+                self.release()
+            raise
+
+    def release(self) -> None:
+        self._in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_use < self._limit:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                self._in_use += 1
+                future.set_result(None)
+
+
+class _Pacer(AsyncLimiter):
+    """aiolimiter's leaky bucket with a rate that can change while in use."""
+
+    def set_rate(self, rate: float) -> None:
+        self._leak()  # account for the time passed at the old rate first
+        self.time_period = self.max_rate / rate
+        self._rate_per_sec = rate
+
+
+class Throttle:
+    """Pacer, concurrency cap, shared 429 gate and adaptation for one identity."""
+
+    def __init__(
+        self,
+        settings: ThrottleSettings,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._ceiling = settings.rate
+        self._rate = settings.rate
+        self._pacer = _Pacer(settings.burst, settings.burst / settings.rate)
+        start = settings.concurrency or settings.initial_concurrency
+        self._slots = PrioritySemaphore(start)
+        self._concurrency_ceiling = start
+        self._concurrency_cut = False
+        self._successes_since_cut = 0
+        self._gate_until = 0.0
+        self._last_cut = -1e18
+        self.dop_hint: int | None = None
+        self.throttled = 0
+        self.limits_hit: dict[str, int] = {}
+
+    @property
+    def rate(self) -> float:
+        """The current pace in requests per second."""
+        return self._rate
+
+    @property
+    def concurrency(self) -> int:
+        return self._slots.limit
+
+    @property
+    def gate_closed_for(self) -> float:
+        """Seconds until the gate opens (0 when open)."""
+        return max(0.0, self._gate_until - self._clock())
+
+    @asynccontextmanager
+    async def slot(self, priority: int = 0) -> AsyncIterator[None]:
+        """Hold one concurrency slot, entered through the gate and the pacer."""
+        await self._slots.acquire(priority)
+        try:
+            while True:
+                await self._wait_for_gate()
+                await self._pacer.acquire()
+                # The gate may have closed while we waited for the pacer: go round again.
+                if self.gate_closed_for == 0.0:
+                    break
+            yield
+        finally:
+            self._slots.release()
+
+    async def _wait_for_gate(self) -> None:
+        while (wait := self.gate_closed_for) > 0.0:
+            await self._sleep(wait)
+
+    def on_success(self, dop_hint: int | None) -> None:
+        """A request was answered: follow the dop hint, and let pace and cap grow back slowly."""
+        if dop_hint is not None and dop_hint > 0 and dop_hint != self.dop_hint:
+            self.dop_hint = dop_hint
+            if self.settings.concurrency is None:
+                self._concurrency_ceiling = min(dop_hint, MAX_CONCURRENCY)
+                if not self._concurrency_cut or self._slots.limit > self._concurrency_ceiling:
+                    self._slots.set_limit(self._concurrency_ceiling)
+        if not self.settings.adapt:
+            return
+        if self._rate < self._ceiling:
+            # Additive increase: growth_per_minute of the ceiling per minute of steady success.
+            step = self._ceiling * self.settings.growth_per_minute / (60.0 * self._rate)
+            self._set_rate(min(self._ceiling, self._rate + step))
+        if self._slots.limit < self._concurrency_ceiling:
+            self._successes_since_cut += 1
+            if self._successes_since_cut >= 20 * self._slots.limit:
+                self._successes_since_cut = 0
+                self._slots.set_limit(self._slots.limit + 1)
+
+    def on_throttled(self, error: Throttled) -> float:
+        """A 429 arrived: close the gate for everyone and slow down. Returns the wait."""
+        self.throttled += 1
+        self.limits_hit[error.limit] = self.limits_hit.get(error.limit, 0) + 1
+        now = self._clock()
+        retry_after = (
+            error.retry_after
+            if error.retry_after is not None
+            else self.settings.default_retry_after
+        )
+        jitter = self._rng.uniform(0.0, min(self.settings.max_jitter, 0.1 * retry_after))
+        self._gate_until = max(self._gate_until, now + retry_after + jitter)
+        if self.settings.adapt:
+            self._adapt_down(error, now)
+        return self._gate_until - now
+
+    def _adapt_down(self, error: Throttled, now: float) -> None:
+        # Every task in flight when a limit was crossed gets its own 429: cut once per episode.
+        same_episode = now - self._last_cut < max(1.0, error.retry_after or 0.0)
+        if not same_episode:
+            self._last_cut = now
+        if error.limit == "concurrency":
+            if not same_episode:
+                self._concurrency_cut = True
+                self._successes_since_cut = 0
+                self._slots.set_limit(max(1, self._slots.in_use * 3 // 4))
+            return
+        stated = _stated_rate(error.detail) if error.limit == "requests" else None
+        if stated is not None and stated * self.settings.stated_limit_margin < self._ceiling:
+            # The server said what the limit is: pace just under it from now on.
+            self._ceiling = stated * self.settings.stated_limit_margin
+            self._set_rate(min(self._rate, self._ceiling))
+        elif not same_episode:
+            self._set_rate(self._rate * self.settings.decrease)
+
+    def _set_rate(self, rate: float) -> None:
+        rate = max(self.settings.min_rate, rate)
+        if rate != self._rate:
+            self._rate = rate
+            self._pacer.set_rate(rate)
+
+
+def _stated_rate(message: str) -> float | None:
+    """The requests-per-second a 429 message states, e.g. 'limit of 6000 over ... 300 seconds'."""
+    match = _STATED_LIMIT.search(message)
+    if match is None:
+        return None
+    count, window = (float(g.replace(",", "")) for g in match.groups())
+    return count / window if count > 0 and window > 0 else None

@@ -1,0 +1,590 @@
+"""The dossier writer: streaming spool, zip layout, atomic rename, determinism, safety."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import tracemalloc
+import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sar_bulk import dossier
+from sar_bulk.dossier import (
+    DossierRequest,
+    DossierWriter,
+    dossier_path,
+    remove_leftovers,
+)
+from sar_bulk.dossier_format import PARTIAL_PREFIX, entry_name
+from sar_bulk.errors import DossierError
+from sar_bulk.interaction_types import ALL_TYPES, InteractionType
+from sar_bulk.verify import verify_dossier
+
+CONTACT = "0f8fad5b-d9cb-469f-a165-70867728950e"
+OTHER = "11111111-2222-3333-4444-555555555555"
+ORG = "https://contoso.crm4.dynamics.com"
+T = InteractionType
+
+
+def _assert_unzip_accepts(path: Path) -> None:
+    """Info-ZIP is the reference reader; skipped only where it is not installed."""
+    if shutil.which("unzip") is not None:
+        result = subprocess.run(["unzip", "-t", str(path)], capture_output=True, check=False)
+        assert result.returncode == 0, result.stdout
+
+
+def _at(second: int = 9) -> datetime:
+    return datetime(2024, 5, 6, 7, 8, second, tzinfo=UTC)
+
+
+def _interaction(kind: InteractionType, seq: int, contact: str = CONTACT) -> dict[str, Any]:
+    return {
+        "InteractionId": f"{seq:032X}",
+        "InteractionType": kind.value,
+        "Timestamp": f"2024-03-{seq % 28 + 1:02d}T12:00:{seq % 60:02d}Z",
+        "ContactId": contact,
+        "EmailAddressUsed": "jane.doe@example.com",
+        "Seq": seq,
+    }
+
+
+def _request(*types: InteractionType, **kwargs: Any) -> DossierRequest:
+    return DossierRequest(CONTACT, types or ALL_TYPES, ORG, **kwargs)
+
+
+def _entry(path: Path, kind: InteractionType) -> list[dict[str, Any]]:
+    with zipfile.ZipFile(path) as archive:
+        items = orjson.loads(archive.read(entry_name(kind)))
+    assert isinstance(items, list)
+    return items
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    with zipfile.ZipFile(path) as archive:
+        manifest = orjson.loads(archive.read("manifest.json"))
+    assert isinstance(manifest, dict)
+    return manifest
+
+
+async def _write(
+    out: Path, pages: dict[InteractionType, list[list[dict[str, Any]]]], second: int = 9
+) -> Path:
+    async with DossierWriter(out, _request(*pages), now=lambda: _at(second)) as writer:
+        for kind, kind_pages in pages.items():
+            for page in kind_pages:
+                await writer.add_page(kind, page)
+        summary = await writer.complete()
+    return summary.path
+
+
+async def test_interleaved_pages_of_all_40_types_land_in_their_entries_in_server_order(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(7)
+    expected: dict[InteractionType, list[dict[str, Any]]] = {}
+    queues: dict[InteractionType, list[list[dict[str, Any]]]] = {}
+    seq = 0
+    for number, kind in enumerate(ALL_TYPES):
+        pages: list[list[dict[str, Any]]] = []
+        for _ in range(number % 4 + 1):  # 1..4 pages; types with number % 5 == 0 are empty
+            size = 0 if number % 5 == 0 else rng.randint(0, 30)
+            pages.append([_interaction(kind, seq + i) for i in range(size)])
+            seq += size
+        queues[kind] = pages
+        expected[kind] = [item for page in pages for item in page]
+    writer = DossierWriter(tmp_path, _request(), now=_at)
+    while queues:
+        # One round: the next page of a random subset of types, all at once, like the engine.
+        kinds = rng.sample(sorted(queues), k=min(len(queues), rng.randint(1, 12)))
+        await asyncio.gather(*(writer.add_page(k, queues[k].pop(0)) for k in kinds))
+        for kind in kinds:
+            if not queues[kind]:
+                del queues[kind]
+    summary = await writer.complete()
+
+    assert summary.path == tmp_path / f"{CONTACT}.zip"
+    assert summary.total_interactions == seq
+    manifest = _manifest(summary.path)
+    rows = manifest["interactions"]
+    assert [row["interaction_type"] for row in rows] == [t.value for t in ALL_TYPES]
+    with zipfile.ZipFile(summary.path) as archive:
+        names = archive.namelist()
+    for number, (kind, row) in enumerate(zip(ALL_TYPES, rows, strict=True)):
+        assert row["pages"] == number % 4 + 1
+        assert row["count"] == len(expected[kind]) == summary.counts[kind]
+        if expected[kind]:
+            assert _entry(summary.path, kind) == expected[kind]
+            assert row["path"] == entry_name(kind)
+        else:
+            assert entry_name(kind) not in names
+            assert (row["path"], row["sha256"], row["bytes"]) == (None, None, 0)
+    assert verify_dossier(summary.path).ok
+
+
+async def test_layout_member_order_and_fixed_member_metadata(tmp_path: Path) -> None:
+    pages: dict[InteractionType, list[list[dict[str, Any]]]] = {
+        T.WebsiteVisited: [[_interaction(T.WebsiteVisited, 1)]],
+        T.EmailSent: [[_interaction(T.EmailSent, 2)], [_interaction(T.EmailSent, 3)]],
+        T.EmailOpened: [[]],
+    }
+    path = await _write(tmp_path, pages)
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        assert archive.testzip() is None
+        readme = archive.read("README.txt").decode("utf-8")
+    assert [i.filename for i in infos] == [
+        "README.txt",
+        "manifest.json",
+        "interactions/EmailSent.json",
+        "interactions/WebsiteVisited.json",
+    ]
+    for info in infos:
+        assert info.compress_type == zipfile.ZIP_DEFLATED
+        assert info.date_time == (1980, 1, 1, 0, 0, 0)
+        assert info.external_attr >> 16 == 0o600
+    manifest = _manifest(path)
+    assert manifest["schema"] == "sar-bulk/dossier/v1"
+    assert manifest["contact_id"] == CONTACT
+    assert manifest["generated_at"] == "2024-05-06T07:08:09Z"
+    assert manifest["tool"]["name"] == "sar-bulk"
+    assert manifest["source"] == {
+        "org_url": ORG,
+        "action": "msdyncrm_LoadInteractionsPublic",
+        "date_from": None,
+        "date_to": None,
+    }
+    assert manifest["total_interactions"] == 3
+    assert CONTACT in readme
+    assert "you opened an e-mail" in readme  # the meaning of a requested type, even at 0
+    assert "no date range" in readme
+    _assert_unzip_accepts(path)
+
+
+async def test_entry_is_one_compact_object_per_line(tmp_path: Path) -> None:
+    items = [_interaction(T.EmailSent, n) for n in range(3)]
+    path = await _write(tmp_path, {T.EmailSent: [items[:2], [], items[2:]]})
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read("interactions/EmailSent.json")
+    assert data == b"[\n" + b",\n".join(orjson.dumps(i) for i in items) + b"\n]\n"
+    manifest = _manifest(path)
+    assert manifest["interactions"][0]["bytes"] == len(data)
+    assert manifest["interactions"][0]["pages"] == 3
+
+
+async def test_dates_are_recorded_as_sent_and_readable_in_the_readme(tmp_path: Path) -> None:
+    request = _request(T.EmailSent, date_from="01-31-2024", date_to="12-01-2024")
+    async with DossierWriter(tmp_path, request, now=_at) as writer:
+        await writer.add_page(T.EmailSent, [])
+        summary = await writer.complete()
+    manifest = _manifest(summary.path)
+    assert manifest["source"]["date_from"] == "01-31-2024"
+    assert manifest["source"]["date_to"] == "12-01-2024"
+    with zipfile.ZipFile(summary.path) as archive:
+        readme = archive.read("README.txt").decode()
+    assert "from 2024-01-31 to 2024-12-01" in readme
+
+
+async def test_non_ascii_content_round_trips_exactly(tmp_path: Path) -> None:
+    texts = [
+        "Zoë Ødegård-Łukasiewicz",
+        "日本語のメール",
+        "مرحبا",
+        "emoji 😀👍🏽 and a ZWJ 👩‍👩‍👧",
+        'line\nbreak\ttab\x00nul \u2028 \u2029 "quoted" back\\slash',
+        "\ufeffBOM-led",
+    ]
+    items = [
+        {**_interaction(T.FormSubmitted, n), "Field": text, text: [text, {"nested": text}]}
+        for n, text in enumerate(texts)
+    ]
+    path = await _write(tmp_path, {T.FormSubmitted: [items]})
+    assert _entry(path, T.FormSubmitted) == items
+    assert verify_dossier(path).ok
+
+
+async def test_contact_id_in_any_case_or_braces_is_accepted(tmp_path: Path) -> None:
+    items = [
+        _interaction(T.EmailSent, 1, contact=CONTACT.upper()),
+        _interaction(T.EmailSent, 2, contact="{" + CONTACT + "}"),
+    ]
+    path = await _write(tmp_path, {T.EmailSent: [items]})
+    assert _entry(path, T.EmailSent) == items
+    assert verify_dossier(path).ok
+
+
+async def test_an_interaction_of_another_contact_is_refused(tmp_path: Path) -> None:
+    async with DossierWriter(tmp_path, _request(T.EmailSent)) as writer:
+        with pytest.raises(DossierError, match="another contact") as caught:
+            await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1, contact=OTHER)])
+        assert OTHER not in str(caught.value)
+        with pytest.raises(DossierError, match="broken"):
+            await writer.complete()
+    assert os.listdir(tmp_path) == []
+
+
+async def test_an_interaction_without_contact_id_or_not_an_object_is_refused(
+    tmp_path: Path,
+) -> None:
+    async with DossierWriter(tmp_path, _request(T.EmailSent)) as writer:
+        with pytest.raises(DossierError, match="ContactId"):
+            await writer.add_page(T.EmailSent, [{"InteractionId": "x"}])
+    async with DossierWriter(tmp_path, _request(T.EmailSent)) as writer:
+        with pytest.raises(DossierError, match="not a JSON object"):
+            await writer.add_page(T.EmailSent, ["text"])  # type: ignore[list-item]
+    assert os.listdir(tmp_path) == []
+
+
+async def test_complete_refuses_a_requested_type_without_any_page(tmp_path: Path) -> None:
+    async with DossierWriter(tmp_path, _request(T.EmailSent, T.EmailOpened)) as writer:
+        await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)])
+        with pytest.raises(DossierError, match="no page came for EmailOpened"):
+            await writer.complete()
+    assert os.listdir(tmp_path) == []
+
+
+async def test_a_page_of_a_type_not_requested_is_refused_and_complete_fails(
+    tmp_path: Path,
+) -> None:
+    async with DossierWriter(tmp_path, _request(T.EmailSent)) as writer:
+        await writer.add_page(T.EmailSent, [])
+        with pytest.raises(DossierError, match="not requested"):
+            await writer.add_page(T.EmailOpened, [])
+        with pytest.raises(DossierError, match="EmailOpened"):
+            await writer.complete()
+    assert not dossier_path(tmp_path, CONTACT).exists()
+
+
+@pytest.mark.parametrize("contact", ["../../etc/passwd", CONTACT.upper(), "{" + CONTACT + "}", ""])
+def test_only_a_canonical_contact_id_reaches_a_path(tmp_path: Path, contact: str) -> None:
+    with pytest.raises(DossierError, match="canonical"):
+        DossierRequest(contact, (T.EmailSent,), ORG)
+    with pytest.raises(DossierError, match="canonical"):
+        dossier_path(tmp_path, contact)
+
+
+@pytest.mark.parametrize(
+    ("types", "kwargs", "match"),
+    [
+        ((), {}, "at least one"),
+        ((T.EmailSent, T.EmailSent), {}, "twice"),
+        (("EmailSent",), {}, "InteractionType"),
+        ((T.EmailSent,), {"date_from": "2024-01-31"}, "MM-DD-YYYY"),
+    ],
+)
+def test_a_malformed_request_is_refused(
+    types: tuple[Any, ...], kwargs: dict[str, str], match: str
+) -> None:
+    with pytest.raises(DossierError, match=match):
+        DossierRequest(CONTACT, types, ORG, **kwargs)
+
+
+async def test_writing_twice_gives_identical_entries_and_zips_that_differ_only_in_time(
+    tmp_path: Path,
+) -> None:
+    pages = {
+        kind: [[_interaction(kind, n + 100 * i) for n in range(40)] for i in range(3)]
+        for kind in (T.EmailSent, T.EmailClicked, T.WebsiteVisited)
+    }
+    first = await _write(tmp_path / "a", pages, second=1)
+    second = await _write(tmp_path / "b", pages, second=2)
+    same_time = await _write(tmp_path / "c", pages, second=1)
+    assert first.read_bytes() == same_time.read_bytes()
+
+    with zipfile.ZipFile(first) as one, zipfile.ZipFile(second) as two:
+        assert one.namelist() == two.namelist()
+        for a, b in zip(one.infolist(), two.infolist(), strict=True):
+            if a.filename.startswith("interactions/"):
+                assert (a.CRC, a.compress_size, a.file_size) == (
+                    b.CRC,
+                    b.compress_size,
+                    b.file_size,
+                )
+                assert _raw_member(first, a) == _raw_member(second, b)
+        readme_diff = [
+            (x, y)
+            for x, y in zip(
+                one.read("README.txt").decode().splitlines(),
+                two.read("README.txt").decode().splitlines(),
+                strict=True,
+            )
+            if x != y
+        ]
+    assert [x.split(":")[0] for x, _ in readme_diff] == ["Prepared on"]
+    manifests = [_manifest(first), _manifest(second)]
+    assert [m.pop("generated_at") for m in manifests] == [
+        "2024-05-06T07:08:01Z",
+        "2024-05-06T07:08:02Z",
+    ]
+    assert manifests[0] == manifests[1]
+
+
+def _raw_member(path: Path, info: zipfile.ZipInfo) -> bytes:
+    """The member's local header and compressed bytes, exactly as stored in the file."""
+    with path.open("rb") as handle:
+        handle.seek(info.header_offset)
+        header = handle.read(30)
+        name_len = int.from_bytes(header[26:28], "little")
+        extra_len = int.from_bytes(header[28:30], "little")
+        return header + handle.read(name_len + extra_len + info.compress_size)
+
+
+@pytest.fixture
+def no_umask() -> Iterator[None]:
+    # With umask 0 only the writer's explicit modes keep the files private.
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("no_umask")
+async def test_files_are_0600_and_created_folders_0700(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "out"
+    async with DossierWriter(out, _request(T.EmailSent, T.EmailOpened), now=_at) as writer:
+        await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)])
+        (spool,) = out.iterdir()
+        assert spool.name.startswith(PARTIAL_PREFIX)
+        assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+        (spool_file,) = spool.iterdir()
+        assert stat.S_IMODE(spool_file.stat().st_mode) == 0o600
+        await writer.add_page(T.EmailOpened, [])
+        summary = await writer.complete()
+    assert stat.S_IMODE(summary.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert os.listdir(out) == [summary.path.name]  # spool gone
+    assert summary.zip_bytes == summary.path.stat().st_size
+
+
+async def test_an_existing_output_folder_keeps_its_mode(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o740)
+    await _write(tmp_path, {T.EmailSent: [[]]})
+    assert stat.S_IMODE(os.stat(tmp_path).st_mode) == 0o740
+
+
+async def test_a_small_contact_needs_no_spool(tmp_path: Path) -> None:
+    writer = DossierWriter(tmp_path / "out", _request(T.EmailSent, T.EmailOpened))
+    await writer.add_page(T.EmailSent, [])
+    await writer.add_page(T.EmailOpened, [])
+    assert not (tmp_path / "out").exists()  # nothing on disk before complete()
+    summary = await writer.complete()
+    assert summary.total_interactions == 0
+    assert verify_dossier(summary.path).ok
+
+
+async def test_a_rewrite_replaces_the_previous_dossier(tmp_path: Path) -> None:
+    await _write(tmp_path, {T.EmailSent: [[_interaction(T.EmailSent, 1)]]})
+    path = await _write(tmp_path, {T.EmailSent: [[_interaction(T.EmailSent, 2)]] * 2})
+    assert [item["Seq"] for item in _entry(path, T.EmailSent)] == [2, 2]
+    assert os.listdir(tmp_path) == [path.name]
+
+
+async def test_failure_mid_assembly_leaves_no_dossier_and_abort_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_copy(source: IO[bytes], target: IO[bytes]) -> None:
+        target.write(source.read(1000))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dossier, "_copy_entry", failing_copy)
+    async with DossierWriter(tmp_path, _request(T.EmailSent), now=_at) as writer:
+        await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, n) for n in range(100)])
+        with pytest.raises(DossierError, match="No space left"):
+            await writer.complete()
+        assert not dossier_path(tmp_path, CONTACT).exists()
+        assert all(name.startswith(PARTIAL_PREFIX) for name in os.listdir(tmp_path))
+        with pytest.raises(DossierError, match="broken"):
+            await writer.add_page(T.EmailSent, [])
+    assert os.listdir(tmp_path) == []
+
+
+async def test_leaving_the_block_with_an_error_discards_the_spool(tmp_path: Path) -> None:
+    writer = DossierWriter(tmp_path, _request(T.EmailSent))
+
+    async def give_up() -> None:
+        async with writer:
+            await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)])
+            assert os.listdir(tmp_path)
+            raise RuntimeError("engine gave up")
+
+    with pytest.raises(RuntimeError, match="engine gave up"):
+        await give_up()
+    assert os.listdir(tmp_path) == []
+    await writer.abort()  # idempotent
+
+
+async def test_a_cancelled_page_breaks_the_writer_and_abort_waits_for_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+    real_encode = dossier._encode_page
+
+    def slow_encode(interactions: Any, contact_id: str) -> list[bytes]:
+        entered.set()
+        release.wait(10)
+        return real_encode(interactions, contact_id)
+
+    monkeypatch.setattr(dossier, "_encode_page", slow_encode)
+    writer = DossierWriter(tmp_path, _request(T.EmailSent))
+    task = asyncio.create_task(writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)]))
+    await asyncio.to_thread(entered.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(DossierError, match="broken"):
+        await writer.complete()
+    release.set()  # the thread now writes its page; abort must wait for it, then delete
+    await writer.abort()
+    assert os.listdir(tmp_path) == []
+
+
+KILL_MID_ASSEMBLY = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from pathlib import Path
+    from sar_bulk import dossier
+    from sar_bulk.interaction_types import InteractionType as T
+
+    def copy_then_die(source, target):
+        target.write(source.read(5000))
+        target.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    dossier._copy_entry = copy_then_die
+    contact = sys.argv[2]
+
+    async def main():
+        request = dossier.DossierRequest(contact, (T.EmailSent,), "https://org.example")
+        writer = dossier.DossierWriter(Path(sys.argv[1]), request)
+        page = [{"ContactId": contact, "Seq": n, "Pad": "x" * 100} for n in range(500)]
+        await writer.add_page(T.EmailSent, page)
+        await writer.complete()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_killed_writer_leaves_only_leftovers_the_next_run_removes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("not ours")
+    result = subprocess.run(
+        [sys.executable, "-c", KILL_MID_ASSEMBLY, str(out), CONTACT],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert not dossier_path(out, CONTACT).exists()
+    leftovers = sorted(p.name for p in out.iterdir() if p.name != "keep.txt")
+    assert len(leftovers) == 2  # the spool folder and the unfinished zip
+    assert all(name.startswith(PARTIAL_PREFIX) for name in leftovers)
+
+    assert remove_leftovers(out) == 2
+    assert os.listdir(out) == ["keep.txt"]
+    assert remove_leftovers(out) == 0
+    assert remove_leftovers(tmp_path / "missing") == 0
+
+
+async def test_large_entries_switch_to_zip64(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Same code path as a 4 GiB entry, with the limit lowered instead of the data raised.
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 2000)
+    items = [_interaction(T.EmailSent, n) for n in range(200)]
+    path = await _write(tmp_path, {T.EmailSent: [items[:100], items[100:]]})
+    monkeypatch.undo()
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("interactions/EmailSent.json")
+        assert info.file_size > 2000
+        assert info.extra[:2] == b"\x01\x00"  # the ZIP64 extra field
+        assert archive.testzip() is None
+    assert _entry(path, T.EmailSent) == items
+    _assert_unzip_accepts(path)
+
+
+def _page_stream(total: int, page_size: int) -> Iterator[tuple[InteractionType, list[Any]]]:
+    """Pages made on demand, so that the test itself holds only one page."""
+    kinds = (T.EmailSent, T.EmailDelivered, T.EmailOpened, T.WebsiteVisited)
+    for start in range(0, total, page_size):
+        kind = kinds[(start // page_size) % len(kinds)]
+        yield kind, [_interaction(kind, n) for n in range(start, min(total, start + page_size))]
+
+
+@pytest.mark.slow
+async def test_memory_is_bounded_by_a_page_not_by_the_contact(tmp_path: Path) -> None:
+    total, page_size = 200_000, 500
+    request = _request(T.EmailSent, T.EmailDelivered, T.EmailOpened, T.WebsiteVisited)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        async with DossierWriter(tmp_path, request, now=_at) as writer:
+            for kind, page in _page_stream(total, page_size):
+                await writer.add_page(kind, page)
+            summary = await writer.complete()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    data_bytes = sum(row["bytes"] for row in _manifest(summary.path)["interactions"])
+    assert summary.total_interactions == total
+    assert data_bytes > 40_000_000  # the contact is far bigger than the bound below
+    assert peak < 16_000_000, f"peak {peak} bytes for {data_bytes} bytes of interactions"
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+interactions = st.builds(
+    lambda extra: {**extra, "ContactId": CONTACT},
+    st.dictionaries(st.text(), json_values, max_size=6),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pages=st.dictionaries(
+        st.sampled_from(ALL_TYPES),
+        st.lists(st.lists(interactions, max_size=5), min_size=1, max_size=3),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_arbitrary_json_objects_round_trip_through_the_zip(
+    pages: dict[InteractionType, list[list[dict[str, Any]]]],
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = asyncio.run(_write(Path(folder), pages))
+        manifest = _manifest(path)
+        for kind, kind_pages in pages.items():
+            expected = [item for page in kind_pages for item in page]
+            if expected:
+                assert _entry(path, kind) == expected
+            row = next(r for r in manifest["interactions"] if r["interaction_type"] == kind)
+            assert (row["count"], row["pages"]) == (len(expected), len(kind_pages))
+        assert verify_dossier(path).ok

@@ -1,0 +1,390 @@
+"""The verifier: a good dossier passes, each kind of damage or tampering is named."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import shutil
+import tracemalloc
+import zipfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from sar_bulk.dossier import DossierRequest, DossierWriter
+from sar_bulk.dossier_format import entry_name, member_info
+from sar_bulk.interaction_types import InteractionType
+from sar_bulk.verify import iter_dossiers, run_verify_command, verify_dossier
+
+CONTACT = "0f8fad5b-d9cb-469f-a165-70867728950e"
+OTHER = "11111111-2222-3333-4444-555555555555"
+T = InteractionType
+SENT = entry_name(T.EmailSent)
+
+
+def _interaction(kind: InteractionType, seq: int, contact: str = CONTACT) -> dict[str, Any]:
+    return {
+        "InteractionId": f"{seq:032X}",
+        "InteractionType": kind.value,
+        "ContactId": contact,
+        "Timestamp": "2024-03-01T12:00:00Z",
+        "Seq": seq,
+    }
+
+
+async def _dossier(out: Path, contact: str = CONTACT, count: int = 30) -> Path:
+    request = DossierRequest(contact, (T.EmailSent, T.EmailOpened, T.WebsiteVisited), "https://o")
+    now = datetime(2024, 5, 6, tzinfo=UTC)
+    async with DossierWriter(out, request, now=lambda: now) as writer:
+        for start in range(0, count, 500):
+            page = [
+                _interaction(T.EmailSent, n, contact) for n in range(start, min(count, start + 500))
+            ]
+            await writer.add_page(T.EmailSent, page)
+        await writer.add_page(T.EmailOpened, [])
+        await writer.add_page(T.WebsiteVisited, [_interaction(T.WebsiteVisited, 0, contact)])
+        summary = await writer.complete()
+    return summary.path
+
+
+@pytest.fixture
+async def good(tmp_path: Path) -> Path:
+    return await _dossier(tmp_path / "out")
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _rebuild(path: Path, members: dict[str, bytes], target: Path | None = None) -> Path:
+    """Write ``members`` as a new zip (at ``target``, or over ``path``)."""
+    target = target or path
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(member_info(name, len(data)), data)
+    target.write_bytes(buffer.getvalue())
+    return target
+
+
+def _tamper(path: Path, change: Callable[[dict[str, bytes], dict[str, Any]], object]) -> Path:
+    """Let ``change`` edit the members and the parsed manifest, then write them back."""
+    members = _members(path)
+    manifest = orjson.loads(members["manifest.json"])
+    change(members, manifest)
+    members["manifest.json"] = orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
+    return _rebuild(path, members)
+
+
+def _row(manifest: dict[str, Any], kind: InteractionType) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = manifest["interactions"]
+    return next(r for r in rows if r["interaction_type"] == kind.value)
+
+
+def _reseal(members: dict[str, bytes], manifest: dict[str, Any], name: str, data: bytes) -> None:
+    """Replace an entry and update its sha256 and size: only content checks can catch it."""
+    members[name] = data
+    row = next(r for r in manifest["interactions"] if r["path"] == name)
+    row["sha256"] = hashlib.sha256(data).hexdigest()
+    row["bytes"] = len(data)
+
+
+def _problems(path: Path) -> str:
+    result = verify_dossier(path)
+    assert not result.ok
+    assert result.problems
+    return " | ".join(result.problems)
+
+
+def test_a_good_dossier_passes(good: Path) -> None:
+    result = verify_dossier(good)
+    assert result.problems == ()
+    assert result.ok
+    assert result.contact_id == CONTACT
+    assert result.total_interactions == 31
+    assert result.path == good
+
+
+def test_a_flipped_byte_in_the_file_is_caught(good: Path) -> None:
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as archive:
+        info = archive.getinfo(SENT)
+    # Somewhere inside the compressed data of the entry, past its local header.
+    data[info.header_offset + 30 + len(SENT) + info.compress_size // 2] ^= 0x01
+    good.write_bytes(bytes(data))
+    assert SENT in _problems(good)
+
+
+def test_a_changed_entry_with_the_old_manifest_is_caught(good: Path) -> None:
+    members = _members(good)
+    members[SENT] = members[SENT].replace(b'"Seq":7', b'"Seq":8', 1)
+    _rebuild(good, members)
+    assert "does not match its sha256" in _problems(good)
+
+
+def test_a_missing_entry_is_caught(good: Path) -> None:
+    members = _members(good)
+    del members[SENT]
+    _rebuild(good, members)
+    assert f"member {SENT!r} is missing" in _problems(good)
+
+
+def test_a_wrong_count_is_caught(good: Path) -> None:
+    def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        _row(manifest, T.EmailSent)["count"] = 29
+        manifest["total_interactions"] = 30  # consistent totals: only the entry can tell
+
+    _tamper(good, change)
+    assert _problems(good) == f"{SENT} holds 30 interactions, the manifest says 29"
+
+
+def test_totals_that_do_not_add_up_are_caught(good: Path) -> None:
+    _tamper(good, lambda members, manifest: manifest.update(total_interactions=5))
+    assert "total_interactions is 5 but the counts add up to 31" in _problems(good)
+
+
+def test_an_interaction_of_another_contact_is_caught(good: Path) -> None:
+    def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        data = members[SENT].replace(CONTACT.encode(), OTHER.encode(), 1)
+        _reseal(members, manifest, SENT, data)
+
+    _tamper(good, change)
+    problems = _problems(good)
+    assert (
+        problems
+        == f"{SENT} holds 1 interaction(s) whose ContactId is missing or names another contact"
+    )
+    assert OTHER not in problems
+
+
+def test_an_upper_case_or_braced_contact_id_in_an_interaction_is_fine(good: Path) -> None:
+    def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        data = members[SENT].replace(CONTACT.encode(), CONTACT.upper().encode(), 1)
+        data = data.replace(f'"{CONTACT}"'.encode(), f'"{{{CONTACT}}}"'.encode(), 1)
+        _reseal(members, manifest, SENT, data)
+
+    _tamper(good, change)
+    assert verify_dossier(good).ok
+
+
+def test_an_unexpected_member_is_caught(good: Path) -> None:
+    members = _members(good)
+    members["interactions/Extra.json"] = b"[]"
+    _rebuild(good, members)
+    assert _problems(good) == "unexpected member 'interactions/Extra.json'"
+
+
+def test_a_member_twice_is_caught(good: Path) -> None:
+    with zipfile.ZipFile(good, "a") as archive, pytest.warns(UserWarning, match="Duplicate"):
+        archive.writestr(member_info("README.txt", 3), b"hey")
+    assert "member 'README.txt' appears 2 times" in _problems(good)
+
+
+def test_a_wrong_file_name_is_caught(good: Path) -> None:
+    renamed = good.with_name(f"{OTHER}.zip")
+    good.rename(renamed)
+    assert f"file is named '{OTHER}.zip' but holds contact {CONTACT}" in _problems(renamed)
+
+
+def test_path_must_be_null_exactly_when_count_is_zero(good: Path) -> None:
+    def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        _row(manifest, T.EmailOpened)["path"] = entry_name(T.EmailOpened)
+
+    _tamper(good, change)
+    assert "has count 0, so path and sha256 must be null" in _problems(good)
+
+
+def test_a_listed_entry_without_path_is_caught(good: Path) -> None:
+    def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        _row(manifest, T.WebsiteVisited)["path"] = None
+
+    _tamper(good, change)
+    problems = _problems(good)
+    assert "path must be 'interactions/WebsiteVisited.json'" in problems
+    assert "unexpected member 'interactions/WebsiteVisited.json'" in problems
+
+
+def test_types_out_of_canonical_order_are_caught(good: Path) -> None:
+    _tamper(good, lambda members, manifest: manifest["interactions"].reverse())
+    assert "out of canonical order" in _problems(good)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda m: m.update(schema="other/v9"), "schema is not"),
+        (lambda m: m.pop("tool"), "lacks tool"),
+        (lambda m: m.update(extra=1), "unexpected field(s) extra"),
+        (lambda m: m.update(contact_id=CONTACT.upper()), "contact_id is not"),
+        (lambda m: m.update(generated_at="yesterday"), "generated_at is not"),
+        (lambda m: m["source"].update(action="x"), "source.action"),
+        (lambda m: m["source"].update(date_from="2024-01-01"), "source.date_from"),
+        (lambda m: m["interactions"][0].update(count=True), "count is not a whole number"),
+        (lambda m: m["interactions"][0].update(pages=0), "pages is not a whole number >= 1"),
+        (lambda m: m["interactions"][1].update(sha256="XYZ"), "sha256 is not 64"),
+        (lambda m: m["interactions"][0].update(interaction_type="Nope"), "names no interaction"),
+        (lambda m: m.update(interactions=[]), "interactions is not a non-empty list"),
+    ],
+)
+def test_schema_violations_in_the_manifest_are_caught(
+    good: Path, edit: Callable[[dict[str, Any]], object], expected: str
+) -> None:
+    _tamper(good, lambda members, manifest: edit(manifest))
+    assert expected in _problems(good)
+
+
+def test_a_manifest_that_is_not_json_is_caught(good: Path) -> None:
+    members = _members(good)
+    members["manifest.json"] = b"{not json"
+    _rebuild(good, members)
+    assert "manifest.json is not valid JSON" in _problems(good)
+
+
+def test_an_entry_in_another_json_layout_is_reported_not_loaded(good: Path) -> None:
+    def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        items = orjson.loads(members[SENT])
+        _reseal(members, manifest, SENT, orjson.dumps(items))  # valid JSON, all on one line
+
+    _tamper(good, change)
+    assert f"{SENT} is not a v1 JSON array" in _problems(good)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (b"\n]\n", b",\n]\n", "a comma before the closing ]"),
+        (b"\n]\n", b"\n", "does not end with a closing ]"),
+        (b"},\n{", b"}\n{", "missing comma"),
+        (b"\n]\n", b"\n]\n[\n", "after the closing ]"),
+        (b"[\n{", b"[\n[1],\n{", "value(s) that are not objects"),
+    ],
+)
+def test_broken_array_layouts_are_named(good: Path, old: bytes, new: bytes, expected: str) -> None:
+    def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        _reseal(members, manifest, SENT, members[SENT].replace(old, new, 1))
+
+    _tamper(good, change)
+    assert expected in _problems(good)
+
+
+def test_a_file_that_is_no_zip_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / f"{CONTACT}.zip"
+    path.write_bytes(b"PK but not really")
+    result = verify_dossier(path)
+    assert not result.ok
+    assert result.problems[0].startswith("not a readable zip file")
+    assert result.contact_id is None
+
+
+@pytest.mark.slow
+async def test_verifying_a_large_entry_needs_little_memory(tmp_path: Path) -> None:
+    path = await _dossier(tmp_path, count=100_000)
+    tracemalloc.start()
+    try:
+        result = await asyncio.to_thread(verify_dossier, path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.ok
+    assert result.total_interactions == 100_001
+    with zipfile.ZipFile(path) as archive:
+        size = archive.getinfo(SENT).file_size
+    assert size > 15_000_000
+    assert peak < 8_000_000, f"peak {peak} bytes for a {size}-byte entry"
+
+
+def test_iter_dossiers_takes_files_as_given_and_zips_directly_inside_folders(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "out"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.zip", "a.zip", ".sar-bulk-partial-x.zip", "notes.txt", "sub/c.zip"):
+        (folder / name).write_bytes(b"")
+    (folder / "d.zip").mkdir()
+    loose = tmp_path / "loose.zip"
+    assert list(iter_dossiers([folder, loose])) == [folder / "a.zip", folder / "b.zip", loose]
+
+
+async def test_verify_command_exit_codes_and_text(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = await _dossier(out)
+    await _dossier(out, contact=OTHER)
+    (out / ".sar-bulk-partial-leftover.zip").write_bytes(b"junk")
+
+    text = io.StringIO()
+    assert run_verify_command([str(out)], as_json=False, out=text) == 0
+    lines = text.getvalue().splitlines()
+    assert lines[0].startswith("ok ")
+    assert f"contact {CONTACT}, 31 interaction(s)" in lines[0]
+    assert lines[-1] == "verified 2 dossier(s): 2 valid, 0 invalid"
+
+    members = _members(first)
+    del members[SENT]
+    _rebuild(first, members)
+    text = io.StringIO()
+    assert run_verify_command([str(out), str(first)], as_json=False, out=text) == 1
+    lines = text.getvalue().splitlines()
+    assert lines[0].startswith(f"INVALID  {first}: member ")
+    assert lines[-1] == "verified 2 dossier(s): 1 valid, 1 invalid"  # given twice, checked once
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "give at least one"),
+        (["missing.zip"], "no such file or folder"),
+        (["empty"], "holds no dossiers"),
+    ],
+)
+def test_verify_command_usage_errors_exit_2(tmp_path: Path, args: list[str], expected: str) -> None:
+    (tmp_path / "empty").mkdir()  # the working folder is tmp_path
+    text = io.StringIO()
+    assert run_verify_command(args, as_json=False, out=text) == 2
+    assert text.getvalue().startswith("error: ")
+    assert expected in text.getvalue()
+    text = io.StringIO()
+    assert run_verify_command(args, as_json=True, out=text) == 2
+    document = orjson.loads(text.getvalue())
+    assert expected in document["error"]
+    assert (document["ok"], document["checked"], document["dossiers"]) == (False, 0, [])
+
+
+async def test_verify_command_json_shape(tmp_path: Path) -> None:
+    good = await _dossier(tmp_path / "out")
+    bad = tmp_path / f"{OTHER}.zip"
+    shutil.copy(good, bad)
+    text = io.StringIO()
+    assert run_verify_command([str(good), str(bad)], as_json=True, out=text) == 1
+    document = orjson.loads(text.getvalue())
+    assert document == {
+        "ok": False,
+        "error": None,
+        "checked": 2,
+        "valid": 1,
+        "invalid": 1,
+        "dossiers": [
+            {
+                "path": str(good),
+                "ok": True,
+                "contact_id": CONTACT,
+                "total_interactions": 31,
+                "problems": [],
+            },
+            {
+                "path": str(bad),
+                "ok": False,
+                "contact_id": CONTACT,
+                "total_interactions": 31,
+                "problems": [
+                    f"file is named '{OTHER}.zip' but holds contact {CONTACT} "
+                    f"(expected '{CONTACT}.zip')"
+                ],
+            },
+        ],
+    }
