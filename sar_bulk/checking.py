@@ -17,6 +17,7 @@ __all__ = ["run_check"]
 _EXIT = {
     Outcome.READY: 0,
     Outcome.THROTTLED: 1,
+    Outcome.UNSURE: 1,
     Outcome.FAILED: 1,
     Outcome.TOKEN_REFUSED: 3,
     Outcome.FORBIDDEN: 3,

@@ -208,6 +208,11 @@ def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]
     return merged
 
 
+def _state_name(shard: Shard | None) -> str:
+    """One state file per shard, so shards sharing an output folder never share one."""
+    return "state.sqlite" if shard is None else f"state.shard-{shard.index}-of-{shard.count}.sqlite"
+
+
 @dataclass(frozen=True, slots=True)
 class RunConfig:
     """Everything one ``sar-bulk run`` needs, checked."""
@@ -263,7 +268,7 @@ class RunConfig:
             dates=DateRange.parse(settings["date_from"], settings["date_to"]),
             page_size=settings["page_size"],
             out=out,
-            state=settings["state"] or out / ".sar-bulk" / "state.sqlite",
+            state=settings["state"] or out / ".sar-bulk" / _state_name(shard),
             restart=settings["restart"],
             shard=shard,
             throttle=ThrottleSettings(rate=settings["rate"], concurrency=settings["concurrency"]),

@@ -176,6 +176,7 @@ def open_contacts(path: str) -> BinaryIO:
     """Open the contacts file for reading in binary; ``-`` is standard input.
 
     Raises ``InputError`` saying what is wrong with the path, instead of a bare ``OSError``.
+    The caller closes a file it opened this way, but not standard input.
     """
     if path == "-":
         return sys.stdin.buffer
@@ -195,9 +196,11 @@ class ContactReader:
     """Iterate over a contacts CSV as ``ContactRow`` and ``RejectedRow`` values, in file order.
 
     ``detect()`` reads the header and the sniffing sample (up to 51 rows) and decides on the
-    delimiter and the id column; ``column_description`` calls it when needed, and so does
-    iteration. Both raise ``InputError`` for an empty or header-only file, an unknown
-    ``id_column`` or a column that cannot be told. The reader is single-pass.
+    delimiter and the id column; ``column_description`` calls it when needed, and so does the
+    first ``next()`` of the iteration. They raise ``InputError`` for an empty or header-only
+    file, an unknown ``id_column`` or a column that cannot be told. The reader is single-pass
+    and, like any iterator, is pulled from one thread at a time (``asyncio.to_thread`` batches
+    are fine).
     """
 
     def __init__(
@@ -228,6 +231,7 @@ class ContactReader:
         self._slot: str | None = None
         self._room = 0
         self._consumed: list[_Line] = []
+        self._failure: InputError | None = None
         self._started = False
 
     @property
@@ -236,16 +240,26 @@ class ContactReader:
         return self.detect()
 
     def detect(self) -> str:
-        """Read the header and sample rows once, choose the id column and describe it."""
+        """Read the header and sample rows once, choose the id column and describe it.
+
+        A failure is remembered: asking again raises the same ``InputError`` instead of reading
+        on from the middle of the stream.
+        """
+        if self._failure is not None:
+            raise self._failure
         if self._description is None:
-            self._description = self._detect()
+            try:
+                self._description = self._detect()
+            except InputError as exc:
+                self._failure = exc
+                raise
         return self._description
 
     def __iter__(self) -> Iterator[ContactRow | RejectedRow]:
+        """The rows; nothing is read before the first ``next()``, so ``iter()`` never blocks."""
         if self._started:
             raise RuntimeError("a ContactReader reads its stream once")
         self._started = True
-        self.detect()
         return self._rows()
 
     # -- physical lines ---------------------------------------------------------------------
@@ -254,22 +268,18 @@ class ContactReader:
         """Every physical line without its terminator, in chunks so no line is held whole."""
         read = self._stream.read
         limit = self._max_line_bytes
-        chunk = read(_CHUNK)
-        while chunk and len(chunk) < len(_BOM) and _BOM.startswith(chunk):
-            more = read(_CHUNK)
-            if not more:
-                break
-            chunk += more
-        if chunk.startswith(_BOM):
-            chunk = chunk[len(_BOM) :]
+        pending, eof = self._read_past_bom(read)
         carry = b""
         skip_lf = False  # the previous chunk ended in CR: a LF at the start finishes that CRLF
-        pending: bytes | None = chunk
         while True:
-            chunk = pending if pending is not None else read(_CHUNK)
-            pending = None
-            if not chunk:
+            if pending:
+                chunk, pending = pending, b""
+            elif eof:
                 break
+            else:
+                chunk = read(_CHUNK)
+                if not chunk:
+                    break
             if skip_lf:
                 skip_lf = False
                 if chunk[:1] == b"\n":
@@ -288,30 +298,48 @@ class ContactReader:
                 yield line if len(line) <= limit else _Overlong(line[:_HEAD])
             if len(carry) > limit:
                 head, carry = carry[:_HEAD], b""
-                pending, skip_lf = self._discard_rest_of_line(read)
+                pending, skip_lf, eof = self._discard_rest_of_line(read)
                 yield _Overlong(head)
         if carry:
             yield carry
 
     @staticmethod
-    def _discard_rest_of_line(read: Callable[[int], bytes]) -> tuple[bytes | None, bool]:
+    def _read_past_bom(read: Callable[[int], bytes]) -> tuple[bytes, bool]:
+        """The first chunk without a UTF-8 BOM, and whether the stream already ended."""
+        chunk = read(_CHUNK)
+        if not chunk:
+            return b"", True
+        eof = False
+        # A pipe may hand out fewer than three bytes at a time.
+        while len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+            more = read(_CHUNK)
+            if not more:
+                eof = True
+                break
+            chunk += more
+        if chunk.startswith(_BOM):
+            chunk = chunk[len(_BOM) :]
+        return chunk, eof
+
+    @staticmethod
+    def _discard_rest_of_line(read: Callable[[int], bytes]) -> tuple[bytes, bool, bool]:
         """Read and drop bytes up to the end of the current line.
 
-        Returns what follows the line terminator (``None`` at end of file) and whether a LF
-        at the start of the next chunk still belongs to this line's CRLF.
+        Returns what follows the line terminator, whether a LF at the start of the next chunk
+        still belongs to this line's CRLF, and whether the stream ended.
         """
         while True:
             chunk = read(_CHUNK)
             if not chunk:
-                return None, False
+                return b"", False, True
             ends = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
             if not ends:
                 continue
             cut = min(ends)
             if chunk[cut : cut + 2] == b"\r\n":
-                return chunk[cut + 2 :], False
+                return chunk[cut + 2 :], False, False
             rest = chunk[cut + 1 :]
-            return rest, chunk[cut] == 0x0D and not rest
+            return rest, chunk[cut] == 0x0D and not rest, False
 
     # -- records ----------------------------------------------------------------------------
 
@@ -507,6 +535,7 @@ class ContactReader:
     # -- rows -------------------------------------------------------------------------------
 
     def _rows(self) -> Iterator[ContactRow | RejectedRow]:
+        self.detect()
         column = self._column
         valid = 0
         items = chain(self._buffered, self._records)

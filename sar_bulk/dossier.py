@@ -291,14 +291,16 @@ class _Spool:
         spool = self.types[interaction_type]
         lines = _encode_page(interactions, self.request.contact_id)
         if lines:
-            chunk = ENTRY_SEPARATOR.join(lines)
-            if spool.count:
-                chunk = ENTRY_SEPARATOR + chunk
-            self._append(spool, interaction_type, chunk)
+            joined = ENTRY_SEPARATOR.join(lines)
+            # Pages after the first continue the array, so they start with a separator.
+            chunks = (ENTRY_SEPARATOR, joined) if spool.count else (joined,)
+            self._append(spool, interaction_type, chunks)
             spool.count += len(lines)
         spool.pages += 1
 
-    def _append(self, spool: _TypeSpool, interaction_type: InteractionType, chunk: bytes) -> None:
+    def _append(
+        self, spool: _TypeSpool, interaction_type: InteractionType, chunks: tuple[bytes, ...]
+    ) -> None:
         # Open per page rather than holding up to 40 descriptors per contact: with many
         # contacts in flight that would exhaust the process's file limit, and an open is cheap.
         if spool.file is None:
@@ -313,10 +315,12 @@ class _Spool:
         else:
             fd = os.open(spool.file, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
         with open(fd, "wb") as out:
-            out.write(chunk)
-        spool.sha.update(chunk)
-        spool.crc = zlib.crc32(chunk, spool.crc)
-        spool.items_bytes += len(chunk)
+            for chunk in chunks:
+                out.write(chunk)
+        for chunk in chunks:
+            spool.sha.update(chunk)
+            spool.crc = zlib.crc32(chunk, spool.crc)
+            spool.items_bytes += len(chunk)
 
     def assemble(self, generated_at: str) -> DossierSummary:
         """Build the zip under a partial name, make it durable, rename it, drop the spool."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import orjson
 import structlog
@@ -55,6 +55,7 @@ from sar_bulk.verify import verify_dossier
 __all__ = ["Engine", "RunResult"]
 
 _BATCH = 500
+_E = TypeVar("_E", bound=BaseException)
 _log = structlog.get_logger("sar_bulk.engine")
 
 
@@ -88,7 +89,7 @@ class Engine:
         self.config = config
         self.fetcher = fetcher
         self.totals = RunTotals()
-        self.column = "(not read yet)"
+        self.column = "not read yet"
         self._now = now
         self._open_stream = open_stream
         self._main: asyncio.Task[None] | None = None
@@ -126,6 +127,8 @@ class Engine:
                 reader = ContactReader(
                     stream, id_column=config.id_column, source_name=config.contacts
                 )
+                self.column = await asyncio.to_thread(reader.detect)
+                _log.info("contacts.column", column=self.column)
                 self._main = asyncio.create_task(self._process(reader, state))
                 try:
                     await self._main
@@ -133,9 +136,11 @@ class Engine:
                     if self._interrupted_by is None:
                         raise  # cancelled from outside, not by request_stop
                 except BaseExceptionGroup as group:
-                    stopped_by = _find_stopper(group)
+                    stopped_by = _find(group, RunStopper)
                     if stopped_by is None:
-                        raise
+                        # Our own errors (a contacts file without one id, say) carry their
+                        # message: raise them bare instead of as a task-group traceback.
+                        raise _find(group, SarBulkError) or group from None
                     _log.error("run.stopped", error=str(stopped_by))
             finally:
                 if config.contacts != "-":
@@ -160,9 +165,6 @@ class Engine:
         rows: Iterator[ContactRow | RejectedRow] = iter(reader)
         number = 0
         while batch := await asyncio.to_thread(_next_batch, rows):
-            if self.column.startswith("("):
-                self.column = reader.column_description
-                _log.info("contacts.column", column=self.column)
             self.totals.rows_read = reader.rows_read
             ids = self._accept(batch)
             if not ids:
@@ -240,7 +242,6 @@ class Engine:
             date_from=config.dates.wire_from,
             date_to=config.dates.wire_to,
         )
-        log = _log.bind(contact=work.contact_id)
         async with DossierWriter(config.out, request, now=self._now) as writer:
             async with asyncio.TaskGroup() as group:
                 tasks = {
@@ -252,11 +253,21 @@ class Engine:
                 await writer.abort()
                 await self._record_failure(work, state, reasons)
                 return
+            # Once assembly starts, a thread renames the zip into place whatever happens to
+            # this task: let it finish and record it even when the run is being stopped.
+            finishing = asyncio.ensure_future(self._finish(writer, work, state))
             try:
-                summary = await writer.complete()
-            except (SarBulkError, OSError) as exc:
-                await self._record_failure(work, state, {"*": f"writing the dossier failed: {exc}"})
-                return
+                await asyncio.shield(finishing)
+            except asyncio.CancelledError:
+                await finishing
+                raise
+
+    async def _finish(self, writer: DossierWriter, work: _Work, state: RunState) -> None:
+        try:
+            summary = await writer.complete()
+        except (SarBulkError, OSError) as exc:
+            await self._record_failure(work, state, {"*": f"writing the dossier failed: {exc}"})
+            return
         await asyncio.to_thread(
             state.mark_done,
             work.contact_id,
@@ -267,7 +278,7 @@ class Engine:
         self.totals.succeeded += 1
         self.totals.interactions += summary.total_interactions
         self.totals.bytes_written += summary.zip_bytes
-        log.info("contact.done", interactions=summary.total_interactions)
+        _log.info("contact.done", contact=work.contact_id, interactions=summary.total_interactions)
 
     async def _record_failure(self, work: _Work, state: RunState, reasons: dict[str, str]) -> None:
         await asyncio.to_thread(state.mark_failed, work.contact_id, reasons)
@@ -336,11 +347,11 @@ def _run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{os.getpid()}"
 
 
-def _find_stopper(group: BaseExceptionGroup[BaseException]) -> RunStopper | None:
-    """The RunStopper in a (nested) task-group error, if that is what ended the run."""
+def _find(group: BaseExceptionGroup[BaseException], kind: type[_E]) -> _E | None:
+    """The first error of ``kind`` in a (nested) task-group error."""
     for error in group.exceptions:
-        if isinstance(error, RunStopper):
+        if isinstance(error, kind):
             return error
-        if isinstance(error, BaseExceptionGroup) and (found := _find_stopper(error)):
+        if isinstance(error, BaseExceptionGroup) and (found := _find(error, kind)):
             return found
     return None

@@ -20,7 +20,7 @@ _GUID = re.compile(
     \s*$""",
     re.VERBOSE,
 )
-_CANONICAL = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _PAIRS = {"": "", "{": "}", "(": ")"}
 
 
@@ -38,4 +38,4 @@ def canonical_guid(text: str) -> str:
 
 def is_canonical_guid(text: str) -> bool:
     """True when ``text`` is already the canonical form (what paths and requests may hold)."""
-    return _CANONICAL.match(text) is not None
+    return _CANONICAL.fullmatch(text) is not None

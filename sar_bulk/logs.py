@@ -65,35 +65,57 @@ def configure_logging(
     secrets: Iterable[str | None] = (),
     stream: TextIO | None = None,
 ) -> None:
-    """Configure structlog for the process: ``fmt`` is auto, json or console."""
+    """Configure structlog for the process: ``fmt`` is auto, json or console.
+
+    Records of the standard library's logging (azure-identity writes its warnings there) go
+    through the same redaction and renderer, so a JSON log stays all JSON.
+    """
     out = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
-    processors: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
+    shared: list[Processor] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    if use_json:
-        processors += [
-            structlog.processors.ExceptionRenderer(
-                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-            ),
-            SecretRedactor(secrets),
-            structlog.processors.JSONRenderer(),
-        ]
-    else:
-        processors += [
-            structlog.processors.format_exc_info,
-            SecretRedactor(secrets),
-            structlog.dev.ConsoleRenderer(colors=out.isatty()),
-        ]
+    exceptions: Processor = (
+        structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+        if use_json
+        else structlog.processors.format_exc_info
+    )
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    redactor = SecretRedactor(secrets)
     structlog.configure(
-        processors=processors,
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            *shared,
+            exceptions,
+            redactor,
+            renderer,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    # azure-identity logs through the standard library; keep its chatter to warnings.
-    logging.getLogger("azure").setLevel(logging.WARNING)
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                exceptions,
+                redactor,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    # The libraries' chatter below warnings (connection pools, token caches) is not ours to show.
+    root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))

@@ -19,6 +19,7 @@ from sar_bulk.errors import (
     CredentialError,
     DataverseError,
     Forbidden,
+    RetryableError,
     Throttled,
 )
 from sar_bulk.interaction_types import InteractionType
@@ -34,6 +35,7 @@ class Outcome(enum.Enum):
     FORBIDDEN = "forbidden"
     ACTION_MISSING = "action-missing"
     THROTTLED = "throttled"
+    UNSURE = "unsure"
     FAILED = "failed"
 
 
@@ -46,8 +48,8 @@ class PreflightResult:
 
     @property
     def can_run(self) -> bool:
-        """Ready, or only throttled (the run's throttle will wait)."""
-        return self.outcome in (Outcome.READY, Outcome.THROTTLED)
+        """Nothing proves the run hopeless: ready, throttled, or a fault the run will retry."""
+        return self.outcome in (Outcome.READY, Outcome.THROTTLED, Outcome.UNSURE)
 
 
 async def preflight(client: DataverseClient, *, credential_name: str) -> PreflightResult:
@@ -90,6 +92,8 @@ async def preflight(client: DataverseClient, *, credential_name: str) -> Preflig
             f"Dataverse asks to wait {wait}.",
             retry_after=exc.retry_after,
         )
+    except RetryableError as exc:
+        return PreflightResult(Outcome.UNSURE, f"the probe call met a passing fault: {exc}")
     except DataverseError as exc:
         return PreflightResult(Outcome.FAILED, f"the probe call failed: {exc}")
     return PreflightResult(

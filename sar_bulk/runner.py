@@ -224,4 +224,3 @@ def _start_progress(
         expected=expected,
     )
     return asyncio.create_task(progress.run())
-

@@ -12,7 +12,7 @@ can run ``sar-bulk verify`` to learn whether it is exactly what sar-bulk wrote. 
   and every object's ``ContactId`` (any case, braces ignored) is the manifest's contact;
 - there are no other members, no member twice, and the file is named after the contact.
 
-Memory stays bounded however big an entry is: entries are read in 1 MiB chunks and, because v1
+Memory stays bounded however big an entry is: entries are read in 256 KiB chunks and, because v1
 puts one interaction per line, parsed one line at a time. An entry laid out differently is
 reported as a problem rather than loaded whole.
 """
@@ -51,7 +51,7 @@ EXIT_VALID: Final = 0
 EXIT_INVALID: Final = 1
 EXIT_USAGE: Final = 2
 
-_CHUNK: Final = 1 << 20
+_CHUNK: Final = 256 << 10
 _MAX_TEXT_MEMBER: Final = 4 << 20  # README and manifest are a few kB; more is not a dossier
 _MAX_LINE: Final = 16 << 20  # one interaction is a few kB; a longer line is not v1 layout
 # What a damaged or hostile zip can raise while it is read.
@@ -108,6 +108,9 @@ class _Manifest:
     contact_id: str | None
     total_interactions: int | None
     entries: dict[str, _Entry]  # by member name
+
+
+_NO_MANIFEST: Final = _Manifest(None, None, {})
 
 
 def _is_count(value: object, minimum: int = 0) -> TypeGuard[int]:
@@ -320,7 +323,7 @@ class _Checker:
         for name, seen in names.items():
             if seen > 1:
                 self.problems.append(f"member {name!r} appears {seen} times")
-        manifest = _ManifestCheck(self.problems).run(self._manifest(names))
+        manifest = self._manifest(names)
         if manifest.contact_id is not None:
             expected_name = dossier_file_name(manifest.contact_id)
             if self.path.name != expected_name:
@@ -356,17 +359,19 @@ class _Checker:
             self.problems.append(f"{info.filename} is damaged: {_reason(exc)}")
             return None
 
-    def _manifest(self, names: Counter[str]) -> object:
+    def _manifest(self, names: Counter[str]) -> _Manifest:
+        """The checked manifest; an unreadable one is reported once, not once per field."""
         if MANIFEST_NAME not in names:
-            return None  # reported with the other missing members
+            return _NO_MANIFEST  # reported with the other missing members
         data = self._read_text_member(self.archive.getinfo(MANIFEST_NAME))
         if data is None:
-            return None
+            return _NO_MANIFEST
         try:
-            return orjson.loads(data)
+            parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
             self.problems.append("manifest.json is not valid JSON")
-            return None
+            return _NO_MANIFEST
+        return _ManifestCheck(self.problems).run(parsed)
 
     def _readme(self, info: zipfile.ZipInfo, contact_id: str | None) -> None:
         data = self._read_text_member(info)

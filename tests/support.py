@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from azure.core.credentials import AccessToken
 
 from sar_bulk.auth import TokenProvider
+from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
 from sar_bulk.dataverse import DataverseClient, Timeouts, create_session
+from sar_bulk.interaction_types import ALL_TYPES, InteractionType
 from sar_bulk.org import OrgUrl
-from sar_bulk.simulator import Simulator, SimulatorConfig
+from sar_bulk.runner import RunOutcome, execute_run
+from sar_bulk.simulator import Dataset, Simulator, SimulatorConfig
 
 FAR_FUTURE = 4_102_444_800  # 2100-01-01: these fake tokens never expire on the client's side
 
@@ -72,3 +80,73 @@ async def client_rig(
         ):
             client = DataverseClient(session, org, tokens, timeouts=timeouts, max_pages=max_pages)
             yield ClientRig(simulator, client, tokens, credential, session)
+
+
+def write_csv(path: Path, lines: list[str], *, bom: bool = False, newline: str = "\n") -> Path:
+    """Write a contacts file exactly as given (a BOM and the line ending on request)."""
+    text = newline.join(lines) + newline
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+def run_config(simulator: Simulator, contacts: Path, out: Path, **flags: Any) -> RunConfig:
+    """A RunConfig for the simulator, as the CLI would build it from these flags."""
+    given: dict[str, Any] = {
+        "org": simulator.base_url,
+        "contacts": str(contacts),
+        "out": str(out),
+        "rate": "5000",
+        "retry_base": "0.02",
+        "retry_cap": "0.2",
+        "timeout": "5",
+    }
+    given.update({k: v if isinstance(v, bool) else str(v) for k, v in flags.items()})
+    settings = resolve(RUN_OPTIONS, flags=given, environ={}, config_file=None)
+    return RunConfig.from_settings(settings, {})
+
+
+async def run_engine(config: RunConfig, credential: RotatingCredential | None = None) -> RunOutcome:
+    """Run the whole job in-process, as ``sar-bulk run`` does, without signal handlers."""
+    credential = credential or RotatingCredential()
+    return await execute_run(
+        config,
+        credential,
+        credential_name="RotatingCredential",
+        progress_out=None,
+        out=io.StringIO(),
+        install_signal_handlers=False,
+    )
+
+
+def assert_exact_dossier(
+    dataset: Dataset,
+    path: Path,
+    contact_id: str,
+    types: tuple[InteractionType, ...] = ALL_TYPES,
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> int:
+    """The dossier holds exactly what the org holds for the contact; returns the total."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        names = set(archive.namelist())
+        manifest = orjson.loads(archive.read("manifest.json"))
+        assert manifest["contact_id"] == contact_id
+        for itype in types:
+            expected = list(dataset.interactions(contact_id, itype, date_from, date_to))
+            member = f"interactions/{itype.value}.json"
+            if not expected:
+                assert member not in names, f"{member} should be absent"
+                continue
+            got = orjson.loads(archive.read(member))
+            assert got == expected, f"{contact_id} {itype.value} differs from the org's data"
+            total += len(expected)
+        assert manifest["total_interactions"] == total
+    return total
+
+
+def unlimited(**settings: Any) -> SimulatorConfig:
+    """A simulator whose request window never fills within a test (Dataverse's default 6,000
+    per 5 minutes would make a big test wait minutes for Retry-After, as a real org would)."""
+    return SimulatorConfig(**({"request_limit": 10**9} | settings))

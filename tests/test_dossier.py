@@ -415,6 +415,20 @@ async def test_failure_mid_assembly_leaves_no_dossier_and_abort_cleans_up(
     assert os.listdir(tmp_path) == []
 
 
+async def test_a_spool_changed_on_disk_is_caught_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def corrupting_copy(source: IO[bytes], target: IO[bytes]) -> None:
+        target.write(source.read().replace(b'"Seq":1', b'"Seq":2', 1))  # same size
+
+    monkeypatch.setattr(dossier, "_copy_entry", corrupting_copy)
+    async with DossierWriter(tmp_path, _request(T.EmailSent), now=_at) as writer:
+        await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, n) for n in range(3)])
+        with pytest.raises(DossierError, match="changed on disk"):
+            await writer.complete()
+    assert os.listdir(tmp_path) == []
+
+
 async def test_leaving_the_block_with_an_error_discards_the_spool(tmp_path: Path) -> None:
     writer = DossierWriter(tmp_path, _request(T.EmailSent))
 
@@ -566,6 +580,7 @@ interactions = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     pages=st.dictionaries(

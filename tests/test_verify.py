@@ -239,11 +239,26 @@ def test_schema_violations_in_the_manifest_are_caught(
     assert expected in _problems(good)
 
 
-def test_a_manifest_that_is_not_json_is_caught(good: Path) -> None:
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (None, "member 'manifest.json' is missing"),
+        (b"{not json", "manifest.json is not valid JSON"),
+        (b"null", "manifest: the top level is not an object"),
+    ],
+)
+def test_a_missing_or_unreadable_manifest_is_one_problem(
+    good: Path, data: bytes | None, expected: str
+) -> None:
     members = _members(good)
-    members["manifest.json"] = b"{not json"
+    del members["manifest.json"]
+    if data is not None:
+        members["manifest.json"] = data
     _rebuild(good, members)
-    assert "manifest.json is not valid JSON" in _problems(good)
+    result = verify_dossier(good)
+    # Without a manifest the entries are unexpected too, so the first problem is what matters.
+    assert expected in result.problems
+    assert (result.ok, result.contact_id, result.total_interactions) == (False, None, None)
 
 
 def test_an_entry_in_another_json_layout_is_reported_not_loaded(good: Path) -> None:
@@ -282,7 +297,6 @@ def test_a_file_that_is_no_zip_is_reported(tmp_path: Path) -> None:
     assert result.contact_id is None
 
 
-@pytest.mark.slow
 async def test_verifying_a_large_entry_needs_little_memory(tmp_path: Path) -> None:
     path = await _dossier(tmp_path, count=100_000)
     tracemalloc.start()

@@ -129,12 +129,12 @@ async def _check_and_answer(
     token = bearer_token(request.headers.get("Authorization"))
     if token is None or not token.startswith(config.token_prefix):
         visit.outcome("unauthorized")
-        return replies.unauthorized(_base_url(request))
+        return replies.unauthorized(_base_url(request), token_rejected=token is not None)
     identity = identity_of(token)
     visit.identify(identity)
     if state.token_expired(token):
         visit.outcome("unauthorized")
-        return replies.unauthorized(_base_url(request))
+        return replies.unauthorized(_base_url(request), token_rejected=True)
     if identity in config.forbidden_identities:
         visit.outcome("forbidden")
         return _forbidden(identity)

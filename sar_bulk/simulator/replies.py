@@ -53,11 +53,20 @@ def error(
     return _json(status, body, headers)
 
 
-def unauthorized(base_url: str) -> web.Response:
-    """401 with an empty body and the Bearer challenge naming the org as resource."""
+def unauthorized(base_url: str, *, token_rejected: bool = False) -> web.Response:
+    """401 with an empty body and the Bearer challenge naming the org as resource.
+
+    A token that was sent but refused (foreign or expired) adds ``error=invalid_token``, as
+    Dataverse does; a missing one gets the bare challenge.
+    """
+    error_part = (
+        "error=invalid_token, error_description=Error during token validation!, "
+        if token_rejected
+        else ""
+    )
     challenge = (
-        "Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, "
-        f"resource_id={base_url}"
+        f"Bearer {error_part}authorization_uri=https://login.microsoftonline.com/common/oauth2/"
+        f"authorize, resource_id={base_url}"
     )
     return web.Response(status=401, headers={**_BASE_HEADERS, "WWW-Authenticate": challenge})
 

@@ -1,0 +1,150 @@
+"""Settings: flag > environment > TOML file > default, each parsed and checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sar_bulk.auth import AuthKind
+from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
+from sar_bulk.errors import ConfigError
+from sar_bulk.interaction_types import ALL_TYPES, InteractionType
+
+ORG = "https://contoso.crm4.dynamics.com"
+
+
+def settings(
+    flags: dict[str, object] | None = None,
+    environ: dict[str, str] | None = None,
+    config_file: Path | None = None,
+) -> dict[str, object]:
+    return resolve(RUN_OPTIONS, flags=flags or {}, environ=environ or {}, config_file=config_file)
+
+
+def config(**flags: object) -> RunConfig:
+    given: dict[str, object] = {"org": ORG, "contacts": "c.csv"} | flags
+    return RunConfig.from_settings(settings(given), {})
+
+
+def test_defaults() -> None:
+    run = config()
+    assert run.types == ALL_TYPES
+    assert run.auth is AuthKind.DEFAULT
+    assert run.throttle.rate == 20.0
+    assert run.throttle.concurrency is None
+    assert run.timeout == 120.0
+    assert run.state == Path("sar-bulk-out/.sar-bulk/state.sqlite")
+    assert (run.retry.base, run.retry.cap, run.retry.attempts) == (0.5, 60.0, 8)
+
+
+def test_precedence_flag_over_environment_over_file_over_default(tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text('[run]\nrate = 5.0\nwindow = 7\ntimeout = 30\nlog_level = "debug"\n')
+    merged = settings(
+        flags={"rate": "9"},
+        environ={"SAR_BULK_RATE": "8", "SAR_BULK_WINDOW": "6"},
+        config_file=toml,
+    )
+    assert merged["rate"] == 9.0
+    assert merged["window"] == 6
+    assert merged["timeout"] == 30.0
+    assert merged["log_level"] == "debug"
+    assert merged["max_pages"] == 10_000
+
+
+def test_top_level_toml_keys_and_lists(tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'org = "{ORG}"\ncontacts = "x.csv"\ntypes = ["EmailSent", "EmailOpened"]\n')
+    run = RunConfig.from_settings(settings(config_file=toml), {})
+    assert run.types == (InteractionType.EmailOpened, InteractionType.EmailSent)
+
+
+@pytest.mark.parametrize("key", ["token", "client_secret", "password"])
+def test_secrets_in_the_file_are_refused(tmp_path: Path, key: str) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'{key} = "hunter2-CANARY"\n')
+    with pytest.raises(ConfigError, match="secrets belong in the environment") as caught:
+        settings(config_file=toml)
+    assert "CANARY" not in str(caught.value)
+
+
+def test_unknown_and_broken_files_are_clear_errors(tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text("ratee = 3\n")
+    with pytest.raises(ConfigError, match="unknown setting 'ratee'"):
+        settings(config_file=toml)
+    toml.write_text("rate = = 3\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        settings(config_file=toml)
+    with pytest.raises(ConfigError, match="does not exist"):
+        settings(config_file=tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"rate": "0"}, "--rate"),
+        ({"rate": "fast"}, "--rate"),
+        ({"concurrency": "53"}, "at most 52"),
+        ({"window": "-1"}, "--window"),
+        ({"types": "EmailSent,EmailSnet"}, "EmailSnet"),
+        ({"date_from": "2024-02-30"}, "not a real date"),
+        ({"date_from": "31/12/2024"}, "MM-DD-YYYY or YYYY-MM-DD"),
+        ({"date_from": "2024-05-01", "date_to": "2024-04-01"}, "after"),
+        ({"org": "http://contoso.crm4.dynamics.com"}, "http"),
+        ({"shard": "3/3"}, "shard"),
+        ({"auth": "password"}, "--auth"),
+        ({"retry_base": "10", "retry_cap": "1"}, "retry"),
+    ],
+)
+def test_bad_values_are_config_errors(flags: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config(**flags)
+
+
+def test_missing_org_and_contacts_say_how_to_give_them() -> None:
+    with pytest.raises(ConfigError, match="--org"):
+        RunConfig.from_settings(settings({"contacts": "c.csv"}), {})
+    with pytest.raises(ConfigError, match="--contacts"):
+        RunConfig.from_settings(settings({"org": ORG}), {})
+
+
+def test_environment_values_are_checked_and_named() -> None:
+    with pytest.raises(ConfigError, match="SAR_BULK_WINDOW"):
+        settings(environ={"SAR_BULK_WINDOW": "many"})
+
+
+def test_dates_are_sent_as_mm_dd_yyyy() -> None:
+    run = config(date_from="2024-01-31", date_to="12-31-2024")
+    assert (run.dates.wire_from, run.dates.wire_to) == ("01-31-2024", "12-31-2024")
+
+
+def test_shard_count_takes_the_index_from_the_job_index() -> None:
+    given = settings({"org": ORG, "contacts": "c.csv", "shard_count": "4"})
+    run = RunConfig.from_settings(given, {"JOB_COMPLETION_INDEX": "2"})
+    assert run.shard is not None
+    assert (run.shard.index, run.shard.count) == (2, 4)
+    assert run.state.name == "state.shard-2-of-4.sqlite"
+    with pytest.raises(ConfigError, match="JOB_COMPLETION_INDEX"):
+        RunConfig.from_settings(given, {})
+    both = settings({"org": ORG, "contacts": "c.csv", "shard_count": "4", "shard": "1/4"})
+    with pytest.raises(ConfigError, match="not both"):
+        RunConfig.from_settings(both, {})
+
+
+def test_fingerprint_follows_what_changes_the_answer() -> None:
+    base = config()
+    assert base.fingerprint == config(rate="3", window="2").fingerprint
+    assert base.fingerprint != config(date_from="2024-01-01").fingerprint
+    assert base.fingerprint != config(types="EmailSent").fingerprint
+    assert base.fingerprint != config(page_size="100").fingerprint
+    assert base.fingerprint != config(org="https://fabrikam.crm.dynamics.com").fingerprint
+
+
+def test_public_parameters_hold_no_secret() -> None:
+    parameters = config().public_parameters()
+    assert parameters["org_url"] == ORG
+    flat = str(parameters).lower()
+    assert "secret" not in flat
+    assert "token" not in flat

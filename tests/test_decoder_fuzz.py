@@ -1,0 +1,259 @@
+"""Fuzzing what the client reads from the network: page bodies, error bodies, Retry-After.
+
+Whatever a server, a proxy or a broken connection sends, the decoder must answer with a valid
+page or ``MalformedResponse`` (which the engine retries), the classifier with an error of the
+tree, and the Retry-After parser with a sane number of seconds or ``None``. Any other exception
+would escape the retry policy and end a run of millions of requests over one odd answer.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from sar_bulk.dataverse import classify_error, decode_page, parse_retry_after
+from sar_bulk.errors import DataverseError, MalformedResponse, RequestContext, Throttled
+
+CONTEXT = RequestContext("5b7e3f7b-1d3a-4f5b-9c1e-2a3b4c5d6e7f", "EmailSent", 3)
+CANARY = "PERSONAL-DATA-CANARY"
+NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+# No wall-clock deadline: the machine is shared, and a hang would stop the run anyway.
+FUZZ = settings(deadline=None, max_examples=200)
+
+# Any JSON-like value, including what orjson refuses: integers past 64 bits, NaN, infinities.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
+    | st.just(CANARY),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=25,
+)
+
+
+def _lenient_json(value: Any, *, ascii_only: bool) -> bytes:
+    """JSON text as Python's json writes it: NaN and Infinity literals, huge integers, and
+    (with ``ascii_only`` off) lone surrogates that turn into bytes that are not UTF-8."""
+    text = json.dumps(value, allow_nan=True, ensure_ascii=ascii_only)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _nested(depth: int, opener: str = "[", closer: str = "]") -> str:
+    return opener * depth + closer * depth
+
+
+interaction_lists = st.lists(
+    st.dictionaries(
+        st.text(max_size=12),
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**63 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=30, alphabet=st.characters(exclude_categories=["Cs"])),
+        max_size=6,
+    ),
+    max_size=5,
+)
+
+data_values = st.one_of(
+    json_values,  # not a string at all
+    json_values.map(lambda v: _lenient_json(v, ascii_only=True).decode()),  # a string of JSON
+    interaction_lists.map(lambda v: orjson.dumps(v).decode()),  # the expected shape
+    st.text(max_size=40),
+    st.integers(1, 5000).map(_nested),
+    st.integers(1, 5000).map(lambda n: "[" + _nested(n, '{"a":', "}")[:-1] + "]"),
+    st.sampled_from(["NaN", "[NaN]", "[Infinity]", "[-Infinity]", "[1e400]", "[{}]", "[null]"]),
+    st.integers(64, 400).map(lambda n: '[{"n": ' + "9" * n + "}]"),
+)
+
+documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "Data": data_values,
+        "NextSkipToken": st.one_of(json_values, st.text(max_size=30)),
+        "@odata.context": st.text(max_size=30),
+        CANARY: json_values,
+    },
+)
+
+
+def _decode(raw: bytes) -> tuple[list[dict[str, Any]], str | None] | MalformedResponse:
+    try:
+        return decode_page(CONTEXT, raw)
+    except MalformedResponse as exc:
+        return exc
+
+
+def _check_decoding(raw: bytes) -> None:
+    """The property: a valid page, or MalformedResponse that does not quote the body."""
+    result = _decode(raw)
+    if isinstance(result, MalformedResponse):
+        assert result.status == 200
+        assert result.context == CONTEXT
+        assert CANARY not in str(result), "the message quotes the body (it may be personal data)"
+        return
+    interactions, token = result
+    assert isinstance(interactions, list)
+    assert all(type(item) is dict for item in interactions)
+    assert token is None or (isinstance(token, str) and token != "")
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+@example(b"")
+@example(b"\xff\xfe\x00")
+@example(b"<!DOCTYPE html><html>" + CANARY.encode())
+@example(b'{"Data": "[' + b"[" * 100_000 + b'"}')
+@example(b"[" * 100_000 + b"]" * 100_000)
+@example(b'{"Data": ' + b"1" * 10_000 + b"}")
+def test_any_bytes_decode_to_a_page_or_malformed(raw: bytes) -> None:
+    _check_decoding(raw)
+
+
+@FUZZ
+@given(documents, st.booleans())
+def test_odd_json_documents_decode_to_a_page_or_malformed(
+    document: dict[str, Any], ascii_only: bool
+) -> None:
+    _check_decoding(_lenient_json(document, ascii_only=ascii_only))
+
+
+@FUZZ
+@given(json_values)
+def test_a_body_that_is_not_an_object_is_malformed(value: Any) -> None:
+    raw = _lenient_json(value, ascii_only=True)
+    if isinstance(value, dict):
+        _check_decoding(raw)
+        return
+    assert isinstance(_decode(raw), MalformedResponse), f"{type(value).__name__} taken for a page"
+
+
+@FUZZ
+@given(interaction_lists, st.one_of(st.none(), st.just(""), st.text(min_size=1, max_size=40)))
+def test_a_well_formed_page_decodes_to_exactly_what_was_sent(
+    interactions: list[dict[str, Any]], token: str | None
+) -> None:
+    body = {"Data": orjson.dumps(interactions).decode(), "NextSkipToken": token}
+    decoded, next_token = decode_page(CONTEXT, orjson.dumps(body))
+    assert decoded == interactions
+    assert next_token == (token or None)
+
+
+error_bodies = st.one_of(
+    st.binary(max_size=300),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "error": st.one_of(
+                json_values,
+                st.fixed_dictionaries({}, optional={"code": json_values, "message": json_values}),
+            )
+        },
+    ).flatmap(lambda d: st.booleans().map(lambda a: _lenient_json(d, ascii_only=a))),
+    st.sampled_from(
+        [
+            b'{"error": {"code": "0x80072322", "message": "limit"}}',
+            b'{"error": {"code": -2147204784, "message": "sql"}}',
+            b'{"error": {"code": "' + b"9" * 5000 + b'"}}',
+            b'{"error": {"code": "0x' + b"f" * 5000 + b'"}}',
+            b'{"error": {"code": 1e308, "message": null}}',
+            b'{"error": {"code": true, "message": ["x"]}}',
+            b'{"error": "text"}',
+        ]
+    ),
+)
+
+retry_after_texts = st.one_of(
+    st.text(max_size=60),
+    st.from_regex(r"\A-?[0-9]{1,400}(\.[0-9]{0,20})?([eE][+-]?[0-9]{1,5})?\Z"),
+    st.builds(
+        "{}, {} {} {} {}:{}:{} {}".format,
+        st.sampled_from(["Mon", "Tue", "Xyz", ""]),
+        st.integers(-(10**30), 10**30),
+        st.sampled_from(["Jan", "Feb", "Dec", "Foo"]),
+        st.integers(-(10**30), 10**30),
+        st.integers(-(10**30), 10**30),
+        st.integers(-(10**30), 10**30),
+        st.integers(-(10**30), 10**30),
+        st.one_of(
+            st.sampled_from(["GMT", "UTC", "EST", "", "-0000"]),
+            st.integers(-(10**30), 10**30).map(lambda n: f"{n:+05d}"),
+        ),
+    ),
+)
+
+# Mostly the statuses that mean something, sometimes any number at all.
+statuses = st.one_of(
+    st.sampled_from([200, 400, 401, 403, 404, 429, 500, 502, 503, 504]),
+    st.integers(min_value=-(2**31), max_value=2**31),
+)
+
+
+def _check_retry_after(seconds: float | None) -> None:
+    assert seconds is None or (isinstance(seconds, float) and 0.0 <= seconds < float("inf"))
+
+
+@FUZZ
+@given(retry_after_texts, st.datetimes(timezones=st.just(UTC)))
+@example("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", NOW)
+@example("Mon, 01 Jan 2024 00:00:00 +99999999999999999999", NOW)
+@example("Mon, 99999999999999 Jan 2024 00:00:00 GMT", NOW)
+@example("nan", NOW)
+@example("-inf", NOW)
+@example("1e400", NOW)
+@example("Sun, 06 Nov 1994 08:49:37", NOW)
+def test_parse_retry_after_never_raises(text: str, now: datetime) -> None:
+    try:
+        seconds = parse_retry_after(text, now)
+    except Exception as exc:
+        raise AssertionError(
+            f"parse_retry_after({text!r}) raised {type(exc).__name__}: a Retry-After header "
+            "must give seconds or None, never an exception that ends the run"
+        ) from exc
+    _check_retry_after(seconds)
+
+
+def test_parse_retry_after_reads_both_documented_forms() -> None:
+    later = NOW + timedelta(seconds=90)
+    assert parse_retry_after("90", NOW) == 90.0
+    assert parse_retry_after(later.strftime("%a, %d %b %Y %H:%M:%S GMT"), NOW) == 90.0
+    assert parse_retry_after("Sun, 01 Jun 2025 13:00:00 +0100", NOW) == 0.0
+    assert parse_retry_after(None, NOW) is None
+    assert parse_retry_after("soon", NOW) is None
+
+
+@FUZZ
+@given(
+    statuses,
+    error_bodies,
+    st.dictionaries(
+        st.sampled_from(["Retry-After", "Content-Type", "x-ms-dop-hint"]), retry_after_texts
+    ),
+    st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-11))])),
+)
+@example(429, b"", {"Retry-After": "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"}, NOW)
+def test_classify_error_always_gives_an_error_of_the_tree(
+    status: int, raw: bytes, headers: dict[str, str], now: datetime
+) -> None:
+    try:
+        error = classify_error(CONTEXT, status, headers, raw, now)
+    except Exception as exc:
+        raise AssertionError(
+            f"classify_error(status={status}, Retry-After={headers.get('Retry-After')!r}) "
+            f"raised {type(exc).__name__}; it must always return an error of the tree"
+        ) from exc
+    assert isinstance(error, DataverseError)
+    assert error.context == CONTEXT
+    assert isinstance(error.code, str)
+    assert len(error.detail) <= 400
+    assert isinstance(str(error), str)
+    if status == 429:
+        assert isinstance(error, Throttled)
+        _check_retry_after(error.retry_after)

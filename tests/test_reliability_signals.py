@@ -1,0 +1,181 @@
+"""Processes that die: SIGKILL at random moments, then resume; SIGTERM and SIGINT stop cleanly.
+
+The simulator runs in the test's event loop, so it outlives every killed ``sar-bulk`` process and
+its per-contact counters show what each run fetched: a contact whose dossier was on disk at a
+kill must get no further answer from the org afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_reliability import (
+    assert_dossiers_exact,
+    contact_ids,
+    dossier_names,
+    leftovers,
+    read_report,
+    run_args,
+    run_cli,
+    start_cli,
+    token_env,
+    write_contacts,
+)
+
+from sar_bulk.runner import ExitCode
+from sar_bulk.simulator import Simulator, SimulatorConfig
+from sar_bulk.verify import verify_dossier
+
+GUARD = 60.0  # a hang guard only: nothing here is meant to take that long
+
+
+@dataclass(frozen=True, slots=True)
+class AfterKill:
+    """What was on disk and what the org had answered right after one SIGKILL."""
+
+    finished: frozenset[str]  # contact ids with a dossier at its final name
+    partials: frozenset[str]
+    ok_by_contact: dict[str, int]
+
+
+def _finished(out: Path) -> set[str]:
+    return dossier_names(out) if out.exists() else set()
+
+
+async def _wait_for_own_dossier(process: asyncio.subprocess.Process, out: Path) -> bool:
+    """Wait until this process has written a dossier of its own; False if it ended first."""
+    before = _finished(out)
+    async with asyncio.timeout(GUARD):
+        while not _finished(out) - before:
+            if process.returncode is not None:
+                return False
+            await asyncio.sleep(0.02)
+    return True
+
+
+async def _kill_at_random(process: asyncio.subprocess.Process, out: Path, delay: float) -> bool:
+    """SIGKILL ``delay`` s after the start, but only once the run has finished a contact.
+
+    Waiting for a finished contact makes every kill land in a run that got somewhere, however
+    slow the machine. Returns False when the run ended by itself before the kill.
+    """
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(process.wait()), delay)
+    if process.returncode is None:
+        await _wait_for_own_dossier(process, out)
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    await process.wait()
+    return process.returncode == -signal.SIGKILL
+
+
+def _slowish(seed: int) -> SimulatorConfig:
+    """Small pages and a little latency: a run takes seconds and contacts finish one by one."""
+    return SimulatorConfig(
+        seed=seed, heavy_fraction=0.0, page_size=5, latency=0.005, latency_jitter=0.02
+    )
+
+
+def _contact(name: str) -> str:
+    return name.removesuffix(".zip")
+
+
+@pytest.mark.slow
+async def test_sigkill_at_random_moments_then_resume_is_exact_and_fetches_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    config = _slowish(21)
+    contacts = contact_ids(70, 21)
+    csv = write_contacts(tmp_path / "contacts.csv", contacts)
+    out = tmp_path / "out"
+    kills: list[AfterKill] = []
+    async with Simulator(config) as sim:
+        args = run_args(sim.base_url, csv, out, "--window", "2")
+        for attempt in range(3):
+            log = tmp_path / f"attempt-{attempt}.log"
+            process = await start_cli(args, env=token_env(), log=log)
+            if not await _kill_at_random(process, out, rng.uniform(0.5, 3.0)):
+                assert process.returncode == ExitCode.OK, log.read_text()
+                break
+            finished = dossier_names(out)
+            for name in finished:
+                result = await asyncio.to_thread(verify_dossier, out / name)
+                assert result.ok, f"after kill {attempt + 1}, {name} is broken: {result.problems}"
+            kills.append(
+                AfterKill(
+                    frozenset(_contact(n) for n in finished),
+                    frozenset(leftovers(out)),
+                    dict(sim.counters()["ok_requests_by_contact"]),
+                )
+            )
+            if attempt and kills[-2].partials:
+                # This run got as far as a dossier, so it started by removing old leftovers.
+                assert not kills[-2].partials & kills[-1].partials
+        final = await run_cli(args, env=token_env())
+        ok_at_end = sim.counters()["ok_requests_by_contact"]
+        assert final.code == ExitCode.OK, final.explain()
+        assert_dossiers_exact(out, sim.dataset, contacts)
+    why = f"(random seed {seed})"
+    assert len(kills) >= 2, f"only {len(kills)} run(s) were still going when killed {why}"
+    assert any(0 < len(k.finished) < len(contacts) for k in kills), why
+    for number, kill in enumerate(kills, 1):
+        for contact in kill.finished:
+            assert ok_at_end.get(contact) == kill.ok_by_contact.get(contact), (
+                f"{contact} had its dossier on disk at kill {number} but was fetched again {why}"
+            )
+    assert not leftovers(out), "leftovers of the killed runs are still there"
+    report = read_report(out)
+    assert report["totals"]["skipped_already_done"] == len(kills[-1].finished), why
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "code", "outcome"),
+    [
+        (signal.SIGTERM, ExitCode.SIGTERM, "interrupted (SIGTERM)"),
+        (signal.SIGINT, ExitCode.SIGINT, "interrupted (SIGINT)"),
+    ],
+)
+async def test_a_signal_stops_the_run_with_a_report_and_the_rerun_completes(
+    tmp_path: Path, signum: signal.Signals, code: int, outcome: str
+) -> None:
+    config = _slowish(22)
+    contacts = contact_ids(24, 22)
+    csv = write_contacts(tmp_path / "contacts.csv", contacts)
+    out = tmp_path / "out"
+    log = tmp_path / "interrupted.log"
+    async with Simulator(config) as sim:
+        args = run_args(sim.base_url, csv, out, "--window", "2")
+        process = await start_cli(args, env=token_env(), log=log)
+        assert await _wait_for_own_dossier(process, out), log.read_text()
+        process.send_signal(signum)
+        try:
+            await asyncio.wait_for(process.wait(), 10.0)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise AssertionError(f"{signum.name} did not end the run within 10 s") from None
+        assert process.returncode == code, log.read_text()
+        report = read_report(out)
+        assert report["outcome"] == outcome
+        finished = dossier_names(out)
+        assert 0 < len(finished) < len(contacts), "the signal came after the run had ended"
+        # A dossier whose last write was already under way when the signal came is finished
+        # (renamed into place) though the run no longer counts it; the rerun adopts it.
+        assert report["totals"]["succeeded"] <= len(finished)
+        for name in finished:
+            result = await asyncio.to_thread(verify_dossier, out / name)
+            assert result.ok, f"{name}: {result.problems}"
+        rerun = await run_cli(args, env=token_env())
+        assert rerun.code == ExitCode.OK, rerun.explain()
+        assert_dossiers_exact(out, sim.dataset, contacts)
+    assert not leftovers(out)
+    assert read_report(out)["totals"]["skipped_already_done"] == len(finished)
