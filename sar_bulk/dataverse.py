@@ -21,6 +21,8 @@ gateways, as HTML or nothing.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +66,7 @@ __all__ = [
 # SQL errors Dataverse reports with a 500 that pass by themselves (deadlock, timeout).
 _TRANSIENT_SQL_CODES: Final = frozenset({normalise_code(-2147204784), normalise_code(-2147204783)})
 _MAX_DETAIL = 300
+_LONG_DIGITS: Final = re.compile(r"\d{19}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +275,8 @@ def decode_page(context: RequestContext, raw: bytes) -> tuple[list[dict[str, Any
         raise malformed("Data is not a string holding a JSON array")
     else:
         try:
-            decoded = orjson.loads(data)
-        except orjson.JSONDecodeError:
+            decoded = _loads_exact(data)
+        except ValueError:  # orjson.JSONDecodeError and json.JSONDecodeError both are
             raise malformed("Data does not hold valid JSON") from None
         if not isinstance(decoded, list) or not all(isinstance(x, dict) for x in decoded):
             raise malformed("Data does not hold a JSON array of objects")
@@ -282,6 +285,21 @@ def decode_page(context: RequestContext, raw: bytes) -> tuple[list[dict[str, Any
     if token is not None and not isinstance(token, str):
         raise malformed("NextSkipToken is neither a string nor null")
     return interactions, token or None
+
+
+def _loads_exact(text: str) -> Any:
+    """Decode JSON without changing a value.
+
+    orjson turns integers beyond 64 bits into floats, silently changing them; the standard
+    library keeps them exact. A run of 19 digits is the cheap sign that one may be present.
+    """
+    if _LONG_DIGITS.search(text) is None:
+        return orjson.loads(text)
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def classify_error(

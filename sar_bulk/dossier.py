@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -135,11 +136,12 @@ def dossier_path(out_dir: Path, contact_id: str) -> Path:
     return Path(out_dir) / dossier_file_name(contact_id)
 
 
-def remove_leftovers(out_dir: Path) -> int:
+def remove_leftovers(out_dir: Path, owns: Callable[[str], bool] | None = None) -> int:
     """Delete what interrupted writes left in ``out_dir``; returns how many items went.
 
-    Only names starting with ``.sar-bulk-partial-`` are touched. Call it before any writer of
-    this run starts: it would also remove the spool of a writer that is running.
+    Only names starting with ``.sar-bulk-partial-`` are touched, and with ``owns`` only those of
+    contacts it accepts (shards sharing a folder each clean their own). Call it before any
+    writer of this run starts: it would also remove the spool of a writer that is running.
     """
     try:
         entries = list(os.scandir(out_dir))
@@ -150,6 +152,9 @@ def remove_leftovers(out_dir: Path) -> int:
     removed = 0
     for entry in entries:
         if not entry.name.startswith(PARTIAL_PREFIX):
+            continue
+        contact = entry.name[len(PARTIAL_PREFIX) : len(PARTIAL_PREFIX) + 36]
+        if owns is not None and not (is_canonical_guid(contact) and owns(contact)):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -231,11 +236,20 @@ def _encode_page(interactions: Sequence[Mapping[str, Any]], contact_id: str) -> 
             )
         try:
             lines.append(orjson.dumps(obj))
-        except orjson.JSONEncodeError as exc:
-            raise DossierError(
-                f"an interaction of contact {contact_id} cannot be written as JSON: {exc}"
-            ) from None
+        except orjson.JSONEncodeError:
+            lines.append(_dumps_exact(obj, contact_id))
     return lines
+
+
+def _dumps_exact(obj: Mapping[str, Any], contact_id: str) -> bytes:
+    """The standard library's compact JSON, for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise DossierError(
+            f"an interaction of contact {contact_id} cannot be written as JSON: {exc}"
+        ) from None
+    return text.encode("utf-8")
 
 
 def _copy_entry(source: IO[bytes], target: IO[bytes]) -> None:

@@ -45,12 +45,14 @@ from sar_bulk.dossier import (
     dossier_path,
     remove_leftovers,
 )
-from sar_bulk.errors import DataverseError, RunStopper, SarBulkError
+from sar_bulk.errors import DataverseError, DossierError, RunStopper, SarBulkError
 from sar_bulk.fetcher import Fetcher
 from sar_bulk.interaction_types import InteractionType
 from sar_bulk.report import RunTotals
+from sar_bulk.run_lock import RunLock
+from sar_bulk.sharding import Shard
 from sar_bulk.state import Claim, RunState
-from sar_bulk.verify import verify_dossier
+from sar_bulk.verify import VerifyResult, verify_dossier
 
 __all__ = ["Engine", "RunResult"]
 
@@ -61,12 +63,14 @@ _log = structlog.get_logger("sar_bulk.engine")
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """How a run ended. ``stopped_by`` is the RunStopper that ended it early, if any."""
+    """How a run ended: ``stopped_by`` the RunStopper that ended it early, ``crashed`` an
+    unexpected error (the runner reports it, then raises it)."""
 
     totals: RunTotals
     column: str
     interrupted_by: str | None = None
     stopped_by: RunStopper | None = None
+    crashed: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +116,15 @@ class Engine:
     async def run(self) -> RunResult:
         """Process every contact; returns when done, stopped or interrupted."""
         config = self.config
-        await asyncio.to_thread(_prepare_output, config.out)
+        lock = await asyncio.to_thread(RunLock.acquire, config.state.with_suffix(".lock"))
+        try:
+            return await self._run_locked()
+        finally:
+            lock.release()
+
+    async def _run_locked(self) -> RunResult:
+        config = self.config
+        await asyncio.to_thread(_prepare_output, config.out, config.shard)
         state = await asyncio.to_thread(
             RunState.open,
             config.state,
@@ -196,18 +208,17 @@ class Engine:
                 continue
             self.totals.contacts += 1
             path = dossier_path(self.config.out, contact_id)
-            if claim is Claim.DONE and done is not None and self._dossier_holds(path):
+            if claim is Claim.DONE and done is not None and self._valid_answer(path):
                 self.totals.skipped_done += 1
                 continue
             if claim is Claim.DONE:
                 state.reopen(contact_id)
-            elif not self.config.restart and self._dossier_holds(path):
+            elif not self.config.restart and (found := self._valid_answer(path)):
                 # Written by a run killed before it could record it: adopt, do not fetch again.
-                result = verify_dossier(path)
                 state.mark_done(
                     contact_id,
                     dossier=path.name,
-                    interactions=result.total_interactions or 0,
+                    interactions=found.total_interactions or 0,
                     zip_bytes=path.stat().st_size,
                 )
                 self.totals.skipped_done += 1
@@ -215,15 +226,15 @@ class Engine:
             todo.append(contact_id)
         return todo
 
-    def _dossier_holds(self, path: Path) -> bool:
-        """A valid dossier at ``path`` that answers this run's question (org, types, dates)."""
+    def _valid_answer(self, path: Path) -> VerifyResult | None:
+        """The verification of a valid dossier at ``path`` answering this run's question."""
         if not path.exists():
-            return False
+            return None
         result = verify_dossier(path)
         if not result.ok:
             _log.warning("dossier.invalid", dossier=path.name, problems=len(result.problems))
-            return False
-        return _matches(path, self.config)
+            return None
+        return result if _matches(path, self.config) else None
 
     async def _contact_worker(self, queue: asyncio.Queue[_Work | None], state: RunState) -> None:
         while (work := await queue.get()) is not None:
@@ -313,6 +324,9 @@ class Engine:
                 error=type(exc).__name__,
             )
             return str(exc)
+        except DossierError as exc:
+            _log.warning("type.failed", contact=work.contact_id, type=itype.value, error=str(exc))
+            return str(exc)
         return None
 
 
@@ -320,11 +334,12 @@ def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | R
     return list(islice(rows, _BATCH))
 
 
-def _prepare_output(out: Path) -> None:
+def _prepare_output(out: Path, shard: Shard | None) -> None:
     """Create the output folder (0700) and remove what an interrupted run left behind."""
     if not out.exists():
-        out.mkdir(mode=0o700, parents=True)
-    removed = remove_leftovers(out)
+        out.mkdir(parents=True)
+        out.chmod(0o700)  # mkdir's mode is subject to the umask
+    removed = remove_leftovers(out, shard.owns if shard else None)
     if removed:
         _log.info("leftovers.removed", count=removed)
 

@@ -67,12 +67,12 @@ async def execute_run(
     progress_out: TextIO | None,
     out: TextIO = sys.stdout,
     install_signal_handlers: bool = True,
-    expected_contacts: int | None = None,
 ) -> RunOutcome:
     """Run ``config`` to the end and return its exit code; the credential is closed here."""
     loop = asyncio.get_running_loop()
     started_at = datetime.now(UTC)
     started = time.monotonic()
+    structlog.contextvars.bind_contextvars(run_id=f"{started_at:%Y%m%dT%H%M%SZ}-{os.getpid()}")
     tokens = TokenProvider(credential, config.org.scope, describe=credential_name)
     try:
         async with create_session(Timeouts(request=config.timeout)) as session:
@@ -93,9 +93,15 @@ async def execute_run(
             fetcher = Fetcher(client, throttle, config.retry)
             engine = Engine(config, fetcher)
             restore = _install_signals(loop, engine) if install_signal_handlers else _noop
-            progress_task = _start_progress(engine, fetcher, progress_out, expected_contacts)
+            progress_task = _start_progress(engine, fetcher, progress_out, config.contacts)
             try:
                 result = await engine.run()
+            except Exception as exc:
+                # Whatever broke, leave a report that says so and what was done before it.
+                crashed = RunResult(engine.totals, engine.column, crashed=exc)
+                document = _report(config, crashed, fetcher, throttle, started_at, 0.0)
+                await asyncio.to_thread(write_report, _report_path(config), document)
+                raise
             finally:
                 restore()
                 if progress_task is not None:
@@ -104,7 +110,7 @@ async def execute_run(
     finally:
         await tokens.close()
     seconds = time.monotonic() - started
-    report = config.out / report_name(str(config.shard) if config.shard else None)
+    report = _report_path(config)
     document = _report(config, result, fetcher, throttle, started_at, seconds)
     await asyncio.to_thread(write_report, report, document)
     summary = summary_line(
@@ -120,6 +126,10 @@ async def execute_run(
         print(f"sar-bulk: run stopped: {result.stopped_by}", file=sys.stderr)
     _log.info("run.finished", exit_code=code, seconds=round(seconds, 1))
     return RunOutcome(code, summary, report)
+
+
+def _report_path(config: RunConfig) -> Path:
+    return config.out / report_name(str(config.shard) if config.shard else None)
 
 
 def _exit_code(result: RunResult) -> int:
@@ -180,6 +190,8 @@ def _report(
 
 
 def _outcome(result: RunResult) -> str:
+    if result.crashed is not None:
+        return f"crashed ({type(result.crashed).__name__}: {result.crashed})"
     if result.stopped_by is not None:
         return "stopped"
     if result.interrupted_by is not None:
@@ -212,15 +224,35 @@ def _install_signals(loop: asyncio.AbstractEventLoop, engine: Engine) -> Callabl
 
 
 def _start_progress(
-    engine: Engine, fetcher: Fetcher, out: TextIO | None, expected: int | None
+    engine: Engine, fetcher: Fetcher, out: TextIO | None, contacts: str
 ) -> asyncio.Task[None] | None:
     if out is None:
         return None
-    progress = Progress(
-        engine.totals,
-        fetcher.stats,
-        out=out,
-        clock=time.monotonic,
-        expected=expected,
-    )
-    return asyncio.create_task(progress.run())
+    progress = Progress(engine.totals, fetcher.stats, out=out, clock=time.monotonic)
+
+    async def show() -> None:
+        counting = None
+        if contacts != "-":
+            # For the ETA: count the file's lines in a thread while the run starts.
+            counting = asyncio.create_task(asyncio.to_thread(_count_lines, Path(contacts)))
+            counting.add_done_callback(lambda t: _set_expected(progress, t))
+        try:
+            await progress.run()
+        finally:
+            if counting is not None:
+                counting.cancel()
+
+    return asyncio.create_task(show())
+
+
+def _set_expected(progress: Progress, counting: asyncio.Task[int]) -> None:
+    if not counting.cancelled() and counting.exception() is None:
+        progress.expected = max(0, counting.result() - 1)  # less the header
+
+
+def _count_lines(path: Path) -> int:
+    lines = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            lines += chunk.count(b"\n")
+    return lines

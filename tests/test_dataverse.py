@@ -298,7 +298,7 @@ async def test_sql_transient_500_is_transient() -> None:
 
 async def test_dropped_connection_is_transient() -> None:
     async with client_rig(SimulatorConfig(seed=1, fault_drop=1.0)) as rig:
-        with pytest.raises(Transient, match="closed the connection|cut short"):
+        with pytest.raises(Transient, match=r"closed the connection|cut short"):
             await rig.client.fetch_page(Query(CONTACT, InteractionType.EmailSent), None, 1)
 
 
@@ -391,3 +391,16 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after("nan", now) is None
     assert parse_retry_after(None, now) is None
+
+
+def test_integers_beyond_64_bits_are_kept_exact() -> None:
+    from sar_bulk.dataverse import decode_page
+    from sar_bulk.errors import RequestContext
+
+    data = '[{"ContactId":"x","Big":123456789012345678901234567890,"Neg":-9223372036854775809}]'
+    raw = orjson.dumps({"Data": data, "NextSkipToken": None})
+    interactions, _ = decode_page(RequestContext(CONTACT, "EmailSent"), raw)
+    assert interactions == [
+        {"ContactId": "x", "Big": 123456789012345678901234567890, "Neg": -9223372036854775809}
+    ]
+    assert isinstance(interactions[0]["Big"], int)

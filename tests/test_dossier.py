@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -603,3 +604,16 @@ def test_arbitrary_json_objects_round_trip_through_the_zip(
             row = next(r for r in manifest["interactions"] if r["interaction_type"] == kind)
             assert (row["count"], row["pages"]) == (len(expected), len(kind_pages))
         assert verify_dossier(path).ok
+
+
+async def test_integers_beyond_64_bits_are_written_exactly(tmp_path: Path) -> None:
+    contact = "5b7e3f7b-1d3a-4f5b-9c1e-2a3b4c5d6e7f"
+    item = {"ContactId": contact, "Big": 123456789012345678901234567890, "Text": "Zürich"}
+    request = DossierRequest(contact, (InteractionType.EmailSent,), "https://x.crm.dynamics.com")
+    async with DossierWriter(tmp_path, request) as writer:
+        await writer.add_page(InteractionType.EmailSent, [item])
+        summary = await writer.complete()
+    with zipfile.ZipFile(summary.path) as archive:
+        entry = archive.read("interactions/EmailSent.json")
+    assert b"123456789012345678901234567890" in entry
+    assert json.loads(entry) == [item]

@@ -320,3 +320,33 @@ async def test_stop_request_cancels_quickly_and_keeps_finished_work(tmp_path: Pa
     for path in done:
         assert_exact_dossier(sim.dataset, path, path.stem)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".sar-bulk-partial")]
+
+
+async def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    from sar_bulk.errors import ConfigError
+    from sar_bulk.run_lock import RunLock
+
+    async with Simulator(unlimited(seed=5)) as sim:
+        csv = write_csv(tmp_path / "c.csv", contacts(1))
+        config = run_config(sim, csv, tmp_path / "out")
+        held = RunLock.acquire(config.state.with_suffix(".lock"))
+        try:
+            with pytest.raises(ConfigError, match="another sar-bulk run holds"):
+                await run_engine(config)
+        finally:
+            held.release()
+        assert (await run_engine(config)).code == ExitCode.OK
+
+
+async def test_a_shard_removes_only_its_own_leftovers(tmp_path: Path) -> None:
+    ids = contacts(12)
+    out = tmp_path / "out"
+    out.mkdir()
+    for cid in ids:
+        (out / f".sar-bulk-partial-{cid}-abcd1234.zip").write_bytes(b"half")
+    async with Simulator(unlimited(seed=5)) as sim:
+        csv = write_csv(tmp_path / "c.csv", ids[:1])
+        await run_engine(run_config(sim, csv, out, shard="0/2", types="EmailSent"))
+    left = {p.name[len(".sar-bulk-partial-") :][:36] for p in out.glob(".sar-bulk-partial-*")}
+    assert left == {cid for cid in ids if not Shard(0, 2).owns(cid)}
+    assert 0 < len(left) < len(ids)
