@@ -50,7 +50,6 @@ from sar_bulk.fetcher import Fetcher
 from sar_bulk.interaction_types import InteractionType
 from sar_bulk.report import RunTotals
 from sar_bulk.run_lock import RunLock
-from sar_bulk.sharding import Shard
 from sar_bulk.state import Claim, RunState
 from sar_bulk.verify import VerifyResult, verify_dossier
 
@@ -116,6 +115,7 @@ class Engine:
     async def run(self) -> RunResult:
         """Process every contact; returns when done, stopped or interrupted."""
         config = self.config
+        await asyncio.to_thread(_create_output, config.out)
         lock = await asyncio.to_thread(RunLock.acquire, config.state.with_suffix(".lock"))
         try:
             return await self._run_locked()
@@ -124,7 +124,11 @@ class Engine:
 
     async def _run_locked(self) -> RunResult:
         config = self.config
-        await asyncio.to_thread(_prepare_output, config.out, config.shard)
+        removed = await asyncio.to_thread(
+            remove_leftovers, config.out, config.shard.owns if config.shard else None
+        )
+        if removed:
+            _log.info("leftovers.removed", count=removed)
         state = await asyncio.to_thread(
             RunState.open,
             config.state,
@@ -334,14 +338,11 @@ def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | R
     return list(islice(rows, _BATCH))
 
 
-def _prepare_output(out: Path, shard: Shard | None) -> None:
-    """Create the output folder (0700) and remove what an interrupted run left behind."""
+def _create_output(out: Path) -> None:
+    """Create the output folder readable by the owner only (mkdir's mode obeys the umask)."""
     if not out.exists():
         out.mkdir(parents=True)
-        out.chmod(0o700)  # mkdir's mode is subject to the umask
-    removed = remove_leftovers(out, shard.owns if shard else None)
-    if removed:
-        _log.info("leftovers.removed", count=removed)
+        out.chmod(0o700)
 
 
 def _matches(path: Path, config: RunConfig) -> bool:

@@ -133,7 +133,7 @@ class Row:
 
     def verdict(self) -> str:
         if self.passed is None:
-            return "error" if self.value is None and self.goal else "info"
+            return "-" if self.value is None and self.goal else "info"
         return "pass" if self.passed else "MISS"
 
     def shown(self, number: float | None) -> str:
@@ -349,6 +349,16 @@ def read_report(out: Path) -> dict[str, Any]:
     return report
 
 
+def _summary(result: ProcResult) -> dict[str, Any]:
+    """The JSON line of totals a benchmark script prints last ({} if there is none)."""
+    lines = result.stdout.strip().splitlines()
+    try:
+        found = orjson.loads(lines[-1]) if lines else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def progress(message: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
@@ -368,6 +378,7 @@ class LimitFigures:
     allowed_rate: float
     limit: int
     window: float
+    most_tries: float | None = None  # the naive peer's most sends for one page
 
     @property
     def rate_ratio(self) -> float:
@@ -449,6 +460,7 @@ def limits_scenario(
             allowed_rate=rate,
             limit=limit,
             window=window,
+            most_tries=_summary(result).get("most_tries_for_one_page"),
         )
         figures[client] = found
         bench.runs.append(
@@ -459,7 +471,7 @@ def limits_scenario(
                 report_totals=report.get("totals"),
                 report_throttle=report.get("throttle"),
                 report_seconds=report.get("seconds"),
-                client_summary=result.stdout.strip().splitlines()[-1:],
+                client_summary=_summary(result),
             )
         )
         progress(
@@ -500,6 +512,10 @@ def _limit_rows(
     add("ok requests", lambda f: f.ok, "{:.0f}")
     add("throttled (429)", lambda f: f.throttled, "{:.0f}")
     add("max in flight", lambda f: f.max_in_flight, "{:.0f}")
+    if peer is not None and peer.most_tries is not None:
+        bench.rows.append(
+            Row(name, "most sends for one page", None, "{:.0f}", peer=peer.most_tries, note="naive")
+        )
 
 
 def _ge(goal: float) -> Callable[[float], bool]:
@@ -549,7 +565,7 @@ def cost_scenario(bench: Bench) -> None:
                 f"s4-{client}",
                 requests=requests,
                 simulator_cpu_seconds=round(sim.cpu, 3),
-                client_summary=result.stdout.strip().splitlines()[-1:],
+                client_summary=_summary(result),
             )
         )
         progress(f"s4-{client}: {requests} requests, {result.cpu:.1f} s CPU, {result.wall:.1f} s")

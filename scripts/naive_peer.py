@@ -8,9 +8,10 @@ Usage::
 What it does, on purpose, and nothing more: ``asyncio.gather`` over every (contact, type) with an
 ``asyncio.Semaphore`` (52 by default, Dataverse's concurrency limit) around each request, and a
 per-request retry that honours ``Retry-After``: a throttled request sleeps (holding its semaphore
-slot, as the usual ``async with sem:`` code does) and is sent again; every other request carries
-on. There is no shared gate, no pacing and no adaptation. It follows ``NextSkipToken`` and, with
-``--out``, writes one plain JSON file per contact at the end. It prints one JSON line of totals.
+slot, as the usual ``async with sem:`` code does) and is sent again, with no limit on the number of
+tries by default (``--max-tries``); every other request carries on. There is no shared gate, no
+pacing and no adaptation. It follows ``NextSkipToken`` and, with ``--out``, writes one plain JSON
+file per contact at the end. It prints one JSON line of totals.
 The token comes from the environment variable ``BENCH_TOKEN`` and is never printed.
 """
 
@@ -32,7 +33,6 @@ import orjson
 from sar_bulk.interaction_types import ALL_TYPES
 
 _ACTION = "/api/data/v9.0/msdyncrm_LoadInteractionsPublic"
-_MAX_TRIES = 50
 _DEFAULT_RETRY_AFTER = 5.0
 
 
@@ -44,6 +44,7 @@ class Totals:
     ok: int = 0
     throttled: int = 0
     interactions: int = 0
+    most_tries: int = 0  # the most sends one page needed
 
 
 def read_contacts(path: Path) -> list[str]:
@@ -66,11 +67,15 @@ async def _post(
     body: dict[str, Any],
     sem: asyncio.Semaphore,
     totals: Totals,
+    max_tries: int,
 ) -> dict[str, Any]:
     payload = orjson.dumps(body)
+    tries = 0
     async with sem:
-        for _ in range(_MAX_TRIES):
+        while max_tries == 0 or tries < max_tries:
+            tries += 1
             totals.requests += 1
+            totals.most_tries = max(totals.most_tries, tries)
             async with session.post(url, data=payload) as response:
                 raw = await response.read()
                 if response.status == 200:
@@ -82,7 +87,7 @@ async def _post(
                     await asyncio.sleep(_retry_after(response.headers.get("Retry-After")))
                     continue
                 raise RuntimeError(f"HTTP {response.status} from the action")
-    raise RuntimeError(f"still throttled after {_MAX_TRIES} tries")
+    raise RuntimeError(f"still throttled after {max_tries} tries")
 
 
 async def _fetch_type(
@@ -92,17 +97,17 @@ async def _fetch_type(
     itype: str,
     sem: asyncio.Semaphore,
     totals: Totals,
-    top: int | None,
+    args: argparse.Namespace,
 ) -> tuple[str, str, list[dict[str, Any]]]:
     items: list[dict[str, Any]] = []
     token: str | None = None
     while True:
         body: dict[str, Any] = {"ContactId": contact, "InteractionType": itype}
-        if top is not None:
-            body["Top"] = top
+        if args.page_size is not None:
+            body["Top"] = args.page_size
         if token:
             body["SkipToken"] = token
-        document = await _post(session, url, body, sem, totals)
+        document = await _post(session, url, body, sem, totals, args.max_tries)
         items.extend(orjson.loads(document.get("Data") or "[]"))
         token = document.get("NextSkipToken")
         if not token:
@@ -133,7 +138,7 @@ async def run(args: argparse.Namespace, contacts: list[str], token: str) -> Tota
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         results = await asyncio.gather(
             *(
-                _fetch_type(session, url, contact, itype.value, sem, totals, args.page_size)
+                _fetch_type(session, url, contact, itype.value, sem, totals, args)
                 for contact in contacts
                 for itype in ALL_TYPES
             )
@@ -151,6 +156,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=52, help="semaphore size")
     parser.add_argument("--page-size", type=int, default=None, help="Top sent with each call")
     parser.add_argument("--out", type=Path, default=None, help="write one JSON per contact")
+    parser.add_argument(
+        "--max-tries", type=int, default=0, help="sends per page before giving up (0: no limit)"
+    )
     args = parser.parse_args()
     token = os.environ.get("BENCH_TOKEN")
     if not token:
@@ -164,6 +172,7 @@ def main() -> int:
         "requests": totals.requests,
         "ok": totals.ok,
         "throttled": totals.throttled,
+        "most_tries_for_one_page": totals.most_tries,
         "interactions": totals.interactions,
         "seconds": round(time.monotonic() - started, 3),
     }
