@@ -80,6 +80,10 @@ __all__ = [
 _FILE_MODE: Final = 0o600
 _DIR_MODE: Final = 0o700
 _CHUNK: Final = 1 << 20
+# A contact's pages stay in memory up to this many bytes, then spill to its spool folder.
+MEMORY_SPOOL_BYTES: Final = 256 * 1024
+# Pages up to this many interactions are encoded on the event loop (microseconds of work).
+_INLINE_ITEMS: Final = 64
 _WIRE_DATE: Final = re.compile(r"^\d{2}-\d{2}-\d{4}$")
 _T = TypeVar("_T")
 
@@ -258,15 +262,16 @@ def _copy_entry(source: IO[bytes], target: IO[bytes]) -> None:
 
 
 class _TypeSpool:
-    """One type's pages so far: the spool file plus the running hash, CRC and counts."""
+    """One type's pages so far: held in memory or spooled to a file, with running hash and CRC."""
 
-    __slots__ = ("count", "crc", "file", "items_bytes", "pages", "sha")
+    __slots__ = ("count", "crc", "file", "held", "items_bytes", "pages", "sha")
 
     def __init__(self) -> None:
         self.pages = 0
         self.count = 0
         self.items_bytes = 0
         self.file: Path | None = None
+        self.held: list[bytes] = []
         # Hash and CRC of the entry as it will be: opening bracket now, closing one at the end.
         self.sha = hashlib.sha256(ENTRY_OPEN)
         self.crc = zlib.crc32(ENTRY_OPEN)
@@ -274,6 +279,18 @@ class _TypeSpool:
     @property
     def entry_bytes(self) -> int:
         return len(ENTRY_OPEN) + self.items_bytes + len(ENTRY_CLOSE)
+
+    def chunks_for(self, lines: list[bytes]) -> tuple[bytes, ...]:
+        """The bytes a page adds to the entry; pages after the first start with a separator."""
+        joined = ENTRY_SEPARATOR.join(lines)
+        return (ENTRY_SEPARATOR, joined) if self.count else (joined,)
+
+    def account(self, chunks: tuple[bytes, ...], items: int) -> None:
+        for chunk in chunks:
+            self.sha.update(chunk)
+            self.crc = zlib.crc32(chunk, self.crc)
+            self.items_bytes += len(chunk)
+        self.count += items
 
     def stats(self, interaction_type: InteractionType) -> EntryStats:
         if not self.count:
@@ -289,41 +306,76 @@ class _TypeSpool:
 
 
 class _Spool:
-    """The blocking half of a writer. Runs only in worker threads, one call at a time."""
+    """The pages of one contact until assembly.
+
+    Most contacts are small: their pages stay in memory, up to ``MEMORY_SPOOL_BYTES`` per
+    contact, and never touch the disk before the zip is written (no spool folder, no thread hop
+    per page). The first page that would pass that bound spills everything to files in a
+    private folder, and from then on every page goes to disk, so memory stays bounded by the
+    bound plus one page however big the contact is. ``hold`` runs on the event loop (it does no
+    I/O); every other method runs in a worker thread, one call at a time.
+    """
 
     def __init__(self, out_dir: Path, request: DossierRequest) -> None:
         self.out_dir = out_dir
         self.request = request
         self.types = {t: _TypeSpool() for t in ALL_TYPES if t in request.interaction_types}
         self._partial = f"{PARTIAL_PREFIX}{request.contact_id}-{secrets.token_hex(4)}"
-        self._folder: Path | None = None  # created with the first non-empty page
+        self._folder: Path | None = None  # created when the pages spill to disk
         self._zip = out_dir / f"{self._partial}.zip"
+        self._held_bytes = 0
+
+    def hold(self, interaction_type: InteractionType, lines: list[bytes]) -> bool:
+        """Keep a page in memory if the bound allows; False when it must go to disk."""
+        spool = self.types[interaction_type]
+        if lines:
+            chunks = spool.chunks_for(lines)
+            size = sum(len(chunk) for chunk in chunks)
+            if self._folder is not None or self._held_bytes + size > MEMORY_SPOOL_BYTES:
+                return False
+            spool.held.extend(chunks)
+            self._held_bytes += size
+            spool.account(chunks, len(lines))
+        spool.pages += 1
+        return True
 
     def add(
         self, interaction_type: InteractionType, interactions: Sequence[Mapping[str, Any]]
     ) -> None:
-        spool = self.types[interaction_type]
         lines = _encode_page(interactions, self.request.contact_id)
-        if lines:
-            joined = ENTRY_SEPARATOR.join(lines)
-            # Pages after the first continue the array, so they start with a separator.
-            chunks = (ENTRY_SEPARATOR, joined) if spool.count else (joined,)
-            self._append(spool, interaction_type, chunks)
-            spool.count += len(lines)
+        if not self.hold(interaction_type, lines):
+            self.write(interaction_type, lines)
+
+    def write(self, interaction_type: InteractionType, lines: list[bytes]) -> None:
+        """Append a page to its spool file, spilling what memory holds first."""
+        spool = self.types[interaction_type]
+        self._spill()
+        chunks = spool.chunks_for(lines)
+        self._append(spool, interaction_type, chunks)
+        spool.account(chunks, len(lines))
         spool.pages += 1
+
+    def _spill(self) -> None:
+        if self._folder is not None:
+            return
+        _ensure_folder(self.out_dir)
+        folder = self.out_dir / self._partial
+        os.mkdir(folder, _DIR_MODE)
+        os.chmod(folder, _DIR_MODE)
+        self._folder = folder
+        for interaction_type, spool in self.types.items():
+            if spool.held:
+                self._append(spool, interaction_type, tuple(spool.held))
+                spool.held.clear()
+        self._held_bytes = 0
 
     def _append(
         self, spool: _TypeSpool, interaction_type: InteractionType, chunks: tuple[bytes, ...]
     ) -> None:
         # Open per page rather than holding up to 40 descriptors per contact: with many
         # contacts in flight that would exhaust the process's file limit, and an open is cheap.
+        assert self._folder is not None
         if spool.file is None:
-            if self._folder is None:
-                _ensure_folder(self.out_dir)
-                folder = self.out_dir / self._partial
-                os.mkdir(folder, _DIR_MODE)
-                os.chmod(folder, _DIR_MODE)
-                self._folder = folder
             spool.file = self._folder / f"{interaction_type.value}.part"
             fd = _create_private(spool.file)
         else:
@@ -331,10 +383,6 @@ class _Spool:
         with open(fd, "wb") as out:
             for chunk in chunks:
                 out.write(chunk)
-        for chunk in chunks:
-            spool.sha.update(chunk)
-            spool.crc = zlib.crc32(chunk, spool.crc)
-            spool.items_bytes += len(chunk)
 
     def assemble(self, generated_at: str) -> DossierSummary:
         """Build the zip under a partial name, make it durable, rename it, drop the spool."""
@@ -382,13 +430,15 @@ class _Spool:
     def _write_entry(
         self, archive: zipfile.ZipFile, interaction_type: InteractionType, spool: _TypeSpool
     ) -> None:
-        assert spool.file is not None  # count > 0 means a page was spooled
         # The exact size is known, so zipfile switches to ZIP64 by itself when it is needed.
         info = member_info(entry_name(interaction_type), spool.entry_bytes)
         with archive.open(info, "w") as target:
             target.write(ENTRY_OPEN)
-            with open(spool.file, "rb") as source:
-                _copy_entry(source, target)
+            if spool.file is None:
+                target.writelines(spool.held)
+            else:
+                with open(spool.file, "rb") as source:
+                    _copy_entry(source, target)
             target.write(ENTRY_CLOSE)
         # The manifest's sha256 was taken while spooling; the CRC zipfile just computed over
         # the bytes read back must agree, or the spool changed on disk.
@@ -399,6 +449,8 @@ class _Spool:
             )
 
     def discard(self) -> None:
+        for spool in self.types.values():
+            spool.held.clear()
         if self._folder is not None:
             _remove_quietly(self._folder)
         _remove_quietly(self._zip)
@@ -453,11 +505,21 @@ class DossierWriter:
     async def add_page(
         self, interaction_type: InteractionType, interactions: Sequence[Mapping[str, Any]]
     ) -> None:
-        """Spool one page (empty pages count too); the data goes to disk, not to memory."""
+        """Spool one page (empty pages count too): in memory while the contact is small, then
+        on disk; a small page is encoded here, a big one in the worker thread."""
         kind = self._requested(interaction_type)
         async with self._lock:
             self._require_open("add a page to")
-            await self._in_thread(self._spool.add, kind, interactions)
+            if len(interactions) > _INLINE_ITEMS:
+                await self._in_thread(self._spool.add, kind, interactions)
+                return
+            try:
+                lines = _encode_page(interactions, self.contact_id)
+            except DossierError:
+                self._state = _State.BROKEN  # as when the thread refuses a page
+                raise
+            if not self._spool.hold(kind, lines):
+                await self._in_thread(self._spool.write, kind, lines)
 
     async def complete(self) -> DossierSummary:
         """Every requested type is done: write the zip (in a thread) and return what it holds."""

@@ -43,6 +43,12 @@ ORG = "https://contoso.crm4.dynamics.com"
 T = InteractionType
 
 
+@pytest.fixture
+def spool_on_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send every non-empty page to the spool folder, as a contact past the memory bound."""
+    monkeypatch.setattr(dossier, "MEMORY_SPOOL_BYTES", 0)
+
+
 def _assert_unzip_accepts(path: Path) -> None:
     """Info-ZIP is the reference reader; skipped only where it is not installed."""
     if shutil.which("unzip") is not None:
@@ -356,6 +362,7 @@ def no_umask() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("no_umask")
+@pytest.mark.usefixtures("spool_on_disk")
 async def test_files_are_0600_and_created_folders_0700(tmp_path: Path) -> None:
     out = tmp_path / "new" / "out"
     async with DossierWriter(out, _request(T.EmailSent, T.EmailOpened), now=_at) as writer:
@@ -397,6 +404,7 @@ async def test_a_rewrite_replaces_the_previous_dossier(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == [path.name]
 
 
+@pytest.mark.usefixtures("spool_on_disk")
 async def test_failure_mid_assembly_leaves_no_dossier_and_abort_cleans_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -416,6 +424,7 @@ async def test_failure_mid_assembly_leaves_no_dossier_and_abort_cleans_up(
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.usefixtures("spool_on_disk")
 async def test_a_spool_changed_on_disk_is_caught_before_the_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -430,6 +439,7 @@ async def test_a_spool_changed_on_disk_is_caught_before_the_rename(
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.usefixtures("spool_on_disk")
 async def test_leaving_the_block_with_an_error_discards_the_spool(tmp_path: Path) -> None:
     writer = DossierWriter(tmp_path, _request(T.EmailSent))
 
@@ -445,6 +455,7 @@ async def test_leaving_the_block_with_an_error_discards_the_spool(tmp_path: Path
     await writer.abort()  # idempotent
 
 
+@pytest.mark.usefixtures("spool_on_disk")
 async def test_a_cancelled_page_breaks_the_writer_and_abort_waits_for_the_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -485,6 +496,7 @@ KILL_MID_ASSEMBLY = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
 
     dossier._copy_entry = copy_then_die
+    dossier.MEMORY_SPOOL_BYTES = 0  # the subprocess spools to disk, as a big contact does
     contact = sys.argv[2]
 
     async def main():
@@ -617,3 +629,37 @@ async def test_integers_beyond_64_bits_are_written_exactly(tmp_path: Path) -> No
         entry = archive.read("interactions/EmailSent.json")
     assert b"123456789012345678901234567890" in entry
     assert json.loads(entry) == [item]
+
+
+async def test_a_small_contact_never_touches_the_disk_before_assembly(tmp_path: Path) -> None:
+    request = DossierRequest(CONTACT, ALL_TYPES, "https://x.crm.dynamics.com")
+    async with DossierWriter(tmp_path, request) as writer:
+        for itype in ALL_TYPES:
+            await writer.add_page(itype, [_interaction(itype, 1)])
+        assert os.listdir(tmp_path) == []
+        summary = await writer.complete()
+    assert summary.total_interactions == len(ALL_TYPES)
+    assert os.listdir(tmp_path) == [f"{CONTACT}.zip"]
+    assert verify_dossier(summary.path).ok
+
+
+async def test_pages_past_the_memory_bound_spill_to_disk_in_order(tmp_path: Path) -> None:
+    types = (T.EmailSent, T.EmailOpened)
+    request = DossierRequest(CONTACT, types, "https://x.crm.dynamics.com")
+    sent: dict[InteractionType, list[dict[str, Any]]] = {t: [] for t in types}
+    async with DossierWriter(tmp_path, request) as writer:
+        for page in range(40):  # about 40 x 2 x 20 x 200 bytes: well past the bound
+            for itype in types:
+                items = [_interaction(itype, page * 20 + n) for n in range(20)]
+                for item in items:
+                    item["Pad"] = "é" * 150
+                sent[itype].extend(items)
+                await writer.add_page(itype, items)
+        spools = [n for n in os.listdir(tmp_path) if n.startswith(PARTIAL_PREFIX)]
+        assert len(spools) == 1
+        summary = await writer.complete()
+    with zipfile.ZipFile(summary.path) as archive:
+        for itype in types:
+            assert orjson.loads(archive.read(entry_name(itype))) == sent[itype]
+    assert verify_dossier(summary.path).ok
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(PARTIAL_PREFIX)]

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sar_bulk import state as state_module
 from sar_bulk.errors import ConfigError
 from sar_bulk.state import SCHEMA_VERSION, Claim, DoneRecord, RunState
 
@@ -74,6 +75,18 @@ def test_a_batch_larger_than_one_statement_keeps_order_and_duplicates(state: Run
     assert result[2_500:] == [Claim.DUPLICATE, Claim.DUPLICATE]
 
 
+def test_claims_without_returning_for_sqlite_before_3_35(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_module, "_HAS_RETURNING", False)
+    a, b, c = ids(3)
+    finish(path, [c])
+    with RunState.open(path, fingerprint=FP, run_id="now") as state:
+        assert claims(state, [a, b, a, c]) == [Claim.NEW, Claim.NEW, Claim.DUPLICATE, Claim.DONE]
+        assert claims(state, [c, b]) == [Claim.DUPLICATE, Claim.DUPLICATE]
+        assert state.status_counts() == {"pending": 2, "done": 1, "failed": 0}
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -95,7 +108,7 @@ def test_only_canonical_ids_are_claimed(state: RunState, bad: str) -> None:
     data=st.data(),
     pool=st.lists(st.uuids().map(str), min_size=1, max_size=12, unique=True),
 )
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 def test_first_occurrence_new_or_done_later_ones_duplicate(
     data: st.DataObject, pool: list[str]
 ) -> None:
@@ -224,6 +237,12 @@ def test_a_file_that_is_not_sqlite_is_a_config_error(path: Path) -> None:
     path.write_bytes(random.Random(1).randbytes(8192))
     with pytest.raises(ConfigError, match="not a sar-bulk state database"):
         RunState.open(path, fingerprint=FP, run_id="r")
+
+
+def test_a_state_file_that_cannot_be_created_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("a file where the folder should be")
+    with pytest.raises(ConfigError, match="cannot create or open"):
+        RunState.open(tmp_path / "out" / "state.sqlite", fingerprint=FP, run_id="r")
 
 
 def test_another_sqlite_database_is_a_config_error(path: Path) -> None:
