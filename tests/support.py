@@ -1,11 +1,17 @@
-"""Helpers shared by the tests: credentials the simulator accepts, and a client around one."""
+"""Helpers shared by the tests: credentials the simulator accepts, a client around one, whole runs
+in-process, contact lists, and checks of dossiers against the simulator's ground truth.
+
+Running the ``sar-bulk`` command as a process lives beside this, in ``cli_support``.
+"""
 
 from __future__ import annotations
 
 import io
 import itertools
+import random
+import uuid
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -19,10 +25,12 @@ from azure.core.credentials import AccessToken
 from sar_bulk.auth import TokenProvider
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
 from sar_bulk.dataverse import DataverseClient, Timeouts, create_session
+from sar_bulk.dossier_format import PARTIAL_PREFIX
 from sar_bulk.interaction_types import ALL_TYPES, InteractionType
 from sar_bulk.org import OrgUrl
 from sar_bulk.runner import RunOutcome, execute_run
 from sar_bulk.simulator import Dataset, Simulator, SimulatorConfig
+from sar_bulk.verify import verify_dossier
 
 FAR_FUTURE = 4_102_444_800  # 2100-01-01: these fake tokens never expire on the client's side
 
@@ -82,6 +90,12 @@ async def client_rig(
             yield ClientRig(simulator, client, tokens, credential, session)
 
 
+def contact_ids(count: int, seed: int = 0) -> list[str]:
+    """``count`` distinct canonical contact ids, the same for the same seed."""
+    rng = random.Random(seed)
+    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(count)]
+
+
 def write_csv(path: Path, lines: list[str], *, bom: bool = False, newline: str = "\n") -> Path:
     """Write a contacts file exactly as given (a BOM and the line ending on request)."""
     text = newline.join(lines) + newline
@@ -118,11 +132,29 @@ async def run_engine(config: RunConfig, credential: RotatingCredential | None = 
     )
 
 
+def dossier_names(out: Path) -> set[str]:
+    """Names of the finished dossiers in ``out`` (leftovers of unfinished writes excluded)."""
+    return {
+        p.name for p in out.glob("*.zip") if not p.name.startswith(PARTIAL_PREFIX) and p.is_file()
+    }
+
+
+def leftovers(out: Path) -> set[str]:
+    """Names of what unfinished writes left in ``out``."""
+    return {p.name for p in out.iterdir() if p.name.startswith(PARTIAL_PREFIX)}
+
+
+def read_report(out: Path, name: str = "run-report.json") -> dict[str, Any]:
+    """The run report in ``out`` (a shard's report has its own ``name``)."""
+    report: dict[str, Any] = orjson.loads((out / name).read_bytes())
+    return report
+
+
 def assert_exact_dossier(
     dataset: Dataset,
     path: Path,
     contact_id: str,
-    types: tuple[InteractionType, ...] = ALL_TYPES,
+    types: Sequence[InteractionType] = ALL_TYPES,
     date_from: date | None = None,
     date_to: date | None = None,
 ) -> int:
@@ -140,10 +172,42 @@ def assert_exact_dossier(
                 assert member not in names, f"{member} should be absent"
                 continue
             got = orjson.loads(archive.read(member))
-            assert got == expected, f"{contact_id} {itype.value} differs from the org's data"
+            assert got == expected, (
+                f"{contact_id} {itype.value}: dossier holds {len(got)} interactions, "
+                f"the org {len(expected)} (or they differ in content or order)"
+            )
             total += len(expected)
         assert manifest["total_interactions"] == total
     return total
+
+
+def assert_exact_dossiers(
+    dataset: Dataset,
+    out: Path,
+    contacts: Iterable[str],
+    types: Sequence[InteractionType] = ALL_TYPES,
+    *,
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> int:
+    """Every contact has exactly one dossier in ``out``, no other dossier is there, and each one
+    passes ``verify_dossier``, lists exactly ``types`` and holds exactly what the org holds.
+
+    Returns the number of interactions compared, so a caller can tell the check was not empty.
+    """
+    wanted = sorted(set(contacts))
+    assert dossier_names(out) == {f"{c}.zip" for c in wanted}, "dossier set differs"
+    compared = 0
+    for contact in wanted:
+        path = out / f"{contact}.zip"
+        result = verify_dossier(path)
+        assert result.ok, f"{path.name}: {result.problems}"
+        with zipfile.ZipFile(path) as archive:
+            manifest = orjson.loads(archive.read("manifest.json"))
+        listed = {entry["interaction_type"] for entry in manifest["interactions"]}
+        assert listed == {t.value for t in types}, f"{contact}: types differ"
+        compared += assert_exact_dossier(dataset, path, contact, types, date_from, date_to)
+    return compared
 
 
 def unlimited(**settings: Any) -> SimulatorConfig:

@@ -2,77 +2,53 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
+from cli_support import run_cli, simulate_command, token_env
 
 from sar_bulk.interaction_types import ALL_TYPES
 
-SIMULATOR_URL = re.compile(r"http://127\.0\.0\.1:\d+")
-
-
-def sar_bulk(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sar_bulk.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+TOKEN = "sim-cli.1"
 
 
 @pytest.fixture
-def simulator_url() -> Iterator[str]:
+async def simulator_url() -> AsyncIterator[str]:
     """``sar-bulk simulate`` in its own process on a free port, as a user would start it."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "sar_bulk.cli", "simulate", "--port", "0", "--seed", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            line = process.stdout.readline()
-            match = SIMULATOR_URL.search(line)
-            assert match, f"the simulator did not say where it listens: {line!r}"
-            yield match.group(0)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    async with simulate_command("--seed", "3") as url:
+        yield url
 
 
-def test_types_prints_the_40_names_one_a_line() -> None:
-    result = sar_bulk("types")
-    assert result.returncode == 0
+def _static_token(command: str, org: str, *extra: str) -> list[str]:
+    """``sar-bulk COMMAND`` against ``org`` with the token from ``SAR_BULK_TOKEN``."""
+    return [command, "--org", org, "--auth", "static-token", *extra]
+
+
+async def test_types_prints_the_40_names_one_a_line() -> None:
+    result = await run_cli(["types"])
+    assert result.code == 0
     assert result.stdout.splitlines() == [t.value for t in ALL_TYPES]
     assert "EmailContainsBlacklistedLinks" in result.stdout
 
 
 @pytest.mark.parametrize("command", ["run", "demo", "check", "verify", "simulate", "types"])
-def test_every_command_has_help(command: str) -> None:
-    result = sar_bulk(command, "--help")
-    assert result.returncode == 0
+async def test_every_command_has_help(command: str) -> None:
+    result = await run_cli([command, "--help"])
+    assert result.code == 0
     assert "usage: sar-bulk" in result.stdout
 
 
-def test_no_command_is_a_usage_error() -> None:
-    assert sar_bulk().returncode == 2
+async def test_no_command_is_a_usage_error() -> None:
+    assert (await run_cli([])).code == 2
 
 
-def test_unknown_type_is_exit_2_with_the_valid_names(tmp_path: Path) -> None:
-    result = sar_bulk(
-        "run", "--org", "https://x.crm.dynamics.com", "--contacts", "c.csv", "--types", "Nope"
+async def test_unknown_type_is_exit_2_with_the_valid_names(tmp_path: Path) -> None:
+    result = await run_cli(
+        ["run", "--org", "https://x.crm.dynamics.com", "--contacts", "c.csv", "--types", "Nope"]
     )
-    assert result.returncode == 2
+    assert result.code == 2
     assert "Nope" in result.stderr
     assert "EmailContainsBlacklistedLinks" in result.stderr
 
@@ -86,100 +62,63 @@ def test_unknown_type_is_exit_2_with_the_valid_names(tmp_path: Path) -> None:
         (["--rate", "-1"], "--rate"),
     ],
 )
-def test_bad_parameters_are_exit_2(flags: list[str], message: str) -> None:
+async def test_bad_parameters_are_exit_2(flags: list[str], message: str) -> None:
     base = ["run", "--org", "https://x.crm.dynamics.com", "--contacts", "c.csv"]
-    result = sar_bulk(*base, *flags)
-    assert result.returncode == 2
+    result = await run_cli([*base, *flags])
+    assert result.code == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_missing_contacts_file_is_exit_2(simulator_url: str, tmp_path: Path) -> None:
-    result = sar_bulk(
+async def test_missing_contacts_file_is_exit_2(simulator_url: str, tmp_path: Path) -> None:
+    args = _static_token(
         "run",
-        "--org",
         simulator_url,
-        "--auth",
-        "static-token",
         "--contacts",
         str(tmp_path / "nope.csv"),
         "--out",
         str(tmp_path / "out"),
-        env={"SAR_BULK_TOKEN": "sim-cli.1"},
     )
-    assert result.returncode == 2
+    result = await run_cli(args, env=token_env(TOKEN))
+    assert result.code == 2
     assert "nope.csv" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_check_reports_a_working_org(simulator_url: str) -> None:
-    result = sar_bulk(
-        "check",
-        "--org",
-        simulator_url,
-        "--auth",
-        "static-token",
-        env={"SAR_BULK_TOKEN": "sim-cli.1"},
-    )
-    assert result.returncode == 0, result.stderr
+async def test_check_reports_a_working_org(simulator_url: str) -> None:
+    result = await run_cli(_static_token("check", simulator_url), env=token_env(TOKEN))
+    assert result.code == 0, result.stderr
     assert "ready" in result.stdout
     assert "x-ms-dop-hint: 8" in result.stdout
 
 
-def test_check_names_a_refused_token_without_showing_it(simulator_url: str) -> None:
-    result = sar_bulk(
-        "check",
-        "--org",
-        simulator_url,
-        "--auth",
-        "static-token",
-        env={"SAR_BULK_TOKEN": "wrong-CANARY-token"},
+async def test_check_names_a_refused_token_without_showing_it(simulator_url: str) -> None:
+    result = await run_cli(
+        _static_token("check", simulator_url), env=token_env("wrong-CANARY-token")
     )
-    assert result.returncode == 3
+    assert result.code == 3
     assert "token-refused" in result.stdout
     assert "StaticTokenCredential" in result.stdout
     assert "CANARY" not in result.stdout + result.stderr
 
 
-def test_check_says_plainly_that_the_action_is_gone() -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "sar_bulk.cli", "simulate", "--port", "0", "--action-missing"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            match = SIMULATOR_URL.search(process.stdout.readline())
-            assert match
-            result = sar_bulk(
-                "check",
-                "--org",
-                match.group(0),
-                "--auth",
-                "static-token",
-                env={"SAR_BULK_TOKEN": "sim-cli.1"},
-            )
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-    assert result.returncode == 3
+async def test_check_says_plainly_that_the_action_is_gone() -> None:
+    async with simulate_command("--action-missing") as url:
+        result = await run_cli(_static_token("check", url), env=token_env(TOKEN))
+    assert result.code == 3
     assert "action-missing" in result.stdout
     assert "retired" in result.stdout
 
 
-def test_run_writes_dossiers_and_a_report(simulator_url: str, tmp_path: Path) -> None:
+async def test_run_writes_dossiers_and_a_report(simulator_url: str, tmp_path: Path) -> None:
     csv = tmp_path / "c.csv"
     csv.write_text(
         "id\n5b7e3f7b-1d3a-4f5b-9c1e-2a3b4c5d6e7f\n{0D1E2F30-4152-4637-8899-AABBCCDDEEFF}\n"
     )
     out = tmp_path / "out"
-    result = sar_bulk(
+    args = _static_token(
         "run",
-        "--org",
         simulator_url,
-        "--auth",
-        "static-token",
         "--contacts",
         str(csv),
         "--out",
@@ -188,9 +127,9 @@ def test_run_writes_dossiers_and_a_report(simulator_url: str, tmp_path: Path) ->
         "EmailSent,WebsiteVisited",
         "--log-format",
         "json",
-        env={"SAR_BULK_TOKEN": "sim-cli.1"},
     )
-    assert result.returncode == 0, result.stderr
+    result = await run_cli(args, env=token_env(TOKEN))
+    assert result.code == 0, result.stderr
     assert "2 dossiers written" in result.stdout
     report = orjson.loads((out / "run-report.json").read_bytes())
     assert report["schema"] == "sar-bulk/run-report/v1"
@@ -200,14 +139,16 @@ def test_run_writes_dossiers_and_a_report(simulator_url: str, tmp_path: Path) ->
         orjson.loads(line)  # every log line is JSON
     assert oct((out / "run-report.json").stat().st_mode & 0o777) == "0o600"
     assert oct(out.stat().st_mode & 0o777) == "0o700"
-    verified = sar_bulk("verify", str(out))
-    assert verified.returncode == 0, verified.stdout
+    verified = await run_cli(["verify", str(out)])
+    assert verified.code == 0, verified.stdout
 
 
 @pytest.mark.slow
-def test_demo_runs_from_scratch_and_verifies(tmp_path: Path) -> None:
-    result = sar_bulk("demo", "--out", str(tmp_path / "demo"), "--no-progress", timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+async def test_demo_runs_from_scratch_and_verifies(tmp_path: Path) -> None:
+    result = await run_cli(
+        ["demo", "--out", str(tmp_path / "demo"), "--no-progress"], time_limit=300
+    )
+    assert result.code == 0, result.stdout + result.stderr
     assert "200 dossiers written" in result.stdout
     assert "verified 200 dossiers" in result.stdout
     assert "all valid" in result.stdout

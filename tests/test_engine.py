@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 import zipfile
 from datetime import date
 from pathlib import Path
@@ -12,6 +11,8 @@ import pytest
 from support import (
     RotatingCredential,
     assert_exact_dossier,
+    contact_ids,
+    read_report,
     run_config,
     run_engine,
     unlimited,
@@ -25,18 +26,9 @@ from sar_bulk.sharding import Shard
 from sar_bulk.simulator import Dataset, Simulator, SimulatorConfig
 
 
-def contacts(n: int, seed: int = 0) -> list[str]:
-    return [str(uuid.UUID(int=(seed << 64) + i * 7919 + 1, version=4)) for i in range(n)]
-
-
-def report(out: Path) -> dict[str, object]:
-    document: dict[str, object] = orjson.loads((out / "run-report.json").read_bytes())
-    return document
-
-
 @pytest.mark.slow
 async def test_300_contacts_all_types_exact(tmp_path: Path) -> None:
-    ids = contacts(300)
+    ids = contact_ids(300)
     heavy = {ids[10]: 2500, ids[200]: 1200}
     config = unlimited(seed=11, heavy_contacts=heavy, page_size=250)
     async with Simulator(config) as sim:
@@ -47,7 +39,7 @@ async def test_300_contacts_all_types_exact(tmp_path: Path) -> None:
     total = sum(
         assert_exact_dossier(sim.dataset, tmp_path / "out" / f"{cid}.zip", cid) for cid in ids
     )
-    totals = report(tmp_path / "out")["totals"]
+    totals = read_report(tmp_path / "out")["totals"]
     assert isinstance(totals, dict)
     assert totals["succeeded"] == 300
     assert totals["interactions"] == total
@@ -57,7 +49,7 @@ async def test_300_contacts_all_types_exact(tmp_path: Path) -> None:
 
 
 async def test_duplicates_in_other_spellings_are_processed_once(tmp_path: Path) -> None:
-    ids = contacts(3)
+    ids = contact_ids(3)
     lines = ["id", ids[0], "{" + ids[0].upper() + "}", f"  {ids[1]}  ", ids[1].replace("-", "")]
     lines.append(ids[2])
     async with Simulator(unlimited(seed=3)) as sim:
@@ -65,7 +57,7 @@ async def test_duplicates_in_other_spellings_are_processed_once(tmp_path: Path) 
         outcome = await run_engine(run_config(sim, csv, tmp_path / "out"))
         by_contact = sim.counters()["ok_requests_by_contact"]
     assert outcome.code == ExitCode.OK
-    totals = report(tmp_path / "out")["totals"]
+    totals = read_report(tmp_path / "out")["totals"]
     assert isinstance(totals, dict)
     assert (totals["contacts"], totals["duplicates"], totals["succeeded"]) == (3, 2, 3)
     for cid in ids:
@@ -75,7 +67,7 @@ async def test_duplicates_in_other_spellings_are_processed_once(tmp_path: Path) 
 
 
 async def test_id_column_found_among_several_with_a_bom(tmp_path: Path) -> None:
-    ids = contacts(4)
+    ids = contact_ids(4)
     lines = ["Name,E-mail,Contact,Score"] + [
         f'"Doe, Jane {i}",jane{i}@example.com,{cid.upper()},{i}' for i, cid in enumerate(ids)
     ]
@@ -83,13 +75,13 @@ async def test_id_column_found_among_several_with_a_bom(tmp_path: Path) -> None:
         csv = write_csv(tmp_path / "c.csv", lines, bom=True, newline="\r\n")
         outcome = await run_engine(run_config(sim, csv, tmp_path / "out"))
     assert outcome.code == ExitCode.OK
-    assert "Contact" in str(report(tmp_path / "out")["id_column"])
+    assert "Contact" in str(read_report(tmp_path / "out")["id_column"])
     for cid in ids:
         assert_exact_dossier(sim.dataset, tmp_path / "out" / f"{cid}.zip", cid)
 
 
 async def test_date_range_and_types_are_sent_and_honoured(tmp_path: Path) -> None:
-    ids = contacts(2)
+    ids = contact_ids(2)
     config = unlimited(seed=6, heavy_contacts={ids[0]: 3000})
     dataset = Dataset(6, config.heavy_contacts)
     # The two types where the heavy contact has the most interactions, in canonical order.
@@ -122,7 +114,7 @@ async def test_date_range_and_types_are_sent_and_honoured(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 async def test_tighter_limits_than_told_still_exact_with_few_throttles(tmp_path: Path) -> None:
-    ids = contacts(12)
+    ids = contact_ids(12)
     # The simulator allows 100 requests per 2 s (50/s); the engine is told 80/s.
     config = SimulatorConfig(
         seed=8, request_limit=100, window_seconds=2.0, retry_after_format="fractional"
@@ -139,7 +131,7 @@ async def test_tighter_limits_than_told_still_exact_with_few_throttles(tmp_path:
 
 
 async def test_mixed_faults_still_end_exact(tmp_path: Path) -> None:
-    ids = contacts(15)
+    ids = contact_ids(15)
     config = unlimited(
         seed=9,
         fault_500=0.02,
@@ -160,19 +152,19 @@ async def test_mixed_faults_still_end_exact(tmp_path: Path) -> None:
     assert sum(faults.values()) > 10
     for cid in ids:
         assert_exact_dossier(sim.dataset, tmp_path / "out" / f"{cid}.zip", cid)
-    totals = report(tmp_path / "out")["totals"]
+    totals = read_report(tmp_path / "out")["totals"]
     assert isinstance(totals, dict)
     assert totals["retries"] >= sum(faults.values()) - faults.get("slow", 0)
 
 
 async def test_bad_rows_give_exit_1_and_are_named_while_good_rows_finish(tmp_path: Path) -> None:
-    ids = contacts(3)
+    ids = contact_ids(3)
     lines = ["ContactId", ids[0], "../../etc/passwd", ids[1], "=HYPERLINK(1)", "", ids[2]]
     async with Simulator(unlimited(seed=2)) as sim:
         csv = write_csv(tmp_path / "c.csv", lines)
         outcome = await run_engine(run_config(sim, csv, tmp_path / "out"))
     assert outcome.code == ExitCode.INCOMPLETE
-    document = report(tmp_path / "out")
+    document = read_report(tmp_path / "out")
     rejected = document["rejected_rows"]
     assert isinstance(rejected, list)
     assert [r["line"] for r in rejected] == [3, 5]
@@ -185,7 +177,7 @@ async def test_bad_rows_give_exit_1_and_are_named_while_good_rows_finish(tmp_pat
 
 
 async def test_refused_token_stops_at_once_with_exit_3(tmp_path: Path) -> None:
-    ids = contacts(50)
+    ids = contact_ids(50)
     async with Simulator(unlimited(seed=2)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         credential = RotatingCredential(user="refused-CANARY")
@@ -199,7 +191,7 @@ async def test_refused_token_stops_at_once_with_exit_3(tmp_path: Path) -> None:
 
 async def test_missing_action_stops_at_once_with_exit_3(tmp_path: Path) -> None:
     async with Simulator(unlimited(seed=2, action_missing=True)) as sim:
-        csv = write_csv(tmp_path / "c.csv", contacts(20))
+        csv = write_csv(tmp_path / "c.csv", contact_ids(20))
         outcome = await run_engine(run_config(sim, csv, tmp_path / "out"))
         requests = sim.counters()["total"]["requests"]
     assert outcome.code == ExitCode.REFUSED
@@ -208,14 +200,14 @@ async def test_missing_action_stops_at_once_with_exit_3(tmp_path: Path) -> None:
 
 
 async def test_a_type_that_fails_for_good_fails_the_contact_only(tmp_path: Path) -> None:
-    ids = contacts(3)
+    ids = contact_ids(3)
     # Every request fails with a 502: each type runs out of attempts; no dossier appears.
     async with Simulator(unlimited(seed=2, fault_502=1.0)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids[:1])
         config = run_config(sim, csv, tmp_path / "out", retry_attempts=2, types="EmailSent")
         outcome = await run_engine(config)
     assert outcome.code == ExitCode.INCOMPLETE
-    failed = report(tmp_path / "out")["failed_contacts"]
+    failed = read_report(tmp_path / "out")["failed_contacts"]
     assert isinstance(failed, list)
     assert failed[0]["contact_id"] == ids[0]
     assert "HTTP 502" in failed[0]["reasons"]["EmailSent"]
@@ -223,14 +215,14 @@ async def test_a_type_that_fails_for_good_fails_the_contact_only(tmp_path: Path)
 
 
 async def test_rerun_skips_done_contacts_and_restart_redoes_them(tmp_path: Path) -> None:
-    ids = contacts(5)
+    ids = contact_ids(5)
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         first = await run_engine(run_config(sim, csv, tmp_path / "out"))
         after_first = sim.counters()["total"]["ok"]
         second = await run_engine(run_config(sim, csv, tmp_path / "out"))
         after_second = sim.counters()["total"]["ok"]
-        totals = report(tmp_path / "out")["totals"]
+        totals = read_report(tmp_path / "out")["totals"]
         third = await run_engine(run_config(sim, csv, tmp_path / "out", restart=True))
         after_third = sim.counters()["total"]["ok"]
     assert first.code == second.code == third.code == ExitCode.OK
@@ -241,7 +233,7 @@ async def test_rerun_skips_done_contacts_and_restart_redoes_them(tmp_path: Path)
 
 
 async def test_a_damaged_dossier_is_fetched_again_on_rerun(tmp_path: Path) -> None:
-    ids = contacts(2)
+    ids = contact_ids(2)
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         await run_engine(run_config(sim, csv, tmp_path / "out"))
@@ -252,19 +244,19 @@ async def test_a_damaged_dossier_is_fetched_again_on_rerun(tmp_path: Path) -> No
         outcome = await run_engine(run_config(sim, csv, tmp_path / "out"))
     assert outcome.code == ExitCode.OK
     assert_exact_dossier(sim.dataset, damaged, ids[0])
-    totals = report(tmp_path / "out")["totals"]
+    totals = read_report(tmp_path / "out")["totals"]
     assert isinstance(totals, dict)
     assert (totals["succeeded"], totals["skipped_already_done"]) == (1, 1)
 
 
 async def test_changed_parameters_fetch_again(tmp_path: Path) -> None:
-    ids = contacts(2)
+    ids = contact_ids(2)
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         await run_engine(run_config(sim, csv, tmp_path / "out"))
         outcome = await run_engine(run_config(sim, csv, tmp_path / "out", date_from="2022-01-01"))
     assert outcome.code == ExitCode.OK
-    totals = report(tmp_path / "out")["totals"]
+    totals = read_report(tmp_path / "out")["totals"]
     assert isinstance(totals, dict)
     assert totals["succeeded"] == 2
     for cid in ids:
@@ -273,7 +265,7 @@ async def test_changed_parameters_fetch_again(tmp_path: Path) -> None:
 
 
 async def test_shards_are_disjoint_and_cover_the_input(tmp_path: Path) -> None:
-    ids = contacts(30)
+    ids = contact_ids(30)
     written: list[set[str]] = []
     async with Simulator(unlimited(seed=7)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
@@ -297,7 +289,7 @@ async def test_stop_request_cancels_quickly_and_keeps_finished_work(tmp_path: Pa
     from sar_bulk.fetcher import Fetcher
     from sar_bulk.throttle import Throttle
 
-    ids = contacts(40)
+    ids = contact_ids(40)
     async with Simulator(unlimited(seed=5, latency=0.05)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         config = run_config(sim, csv, tmp_path / "out", rate=200)
@@ -327,7 +319,7 @@ async def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> Non
     from sar_bulk.run_lock import RunLock
 
     async with Simulator(unlimited(seed=5)) as sim:
-        csv = write_csv(tmp_path / "c.csv", contacts(1))
+        csv = write_csv(tmp_path / "c.csv", contact_ids(1))
         config = run_config(sim, csv, tmp_path / "out")
         held = RunLock.acquire(config.state.with_suffix(".lock"))
         try:
@@ -339,7 +331,7 @@ async def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> Non
 
 
 async def test_a_shard_removes_only_its_own_leftovers(tmp_path: Path) -> None:
-    ids = contacts(12)
+    ids = contact_ids(12)
     out = tmp_path / "out"
     out.mkdir()
     for cid in ids:

@@ -12,18 +12,14 @@ import itertools
 import os
 from pathlib import Path
 
-import orjson
 import pytest
-from test_reliability import (
-    CliResult,
-    assert_dossiers_exact,
+from cli_support import CliResult, run_args, run_cli, token_env
+from support import (
+    assert_exact_dossiers,
     contact_ids,
     dossier_names,
     read_report,
-    run_args,
-    run_cli,
-    token_env,
-    write_contacts,
+    write_csv,
 )
 
 from sar_bulk.interaction_types import InteractionType
@@ -123,7 +119,7 @@ async def test_hostile_rows_are_reported_and_the_good_ones_finish(tmp_path: Path
     async with Simulator(SIMULATOR) as sim:
         result, out = await _run_in(tmp_path, sim, contacts)
         assert result.code == ExitCode.INCOMPLETE, result.explain()
-        assert_dossiers_exact(out, sim.dataset, good, TYPES)
+        assert_exact_dossiers(sim.dataset, out, good, TYPES)
     after = _snapshot(tmp_path, skip=out)
     # "a", "a/b" and "a/b/work" were made by the test; nothing else may appear or change.
     made_by_test = {"a", "a/b", "a/b/work"}
@@ -153,7 +149,7 @@ async def test_hostile_rows_are_reported_and_the_good_ones_finish(tmp_path: Path
 @pytest.mark.slow
 async def test_three_shards_split_one_list_disjointly_and_completely(tmp_path: Path) -> None:
     contacts = contact_ids(30, 33)
-    csv = write_contacts(tmp_path / "contacts.csv", contacts)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
     outs = [tmp_path / f"shard-{index}" for index in range(3)]
     async with Simulator(SIMULATOR) as sim:
         results = await asyncio.gather(
@@ -169,12 +165,12 @@ async def test_three_shards_split_one_list_disjointly_and_completely(tmp_path: P
             assert result.code == ExitCode.OK, result.explain()
         sets = [{name.removesuffix(".zip") for name in dossier_names(out)} for out in outs]
         for out, owned in zip(outs, sets, strict=True):
-            assert_dossiers_exact(out, sim.dataset, owned, TYPES)
+            assert_exact_dossiers(sim.dataset, out, owned, TYPES)
     assert all(sets), "a shard got no contact at all: the split is not useful"
     for first, second in itertools.combinations(sets, 2):
         assert not first & second, "a contact is in two shards"
     assert sets[0] | sets[1] | sets[2] == set(contacts)
     for index, (out, owned) in enumerate(zip(outs, sets, strict=True)):
-        report = orjson.loads((out / f"run-report.shard-{index}-of-3.json").read_bytes())
+        report = read_report(out, f"run-report.shard-{index}-of-3.json")
         assert report["totals"]["contacts"] == len(owned)
         assert report["totals"]["other_shards"] == len(contacts) - len(owned)

@@ -11,16 +11,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_reliability import (
-    CliResult,
-    cli_env,
-    contact_ids,
-    dossier_names,
-    run_args,
-    run_cli,
-    token_env,
-    write_contacts,
-)
+from cli_support import CliResult, cli_env, run_args, run_cli, token_env
+from support import contact_ids, dossier_names, write_csv
 
 from sar_bulk.interaction_types import InteractionType
 from sar_bulk.runner import ExitCode
@@ -64,7 +56,7 @@ def _assert_not_echoed(result: CliResult, out: Path, *canaries: str) -> None:
 @pytest.mark.slow
 async def test_debug_json_logs_report_and_state_hold_no_secret(tmp_path: Path) -> None:
     contacts = contact_ids(4, 41)
-    csv = write_contacts(tmp_path / "contacts.csv", contacts)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
     out = tmp_path / "out"
     env = token_env(TOKEN_CANARY, AZURE_CLIENT_SECRET=SECRET_CANARY)
     async with Simulator(SIMULATOR) as sim:
@@ -84,7 +76,7 @@ async def test_debug_json_logs_report_and_state_hold_no_secret(tmp_path: Path) -
 async def test_client_secret_against_an_unreachable_endpoint_exits_3_without_the_secret(
     tmp_path: Path,
 ) -> None:
-    csv = write_contacts(tmp_path / "contacts.csv", contact_ids(2, 42))
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contact_ids(2, 42)])
     out = tmp_path / "out"
     nowhere = f"127.0.0.1:{_closed_port()}"
     env = cli_env(
@@ -104,7 +96,7 @@ async def test_client_secret_against_an_unreachable_endpoint_exits_3_without_the
 async def test_a_refused_token_stops_at_once_with_exit_3_and_is_never_shown(
     tmp_path: Path,
 ) -> None:
-    csv = write_contacts(tmp_path / "contacts.csv", contact_ids(20, 43))
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contact_ids(20, 43)])
     out = tmp_path / "out"
     async with Simulator(SIMULATOR) as sim:
         args = run_args(sim.base_url, csv, out)
@@ -121,7 +113,7 @@ async def test_a_refused_token_stops_at_once_with_exit_3_and_is_never_shown(
 
 
 async def test_a_retired_action_stops_at_once_with_exit_3_and_says_why(tmp_path: Path) -> None:
-    csv = write_contacts(tmp_path / "contacts.csv", contact_ids(20, 44))
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contact_ids(20, 44)])
     out = tmp_path / "out"
     retired = SimulatorConfig(seed=44, action_missing=True)
     async with Simulator(retired) as sim:

@@ -15,17 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_reliability import (
-    assert_dossiers_exact,
+from cli_support import run_args, run_cli, start_cli, token_env
+from support import (
+    assert_exact_dossiers,
     contact_ids,
     dossier_names,
     leftovers,
     read_report,
-    run_args,
-    run_cli,
-    start_cli,
-    token_env,
-    write_contacts,
+    write_csv,
 )
 
 from sar_bulk.runner import ExitCode
@@ -94,7 +91,7 @@ async def test_sigkill_at_random_moments_then_resume_is_exact_and_fetches_nothin
     rng = random.Random(seed)
     config = _slowish(21)
     contacts = contact_ids(70, 21)
-    csv = write_contacts(tmp_path / "contacts.csv", contacts)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
     out = tmp_path / "out"
     kills: list[AfterKill] = []
     async with Simulator(config) as sim:
@@ -122,7 +119,7 @@ async def test_sigkill_at_random_moments_then_resume_is_exact_and_fetches_nothin
         final = await run_cli(args, env=token_env())
         ok_at_end = sim.counters()["ok_requests_by_contact"]
         assert final.code == ExitCode.OK, final.explain()
-        assert_dossiers_exact(out, sim.dataset, contacts)
+        assert_exact_dossiers(sim.dataset, out, contacts)
     why = f"(random seed {seed})"
     assert len(kills) >= 2, f"only {len(kills)} run(s) were still going when killed {why}"
     assert any(0 < len(k.finished) < len(contacts) for k in kills), why
@@ -149,7 +146,7 @@ async def test_a_signal_stops_the_run_with_a_report_and_the_rerun_completes(
 ) -> None:
     config = _slowish(22)
     contacts = contact_ids(24, 22)
-    csv = write_contacts(tmp_path / "contacts.csv", contacts)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
     out = tmp_path / "out"
     log = tmp_path / "interrupted.log"
     async with Simulator(config) as sim:
@@ -176,6 +173,6 @@ async def test_a_signal_stops_the_run_with_a_report_and_the_rerun_completes(
             assert result.ok, f"{name}: {result.problems}"
         rerun = await run_cli(args, env=token_env())
         assert rerun.code == ExitCode.OK, rerun.explain()
-        assert_dossiers_exact(out, sim.dataset, contacts)
+        assert_exact_dossiers(sim.dataset, out, contacts)
     assert not leftovers(out)
     assert read_report(out)["totals"]["skipped_already_done"] == len(finished)
