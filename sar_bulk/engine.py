@@ -53,7 +53,7 @@ from sar_bulk.run_lock import RunLock
 from sar_bulk.state import Claim, RunState
 from sar_bulk.verify import VerifyResult, verify_dossier
 
-__all__ = ["Engine", "RunResult"]
+__all__ = ["Engine", "RunResult", "run_id_for"]
 
 _BATCH = 500
 _E = TypeVar("_E", bound=BaseException)
@@ -88,6 +88,7 @@ class Engine:
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         open_stream: Callable[[str], BinaryIO] = open_contacts,
+        run_id: str | None = None,
     ) -> None:
         self.config = config
         self.fetcher = fetcher
@@ -95,14 +96,9 @@ class Engine:
         self.column = "not read yet"
         self._now = now
         self._open_stream = open_stream
+        self.run_id = run_id or run_id_for(now())
         self._main: asyncio.Task[None] | None = None
         self._interrupted_by: str | None = None
-        self._in_flight = 0
-
-    @property
-    def in_flight(self) -> int:
-        """Contacts being fetched right now."""
-        return self._in_flight
 
     def request_stop(self, reason: str) -> None:
         """Stop admitting contacts and cancel in-flight work; ``run`` then returns."""
@@ -133,7 +129,7 @@ class Engine:
             RunState.open,
             config.state,
             fingerprint=config.fingerprint,
-            run_id=_run_id(self._now()),
+            run_id=self.run_id,
             restart=config.restart,
         )
         stopped_by: RunStopper | None = None
@@ -242,11 +238,7 @@ class Engine:
 
     async def _contact_worker(self, queue: asyncio.Queue[_Work | None], state: RunState) -> None:
         while (work := await queue.get()) is not None:
-            self._in_flight += 1
-            try:
-                await self._contact(work, state)
-            finally:
-                self._in_flight -= 1
+            await self._contact(work, state)
 
     async def _contact(self, work: _Work, state: RunState) -> None:
         config = self.config
@@ -359,7 +351,8 @@ def _matches(path: Path, config: RunConfig) -> bool:
     )
 
 
-def _run_id(now: datetime) -> str:
+def run_id_for(now: datetime) -> str:
+    """A run's id in logs, state and report: its start time and process."""
     return f"{now:%Y%m%dT%H%M%SZ}-{os.getpid()}"
 
 

@@ -28,7 +28,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from sar_bulk.auth import TokenProvider
 from sar_bulk.config import RunConfig
 from sar_bulk.dataverse import DataverseClient, Timeouts, create_session
-from sar_bulk.engine import Engine, RunResult
+from sar_bulk.engine import Engine, RunResult, run_id_for
 from sar_bulk.fetcher import Fetcher
 from sar_bulk.preflight import preflight
 from sar_bulk.progress import Progress
@@ -72,7 +72,8 @@ async def execute_run(
     loop = asyncio.get_running_loop()
     started_at = datetime.now(UTC)
     started = time.monotonic()
-    structlog.contextvars.bind_contextvars(run_id=f"{started_at:%Y%m%dT%H%M%SZ}-{os.getpid()}")
+    run_id = run_id_for(started_at)
+    structlog.contextvars.bind_contextvars(run_id=run_id)
     tokens = TokenProvider(credential, config.org.scope, describe=credential_name)
     try:
         async with create_session(Timeouts(request=config.timeout)) as session:
@@ -91,7 +92,7 @@ async def execute_run(
             if check.dop_hint:
                 throttle.on_success(check.dop_hint)
             fetcher = Fetcher(client, throttle, config.retry)
-            engine = Engine(config, fetcher)
+            engine = Engine(config, fetcher, run_id=run_id)
             restore = _install_signals(loop, engine) if install_signal_handlers else _noop
             progress_task = _start_progress(engine, fetcher, progress_out, config.contacts)
             try:
@@ -99,7 +100,7 @@ async def execute_run(
             except Exception as exc:
                 # Whatever broke, leave a report that says so and what was done before it.
                 crashed = RunResult(engine.totals, engine.column, crashed=exc)
-                document = _report(config, crashed, fetcher, throttle, started_at, 0.0)
+                document = _report(config, run_id, crashed, fetcher, throttle, started_at, 0.0)
                 await asyncio.to_thread(write_report, _report_path(config), document)
                 raise
             finally:
@@ -111,7 +112,7 @@ async def execute_run(
         await tokens.close()
     seconds = time.monotonic() - started
     report = _report_path(config)
-    document = _report(config, result, fetcher, throttle, started_at, seconds)
+    document = _report(config, run_id, result, fetcher, throttle, started_at, seconds)
     await asyncio.to_thread(write_report, report, document)
     summary = summary_line(
         result.totals,
@@ -144,6 +145,7 @@ def _exit_code(result: RunResult) -> int:
 
 def _report(
     config: RunConfig,
+    run_id: str,
     result: RunResult,
     fetcher: Fetcher,
     throttle: Throttle,
@@ -153,6 +155,7 @@ def _report(
     totals = result.totals
     stats = fetcher.stats
     return {
+        "run_id": run_id,
         "parameters": config.public_parameters(),
         "started_at": started_at.isoformat().replace("+00:00", "Z"),
         "finished_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
