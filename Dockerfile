@@ -16,8 +16,11 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER sar
 WORKDIR /data
 # Containers: no developer credential probes, JSON logs (stderr is not a terminal), no progress.
+# glibc otherwise raises its mmap threshold over a long run and keeps freed page buffers in its
+# heaps: with this, peak RSS stays flat from 1,000 to 10,000 contacts (see README, Performance).
 ENV AZURE_TOKEN_CREDENTIALS=prod \
     SAR_BULK_NO_PROGRESS=true \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MALLOC_MMAP_THRESHOLD_=131072
 ENTRYPOINT ["sar-bulk"]
 CMD ["--help"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,6 +68,8 @@ _TRANSIENT_SQL_CODES: Final = frozenset({normalise_code(-2147204784), normalise_
 _MAX_DETAIL = 300
 _DIGIT_MAP: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
 _DIGIT_RUN: Final = b"0" * 19
+# The run must be a JSON number (after ':', '[' or ','), not digits inside a hex InteractionId.
+_LONG_NUMBER: Final = re.compile(rb"[:\[,]\s*-?\d{19}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +189,9 @@ class DataverseClient:
         number = 1
         while True:
             page = await fetch_one(query, token, number)
-            yield page
             token = page.next_skip_token
+            yield page
+            del page  # a big page must not stay alive while the next one is fetched
             if token is None:
                 return
             if token in seen:
@@ -289,13 +293,14 @@ def decode_page(context: RequestContext, raw: bytes) -> tuple[list[dict[str, Any
 
 
 def _may_hold_long_integers(raw: bytes) -> bool:
-    """True when the body has a run of 19 digits: an integer orjson would turn into a float.
+    """True when the body has a number of 19 digits: an integer orjson would turn into a float.
 
     orjson silently changes integers beyond 64 bits into floats; the standard library keeps
     them exact, so such pages are decoded with it. Mapping every byte to digit-or-not and
-    searching for the run is a C-speed scan, about ten times faster than a regex.
+    searching for the run is a C-speed scan, about ten times faster than a regex, which then
+    only confirms the rare hit (hex ids hold digit runs too).
     """
-    return _DIGIT_RUN in raw.translate(_DIGIT_MAP)
+    return _DIGIT_RUN in raw.translate(_DIGIT_MAP) and _LONG_NUMBER.search(raw) is not None
 
 
 def _refuse(name: str) -> Any:

@@ -307,7 +307,10 @@ class Engine:
         pair = self.fetcher.for_pair(work.number)
         try:
             async for page in self.fetcher.client.pages(query, fetch=pair.fetch):
-                await writer.add_page(itype, page.interactions)
+                interactions = page.interactions
+                del page  # the loop variable would keep a big page alive past its writing
+                await writer.add_page(itype, interactions)
+                del interactions
         except RunStopper:
             raise
         except DataverseError as exc:

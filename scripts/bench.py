@@ -161,17 +161,29 @@ def _tail(text: str, lines: int = 15) -> str:
     return "\n".join("    " + line for line in kept) or "    (nothing)"
 
 
-def _reap(proc: subprocess.Popen[Any], timeout: float) -> tuple[int, Any] | None:
-    """Wait for ``proc`` with ``os.wait4`` (its own rusage); None if it outlived ``timeout``."""
+def _reap(
+    proc: subprocess.Popen[Any], timeout: float, stop: signal.Signals
+) -> tuple[int, Any, bool]:
+    """Wait for ``proc`` with ``os.wait4``, which gives its own rusage; past ``timeout`` send
+    ``stop``, then SIGKILL. Returns exit code, rusage and whether it had to be stopped.
+
+    Only this function reaps: Popen's poll(), send_signal() and kill() would reap the child
+    themselves and take its rusage with them, so signals go through os.kill.
+    """
     box: list[tuple[int, int, Any]] = []
     waiter = threading.Thread(target=lambda: box.append(os.wait4(proc.pid, 0)), daemon=True)
     waiter.start()
     waiter.join(timeout)
-    if waiter.is_alive():
-        return None
+    stopped = waiter.is_alive()
+    for sig in (stop, signal.SIGKILL) if stopped else ():
+        if waiter.is_alive():
+            os.kill(proc.pid, sig)
+            waiter.join(15.0)
+    if not box:
+        raise BenchError(f"{proc.args!r} (pid {proc.pid}) could not be stopped")
     _, status, usage = box[0]
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage
+    return proc.returncode, usage, stopped
 
 
 def run_process(
@@ -181,15 +193,8 @@ def run_process(
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=env, cwd=cwd)
-        reaped = _reap(proc, timeout)
-        timed_out = reaped is None
-        if reaped is None:
-            proc.kill()
-            reaped = _reap(proc, 30.0)
-            if reaped is None:
-                raise BenchError(f"{argv[0]} (pid {proc.pid}) could not be stopped")
+        code, usage, timed_out = _reap(proc, timeout, signal.SIGKILL)
         wall = time.perf_counter() - started
-        code, usage = reaped
         out.seek(0)
         err.seek(0)
         return ProcResult(
@@ -244,9 +249,9 @@ class SimulatorProcess:
         assert self._proc.stdout is not None
         deadline = time.monotonic() + 60.0
         line = ""
-        while time.monotonic() < deadline and self._proc.poll() is None:
+        while time.monotonic() < deadline:
             readable, _, _ = select.select([self._proc.stdout], [], [], 0.2)
-            if readable:
+            if readable:  # the ready line, or "" if it exited without one
                 line = self._proc.stdout.readline()
                 break
         match = _READY.search(line)
@@ -287,14 +292,9 @@ class SimulatorProcess:
         if proc is not None and proc.returncode is None:
             # SIGTERM, not SIGINT: a benchmark started in the background (nohup ... &) passes
             # an ignored SIGINT on to its children, and the simulator would never stop.
-            proc.send_signal(signal.SIGTERM)
-            reaped = _reap(proc, 15.0)
-            if reaped is None:
-                proc.kill()
-                reaped = _reap(proc, 15.0)
-            if reaped is not None:
-                usage = reaped[1]
-                self.cpu = usage.ru_utime + usage.ru_stime
+            os.kill(proc.pid, signal.SIGTERM)
+            usage = _reap(proc, 15.0, signal.SIGKILL)[1]
+            self.cpu = usage.ru_utime + usage.ru_stime
         if proc is not None and proc.stdout is not None:
             proc.stdout.close()
         if self._log is not None:
@@ -416,8 +416,15 @@ def _limit_run(
             args = ["--org", sim.url, "--contacts", str(contacts)]
             result = run_script(bench, "naive_peer.py", NAIVE_TOKEN, args)
             token, report = NAIVE_TOKEN, {}
-        require_success(result, f"{client} ({tag})")
         counters = sim.identity(token)
+        try:
+            require_success(result, f"{client} ({tag})")
+        except BenchError as exc:
+            # Say how far it got: a client that gives up or runs out of time is a finding too.
+            raise BenchError(
+                f"{exc}\n    by then, after {result.wall:.0f} s: {counters['ok']} ok, "
+                f"{counters['throttled']} throttled of {counters['requests']} requests"
+            ) from None
     return result, counters, report
 
 
