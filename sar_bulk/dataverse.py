@@ -66,6 +66,14 @@ __all__ = [
 # SQL errors Dataverse reports with a 500 that pass by themselves (deadlock, timeout).
 _TRANSIENT_SQL_CODES: Final = frozenset({normalise_code(-2147204784), normalise_code(-2147204783)})
 _MAX_DETAIL = 300
+# Sent with every call (set once on the session, so a request only adds its token).
+_FIXED_HEADERS: Final = {
+    "Accept": "application/json",
+    "Content-Type": "application/json; charset=utf-8",
+    "OData-MaxVersion": "4.0",
+    "OData-Version": "4.0",
+    "User-Agent": f"sar-bulk/{__version__}",
+}
 _DIGIT_MAP: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
 _DIGIT_RUN: Final = b"0" * 19
 # The run must be a JSON number (after ':', '[' or ','), not digits inside a hex InteractionId.
@@ -139,7 +147,7 @@ def create_session(timeouts: Timeouts, *, pool_size: int = 64) -> aiohttp.Client
         timeout=aiohttp.ClientTimeout(
             total=None, sock_connect=timeouts.connect, sock_read=timeouts.request
         ),
-        headers={"User-Agent": f"sar-bulk/{__version__}"},
+        headers=_FIXED_HEADERS,
         raise_for_status=False,
     )
 
@@ -206,13 +214,7 @@ class DataverseClient:
     async def _post(
         self, context: RequestContext, body: bytes, token: str
     ) -> tuple[int, Mapping[str, str], bytes]:
-        headers = {
-            "Accept": "application/json",
-            "Content-Type": "application/json; charset=utf-8",
-            "OData-MaxVersion": "4.0",
-            "OData-Version": "4.0",
-            "Authorization": f"Bearer {token}",
-        }
+        headers = {"Authorization": f"Bearer {token}"}  # the rest are the session's defaults
         limit = self._timeouts.request
         # Exceptions are re-raised "from None": aiohttp's own ones can carry the request's
         # headers (and so the token) in their repr and would leak it into tracebacks.

@@ -28,10 +28,9 @@ from typing import Any
 
 import aiohttp
 import orjson
+from _peer import action_session
 
 from sar_bulk.interaction_types import ALL_TYPES, parse_types
-
-_ACTION = "/api/data/v9.0/msdyncrm_LoadInteractionsPublic"
 
 
 def read_contacts(path: Path) -> list[str]:
@@ -73,17 +72,9 @@ async def run(args: argparse.Namespace, contacts: list[str], token: str) -> list
     types = parse_types(args.types) if args.types else ALL_TYPES
     pairs = ((c, t.value) for c, t in itertools.product(contacts, types))
     counts = [0, 0]
-    headers = {
-        "Accept": "application/json",
-        "Content-Type": "application/json; charset=utf-8",
-        "OData-MaxVersion": "4.0",
-        "OData-Version": "4.0",
-        "Authorization": f"Bearer {token}",
-    }
-    url = args.org.rstrip("/") + _ACTION
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    session, url = action_session(args.org, token, args.concurrency)
     async with (
-        aiohttp.ClientSession(headers=headers, connector=connector) as session,
+        session,
         asyncio.TaskGroup() as group,
     ):
         for _ in range(args.concurrency):

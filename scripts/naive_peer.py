@@ -29,10 +29,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+from _peer import action_session
 
 from sar_bulk.interaction_types import ALL_TYPES
 
-_ACTION = "/api/data/v9.0/msdyncrm_LoadInteractionsPublic"
 _DEFAULT_RETRY_AFTER = 5.0
 
 
@@ -126,16 +126,8 @@ def _write(out: Path, results: list[tuple[str, str, list[dict[str, Any]]]]) -> N
 async def run(args: argparse.Namespace, contacts: list[str], token: str) -> Totals:
     totals = Totals()
     sem = asyncio.Semaphore(args.concurrency)
-    headers = {
-        "Accept": "application/json",
-        "Content-Type": "application/json; charset=utf-8",
-        "OData-MaxVersion": "4.0",
-        "OData-Version": "4.0",
-        "Authorization": f"Bearer {token}",
-    }
-    url = args.org.rstrip("/") + _ACTION
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
-    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+    session, url = action_session(args.org, token, args.concurrency)
+    async with session:
         results = await asyncio.gather(
             *(
                 _fetch_type(session, url, contact, itype.value, sem, totals, args)
