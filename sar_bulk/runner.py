@@ -29,6 +29,7 @@ from sar_bulk.auth import TokenProvider
 from sar_bulk.config import RunConfig
 from sar_bulk.dataverse import DataverseClient, Timeouts, create_session
 from sar_bulk.engine import Engine, RunResult, run_id_for
+from sar_bulk.errors import ConfigError, InputError
 from sar_bulk.fetcher import Fetcher
 from sar_bulk.preflight import preflight
 from sar_bulk.progress import Progress
@@ -75,14 +76,11 @@ async def execute_run(
     run_id = run_id_for(started_at)
     structlog.contextvars.bind_contextvars(run_id=run_id)
     tokens = TokenProvider(credential, config.org.scope, describe=credential_name)
+    timeouts = Timeouts(request=config.timeout)
     try:
-        async with create_session(Timeouts(request=config.timeout)) as session:
+        async with create_session(timeouts) as session:
             client = DataverseClient(
-                session,
-                config.org,
-                tokens,
-                timeouts=Timeouts(request=config.timeout),
-                max_pages=config.max_pages,
+                session, config.org, tokens, timeouts=timeouts, max_pages=config.max_pages
             )
             check = await preflight(client, credential_name=credential_name)
             if not check.can_run:
@@ -97,6 +95,8 @@ async def execute_run(
             progress_task = _start_progress(engine, fetcher, progress_out, config.contacts)
             try:
                 result = await engine.run()
+            except (ConfigError, InputError):
+                raise  # a usage error (another run holds the folder, say): nothing ran to report
             except Exception as exc:
                 # Whatever broke, leave a report that says so and what was done before it.
                 crashed = RunResult(engine.totals, engine.column, crashed=exc)
