@@ -32,14 +32,6 @@ from typing import Any, Final, Self
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
-from azure.identity.aio import (
-    AzureCliCredential,
-    CertificateCredential,
-    ClientSecretCredential,
-    DefaultAzureCredential,
-    ManagedIdentityCredential,
-    WorkloadIdentityCredential,
-)
 
 from sar_bulk.errors import ConfigError, CredentialError
 
@@ -128,6 +120,19 @@ def build_credential(
 def _construct(
     kind: AuthKind, environ: Mapping[str, str], ca_bundle: str | None
 ) -> AsyncTokenCredential:
+    if kind is AuthKind.STATIC_TOKEN:
+        return StaticTokenCredential.from_environ(environ)
+    # Imported here: azure-identity takes ~0.3 s to import, which static-token runs (the
+    # simulator, the demo, tokens minted elsewhere) never need.
+    from azure.identity.aio import (
+        AzureCliCredential,
+        CertificateCredential,
+        ClientSecretCredential,
+        DefaultAzureCredential,
+        ManagedIdentityCredential,
+        WorkloadIdentityCredential,
+    )
+
     entra: dict[str, Any] = {}
     if authority := _get(environ, "AZURE_AUTHORITY_HOST"):
         entra["authority"] = authority
@@ -162,8 +167,6 @@ def _construct(
             )
         case AuthKind.AZURE_CLI:
             return AzureCliCredential()
-        case AuthKind.STATIC_TOKEN:
-            return StaticTokenCredential.from_environ(environ)
 
 
 def _get(environ: Mapping[str, str], name: str) -> str:
