@@ -152,7 +152,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     _start_logging({"log_level": "warning"})
     show_progress = not args.no_progress and sys.stderr.isatty()
-    return asyncio.run(run_demo(args.out, progress=show_progress, out=sys.stdout))
+    progress_out = sys.stderr if show_progress else None
+    return asyncio.run(run_demo(args.out, progress_out=progress_out, out=sys.stdout))
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ def demo_contacts() -> Path:
     return Path(str(resources.files("sar_bulk") / "data" / "demo-contacts.csv"))
 
 
-async def run_demo(out_dir: Path, *, progress: bool, out: TextIO) -> int:
+async def run_demo(out_dir: Path, *, progress_out: TextIO | None, out: TextIO) -> int:
     """Run the demo into ``out_dir``; returns the exit code."""
     print(
         f"sar-bulk demo: simulator with {DEMO_SIMULATOR.request_limit} requests per "
@@ -70,7 +70,7 @@ async def run_demo(out_dir: Path, *, progress: bool, out: TextIO) -> int:
             config,
             StaticTokenCredential("sim-demo.0"),
             credential_name="StaticTokenCredential (demo)",
-            progress_out=_stderr() if progress else None,
+            progress_out=progress_out,
             out=out,
         )
         counters = simulator.counters()["total"]
@@ -91,9 +91,3 @@ async def run_demo(out_dir: Path, *, progress: bool, out: TextIO) -> int:
     for result in bad:
         print(f"  {result.path.name}: {'; '.join(result.problems)}", file=out)
     return ExitCode.INCOMPLETE if bad else outcome.code
-
-
-def _stderr() -> TextIO:
-    import sys
-
-    return sys.stderr

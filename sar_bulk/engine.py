@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +32,6 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-import orjson
 import structlog
 
 from sar_bulk.config import RunConfig
@@ -234,7 +232,7 @@ class Engine:
         if not result.ok:
             _log.warning("dossier.invalid", dossier=path.name, problems=len(result.problems))
             return None
-        return result if _matches(path, self.config) else None
+        return result if _matches(result, self.config) else None
 
     async def _contact_worker(self, queue: asyncio.Queue[_Work | None], state: RunState) -> None:
         while (work := await queue.get()) is not None:
@@ -340,17 +338,14 @@ def _create_output(out: Path) -> None:
         out.chmod(0o700)
 
 
-def _matches(path: Path, config: RunConfig) -> bool:
-    """Does the dossier's manifest answer the same question as this run?"""
-    with zipfile.ZipFile(path) as archive:
-        manifest = orjson.loads(archive.read("manifest.json"))
-    source = manifest.get("source", {})
-    listed = [entry.get("interaction_type") for entry in manifest.get("interactions", [])]
+def _matches(result: VerifyResult, config: RunConfig) -> bool:
+    """Does the dossier answer the same question as this run (org, types, dates)?"""
+    source = result.source or {}
     return (
         source.get("org_url") == config.org.base
         and source.get("date_from") == config.dates.wire_from
         and source.get("date_to") == config.dates.wire_to
-        and sorted(listed) == sorted(t.value for t in config.types)
+        and sorted(result.interaction_types) == sorted(t.value for t in config.types)
     )
 
 

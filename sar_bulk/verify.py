@@ -24,7 +24,7 @@ import re
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -91,6 +91,9 @@ class VerifyResult:
     contact_id: str | None
     total_interactions: int | None
     problems: tuple[str, ...]
+    # What the dossier answers (from its manifest), so a caller can compare without re-reading.
+    source: Mapping[str, Any] | None = None
+    interaction_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,8 @@ class _Manifest:
     contact_id: str | None
     total_interactions: int | None
     entries: dict[str, _Entry]  # by member name
+    source: Mapping[str, Any] | None = None
+    interaction_types: tuple[str, ...] = ()
 
 
 _NO_MANIFEST: Final = _Manifest(None, None, {})
@@ -153,8 +158,9 @@ class _ManifestCheck:
         tool = self._fields("tool", top.get("tool"), ("name", "version"))
         if tool is not None and not all(isinstance(tool.get(k), str) for k in ("name", "version")):
             self.problems.append("manifest: tool name and version must be strings")
-        self._source(top.get("source"))
-        entries, counted = self._interactions(top.get("interactions"))
+        source = self._source(top.get("source"))
+        listed = top.get("interactions")
+        entries, counted = self._interactions(listed)
         total = top.get("total_interactions")
         if not _is_count(total):
             self.problems.append("manifest: total_interactions is not a whole number >= 0")
@@ -163,7 +169,12 @@ class _ManifestCheck:
             self.problems.append(
                 f"manifest: total_interactions is {total} but the counts add up to {counted}"
             )
-        return _Manifest(contact_id, total, entries)
+        types = tuple(
+            row["interaction_type"]
+            for row in (listed if isinstance(listed, list) else [])
+            if isinstance(row, dict) and isinstance(row.get("interaction_type"), str)
+        )
+        return _Manifest(contact_id, total, entries, source, types)
 
     def _generated_at(self, value: object) -> None:
         try:
@@ -177,10 +188,10 @@ class _ManifestCheck:
                 "manifest: generated_at is not a UTC time like 2024-01-31T12:00:00Z"
             )
 
-    def _source(self, value: object) -> None:
+    def _source(self, value: object) -> dict[str, Any] | None:
         source = self._fields("source", value, _SOURCE_FIELDS)
         if source is None:
-            return
+            return None
         if not isinstance(source.get("org_url"), str):
             self.problems.append("manifest: source.org_url is not a string")
         if source.get("action") != ACTION:
@@ -189,6 +200,7 @@ class _ManifestCheck:
             date = source.get(name)
             if date is not None and not (isinstance(date, str) and _WIRE_DATE.match(date)):
                 self.problems.append(f"manifest: source.{name} is neither null nor MM-DD-YYYY")
+        return source
 
     def _interactions(self, value: object) -> tuple[dict[str, _Entry], int | None]:
         """Entries by member name, and the sum of the counts (None if any count is broken)."""
@@ -452,7 +464,13 @@ def verify_dossier(path: Path) -> VerifyResult:
         manifest = checker.run()
     problems = tuple(checker.problems)
     return VerifyResult(
-        path, not problems, manifest.contact_id, manifest.total_interactions, problems
+        path,
+        not problems,
+        manifest.contact_id,
+        manifest.total_interactions,
+        problems,
+        manifest.source,
+        manifest.interaction_types,
     )
 
 
