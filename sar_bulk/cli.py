@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from sar_bulk._version import __version__
-from sar_bulk.auth import build_credential
 from sar_bulk.config import RUN_OPTIONS, Option, RunConfig, resolve
+from sar_bulk.dataverse.auth import build_credential
 from sar_bulk.errors import ConfigError, CredentialError, InputError, SarBulkError
-from sar_bulk.interaction_types import ALL_TYPES
 from sar_bulk.logs import configure_logging
-from sar_bulk.runner import ExitCode
+from sar_bulk.run.runner import ExitCode
+from sar_bulk.sources.interaction_types import ALL_TYPES
 
 __all__ = ["main"]
 
@@ -120,7 +120,7 @@ def _start_logging(settings: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sar_bulk.runner import execute_run
+    from sar_bulk.run.runner import execute_run
 
     settings = _settings(args, RUN_OPTIONS)
     _start_logging(settings)
@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from sar_bulk.checking import run_check
+    from sar_bulk.dataverse.checking import run_check
 
     options = tuple(o for o in RUN_OPTIONS if o.name in ("org", "auth", "timeout"))
     settings = _settings(args, options)
@@ -157,7 +157,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from sar_bulk.verify import run_verify_command
+    from sar_bulk.dossier.verify import run_verify_command
 
     return run_verify_command(args.paths, as_json=args.json, out=sys.stdout)
 

@@ -24,14 +24,14 @@ from typing import Any
 
 import orjson
 
-from sar_bulk.auth import AuthKind
+from sar_bulk.dataverse.auth import AuthKind
+from sar_bulk.dataverse.org import OrgUrl
+from sar_bulk.dataverse.retry import RetryPolicy
+from sar_bulk.dataverse.throttle import MAX_CONCURRENCY, ThrottleSettings
 from sar_bulk.dates import DateRange
 from sar_bulk.errors import ConfigError
-from sar_bulk.interaction_types import InteractionType, parse_types
-from sar_bulk.org import OrgUrl
-from sar_bulk.retry import RetryPolicy
-from sar_bulk.sharding import Shard
-from sar_bulk.throttle import MAX_CONCURRENCY, ThrottleSettings
+from sar_bulk.run.sharding import Shard
+from sar_bulk.sources.interaction_types import InteractionType, parse_types
 
 __all__ = ["RUN_OPTIONS", "Option", "RunConfig", "resolve"]
 

@@ -15,11 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from sar_bulk.auth import StaticTokenCredential
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
-from sar_bulk.runner import ExitCode, execute_run
+from sar_bulk.dataverse.auth import StaticTokenCredential
+from sar_bulk.dossier.verify import iter_dossiers, verify_dossier
+from sar_bulk.run.runner import ExitCode, execute_run
 from sar_bulk.simulator import Simulator, SimulatorConfig
-from sar_bulk.verify import iter_dossiers, verify_dossier
 
 __all__ = ["DEMO_SIMULATOR", "demo_contacts", "run_demo"]
 

@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 from _peer import action_session
 
-from sar_bulk.interaction_types import ALL_TYPES, parse_types
+from sar_bulk.sources.interaction_types import ALL_TYPES, parse_types
 
 
 def read_contacts(path: Path) -> list[str]:

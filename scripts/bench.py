@@ -578,8 +578,8 @@ def cost_scenario(bench: Bench) -> None:
         progress(f"s4-{client}: {requests} requests, {result.cpu:.1f} s CPU, {result.wall:.1f} s")
     ours, ours_requests = measured["sar-bulk"]
     bare, bare_requests = measured["bare"]
-    ours_start = _startup_cpu(bench, "sar_bulk.cli, sar_bulk.runner", "sar-bulk")
-    bare_start = _startup_cpu(bench, "aiohttp, orjson, sar_bulk.interaction_types", "bare")
+    ours_start = _startup_cpu(bench, "sar_bulk.cli, sar_bulk.run.runner", "sar-bulk")
+    bare_start = _startup_cpu(bench, "aiohttp, orjson, sar_bulk.sources.interaction_types", "bare")
     per_k = ours.cpu / ours_requests * 1000
     bare_per_k = bare.cpu / bare_requests * 1000
     ours_net = (ours.cpu - ours_start) / ours_requests * 1000

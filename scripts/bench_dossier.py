@@ -28,9 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sar_bulk.dossier import DossierRequest, DossierWriter
-from sar_bulk.interaction_types import ALL_TYPES, InteractionType
-from sar_bulk.verify import verify_dossier
+from sar_bulk.dossier.verify import verify_dossier
+from sar_bulk.dossier.writer import DossierRequest, DossierWriter
+from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 CONTACT = "0f8fad5b-d9cb-469f-a165-70867728950e"
 _AGENTS = (

@@ -31,7 +31,7 @@ import aiohttp
 import orjson
 from _peer import action_session
 
-from sar_bulk.interaction_types import ALL_TYPES
+from sar_bulk.sources.interaction_types import ALL_TYPES
 
 _DEFAULT_RETRY_AFTER = 5.0
 

@@ -22,15 +22,15 @@ import aiohttp
 import orjson
 from azure.core.credentials import AccessToken
 
-from sar_bulk.auth import TokenProvider
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
-from sar_bulk.dataverse import DataverseClient, Timeouts, create_session
-from sar_bulk.dossier_format import PARTIAL_PREFIX
-from sar_bulk.interaction_types import ALL_TYPES, InteractionType
-from sar_bulk.org import OrgUrl
-from sar_bulk.runner import RunOutcome, execute_run
+from sar_bulk.dataverse.auth import TokenProvider
+from sar_bulk.dataverse.client import DataverseClient, Timeouts, create_session
+from sar_bulk.dataverse.org import OrgUrl
+from sar_bulk.dossier.format import PARTIAL_PREFIX
+from sar_bulk.dossier.verify import verify_dossier
+from sar_bulk.run.runner import RunOutcome, execute_run
 from sar_bulk.simulator import Dataset, Simulator, SimulatorConfig
-from sar_bulk.verify import verify_dossier
+from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 FAR_FUTURE = 4_102_444_800  # 2100-01-01: these fake tokens never expire on the client's side
 

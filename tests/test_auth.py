@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sar_bulk.auth import (
+from sar_bulk.dataverse.auth import (
     STATIC_TOKEN_EXPIRES_ON,
     AuthKind,
     StaticTokenCredential,

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from cli_support import run_cli, simulate_command, token_env
 
-from sar_bulk.interaction_types import ALL_TYPES
+from sar_bulk.sources.interaction_types import ALL_TYPES
 
 TOKEN = "sim-cli.1"
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from sar_bulk.auth import AuthKind
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
+from sar_bulk.dataverse.auth import AuthKind
 from sar_bulk.errors import ConfigError
-from sar_bulk.interaction_types import ALL_TYPES, InteractionType
+from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 ORG = "https://contoso.crm4.dynamics.com"
 

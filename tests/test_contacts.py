@@ -15,15 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sar_bulk.contacts import (
+from sar_bulk.errors import InputError
+from sar_bulk.guids import canonical_guid
+from sar_bulk.run.contacts import (
     ContactReader,
     ContactRow,
     RejectedRow,
     open_contacts,
     safe_preview,
 )
-from sar_bulk.errors import InputError
-from sar_bulk.guids import canonical_guid
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

@@ -14,8 +14,15 @@ import pytest
 from aiohttp import web
 from support import RotatingCredential, client_rig
 
-from sar_bulk.auth import TokenProvider
-from sar_bulk.dataverse import DataverseClient, Query, Timeouts, create_session, parse_retry_after
+from sar_bulk.dataverse.auth import TokenProvider
+from sar_bulk.dataverse.client import (
+    DataverseClient,
+    Query,
+    Timeouts,
+    create_session,
+    parse_retry_after,
+)
+from sar_bulk.dataverse.org import OrgUrl
 from sar_bulk.errors import (
     ActionMissing,
     AuthRejected,
@@ -26,9 +33,8 @@ from sar_bulk.errors import (
     Throttled,
     Transient,
 )
-from sar_bulk.interaction_types import ALL_TYPES, InteractionType
-from sar_bulk.org import OrgUrl
 from sar_bulk.simulator import SimulatorConfig
+from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 CONTACT = "5b7e3f7b-1d3a-4f5b-9c1e-2a3b4c5d6e7f"
 HEAVY = "0d1e2f30-4152-4637-8899-aabbccddeeff"
@@ -394,7 +400,7 @@ def test_retry_after_forms() -> None:
 
 
 def test_integers_beyond_64_bits_are_kept_exact() -> None:
-    from sar_bulk.dataverse import decode_page
+    from sar_bulk.dataverse.client import decode_page
     from sar_bulk.errors import RequestContext
 
     data = '[{"ContactId":"x","Big":123456789012345678901234567890,"Neg":-9223372036854775809}]'

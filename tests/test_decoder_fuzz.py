@@ -16,7 +16,7 @@ import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sar_bulk.dataverse import classify_error, decode_page, parse_retry_after
+from sar_bulk.dataverse.client import classify_error, decode_page, parse_retry_after
 from sar_bulk.errors import DataverseError, MalformedResponse, RequestContext, Throttled
 
 CONTEXT = RequestContext("5b7e3f7b-1d3a-4f5b-9c1e-2a3b4c5d6e7f", "EmailSent", 3)

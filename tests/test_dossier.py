@@ -25,17 +25,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sar_bulk import dossier
-from sar_bulk.dossier import (
+from sar_bulk.dossier import writer as dossier
+from sar_bulk.dossier.format import PARTIAL_PREFIX, entry_name
+from sar_bulk.dossier.verify import verify_dossier
+from sar_bulk.dossier.writer import (
     DossierRequest,
     DossierWriter,
     dossier_path,
     remove_leftovers,
 )
-from sar_bulk.dossier_format import PARTIAL_PREFIX, entry_name
 from sar_bulk.errors import DossierError
-from sar_bulk.interaction_types import ALL_TYPES, InteractionType
-from sar_bulk.verify import verify_dossier
+from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 CONTACT = "0f8fad5b-d9cb-469f-a165-70867728950e"
 OTHER = "11111111-2222-3333-4444-555555555555"
@@ -487,8 +487,8 @@ KILL_MID_ASSEMBLY = textwrap.dedent(
     """
     import asyncio, os, signal, sys
     from pathlib import Path
-    from sar_bulk import dossier
-    from sar_bulk.interaction_types import InteractionType as T
+    from sar_bulk.dossier import writer as dossier
+    from sar_bulk.sources.interaction_types import InteractionType as T
 
     def copy_then_die(source, target):
         target.write(source.read(5000))

@@ -19,11 +19,11 @@ from support import (
     write_csv,
 )
 
-from sar_bulk.engine import Engine
-from sar_bulk.interaction_types import ALL_TYPES
-from sar_bulk.runner import ExitCode
-from sar_bulk.sharding import Shard
+from sar_bulk.run.engine import Engine
+from sar_bulk.run.runner import ExitCode
+from sar_bulk.run.sharding import Shard
 from sar_bulk.simulator import Dataset, Simulator, SimulatorConfig
+from sar_bulk.sources.interaction_types import ALL_TYPES
 
 
 @pytest.mark.slow
@@ -284,10 +284,10 @@ async def test_shards_are_disjoint_and_cover_the_input(tmp_path: Path) -> None:
 async def test_stop_request_cancels_quickly_and_keeps_finished_work(tmp_path: Path) -> None:
     import asyncio
 
-    from sar_bulk.auth import TokenProvider
-    from sar_bulk.dataverse import DataverseClient, Timeouts, create_session
-    from sar_bulk.fetcher import Fetcher
-    from sar_bulk.throttle import Throttle
+    from sar_bulk.dataverse.auth import TokenProvider
+    from sar_bulk.dataverse.client import DataverseClient, Timeouts, create_session
+    from sar_bulk.dataverse.fetcher import Fetcher
+    from sar_bulk.dataverse.throttle import Throttle
 
     ids = contact_ids(40)
     async with Simulator(unlimited(seed=5, latency=0.05)) as sim:
@@ -316,7 +316,7 @@ async def test_stop_request_cancels_quickly_and_keeps_finished_work(tmp_path: Pa
 
 async def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> None:
     from sar_bulk.errors import ConfigError
-    from sar_bulk.run_lock import RunLock
+    from sar_bulk.run.run_lock import RunLock
 
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", contact_ids(1))

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
+from sar_bulk.dataverse.org import OrgUrl
 from sar_bulk.errors import ConfigError
-from sar_bulk.org import OrgUrl
 
 
 @pytest.mark.parametrize(

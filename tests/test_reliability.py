@@ -21,9 +21,9 @@ from support import (
     write_csv,
 )
 
-from sar_bulk.interaction_types import ALL_TYPES
-from sar_bulk.runner import ExitCode
+from sar_bulk.run.runner import ExitCode
 from sar_bulk.simulator import Simulator, SimulatorConfig
+from sar_bulk.sources.interaction_types import ALL_TYPES
 
 
 def chaos_simulator(

@@ -22,9 +22,9 @@ from support import (
     write_csv,
 )
 
-from sar_bulk.interaction_types import InteractionType
-from sar_bulk.runner import ExitCode
+from sar_bulk.run.runner import ExitCode
 from sar_bulk.simulator import Simulator, SimulatorConfig
+from sar_bulk.sources.interaction_types import InteractionType
 
 # A few types are enough here: these tests are about rows, not about fetching.
 TYPES = (InteractionType.EmailSent, InteractionType.EmailOpened, InteractionType.WebsiteVisited)

@@ -14,9 +14,9 @@ import pytest
 from cli_support import CliResult, cli_env, run_args, run_cli, token_env
 from support import contact_ids, dossier_names, write_csv
 
-from sar_bulk.interaction_types import InteractionType
-from sar_bulk.runner import ExitCode
+from sar_bulk.run.runner import ExitCode
 from sar_bulk.simulator import Simulator, SimulatorConfig
+from sar_bulk.sources.interaction_types import InteractionType
 
 TOKEN_CANARY = "sim-secret.TOKEN-CANARY-123456"
 SECRET_CANARY = "CLIENT-SECRET-CANARY-987654"

@@ -25,9 +25,9 @@ from support import (
     write_csv,
 )
 
-from sar_bulk.runner import ExitCode
+from sar_bulk.dossier.verify import verify_dossier
+from sar_bulk.run.runner import ExitCode
 from sar_bulk.simulator import Simulator, SimulatorConfig
-from sar_bulk.verify import verify_dossier
 
 GUARD = 60.0  # a hang guard only: nothing here is meant to take that long
 

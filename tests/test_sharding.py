@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sar_bulk.errors import ConfigError
-from sar_bulk.sharding import INDEX_VARIABLE, Shard
+from sar_bulk.run.sharding import INDEX_VARIABLE, Shard
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sar_bulk import state as state_module
 from sar_bulk.errors import ConfigError
-from sar_bulk.state import SCHEMA_VERSION, Claim, DoneRecord, RunState
+from sar_bulk.run import state as state_module
+from sar_bulk.run.state import SCHEMA_VERSION, Claim, DoneRecord, RunState
 
 FP = "fingerprint-a"
 
@@ -347,7 +347,7 @@ def test_two_shards_share_one_new_file(path: Path) -> None:
 CHILD = """
 import sys, uuid, random
 from pathlib import Path
-from sar_bulk.state import Claim, RunState
+from sar_bulk.run.state import Claim, RunState
 
 path, run_id = Path(sys.argv[1]), sys.argv[2]
 rng = random.Random(7)

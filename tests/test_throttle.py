@@ -12,8 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sar_bulk.dataverse.throttle import (
+    MAX_CONCURRENCY,
+    PrioritySemaphore,
+    Throttle,
+    ThrottleSettings,
+)
 from sar_bulk.errors import RequestContext, Throttled
-from sar_bulk.throttle import MAX_CONCURRENCY, PrioritySemaphore, Throttle, ThrottleSettings
 
 CONTEXT = RequestContext("5b7e3f7b-1d3a-4f5b-9c1e-2a3b4c5d6e7f", "EmailSent")
 STATED = "Number of requests exceeded the limit of 600 over time window of 30 seconds."

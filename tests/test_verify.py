@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 import pytest
 
-from sar_bulk.dossier import DossierRequest, DossierWriter
-from sar_bulk.dossier_format import entry_name, member_info
-from sar_bulk.interaction_types import InteractionType
-from sar_bulk.verify import iter_dossiers, run_verify_command, verify_dossier
+from sar_bulk.dossier.format import entry_name, member_info
+from sar_bulk.dossier.verify import iter_dossiers, run_verify_command, verify_dossier
+from sar_bulk.dossier.writer import DossierRequest, DossierWriter
+from sar_bulk.sources.interaction_types import InteractionType
 
 CONTACT = "0f8fad5b-d9cb-469f-a165-70867728950e"
 OTHER = "11111111-2222-3333-4444-555555555555"

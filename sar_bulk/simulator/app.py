@@ -42,6 +42,8 @@ from sar_bulk.simulator.faults import (
     FaultPicker,
 )
 from sar_bulk.simulator.hashing import Draw, stable_digest, stable_unit
+from sar_bulk.simulator.hostile import KINDS as HOSTILE_KINDS
+from sar_bulk.simulator.hostile import HostileContext, hostile_kind_for
 from sar_bulk.simulator.protection import ServiceProtection, Throttled
 from sar_bulk.simulator.skiptoken import Position, SkipTokenCodec
 from sar_bulk.simulator.validation import (
@@ -202,10 +204,26 @@ async def _answer(
     body = _page_body(state, _base_url(request), query, position)
     if fault == "malformed":
         return _malformed(state, body)
-    visit.served(query.contact_id, query.interaction_type.value)
     headers = replies.rate_headers(state.protection.remaining(identity))
     if config.dop_hint is not None:
         headers["x-ms-dop-hint"] = str(config.dop_hint)
+    hostile = hostile_kind_for(
+        config.seed, query.contact_id, config.hostile_contacts, config.hostile_share
+    )
+    if hostile is not None:
+        visit.fault(f"hostile:{hostile}")
+        context = HostileContext(
+            request=request,
+            base_url=_base_url(request),
+            contact_id=query.contact_id,
+            interaction_type=query.interaction_type.value,
+            page_number=position.page,
+            page_body=body,
+            page_headers=headers,
+            token=bearer_token(request.headers.get("Authorization")) or "",
+        )
+        return await HOSTILE_KINDS[hostile](context)
+    visit.served(query.contact_id, query.interaction_type.value)
     response = replies.page(body, headers)
     response.set_cookie("ARRAffinity", state.affinity, path="/", httponly=True, secure=True)
     return response

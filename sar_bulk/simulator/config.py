@@ -73,10 +73,30 @@ class SimulatorConfig:
     fault_malformed: float = 0.0
     slow_seconds: float = 5.0
 
+    # Hostile answers bound to contacts (see hostile.py): by contact, or a share of contacts.
+    hostile_contacts: Mapping[str, str] = field(default_factory=dict)
+    hostile_share: Mapping[str, float] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         # A read-only copy with canonical keys, so lookups match what the server canonicalises.
         object.__setattr__(self, "heavy_contacts", _frozen_heavy(self.heavy_contacts))
         object.__setattr__(self, "forbidden_identities", frozenset(self.forbidden_identities))
+        object.__setattr__(
+            self,
+            "hostile_contacts",
+            MappingProxyType({canonical_guid(c): k for c, k in self.hostile_contacts.items()}),
+        )
+        object.__setattr__(self, "hostile_share", MappingProxyType(dict(self.hostile_share)))
+        # Imported here: hostile.py needs replies.py, which needs this module.
+        from sar_bulk.simulator.hostile import KINDS
+
+        unknown = {*self.hostile_contacts.values(), *self.hostile_share} - KINDS.keys()
+        if unknown:
+            raise ValueError(
+                f"unknown hostile kind(s) {sorted(unknown)}; known: {', '.join(sorted(KINDS))}"
+            )
+        if any(not 0.0 <= share <= 1.0 for share in self.hostile_share.values()):
+            raise ValueError("every hostile share must be within [0, 1]")
         if self.page_size < 1:
             raise ValueError("page_size must be at least 1")
         if not 0.0 <= self.heavy_fraction <= 1.0:

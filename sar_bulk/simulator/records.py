@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sar_bulk.interaction_types import InteractionType as T
 from sar_bulk.simulator.hashing import Draw
+from sar_bulk.sources.interaction_types import InteractionType as T
 
 __all__ = ["Person", "build_record"]
 

@@ -40,7 +40,7 @@ from typing import Any, Final
 import orjson
 
 from sar_bulk.guids import canonical_guid
-from sar_bulk.interaction_types import ALL_TYPES, InteractionType
+from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 __all__ = [
     "ACTION",

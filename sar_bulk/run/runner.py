@@ -25,16 +25,16 @@ from typing import Any, TextIO
 import structlog
 from azure.core.credentials_async import AsyncTokenCredential
 
-from sar_bulk.auth import TokenProvider
 from sar_bulk.config import RunConfig
-from sar_bulk.dataverse import DataverseClient, Timeouts, create_session
-from sar_bulk.engine import Engine, RunResult, run_id_for
+from sar_bulk.dataverse.auth import TokenProvider
+from sar_bulk.dataverse.client import DataverseClient, Timeouts, create_session
+from sar_bulk.dataverse.fetcher import Fetcher
+from sar_bulk.dataverse.preflight import preflight
+from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import ConfigError, InputError
-from sar_bulk.fetcher import Fetcher
-from sar_bulk.preflight import preflight
-from sar_bulk.progress import Progress
-from sar_bulk.report import report_name, summary_line, write_report
-from sar_bulk.throttle import Throttle
+from sar_bulk.run.engine import Engine, RunResult, run_id_for
+from sar_bulk.run.progress import Progress
+from sar_bulk.run.report import report_name, summary_line, write_report
 
 __all__ = ["ExitCode", "RunOutcome", "execute_run"]
 

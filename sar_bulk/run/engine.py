@@ -35,27 +35,27 @@ from typing import BinaryIO, TypeVar
 import structlog
 
 from sar_bulk.config import RunConfig
-from sar_bulk.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
-from sar_bulk.dataverse import Query
-from sar_bulk.dossier import (
+from sar_bulk.dataverse.client import Query
+from sar_bulk.dataverse.fetcher import Fetcher
+from sar_bulk.dossier.verify import VerifyResult, verify_dossier
+from sar_bulk.dossier.writer import (
     DossierRequest,
     DossierWriter,
     dossier_path,
     remove_leftovers,
 )
 from sar_bulk.errors import DataverseError, DossierError, RunStopper, SarBulkError
-from sar_bulk.fetcher import Fetcher
-from sar_bulk.interaction_types import InteractionType
-from sar_bulk.report import RunTotals
-from sar_bulk.run_lock import RunLock
-from sar_bulk.state import Claim, RunState
-from sar_bulk.verify import VerifyResult, verify_dossier
+from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
+from sar_bulk.run.report import RunTotals
+from sar_bulk.run.run_lock import RunLock
+from sar_bulk.run.state import Claim, RunState
+from sar_bulk.sources.interaction_types import InteractionType
 
 __all__ = ["Engine", "RunResult", "run_id_for"]
 
 _BATCH = 500
 _E = TypeVar("_E", bound=BaseException)
-_log = structlog.get_logger("sar_bulk.engine")
+_log = structlog.get_logger("sar_bulk.run.engine")
 
 
 @dataclass(frozen=True, slots=True)

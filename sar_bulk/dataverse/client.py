@@ -33,7 +33,8 @@ import aiohttp
 import orjson
 
 from sar_bulk._version import __version__
-from sar_bulk.auth import TokenProvider
+from sar_bulk.dataverse.auth import TokenProvider
+from sar_bulk.dataverse.org import OrgUrl
 from sar_bulk.errors import (
     ActionMissing,
     AuthRejected,
@@ -49,8 +50,7 @@ from sar_bulk.errors import (
     Unreachable,
     normalise_code,
 )
-from sar_bulk.interaction_types import InteractionType
-from sar_bulk.org import OrgUrl
+from sar_bulk.sources.interaction_types import InteractionType
 
 __all__ = [
     "DataverseClient",

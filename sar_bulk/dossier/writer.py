@@ -48,7 +48,7 @@ from typing import IO, Any, Final, TypeVar
 import orjson
 
 from sar_bulk._version import __version__
-from sar_bulk.dossier_format import (
+from sar_bulk.dossier.format import (
     ENTRY_CLOSE,
     ENTRY_OPEN,
     ENTRY_SEPARATOR,
@@ -67,7 +67,7 @@ from sar_bulk.dossier_format import (
 )
 from sar_bulk.errors import DossierError
 from sar_bulk.guids import is_canonical_guid
-from sar_bulk.interaction_types import ALL_TYPES, InteractionType
+from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 __all__ = [
     "DossierRequest",

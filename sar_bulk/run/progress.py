@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from sar_bulk.fetcher import FetchStats
-from sar_bulk.report import RunTotals
+from sar_bulk.dataverse.fetcher import FetchStats
+from sar_bulk.run.report import RunTotals
 
 __all__ = ["Progress", "format_progress"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from sar_bulk._version import __version__
-from sar_bulk.contacts import RejectedRow
+from sar_bulk.run.contacts import RejectedRow
 
 __all__ = ["REPORT_SCHEMA", "RunTotals", "report_name", "summary_line", "write_report"]
 

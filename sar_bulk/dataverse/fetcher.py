@@ -21,10 +21,10 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sar_bulk.dataverse import DataverseClient, Page, Query
+from sar_bulk.dataverse.client import DataverseClient, Page, Query
+from sar_bulk.dataverse.retry import RetryPolicy
+from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import RetryableError, Throttled
-from sar_bulk.retry import RetryPolicy
-from sar_bulk.throttle import Throttle
 
 __all__ = ["FetchStats", "Fetcher", "PairFetcher"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from sar_bulk.auth import TokenProvider, build_credential
-from sar_bulk.dataverse import DataverseClient, Timeouts, create_session
+from sar_bulk.dataverse.auth import TokenProvider, build_credential
+from sar_bulk.dataverse.client import DataverseClient, Timeouts, create_session
+from sar_bulk.dataverse.org import OrgUrl
+from sar_bulk.dataverse.preflight import Outcome, preflight
 from sar_bulk.errors import ConfigError
-from sar_bulk.org import OrgUrl
-from sar_bulk.preflight import Outcome, preflight
 
 __all__ = ["run_check"]
 

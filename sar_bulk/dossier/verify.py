@@ -32,7 +32,7 @@ from typing import Any, Final, TextIO, TypeGuard
 
 import orjson
 
-from sar_bulk.dossier_format import (
+from sar_bulk.dossier.format import (
     ACTION,
     MANIFEST_NAME,
     PARTIAL_PREFIX,
@@ -43,7 +43,7 @@ from sar_bulk.dossier_format import (
     entry_name,
 )
 from sar_bulk.guids import is_canonical_guid
-from sar_bulk.interaction_types import ALL_TYPES, InteractionType
+from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 __all__ = ["VerifyResult", "iter_dossiers", "run_verify_command", "verify_dossier"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from sar_bulk.dataverse import DataverseClient, Query
+from sar_bulk.dataverse.client import DataverseClient, Query
 from sar_bulk.errors import (
     ActionMissing,
     AuthRejected,
@@ -22,7 +22,7 @@ from sar_bulk.errors import (
     RetryableError,
     Throttled,
 )
-from sar_bulk.interaction_types import InteractionType
+from sar_bulk.sources.interaction_types import InteractionType
 
 __all__ = ["PROBE_CONTACT", "Outcome", "PreflightResult", "preflight"]
 
