@@ -106,16 +106,16 @@ class RequestContext:
     """What a failed call was about: enough to name it in a message, never a secret."""
 
     contact_id: str
-    interaction_type: str
+    part: str  # the part's key, e.g. "interactions/EmailSent", "records", "realtime"
     page: int = 1
 
     def describe(self) -> str:
-        where = f"{self.interaction_type} for contact {self.contact_id}"
+        where = f"{self.part} for contact {self.contact_id}"
         return where if self.page == 1 else f"{where} (page {self.page})"
 
 
 class DataverseError(SarBulkError):
-    """One call of the action failed.
+    """One call to the org failed.
 
     ``status`` is the HTTP status (``None`` when no answer came) and ``code`` Dataverse's error
     code in hex form (empty when the body had none).

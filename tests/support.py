@@ -24,7 +24,8 @@ from azure.core.credentials import AccessToken
 
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
 from sar_bulk.dataverse.auth import TokenProvider
-from sar_bulk.dataverse.client import DataverseClient, Timeouts, create_session
+from sar_bulk.dataverse.client import DataverseClient
+from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.org import OrgUrl
 from sar_bulk.dossier.format import PARTIAL_PREFIX
 from sar_bulk.dossier.verify import verify_dossier
@@ -86,7 +87,9 @@ async def client_rig(
             TokenProvider(credential, org.scope) as tokens,
             create_session(timeouts) as session,
         ):
-            client = DataverseClient(session, org, tokens, timeouts=timeouts, max_pages=max_pages)
+            client = DataverseClient(
+                OrgHttp(session, org, tokens, timeouts=timeouts), max_pages=max_pages
+            )
             yield ClientRig(simulator, client, tokens, credential, session)
 
 

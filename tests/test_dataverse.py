@@ -15,13 +15,8 @@ from aiohttp import web
 from support import RotatingCredential, client_rig
 
 from sar_bulk.dataverse.auth import TokenProvider
-from sar_bulk.dataverse.client import (
-    DataverseClient,
-    Query,
-    Timeouts,
-    create_session,
-    parse_retry_after,
-)
+from sar_bulk.dataverse.client import DataverseClient, Query, parse_retry_after
+from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.org import OrgUrl
 from sar_bulk.errors import (
     ActionMissing,
@@ -68,7 +63,10 @@ async def scripted(handler: Handler) -> AsyncIterator[tuple[DataverseClient, lis
             TokenProvider(RotatingCredential(), org.scope) as tokens,
             create_session(timeouts) as session,
         ):
-            yield DataverseClient(session, org, tokens, timeouts=timeouts, max_pages=50), seen
+            yield (
+                DataverseClient(OrgHttp(session, org, tokens, timeouts=timeouts), max_pages=50),
+                seen,
+            )
     finally:
         await runner.cleanup()
 
@@ -322,7 +320,7 @@ async def test_refused_connection_is_transient() -> None:
         TokenProvider(RotatingCredential(), org.scope) as tokens,
         create_session(Timeouts(request=1.0, connect=1.0)) as session,
     ):
-        client = DataverseClient(session, org, tokens)
+        client = DataverseClient(OrgHttp(session, org, tokens))
         with pytest.raises(Transient, match="cannot connect"):
             await client.fetch_page(Query(CONTACT, InteractionType.EmailSent), None, 1)
 

@@ -285,8 +285,9 @@ async def test_stop_request_cancels_quickly_and_keeps_finished_work(tmp_path: Pa
     import asyncio
 
     from sar_bulk.dataverse.auth import TokenProvider
-    from sar_bulk.dataverse.client import DataverseClient, Timeouts, create_session
+    from sar_bulk.dataverse.client import DataverseClient
     from sar_bulk.dataverse.fetcher import Fetcher
+    from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
     from sar_bulk.dataverse.throttle import Throttle
 
     ids = contact_ids(40)
@@ -298,7 +299,7 @@ async def test_stop_request_cancels_quickly_and_keeps_finished_work(tmp_path: Pa
             TokenProvider(RotatingCredential(), config.org.scope) as tokens,
             create_session(Timeouts()) as session,
         ):
-            client = DataverseClient(session, config.org, tokens)
+            client = DataverseClient(OrgHttp(session, config.org, tokens))
             fetcher = Fetcher(client, Throttle(config.throttle, clock=loop.time), config.retry)
             engine = Engine(config, fetcher)
             running = asyncio.create_task(engine.run())

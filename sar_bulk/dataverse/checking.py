@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from sar_bulk.dataverse.auth import TokenProvider, build_credential
-from sar_bulk.dataverse.client import DataverseClient, Timeouts, create_session
+from sar_bulk.dataverse.client import DataverseClient
+from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.org import OrgUrl
 from sar_bulk.dataverse.preflight import Outcome, preflight
 from sar_bulk.errors import ConfigError
@@ -37,7 +38,7 @@ async def run_check(settings: Mapping[str, Any], environ: Mapping[str, str], *, 
         TokenProvider(credential, org.scope, describe=name) as tokens,
         create_session(timeouts) as session,
     ):
-        client = DataverseClient(session, org, tokens, timeouts=timeouts)
+        client = DataverseClient(OrgHttp(session, org, tokens, timeouts=timeouts))
         result = await preflight(client, credential_name=name)
     print(f"{org.base}: {result.outcome.value}: {result.message}", file=out)
     if result.dop_hint is not None:

@@ -3,7 +3,7 @@
 Usage::
 
     async with create_session(Timeouts()) as session:
-        client = DataverseClient(session, OrgUrl.parse(url), tokens)
+        client = DataverseClient(OrgHttp(session, OrgUrl.parse(url), tokens))
         query = Query(contact_id, InteractionType.EmailSent)
         async for page in client.pages(query):
             ...
@@ -20,7 +20,6 @@ gateways, as HTML or nothing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -29,12 +28,9 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
-import aiohttp
 import orjson
 
-from sar_bulk._version import __version__
-from sar_bulk.dataverse.auth import TokenProvider
-from sar_bulk.dataverse.org import OrgUrl
+from sar_bulk.dataverse.http import OrgHttp
 from sar_bulk.errors import (
     ActionMissing,
     AuthRejected,
@@ -47,7 +43,6 @@ from sar_bulk.errors import (
     ServerError,
     Throttled,
     Transient,
-    Unreachable,
     normalise_code,
 )
 from sar_bulk.sources.interaction_types import InteractionType
@@ -57,40 +52,20 @@ __all__ = [
     "Page",
     "PageFetcher",
     "Query",
-    "Timeouts",
-    "create_session",
+    "classify_error",
     "decode_page",
+    "dop_hint",
     "parse_retry_after",
 ]
 
 # SQL errors Dataverse reports with a 500 that pass by themselves (deadlock, timeout).
 _TRANSIENT_SQL_CODES: Final = frozenset({normalise_code(-2147204784), normalise_code(-2147204783)})
 _MAX_DETAIL = 300
-# Sent with every call (set once on the session, so a request only adds its token).
-_FIXED_HEADERS: Final = {
-    "Accept": "application/json",
-    "Content-Type": "application/json; charset=utf-8",
-    "OData-MaxVersion": "4.0",
-    "OData-Version": "4.0",
-    "User-Agent": f"sar-bulk/{__version__}",
-}
+_JSON_BODY: Final = {"Content-Type": "application/json; charset=utf-8"}
 _DIGIT_MAP: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
 _DIGIT_RUN: Final = b"0" * 19
 # The run must be a JSON number (after ':', '[' or ','), not digits inside a hex InteractionId.
 _LONG_NUMBER: Final = re.compile(rb"[:\[,]\s*-?\d{19}")
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Per-request time limits in seconds.
-
-    ``request`` bounds one whole call (send, wait, read); ``connect`` the TCP and TLS set-up.
-    Neither counts time spent waiting for a free connection: the throttle's concurrency cap stays
-    below the connection pool's size, so no request waits for the pool.
-    """
-
-    request: float = 120.0
-    connect: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +94,7 @@ class Query:
         return body
 
     def context(self, page: int) -> RequestContext:
-        return RequestContext(self.contact_id, self.interaction_type.value, page)
+        return RequestContext(self.contact_id, f"interactions/{self.interaction_type.value}", page)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,56 +110,30 @@ class Page:
 PageFetcher = Callable[[Query, str | None, int], Awaitable[Page]]
 
 
-def create_session(timeouts: Timeouts, *, pool_size: int = 64) -> aiohttp.ClientSession:
-    """The run's one HTTP session: verified TLS, no cookies, timeouts set.
-
-    Cookies are dropped on purpose: Dataverse's affinity cookie would pin every request to one web
-    server, and each server counts the service-protection limits on its own.
-    """
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=pool_size, ttl_dns_cache=300),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=timeouts.connect, sock_read=timeouts.request
-        ),
-        headers=_FIXED_HEADERS,
-        raise_for_status=False,
-    )
-
-
 class DataverseClient:
     """Calls the action for one org with one identity's tokens."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        org: OrgUrl,
-        tokens: TokenProvider,
+        http: OrgHttp,
         *,
-        timeouts: Timeouts | None = None,
         max_pages: int = 10_000,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._session = session
-        self._url = org.action_url
-        self._tokens = tokens
-        self._timeouts = timeouts or Timeouts()
+        self.http = http
+        self._url = http.org.action_url
         self._max_pages = max_pages
         self._now = now
 
     async def fetch_page(self, query: Query, skip_token: str | None, number: int) -> Page:
-        """Fetch one page; on a 401 fetch a fresh token once and try again, then fail."""
+        """Fetch one page (a 401 gets one fresh token, then fails)."""
         context = query.context(number)
         body = orjson.dumps(query.body(skip_token))
-        token = await self._tokens.token()
-        status, headers, raw = await self._post(context, body, token)
-        if status == 401:
-            token = await self._tokens.refresh_after_rejection(token)
-            status, headers, raw = await self._post(context, body, token)
-        if status != 200:
-            raise classify_error(context, status, headers, raw, self._now())
-        interactions, next_token = decode_page(context, raw)
-        return Page(number, interactions, next_token, _dop_hint(headers))
+        answer = await self.http.send(context, "POST", self._url, body=body, headers=_JSON_BODY)
+        if answer.status != 200:
+            raise classify_error(context, answer.status, answer.headers, answer.body, self._now())
+        interactions, next_token = decode_page(context, answer.body)
+        return Page(number, interactions, next_token, dop_hint(answer.headers))
 
     async def pages(self, query: Query, *, fetch: PageFetcher | None = None) -> AsyncIterator[Page]:
         """Every page of one (contact, type), following NextSkipToken.
@@ -211,43 +160,8 @@ class DataverseClient:
             seen.add(token)
             number += 1
 
-    async def _post(
-        self, context: RequestContext, body: bytes, token: str
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        headers = {"Authorization": f"Bearer {token}"}  # the rest are the session's defaults
-        limit = self._timeouts.request
-        # Exceptions are re-raised "from None": aiohttp's own ones can carry the request's
-        # headers (and so the token) in their repr and would leak it into tracebacks.
-        try:
-            async with (
-                asyncio.timeout(limit),
-                self._session.post(self._url, data=body, headers=headers) as response,
-            ):
-                raw = await response.read()
-                return response.status, response.headers, raw
-        except TimeoutError:
-            raise Transient(context, f"no answer within {limit:g} s") from None
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise Unreachable(
-                context, f"TLS certificate of {exc.host} not trusted: {_reason(exc)}"
-            ) from None
-        except aiohttp.ClientSSLError as exc:
-            raise Unreachable(context, f"TLS failed: {_reason(exc)}") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise Transient(context, f"cannot connect to {exc.host}:{exc.port}") from None
-        except aiohttp.ServerDisconnectedError:
-            raise Transient(context, "the server closed the connection") from None
-        except aiohttp.ClientPayloadError:
-            raise Transient(context, "the answer was cut short") from None
-        except aiohttp.ClientError as exc:
-            raise Transient(context, f"connection failed ({type(exc).__name__})") from None
 
-
-def _reason(exc: aiohttp.ClientConnectorError) -> str:
-    return str(exc.os_error)[:_MAX_DETAIL]
-
-
-def _dop_hint(headers: Mapping[str, str]) -> int | None:
+def dop_hint(headers: Mapping[str, str]) -> int | None:
     value = headers.get("x-ms-dop-hint")
     if value is None:
         return None

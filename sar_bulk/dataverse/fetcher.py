@@ -6,6 +6,7 @@ Usage::
     pair = fetcher.for_pair(priority=contact_number)
     async for page in client.pages(query, fetch=pair.fetch):
         ...
+    answer = await pair.call(lambda: http.send(context, "GET", url))   # any other request
 
 * A throttled answer (429) is not a failed attempt: the throttle closes its gate for every task,
   and this page is sent again once it opens. The time spent waiting counts against the budget.
@@ -20,6 +21,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sar_bulk.dataverse.client import DataverseClient, Page, Query
 from sar_bulk.dataverse.retry import RetryPolicy
@@ -27,6 +29,8 @@ from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import RetryableError, Throttled
 
 __all__ = ["FetchStats", "Fetcher", "PairFetcher"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -75,6 +79,24 @@ class PairFetcher:
         self.waited = 0.0
 
     async def fetch(self, query: Query, skip_token: str | None, number: int) -> Page:
+        """One page of the action (a ``PageFetcher`` for ``DataverseClient.pages``)."""
+        client = self._owner.client
+        return await self.call(
+            lambda: client.fetch_page(query, skip_token, number), hint=lambda page: page.dop_hint
+        )
+
+    async def call(
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        *,
+        hint: Callable[[_T], int | None] | None = None,
+    ) -> _T:
+        """Run ``attempt`` (one request) inside the throttle, retrying what may pass.
+
+        ``attempt`` raises the error tree: a ``Throttled`` closes the identity's gate and is
+        sent again once it opens, a ``RetryableError`` backs off, anything else is final.
+        ``hint`` reads the server's ``x-ms-dop-hint`` from a successful result.
+        """
         owner = self._owner
         stats, policy = owner.stats, owner.policy
         failures = 0
@@ -82,7 +104,7 @@ class PairFetcher:
             try:
                 async with owner.throttle.slot(self._priority):
                     stats.requests += 1
-                    page = await owner.client.fetch_page(query, skip_token, number)
+                    result = await attempt()
             except Throttled as error:
                 stats.throttled += 1
                 self._spend(owner.throttle.on_throttled(error), error)
@@ -98,8 +120,8 @@ class PairFetcher:
                 await owner._sleep(delay)
                 continue
             stats.ok += 1
-            owner.throttle.on_success(page.dop_hint)
-            return page
+            owner.throttle.on_success(hint(result) if hint is not None else None)
+            return result
 
     def _spend(self, seconds: float, error: RetryableError) -> None:
         """Count a wait (gate or backoff) against the budget; over it, the error is final."""

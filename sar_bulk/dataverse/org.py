@@ -62,6 +62,14 @@ class OrgUrl:
         """Where msdyncrm_LoadInteractionsPublic is POSTed."""
         return f"{self.base}{_ACTION_PATH}"
 
+    def api_url(self, path: str, version: str = "v9.2") -> str:
+        """A Web API URL under this org, e.g. ``api_url("contacts(...)")``."""
+        return f"{self.base}/api/data/{version}/{path.lstrip('/')}"
+
+    def owns(self, url: str) -> bool:
+        """True when ``url`` is on this org's origin (scheme, host and port), e.g. a nextLink."""
+        return url == self.base or url.startswith(self.base + "/")
+
     @property
     def is_loopback(self) -> bool:
         """True for localhost, 127.0.0.0/8 and ::1: the only hosts plain http may reach."""

@@ -481,6 +481,8 @@ class ContactReader:
         buffered.remove(sample[0])
         if not buffered:
             raise InputError(f"{self._source} has no contact ids: it holds only a header line")
+        if column >= len(first):  # the header line is shorter than the rows under it
+            return f"column {column + 1} (the header line has only {len(first)})"
         name = safe_preview(first[column].replace("\ufeff", "").strip())
         return f"column '{name}' ({column + 1} of {len(first)})"
 

@@ -27,8 +27,9 @@ from azure.core.credentials_async import AsyncTokenCredential
 
 from sar_bulk.config import RunConfig
 from sar_bulk.dataverse.auth import TokenProvider
-from sar_bulk.dataverse.client import DataverseClient, Timeouts, create_session
+from sar_bulk.dataverse.client import DataverseClient
 from sar_bulk.dataverse.fetcher import Fetcher
+from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.preflight import preflight
 from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import ConfigError, InputError
@@ -80,7 +81,7 @@ async def execute_run(
     try:
         async with create_session(timeouts) as session:
             client = DataverseClient(
-                session, config.org, tokens, timeouts=timeouts, max_pages=config.max_pages
+                OrgHttp(session, config.org, tokens, timeouts=timeouts), max_pages=config.max_pages
             )
             check = await preflight(client, credential_name=credential_name)
             if not check.can_run:

@@ -1,0 +1,166 @@
+"""One HTTP exchange with the org: token, timeouts, transport errors. The only place that sends.
+
+Usage::
+
+    async with create_session(Timeouts()) as session:
+        http = OrgHttp(session, org, tokens)
+        answer = await http.send(context, "GET", org.api_url("contacts(...)"))
+        if answer.status != 200:
+            raise classify_error(context, answer.status, answer.headers, answer.body, now)
+
+Every source (the seed's action, Web API queries, file downloads) goes through ``send``, so the
+rules that protect the run hold for all of them: the request only ever goes to the org's own
+origin, the bearer token is refreshed once on a 401 and never appears in an exception, a call
+has a time limit, and aiohttp's exceptions (whose repr can carry the request's headers) are
+turned into the error tree ``from None``.
+
+This module knows nothing about pacing or retrying: the fetcher wraps ``send`` in the
+identity's throttle and retry policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+
+from sar_bulk._version import __version__
+from sar_bulk.dataverse.auth import TokenProvider
+from sar_bulk.dataverse.org import OrgUrl
+from sar_bulk.errors import ConfigError, RequestContext, Transient, Unreachable
+
+__all__ = ["Answer", "OrgHttp", "Timeouts", "create_session"]
+
+_MAX_DETAIL: Final = 300
+# Sent with every call (set once on the session, so a request only adds its token).
+_FIXED_HEADERS: Final = {
+    "Accept": "application/json",
+    "OData-MaxVersion": "4.0",
+    "OData-Version": "4.0",
+    "User-Agent": f"sar-bulk/{__version__}",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-request time limits in seconds.
+
+    ``request`` bounds one whole call (send, wait, read); ``connect`` the TCP and TLS set-up.
+    Neither counts time spent waiting for a free connection: the throttle's concurrency cap stays
+    below the connection pool's size, so no request waits for the pool.
+    """
+
+    request: float = 120.0
+    connect: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What came back: status, headers and the whole body (untrusted, all of it)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def create_session(timeouts: Timeouts, *, pool_size: int = 64) -> aiohttp.ClientSession:
+    """The run's one HTTP session: verified TLS, no cookies, timeouts set.
+
+    Cookies are dropped on purpose: Dataverse's affinity cookie would pin every request to one web
+    server, and each server counts the service-protection limits on its own.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=pool_size, ttl_dns_cache=300),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect, sock_read=timeouts.request
+        ),
+        headers=_FIXED_HEADERS,
+        raise_for_status=False,
+    )
+
+
+class OrgHttp:
+    """Sends requests to one org with one identity's tokens."""
+
+    __slots__ = ("_session", "_timeouts", "_tokens", "org")
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        org: OrgUrl,
+        tokens: TokenProvider,
+        *,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self._session = session
+        self.org = org
+        self._tokens = tokens
+        self._timeouts = timeouts or Timeouts()
+
+    async def send(
+        self,
+        context: RequestContext,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """One exchange; on a 401 fetch a fresh token once and send again.
+
+        ``url`` must be on the org's origin: a URL from the server (a nextLink) that points
+        elsewhere is refused before a token could travel there.
+        """
+        if not self.org.owns(url):
+            raise ConfigError(f"refusing to send a request off the org's origin ({url[:80]!r})")
+        token = await self._tokens.token()
+        answer = await self._exchange(context, method, url, body, headers, token)
+        if answer.status == 401:
+            token = await self._tokens.refresh_after_rejection(token)
+            answer = await self._exchange(context, method, url, body, headers, token)
+        return answer
+
+    async def _exchange(
+        self,
+        context: RequestContext,
+        method: str,
+        url: str,
+        body: bytes | None,
+        extra: Mapping[str, str] | None,
+        token: str,
+    ) -> Answer:
+        headers = {**(extra or {}), "Authorization": f"Bearer {token}"}
+        limit = self._timeouts.request
+        # Exceptions are re-raised "from None": aiohttp's own ones can carry the request's
+        # headers (and so the token) in their repr and would leak it into tracebacks.
+        try:
+            async with (
+                asyncio.timeout(limit),
+                self._session.request(method, url, data=body, headers=headers) as response,
+            ):
+                raw = await response.read()
+                return Answer(response.status, response.headers, raw)
+        except TimeoutError:
+            raise Transient(context, f"no answer within {limit:g} s") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise Unreachable(
+                context, f"TLS certificate of {exc.host} not trusted: {_reason(exc)}"
+            ) from None
+        except aiohttp.ClientSSLError as exc:
+            raise Unreachable(context, f"TLS failed: {_reason(exc)}") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise Transient(context, f"cannot connect to {exc.host}:{exc.port}") from None
+        except aiohttp.ServerDisconnectedError:
+            raise Transient(context, "the server closed the connection") from None
+        except aiohttp.ClientPayloadError:
+            raise Transient(context, "the answer was cut short") from None
+        except aiohttp.ClientError as exc:
+            raise Transient(context, f"connection failed ({type(exc).__name__})") from None
+
+
+def _reason(exc: aiohttp.ClientConnectorError) -> str:
+    return str(exc.os_error)[:_MAX_DETAIL]
