@@ -19,7 +19,11 @@ Every error the tool raises on purpose is a ``SarBulkError``::
         ├── Forbidden             403: the application user lacks a security role
         ├── BadRequest            400 with Dataverse's code and message
         ├── ServerError           any other answer (a non-transient 500, an unexpected status)
-        └── PagingError           a NextSkipToken that repeats, or more pages than the cap
+        ├── PagingError           a NextSkipToken that repeats, or more pages than the cap
+        ├── NotFound              404 for one record (not for the action): that contact fails
+        ├── Redirected            a 3xx: never followed, the Location is named
+        ├── OverLimit             an answer or skip token beyond a configured size cap
+        └── ForeignData           a page holds another contact's or another type's interaction
 
 Messages say what failed (contact, type, HTTP status, Dataverse code) and what the user can do.
 They never contain a token, a secret or interaction content.
@@ -40,9 +44,13 @@ __all__ = [
     "DataverseError",
     "DossierError",
     "Forbidden",
+    "ForeignData",
     "InputError",
     "MalformedResponse",
+    "NotFound",
+    "OverLimit",
     "PagingError",
+    "Redirected",
     "RequestContext",
     "RetryableError",
     "RunStopper",
@@ -235,3 +243,30 @@ class PagingError(DataverseError):
     """NextSkipToken repeated, or more pages came than the configured cap."""
 
     advice = "raise --max-pages if the contact really has that many pages; otherwise report it"
+
+
+class NotFound(DataverseError):
+    """404 about one record (e.g. the contact does not exist), not about the action itself."""
+
+    advice = "check that the contact id exists in this org; the other contacts go on"
+
+
+class Redirected(DataverseError):
+    """A 3xx answer: redirects are never followed (the token must not travel elsewhere)."""
+
+    advice = "Dataverse does not redirect its Web API; check the org URL and any proxy in the way"
+
+
+class OverLimit(DataverseError):
+    """An answer, or a skip token, larger than the configured cap: not read any further."""
+
+    advice = "raise --max-answer-bytes if the org really sends answers that big; else report it"
+
+
+class ForeignData(DataverseError):
+    """A page holds an interaction of another contact or another type than the one asked for.
+
+    Nothing of the page is kept: writing it would hand one person's data to another.
+    """
+
+    advice = "nothing of it is written, to protect that person; report it to the org's admin"

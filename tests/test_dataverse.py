@@ -71,8 +71,19 @@ async def scripted(handler: Handler) -> AsyncIterator[tuple[DataverseClient, lis
         await runner.cleanup()
 
 
+ACTION_CONTEXT = (
+    "https://org.example/api/data/v9.0/$metadata#Microsoft.Dynamics.CRM."
+    "msdyncrm_LoadInteractionsPublicResponse"
+)
+
+
+def row(n: int) -> dict[str, Any]:
+    """An interaction of CONTACT and EmailSent (the client refuses any other)."""
+    return {"ContactId": CONTACT, "InteractionType": "EmailSent", "N": n}
+
+
 def answer(data: list[dict[str, Any]] | None, token: object = None, **extra: Any) -> bytes:
-    body: dict[str, Any] = {"@odata.context": "x"}
+    body: dict[str, Any] = {"@odata.context": ACTION_CONTEXT}
     if data is not None:
         body["Data"] = orjson.dumps(data).decode()
     body["NextSkipToken"] = token
@@ -125,7 +136,7 @@ async def test_each_end_of_paging_spelling_ends_the_pages(ending: str) -> None:
     async def handler(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
         page = 1 if "SkipToken" not in body else int(body["SkipToken"].split('"')[1])
-        document: dict[str, Any] = {"Data": orjson.dumps([{"N": page}]).decode()}
+        document: dict[str, Any] = {"Data": orjson.dumps([row(page)]).decode()}
         if page < 3:
             document["NextSkipToken"] = f'<cookie page="{page + 1}" />'
         elif ending == "null":
@@ -136,13 +147,13 @@ async def test_each_end_of_paging_spelling_ends_the_pages(ending: str) -> None:
 
     async with scripted(handler) as (client, _seen):
         pages = [p async for p in client.pages(Query(CONTACT, InteractionType.EmailSent))]
-    assert [p.interactions for p in pages] == [[{"N": 1}], [{"N": 2}], [{"N": 3}]]
+    assert [p.interactions for p in pages] == [[row(1)], [row(2)], [row(3)]]
     assert [p.number for p in pages] == [1, 2, 3]
 
 
 async def test_a_repeated_skip_token_is_an_error_not_a_loop() -> None:
     async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=answer([{"N": 1}], "same"), content_type="application/json")
+        return web.Response(body=answer([row(1)], "same"), content_type="application/json")
 
     async with scripted(handler) as (client, seen):
         with pytest.raises(PagingError, match="repeated"):
@@ -164,8 +175,11 @@ async def test_more_pages_than_the_cap_is_an_error() -> None:
     assert len(seen) == 50
 
 
-async def test_missing_or_null_data_is_an_empty_page() -> None:
-    bodies = [b'{"NextSkipToken": null}', b'{"Data": null, "NextSkipToken": null}']
+async def test_missing_or_null_data_in_the_actions_answer_is_an_empty_page() -> None:
+    bodies = [
+        orjson.dumps({"@odata.context": ACTION_CONTEXT, "NextSkipToken": None}),
+        orjson.dumps({"@odata.context": ACTION_CONTEXT, "Data": None, "NextSkipToken": None}),
+    ]
 
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=bodies.pop(0), content_type="application/json")
@@ -399,12 +413,11 @@ def test_retry_after_forms() -> None:
 
 def test_integers_beyond_64_bits_are_kept_exact() -> None:
     from sar_bulk.dataverse.client import decode_page
-    from sar_bulk.errors import RequestContext
 
-    data = '[{"ContactId":"x","Big":123456789012345678901234567890,"Neg":-9223372036854775809}]'
+    data = (
+        f'[{{"ContactId":"{CONTACT}","InteractionType":"EmailSent",'
+        '"Big":123456789012345678901234567890,"Neg":-9223372036854775809}]'
+    )
     raw = orjson.dumps({"Data": data, "NextSkipToken": None})
-    interactions, _ = decode_page(RequestContext(CONTACT, "EmailSent"), raw)
-    assert interactions == [
-        {"ContactId": "x", "Big": 123456789012345678901234567890, "Neg": -9223372036854775809}
-    ]
-    assert isinstance(interactions[0]["Big"], int)
+    interactions, _ = decode_page(Query(CONTACT, InteractionType.EmailSent), raw)
+    assert orjson.dumps(interactions).decode() == data

@@ -16,10 +16,22 @@ import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sar_bulk.dataverse.client import classify_error, decode_page, parse_retry_after
-from sar_bulk.errors import DataverseError, MalformedResponse, RequestContext, Throttled
+from sar_bulk.dataverse import jsonexact
+from sar_bulk.dataverse.client import Query, classify_error, decode_page, parse_retry_after
+from sar_bulk.errors import (
+    DataverseError,
+    ForeignData,
+    MalformedResponse,
+    OverLimit,
+    RequestContext,
+    Throttled,
+)
+from sar_bulk.sources.interaction_types import InteractionType
 
-CONTEXT = RequestContext("5b7e3f7b-1d3a-4f5b-9c1e-2a3b4c5d6e7f", "EmailSent", 3)
+CONTACT = "5b7e3f7b-1d3a-4f5b-9c1e-2a3b4c5d6e7f"
+QUERY = Query(CONTACT, InteractionType.EmailSent)
+CONTEXT = RequestContext(CONTACT, "interactions/EmailSent", 3)
+ACTION_CONTEXT = "https://o.example/api/data/v9.0/$metadata#Microsoft.Dynamics.CRM.msdyncrm_LoadInteractionsPublicResponse"
 CANARY = "PERSONAL-DATA-CANARY"
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 # No wall-clock deadline: the machine is shared, and a hang would stop the run anyway.
@@ -78,23 +90,26 @@ documents = st.fixed_dictionaries(
     optional={
         "Data": data_values,
         "NextSkipToken": st.one_of(json_values, st.text(max_size=30)),
-        "@odata.context": st.text(max_size=30),
+        "@odata.context": st.one_of(st.text(max_size=30), st.just(ACTION_CONTEXT)),
         CANARY: json_values,
     },
 )
 
 
-def _decode(raw: bytes) -> tuple[list[dict[str, Any]], str | None] | MalformedResponse:
+Refusal = MalformedResponse | ForeignData | OverLimit
+
+
+def _decode(raw: bytes) -> tuple[list[dict[str, Any]], str | None] | Refusal:
     try:
-        return decode_page(CONTEXT, raw)
-    except MalformedResponse as exc:
+        return decode_page(QUERY, raw, 3)
+    except (MalformedResponse, ForeignData, OverLimit) as exc:
         return exc
 
 
 def _check_decoding(raw: bytes) -> None:
-    """The property: a valid page, or MalformedResponse that does not quote the body."""
+    """The property: a valid page, or a refusal of the tree that does not quote the body."""
     result = _decode(raw)
-    if isinstance(result, MalformedResponse):
+    if isinstance(result, Refusal):
         assert result.status == 200
         assert result.context == CONTEXT
         assert CANARY not in str(result), "the message quotes the body (it may be personal data)"
@@ -140,10 +155,125 @@ def test_a_body_that_is_not_an_object_is_malformed(value: Any) -> None:
 def test_a_well_formed_page_decodes_to_exactly_what_was_sent(
     interactions: list[dict[str, Any]], token: str | None
 ) -> None:
+    for item in interactions:
+        item.update(ContactId=CONTACT, InteractionType="EmailSent")
     body = {"Data": orjson.dumps(interactions).decode(), "NextSkipToken": token}
-    decoded, next_token = decode_page(CONTEXT, orjson.dumps(body))
-    assert decoded == interactions
+    decoded, next_token = decode_page(QUERY, orjson.dumps(body))
+    assert orjson.dumps(decoded) == orjson.dumps(interactions)
     assert next_token == (token or None)
+
+
+@FUZZ
+@given(interaction_lists.filter(bool), st.sampled_from(["ContactId", "InteractionType"]))
+def test_an_interaction_of_another_contact_or_type_refuses_the_page(
+    interactions: list[dict[str, Any]], key: str
+) -> None:
+    for item in interactions:
+        item.update(ContactId=CONTACT, InteractionType="EmailSent")
+    interactions[-1][key] = "EmailOpened" if key == "InteractionType" else CANARY
+    body = {"Data": orjson.dumps(interactions).decode()}
+    result = _decode(orjson.dumps(body))
+    assert isinstance(result, ForeignData)
+    assert CANARY not in str(result)
+
+
+# -- exact numbers: decode + orjson.dumps gives back every number's text ---------------------
+
+number_texts = st.from_regex(
+    r"\A-?(0|[1-9][0-9]{0,45})(\.[0-9]{1,40})?([eE][+-]?[0-9]{1,4})?\Z", fullmatch=True
+)
+_SPACE = st.sampled_from(["", " ", "\n", "\t ", "\r\n"])
+
+
+@st.composite
+def _spaced(draw: st.DrawFn, compact: str) -> str:
+    return draw(_SPACE) + compact + draw(_SPACE)
+
+
+def _text_pair(draw: st.DrawFn, value: str) -> tuple[str, str]:
+    """A string as some writer might escape it, and as orjson writes it."""
+    written = json.dumps(value, ensure_ascii=draw(st.booleans()))
+    return written, orjson.dumps(value).decode()
+
+
+# Strings that look like numbers (or like number starts) so the fast path's scan meets them.
+string_values = st.one_of(
+    st.text(max_size=12, alphabet=st.characters(exclude_categories=["Cs"])),
+    number_texts.map(lambda n: f":{n}"),
+    number_texts.map(lambda n: f"[{n},-0"),
+    st.just("2024-01-05T10:00:00.123Z"),
+)
+
+
+@st.composite
+def documents_with_numbers(draw: st.DrawFn, depth: int = 0) -> tuple[str, str]:
+    """(JSON text as a server might write it, the same document as orjson writes it)."""
+    kind = draw(
+        st.sampled_from(["number", "string", "literal", "array", "object"][: 5 if depth < 4 else 3])
+    )
+    if kind == "number":
+        number = draw(number_texts)
+        return draw(_spaced(number)), number
+    if kind == "string":
+        written, compact = _text_pair(draw, draw(string_values))
+        return draw(_spaced(written)), compact
+    if kind == "literal":
+        literal = draw(st.sampled_from(["true", "false", "null"]))
+        return draw(_spaced(literal)), literal
+    items = draw(st.lists(documents_with_numbers(depth + 1), max_size=4))
+    if kind == "array":
+        return (
+            "[" + ",".join(w for w, _ in items) + draw(_SPACE) + "]",
+            "[" + ",".join(c for _, c in items) + "]",
+        )
+    keys = draw(st.lists(string_values, min_size=len(items), max_size=len(items), unique=True))
+    written_pairs, compact_pairs = [], []
+    for key, (w, c) in zip(keys, items, strict=True):
+        kw, kc = _text_pair(draw, key)
+        written_pairs.append(draw(_SPACE) + kw + draw(_SPACE) + ":" + w)
+        compact_pairs.append(kc + ":" + c)
+    return (
+        "{" + ",".join(written_pairs) + draw(_SPACE) + "}",
+        "{" + ",".join(compact_pairs) + "}",
+    )
+
+
+@settings(deadline=None, max_examples=500)
+@given(documents_with_numbers(), st.booleans())
+@example(
+    ("[0.1000000000000000055511151231257827]", "[0.1000000000000000055511151231257827]"), False
+)
+@example(("[1.5e-400, 1e400]", "[1.5e-400,1e400]"), True)
+@example(
+    ("[123456789012345678901234, -0, 1E5, 1.50]", "[123456789012345678901234,-0,1E5,1.50]"), True
+)
+@example(
+    ("[18446744073709551615,-9223372036854775808]", "[18446744073709551615,-9223372036854775808]"),
+    False,
+)
+@example(('{"a":"x:1.5","b":7}', '{"a":"x:1.5","b":7}'), True)
+def test_exact_decoding_keeps_every_number_as_written(
+    pair: tuple[str, str], as_bytes: bool
+) -> None:
+    written, compact = pair
+    value = jsonexact.loads(written.encode() if as_bytes else written)
+    assert orjson.dumps(value).decode() == compact
+
+
+@FUZZ
+@given(st.binary(max_size=300) | st.text(max_size=300))
+@example("[NaN]")
+@example('["\\ud800"]')
+@example('[1.5, "\\udc00"]')
+@example("[" * 5000 + "1.5" + "]" * 5000)
+@example("[" * 5000 + "]" * 5000)
+@example(b'["\xed\xa0\x80"]')  # a surrogate encoded as UTF-8 bytes
+def test_exact_decoding_refuses_with_its_own_error_only(data: bytes | str) -> None:
+    try:
+        value = jsonexact.loads(data)
+    except jsonexact.JsonRefused:
+        return
+    orjson.dumps(value)  # whatever it accepts can be written as UTF-8 JSON
 
 
 error_bodies = st.one_of(

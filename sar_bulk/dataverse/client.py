@@ -20,16 +20,16 @@ gateways, as HTML or nothing.
 
 from __future__ import annotations
 
-import json
-import re
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import orjson
 
+from sar_bulk.dataverse import jsonexact
 from sar_bulk.dataverse.http import OrgHttp
 from sar_bulk.errors import (
     ActionMissing,
@@ -37,7 +37,10 @@ from sar_bulk.errors import (
     BadRequest,
     DataverseError,
     Forbidden,
+    ForeignData,
     MalformedResponse,
+    NotFound,
+    OverLimit,
     PagingError,
     RequestContext,
     ServerError,
@@ -45,9 +48,12 @@ from sar_bulk.errors import (
     Transient,
     normalise_code,
 )
+from sar_bulk.guids import canonical_guid
 from sar_bulk.sources.interaction_types import InteractionType
 
 __all__ = [
+    "MAX_SKIP_TOKEN",
+    "SEGMENT_MISSING_CODE",
     "DataverseClient",
     "Page",
     "PageFetcher",
@@ -62,10 +68,17 @@ __all__ = [
 _TRANSIENT_SQL_CODES: Final = frozenset({normalise_code(-2147204784), normalise_code(-2147204783)})
 _MAX_DETAIL = 300
 _JSON_BODY: Final = {"Content-Type": "application/json; charset=utf-8"}
-_DIGIT_MAP: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
-_DIGIT_RUN: Final = b"0" * 19
-# The run must be a JSON number (after ':', '[' or ','), not digits inside a hex InteractionId.
-_LONG_NUMBER: Final = re.compile(rb"[:\[,]\s*-?\d{19}")
+_ACTION_RESPONSE: Final = "msdyncrm_LoadInteractionsPublicResponse"
+_ACTION_KEYS: Final = frozenset({"Data", "NextSkipToken"})
+# A skip token is an opaque cursor of a few hundred characters; one beyond this is refused
+# rather than sent back (and kept) page after page.
+MAX_SKIP_TOKEN: Final = 64 * 1024
+# 404 "Resource not found for the segment '...'": the URL's segment (action, table) is unknown.
+SEGMENT_MISSING_CODE: Final = "0x80060888"
+_SEGMENT_MESSAGE: Final = "resource not found for the segment"
+# Repeated InteractionIds are counted by 8-byte digest, for at most this many ids per
+# (contact, type) (~100 MB); past it, new ids are no longer remembered.
+_MAX_TRACKED_IDS: Final = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +112,18 @@ class Query:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One answer: the interactions exactly as sent, where to continue, the server's dop hint."""
+    """One answer: the interactions exactly as sent, where to continue, the server's dop hint.
+
+    ``repeats`` counts the interactions whose InteractionId came before in the same
+    (contact, type), on this page or an earlier one (set by ``DataverseClient.pages``); they
+    are kept, as sent, and reported.
+    """
 
     number: int
     interactions: list[dict[str, Any]]
     next_skip_token: str | None
     dop_hint: int | None = None
+    repeats: int = 0
 
 
 PageFetcher = Callable[[Query, str | None, int], Awaitable[Page]]
@@ -132,33 +151,55 @@ class DataverseClient:
         answer = await self.http.send(context, "POST", self._url, body=body, headers=_JSON_BODY)
         if answer.status != 200:
             raise classify_error(context, answer.status, answer.headers, answer.body, self._now())
-        interactions, next_token = decode_page(context, answer.body)
+        interactions, next_token = decode_page(query, answer.body, number)
         return Page(number, interactions, next_token, dop_hint(answer.headers))
 
     async def pages(self, query: Query, *, fetch: PageFetcher | None = None) -> AsyncIterator[Page]:
         """Every page of one (contact, type), following NextSkipToken.
 
-        A token that repeats, or more than ``max_pages`` pages, raises ``PagingError``.
+        A token that repeats, or more than ``max_pages`` pages, raises ``PagingError``. Only
+        digests of tokens and InteractionIds are kept, so memory stays bounded whatever the
+        server sends; each page's ``repeats`` says how many of its ids came before.
         """
         fetch_one = fetch or self.fetch_page
-        seen: set[str] = set()
+        seen_tokens: set[bytes] = set()
+        seen_ids: set[bytes] = set()
         token: str | None = None
         number = 1
         while True:
             page = await fetch_one(query, token, number)
+            repeats = _count_repeats(page.interactions, seen_ids)
+            if repeats:
+                page = replace(page, repeats=repeats)
             token = page.next_skip_token
             yield page
             del page  # a big page must not stay alive while the next one is fetched
             if token is None:
                 return
-            if token in seen:
+            digest = hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=16)
+            if digest.digest() in seen_tokens:
                 raise PagingError(query.context(number), "NextSkipToken repeated an earlier one")
             if number >= self._max_pages:
                 raise PagingError(
                     query.context(number), f"more than {self._max_pages} pages (max_pages)"
                 )
-            seen.add(token)
+            seen_tokens.add(digest.digest())
             number += 1
+
+
+def _count_repeats(interactions: list[dict[str, Any]], seen: set[bytes]) -> int:
+    """How many InteractionIds of this page are already in ``seen``; adds the new ones."""
+    repeats = 0
+    for item in interactions:
+        ident = item.get("InteractionId")
+        if not isinstance(ident, str):
+            continue
+        digest = hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        if digest in seen:
+            repeats += 1
+        elif len(seen) < _MAX_TRACKED_IDS:
+            seen.add(digest)
+    return repeats
 
 
 def dop_hint(headers: Mapping[str, str]) -> int | None:
@@ -172,12 +213,26 @@ def dop_hint(headers: Mapping[str, str]) -> int | None:
     return hint if hint > 0 else None
 
 
-def decode_page(context: RequestContext, raw: bytes) -> tuple[list[dict[str, Any]], str | None]:
-    """Decode a 200 answer: the body, then the JSON array held in its ``Data`` string.
+def decode_page(
+    query: Query, raw: bytes, number: int = 1
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Decode a 200 answer to ``query``: the body, then the JSON array held in its ``Data``.
 
-    A missing or null ``Data`` is an empty page; a null, empty or missing ``NextSkipToken`` means
-    no more pages. Anything else that is not the action's shape raises ``MalformedResponse``.
+    The contract (anything else raises ``MalformedResponse``, retried like a fault):
+
+    * the body is a JSON object without an ``error`` member;
+    * ``Data`` is a string holding a JSON array of objects (``"[]"`` is an empty page), or
+      null or absent *only* in a body that is recognisably the action's answer (its
+      ``@odata.context`` names the action's response type) and has no member besides
+      ``@odata.*``, ``Data`` and ``NextSkipToken`` -- so ``{}``, ``{"value": [...]}`` or
+      ``{"data": ...}`` are never taken for "no interactions";
+    * ``NextSkipToken`` is a string or null; null, ``""`` or absent mean no more pages.
+
+    Values are decoded exactly (``jsonexact``). An interaction whose ``ContactId`` or
+    ``InteractionType`` is not the one asked for raises ``ForeignData``; a skip token over
+    ``MAX_SKIP_TOKEN`` characters raises ``OverLimit``.
     """
+    context = query.context(number)
 
     def malformed(why: str) -> MalformedResponse:
         return MalformedResponse(context, why, status=200)
@@ -186,41 +241,76 @@ def decode_page(context: RequestContext, raw: bytes) -> tuple[list[dict[str, Any
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise malformed(f"the body is not JSON ({_sniff(raw)})") from None
-    exact = _may_hold_long_integers(raw)
     if not isinstance(document, dict):
         raise malformed("the body is not a JSON object")
+    if "error" in document:
+        code, _ = _error_body(raw)
+        raise malformed(f"a 200 that carries an error (code {code or 'none'})")
     data = document.get("Data")
     if data is None:
+        if not _is_action_answer(document):
+            raise malformed("the body is not the action's answer (no Data string)")
         interactions: list[dict[str, Any]] = []
     elif not isinstance(data, str):
         raise malformed("Data is not a string holding a JSON array")
     else:
         try:
-            decoded = json.loads(data, parse_constant=_refuse) if exact else orjson.loads(data)
-        except ValueError:  # orjson.JSONDecodeError and json.JSONDecodeError both are
-            raise malformed("Data does not hold valid JSON") from None
-        if not isinstance(decoded, list) or not all(isinstance(x, dict) for x in decoded):
+            decoded = jsonexact.loads(data)
+        except jsonexact.JsonRefused as exc:
+            raise malformed(f"Data does not hold JSON that can be kept exactly: {exc}") from None
+        if type(decoded) is not list or not all(type(x) is dict for x in decoded):
             raise malformed("Data does not hold a JSON array of objects")
+        _refuse_foreign(query, context, decoded)
         interactions = decoded
     token = document.get("NextSkipToken")
     if token is not None and not isinstance(token, str):
         raise malformed("NextSkipToken is neither a string nor null")
+    if token is not None and len(token) > MAX_SKIP_TOKEN:
+        raise OverLimit(
+            context,
+            f"NextSkipToken is {len(token)} characters long, over the cap of {MAX_SKIP_TOKEN}",
+            status=200,
+        )
     return interactions, token or None
 
 
-def _may_hold_long_integers(raw: bytes) -> bool:
-    """True when the body has a number of 19 digits: an integer orjson would turn into a float.
-
-    orjson silently changes integers beyond 64 bits into floats; the standard library keeps
-    them exact, so such pages are decoded with it. Mapping every byte to digit-or-not and
-    searching for the run is a C-speed scan, about ten times faster than a regex, which then
-    only confirms the rare hit (hex ids hold digit runs too).
-    """
-    return _DIGIT_RUN in raw.translate(_DIGIT_MAP) and _LONG_NUMBER.search(raw) is not None
+def _is_action_answer(document: dict[str, Any]) -> bool:
+    """The body names the action's response type and holds nothing the decoder would skip."""
+    odata_context = document.get("@odata.context")
+    if not isinstance(odata_context, str) or not odata_context.endswith(_ACTION_RESPONSE):
+        return False
+    return all(key in _ACTION_KEYS or key.startswith("@odata.") for key in document)
 
 
-def _refuse(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+def _refuse_foreign(
+    query: Query, context: RequestContext, interactions: list[dict[str, Any]]
+) -> None:
+    """Every interaction must be the asked contact's and of the asked type, or none is kept."""
+    contact, itype = query.contact_id, query.interaction_type.value
+    for item in interactions:
+        if not _same_contact(item.get("ContactId"), contact):
+            raise ForeignData(
+                context,
+                "the page holds an interaction whose ContactId is missing or names another contact",
+                status=200,
+            )
+        if item.get("InteractionType") != itype:
+            raise ForeignData(
+                context,
+                f"the page holds an interaction whose InteractionType is missing or not {itype}",
+                status=200,
+            )
+
+
+def _same_contact(value: object, contact_id: str) -> bool:
+    if value == contact_id:
+        return True  # the common case, without parsing
+    if not isinstance(value, str):
+        return False
+    try:
+        return canonical_guid(value) == canonical_guid(contact_id)
+    except ValueError:
+        return False
 
 
 def classify_error(
@@ -229,8 +319,18 @@ def classify_error(
     headers: Mapping[str, str],
     raw: bytes,
     now: datetime,
+    *,
+    segment_missing: type[DataverseError] = ActionMissing,
 ) -> DataverseError:
-    """Turn a non-200 answer into the matching error of the tree."""
+    """Turn a non-200 answer into the matching error of the tree.
+
+    A 404 is ``segment_missing`` only when Dataverse says the URL's *segment* does not exist
+    (code 0x80060888, "Resource not found for the segment ..."): for the action that means the
+    org no longer has it (``ActionMissing``, the default, stops the run); a Web API source
+    passes what a missing table means to it. Any other 404 (e.g. 0x80040217 "contact With
+    Id = ... Does Not Exist", or a bare 404 from something in front of the org) is
+    ``NotFound``: that contact fails, the run goes on.
+    """
     code, message = _error_body(raw)
     detail = message or _sniff(raw)
     if status == 429:
@@ -245,7 +345,9 @@ def classify_error(
     if status == 403:
         return Forbidden(context, detail, status=status, code=code)
     if status == 404:
-        return ActionMissing(context, detail, status=status, code=code)
+        if code == SEGMENT_MISSING_CODE or message.lower().startswith(_SEGMENT_MESSAGE):
+            return segment_missing(context, detail, status=status, code=code)
+        return NotFound(context, detail, status=status, code=code)
     if status == 400:
         return BadRequest(context, detail, status=status, code=code)
     if status in (502, 503, 504) or (status == 500 and (code in _TRANSIENT_SQL_CODES or not code)):

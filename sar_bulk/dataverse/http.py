@@ -14,6 +14,11 @@ origin, the bearer token is refreshed once on a 401 and never appears in an exce
 has a time limit, and aiohttp's exceptions (whose repr can carry the request's headers) are
 turned into the error tree ``from None``.
 
+Everything the server sends is untrusted: a redirect is never followed (it would carry the
+token, or lead the run to another org) but raised as ``Redirected`` naming its Location, and an
+answer is read in chunks up to ``max_answer_bytes`` *after* decompression, so neither a huge
+Content-Length nor a gzip bomb can make the run allocate more (``OverLimit``).
+
 This module knows nothing about pacing or retrying: the fetcher wraps ``send`` in the
 identity's throttle and retry policy.
 """
@@ -30,11 +35,23 @@ import aiohttp
 from sar_bulk._version import __version__
 from sar_bulk.dataverse.auth import TokenProvider
 from sar_bulk.dataverse.org import OrgUrl
-from sar_bulk.errors import ConfigError, RequestContext, Transient, Unreachable
+from sar_bulk.errors import (
+    ConfigError,
+    OverLimit,
+    Redirected,
+    RequestContext,
+    Transient,
+    Unreachable,
+)
 
-__all__ = ["Answer", "OrgHttp", "Timeouts", "create_session"]
+__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "Answer", "OrgHttp", "Timeouts", "create_session"]
 
 _MAX_DETAIL: Final = 300
+# One answer may hold this much after decompression (a page of 5,000 big interactions is
+# ~20 MB); the flag --max-answer-bytes changes it.
+DEFAULT_MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
+_READ_CHUNK: Final = 64 * 1024
+_MAX_LOCATION: Final = 200
 # Sent with every call (set once on the session, so a request only adds its token).
 _FIXED_HEADERS: Final = {
     "Accept": "application/json",
@@ -86,7 +103,7 @@ def create_session(timeouts: Timeouts, *, pool_size: int = 64) -> aiohttp.Client
 class OrgHttp:
     """Sends requests to one org with one identity's tokens."""
 
-    __slots__ = ("_session", "_timeouts", "_tokens", "org")
+    __slots__ = ("_session", "_timeouts", "_tokens", "max_answer_bytes", "org")
 
     def __init__(
         self,
@@ -95,11 +112,15 @@ class OrgHttp:
         tokens: TokenProvider,
         *,
         timeouts: Timeouts | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
+        if max_answer_bytes < 1:
+            raise ConfigError("the answer size cap (--max-answer-bytes) must be at least 1 byte")
         self._session = session
         self.org = org
         self._tokens = tokens
         self._timeouts = timeouts or Timeouts()
+        self.max_answer_bytes = max_answer_bytes
 
     async def send(
         self,
@@ -113,7 +134,8 @@ class OrgHttp:
         """One exchange; on a 401 fetch a fresh token once and send again.
 
         ``url`` must be on the org's origin: a URL from the server (a nextLink) that points
-        elsewhere is refused before a token could travel there.
+        elsewhere is refused before a token could travel there. A 3xx raises ``Redirected``;
+        an answer over ``max_answer_bytes`` raises ``OverLimit``.
         """
         if not self.org.owns(url):
             raise ConfigError(f"refusing to send a request off the org's origin ({url[:80]!r})")
@@ -140,9 +162,13 @@ class OrgHttp:
         try:
             async with (
                 asyncio.timeout(limit),
-                self._session.request(method, url, data=body, headers=headers) as response,
+                self._session.request(
+                    method, url, data=body, headers=headers, allow_redirects=False
+                ) as response,
             ):
-                raw = await response.read()
+                if 300 <= response.status < 400:
+                    raise _redirected(context, response)
+                raw = await self._read_capped(context, response)
                 return Answer(response.status, response.headers, raw)
         except TimeoutError:
             raise Transient(context, f"no answer within {limit:g} s") from None
@@ -160,6 +186,41 @@ class OrgHttp:
             raise Transient(context, "the answer was cut short") from None
         except aiohttp.ClientError as exc:
             raise Transient(context, f"connection failed ({type(exc).__name__})") from None
+
+    async def _read_capped(
+        self, context: RequestContext, response: aiohttp.ClientResponse
+    ) -> bytes:
+        """The whole body, decompressed, refused as soon as it passes the cap."""
+        cap = self.max_answer_bytes
+        announced = response.content_length
+        if announced is not None and announced > cap:
+            raise _over_cap(context, response.status, f"announces {announced} bytes", cap)
+        body = bytearray()
+        # iter_chunked yields decompressed data, and aiohttp inflates in bounded steps, so
+        # a gzip bomb is stopped after about one chunk past the cap.
+        async for chunk in response.content.iter_chunked(_READ_CHUNK):
+            body += chunk
+            if len(body) > cap:
+                raise _over_cap(context, response.status, f"holds more than {cap} bytes", cap)
+        return bytes(body)
+
+
+def _redirected(context: RequestContext, response: aiohttp.ClientResponse) -> Redirected:
+    location = response.headers.get("Location")
+    where = repr(location[:_MAX_LOCATION]) if location else "no Location"
+    return Redirected(
+        context,
+        f"the org answered with a redirect to {where}; not followed",
+        status=response.status,
+    )
+
+
+def _over_cap(context: RequestContext, status: int, what: str, cap: int) -> OverLimit:
+    return OverLimit(
+        context,
+        f"the answer {what}, over the cap of {cap} bytes (--max-answer-bytes); not read further",
+        status=status,
+    )
 
 
 def _reason(exc: aiohttp.ClientConnectorError) -> str:

@@ -6,7 +6,9 @@ an empty body and a ``WWW-Authenticate`` challenge, as Dataverse sends.
 
 Pages vary the way an undocumented API may: the last page ends with ``"NextSkipToken": null``,
 ``""`` or no key at all, and an empty result is ``"Data": "[]"`` (usually), ``null`` or absent,
-chosen by a stable hash of the query. ``Data`` is always a *string* holding a JSON array.
+chosen by a stable hash of the query. ``Data`` is always a *string* holding a JSON array, and
+every page names the action's response type in ``@odata.context``: that is what tells a client
+an answer with a null or absent ``Data`` is the action's "nothing found", not some other body.
 """
 
 from __future__ import annotations
