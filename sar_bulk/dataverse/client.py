@@ -16,6 +16,12 @@ Wire facts (Dataverse Web API): the body's ``Data`` is a *string* holding a JSON
 decoded twice; ``NextSkipToken`` is null on the last page, and ``""`` or a missing key are
 treated the same way; errors come as ``{"error": {"code": "0x...", "message": "..."}}`` or, from
 gateways, as HTML or nothing.
+
+Never a wrong answer: a dossier that silently misses data, or holds someone else's, is itself a
+breach. So a 200 is a page only when it is the action's answer (see ``decode_page``), values are
+kept exactly as sent (``jsonexact``), a page holding another contact's or another type's
+interaction is refused whole (``ForeignData``), and a 404 stops the run only when the action
+itself is missing (``classify_error``).
 """
 
 from __future__ import annotations

@@ -68,6 +68,8 @@ def loads(data: bytes | str) -> Any:
             return orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise JsonRefused(_orjson_reason(exc)) from None
+        except MemoryError:
+            raise JsonRefused("the JSON is too big to hold in memory") from None
     return _loads_exact(text)
 
 
