@@ -36,14 +36,17 @@ __all__ = [
     "AuthRejected",
     "BadRequest",
     "ConfigError",
+    "ConnectFailed",
     "CredentialError",
     "DataverseError",
     "DossierError",
     "Forbidden",
     "InputError",
     "MalformedResponse",
+    "NoConnection",
     "PagingError",
     "RequestContext",
+    "RetryBudgetSpent",
     "RetryableError",
     "RunStopper",
     "SarBulkError",
@@ -235,3 +238,45 @@ class PagingError(DataverseError):
     """NextSkipToken repeated, or more pages came than the configured cap."""
 
     advice = "raise --max-pages if the contact really has that many pages; otherwise report it"
+
+
+# --- throttle/retry additions (issue 8): appended here so parallel edits above do not collide.
+
+
+class ConnectFailed(Transient):
+    """No connection to the org at all: refused, no DNS answer, no route.
+
+    Retried like any transient fault, but the fetcher also counts these in a row: past a few with
+    no answer in between, the org is taken as unreachable and the run stops (``Unreachable``).
+    """
+
+    def __init__(self, context: RequestContext | None, detail: str, *, host: str) -> None:
+        self.host = host
+        super().__init__(context, detail)
+
+
+class RetryBudgetSpent(DataverseError):
+    """One (contact, part) would wait longer than its retry budget allows; it fails at once.
+
+    ``last`` is the error that made it wait (``None`` when the wait was the shared pause another
+    request's 429 started); its status and code are kept so the report can still name them.
+    """
+
+    advice = "raise --retry-budget, or lower --rate so the org throttles less; rerun to resume"
+
+    def __init__(
+        self, context: RequestContext | None, detail: str, *, last: DataverseError | None
+    ) -> None:
+        self.last = last
+        status = last.status if last is not None else None
+        code = last.code if last is not None else ""
+        super().__init__(context, detail, status=status, code=code)
+
+
+class NoConnection(Unreachable):
+    """Request after request found no connection to the org, with no answer in between."""
+
+    advice = (
+        "check the org URL, its DNS name and the network path to it (proxy, firewall); "
+        "the run stops"
+    )
