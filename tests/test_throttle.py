@@ -186,7 +186,15 @@ async def test_concurrency_429_lowers_the_cap_then_it_grows_back() -> None:
 
 @pytest.mark.parametrize(
     "settings",
-    [{"rate": 0}, {"burst": 0}, {"concurrency": 0}, {"concurrency": MAX_CONCURRENCY + 1}],
+    [
+        {"rate": 0},
+        {"burst": 0},
+        {"concurrency": 0},
+        {"concurrency": MAX_CONCURRENCY + 1},
+        {"retry_after_cap": 0},
+        {"retry_after_cap": float("nan")},
+        {"default_retry_after": -1},
+    ],
 )
 def test_settings_are_checked(settings: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):

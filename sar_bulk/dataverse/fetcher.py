@@ -93,13 +93,24 @@ class ConnectWatch:
         if self.count == 0:
             self._first = now
         self.count += 1
-        span = now - self._first
-        if self.count >= self.failures and span >= self.seconds:
-            raise NoConnection(
-                error.context,
-                f"no connection to {error.host} on {self.count} requests in a row over "
-                f"{span:.1f} s, with no answer in between (last: {error.detail})",
-            ) from error
+        if self.count >= self.failures and now - self._first >= self.seconds:
+            raise self._gone(error, now)
+
+    def gave_up(self, error: ConnectFailed) -> None:
+        """A task used up its attempts on connect failures: stop the run instead of failing its
+        contact when nobody had an answer meanwhile either (fast retry settings give up sooner
+        than ``seconds``, and every contact would fail in turn)."""
+        if self.count >= self.failures:
+            raise self._gone(error, self._clock())
+
+    def _gone(self, error: ConnectFailed, now: float) -> NoConnection:
+        gone = NoConnection(
+            error.context,
+            f"no connection to {error.host} on {self.count} requests in a row over "
+            f"{now - self._first:.1f} s, with no answer in between (last: {error.detail})",
+        )
+        gone.__cause__ = error
+        return gone
 
 
 class Fetcher:
@@ -198,6 +209,8 @@ class PairFetcher:
                 stats.faults += 1
                 failures += 1
                 if policy.gives_up(failures):
+                    if isinstance(error, ConnectFailed):
+                        owner.watch.gave_up(error)  # may raise NoConnection: the run stops
                     raise
                 delay = owner.backoff(failures)
                 budget.charge(delay, why="the backoff", context=error.context or context)

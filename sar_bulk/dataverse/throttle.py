@@ -10,9 +10,10 @@ Usage::
 Dataverse counts every user (and so every credential) on its own, so there is one ``Throttle``
 per identity, shared by all tasks that use it. It combines four things:
 
-* a **pacer** of our own (a GCRA, see ``Pacer``): requests leave at ``rate`` per second, at most
-  ``burst`` back to back after a pause. The initial burst counts as spent, so a run told the
-  org's exact limit does not overshoot it in its first window;
+* a **pacer** of our own (a GCRA, see ``Pacer``): requests leave at ``rate`` per second (1 %
+  under it, for network jitter), at most ``burst`` back to back after a pause (1 by default).
+  The initial burst counts as spent, and so does the pre-flight call (``count_request``), so a
+  run told the org's exact limit does not overshoot it in its first window;
 * a **concurrency cap**: from ``x-ms-dop-hint`` once the server sends one (never above 52),
   a conservative default before that; waiters are served by priority (the contact's position in
   the input), so contacts finish roughly in input order;
@@ -66,7 +67,10 @@ class ThrottleSettings:
     """
 
     rate: float = 6000 / 300
-    burst: int = 2
+    # 1: no request ever leaves early to make up for a late one. A burst of 2 let the pacer
+    # "catch up" after any lateness, which puts one request too many into the org's sliding
+    # window whenever the pace is at its limit (a 429 at every window's edge).
+    burst: int = 1
     concurrency: int | None = None
     initial_concurrency: int = 5
     adapt: bool = True
@@ -74,6 +78,9 @@ class ThrottleSettings:
     decrease: float = 0.8
     growth_per_minute: float = 0.1
     stated_limit_margin: float = 0.97
+    # Requests leave 1 % under ``rate``: the org counts *arrivals* in a sliding window, and
+    # network jitter would otherwise put one request too many into it at every window's edge.
+    pace_margin: float = 0.99
     default_retry_after: float = 5.0
     retry_after_cap: float = 300.0  # Dataverse's window: no honest Retry-After is longer
     max_jitter: float = 1.0
@@ -85,8 +92,10 @@ class ThrottleSettings:
             raise ValueError("burst must be at least 1")
         if self.concurrency is not None and not 1 <= self.concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
-        if self.default_retry_after <= 0 or self.retry_after_cap < self.default_retry_after:
-            raise ValueError("default_retry_after must be > 0 and retry_after_cap >= it")
+        if not 0.5 <= self.pace_margin <= 1.0:
+            raise ValueError("pace_margin must be between 0.5 and 1")
+        if not (self.default_retry_after > 0 and self.retry_after_cap > 0):
+            raise ValueError("default_retry_after and retry_after_cap must be > 0 seconds")
 
 
 class PrioritySemaphore:
@@ -168,6 +177,10 @@ class Pacer:
         """Change the pace; requests already due keep their place."""
         self._interval = 1.0 / rate
 
+    def count(self) -> None:
+        """A request of this identity left without the pacer (the pre-flight call): count it."""
+        self._next = max(self._next, self._clock()) + self._interval
+
     async def acquire(self) -> None:
         while True:
             now = self._clock()
@@ -197,7 +210,9 @@ class Throttle:
         self._rng = rng or random.Random()
         self._ceiling = settings.rate
         self._rate = settings.rate
-        self._pacer = Pacer(settings.rate, settings.burst, clock=clock, sleep=sleep)
+        self._pacer = Pacer(
+            settings.rate * settings.pace_margin, settings.burst, clock=clock, sleep=sleep
+        )
         start = settings.concurrency or settings.initial_concurrency
         self._slots = PrioritySemaphore(start)
         self._concurrency_ceiling = start
@@ -222,6 +237,11 @@ class Throttle:
     def gate_closed_for(self) -> float:
         """Seconds until the gate opens (0 when open)."""
         return max(0.0, self._gate_until - self._clock())
+
+    def count_request(self) -> None:
+        """A request of this identity was sent outside ``slot`` (the pre-flight call): the
+        pacer counts it, so the first window holds no more than the rate allows."""
+        self._pacer.count()
 
     @property
     def sleep(self) -> Callable[[float], Awaitable[None]]:
@@ -314,7 +334,7 @@ class Throttle:
         or unparseable): no honest value is <= 0 or above the cap."""
         settings = self.settings
         if retry_after is None or not retry_after > 0.0:  # not: NaN goes to the default too
-            return settings.default_retry_after
+            return min(settings.default_retry_after, settings.retry_after_cap)
         if retry_after > settings.retry_after_cap:
             _log.warning(
                 "throttle.retry_after_clamped",
@@ -347,7 +367,7 @@ class Throttle:
         rate = max(self.settings.min_rate, rate)
         if rate != self._rate:
             self._rate = rate
-            self._pacer.set_rate(rate)
+            self._pacer.set_rate(rate * self.settings.pace_margin)
 
 
 def _stated_rate(message: str) -> float | None:
