@@ -248,3 +248,23 @@ async def test_many_tasks_failing_to_connect_together_do_not_stop_a_run_at_once(
     for _ in range(10):
         fetcher.watch.connect_failed(refused())
     assert fetcher.watch.count == 10
+
+
+async def test_a_task_giving_up_on_connect_failures_stops_the_run_instead_of_failing() -> None:
+    # Fast retries use the attempts up before ``seconds`` pass: the contact must not be failed
+    # (and the next one after it) while nobody has had an answer.
+    fetcher, _clock = make(
+        RetryPolicy(base=0.01, cap=0.01, attempts=8),
+        watch=lambda c: ConnectWatch(clock=c, failures=8, seconds=1000.0),
+    )
+    with pytest.raises(NoConnection, match="on 8 requests in a row"):
+        await fetcher.for_pair(1).call(Script(*(refused() for _ in range(20))))
+
+
+async def test_with_fewer_attempts_than_the_threshold_the_contact_fails_as_before() -> None:
+    fetcher, _clock = make(
+        RetryPolicy(base=0.01, cap=0.01, attempts=3),
+        watch=lambda c: ConnectWatch(clock=c, failures=8, seconds=1000.0),
+    )
+    with pytest.raises(ConnectFailed):
+        await fetcher.for_pair(1).call(Script(*(refused() for _ in range(20))))

@@ -29,10 +29,12 @@ from support import (
 )
 
 from sar_bulk.dataverse.client import DataverseClient, Query
-from sar_bulk.dataverse.fetcher import Fetcher
+from sar_bulk.dataverse.fetcher import Fetcher, FetchStats
 from sar_bulk.dataverse.retry import RetryPolicy
 from sar_bulk.dataverse.throttle import Throttle, ThrottleSettings
 from sar_bulk.errors import RetryBudgetSpent
+from sar_bulk.run.progress import format_progress
+from sar_bulk.run.report import RunTotals
 from sar_bulk.run.runner import ExitCode, execute_run
 from sar_bulk.simulator import Simulator, SimulatorConfig
 from sar_bulk.sources.interaction_types import InteractionType
@@ -215,3 +217,39 @@ async def test_an_org_that_goes_away_mid_run_stops_it(tmp_path: Path) -> None:
     assert attempted_after < 300, attempted_after
     # Contacts were not burned one by one: at most those whose last type was failing anyway.
     assert report["totals"]["failed"] <= 5, report["failed_contacts"]
+
+
+def totals(**counts: int) -> RunTotals:
+    value = RunTotals()
+    for name, count in counts.items():
+        setattr(value, name, count)
+    return value
+
+
+def test_the_progress_total_leaves_out_what_this_run_does_not_fetch() -> None:
+    # 100 lines: 10 rejected, 5 duplicates, 20 of other shards, 15 done by an earlier run.
+    running = totals(
+        rows_read=60,
+        rejected=10,
+        duplicates=5,
+        other_shards=20,
+        contacts=25,
+        skipped_done=15,
+        succeeded=8,
+        failed=2,
+    )
+    line = format_progress(running, FetchStats(), expected=100, rate=3.0, elapsed=10.0)
+    assert line.startswith("contacts 10/50 (20 %) (2 failed, 10 rejected, 15 done before)")
+    assert "ETA 0m40s" in line
+    assert "paused" not in line
+    paused = format_progress(running, FetchStats(), expected=100, rate=0, elapsed=1, paused=11.2)
+    assert "| paused 12 s: service protection |" in paused
+
+
+def test_the_last_progress_line_is_100_percent_even_when_lines_overcounted() -> None:
+    # The line count said 12 (blank lines), 10 contacts were really there and are finished.
+    done = totals(rows_read=10, contacts=10, succeeded=9, failed=1)
+    line = format_progress(done, FetchStats(), expected=12, rate=1.0, elapsed=5.0, final=True)
+    assert line.startswith("contacts 10/10 (100 %)")
+    unknown = format_progress(done, FetchStats(), expected=None, rate=1.0, elapsed=5.0)
+    assert unknown.startswith("contacts 10 (1 failed")
