@@ -402,3 +402,18 @@ async def test_gate_waits_are_charged_to_the_budget() -> None:
     with pytest.raises(RetryBudgetSpent, match=r"already waited 4\.0 s"):
         async with throttle.slot(budget=budget):
             pass
+
+
+@given(
+    st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+    st.floats(min_value=0.001, max_value=10_000.0),
+)
+def test_any_retry_after_becomes_a_wait_within_the_cap(
+    retry_after: float | None, cap: float
+) -> None:
+    async def check() -> None:
+        throttle, _ = make(ThrottleSettings(retry_after_cap=cap))
+        wait = throttle.bounded_retry_after(retry_after)
+        assert 0.0 < wait <= cap
+
+    asyncio.run(check())

@@ -77,7 +77,7 @@ class ConnectWatch:
 
     __slots__ = ("_clock", "_first", "count", "failures", "seconds")
 
-    def __init__(self, *, clock: Callable[[], float], failures: int = 8, seconds: float = 3.0):
+    def __init__(self, *, clock: Callable[[], float], failures: int = 8, seconds: float = 5.0):
         self._clock = clock
         self.failures = failures
         self.seconds = seconds

@@ -69,20 +69,21 @@ async def preflight(
     connect_pause: float = 1.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> PreflightResult:
-    """Call the action once and say plainly what holds."""
+    """Call the action (again only when no connection could be made) and say what holds."""
     query = Query(PROBE_CONTACT, InteractionType.EmailSent, top=1)
-    for tried in range(1, connect_tries + 1):
+    tried = 1
+    while True:
         try:
             return await _probe(client, query, credential_name)
         except ConnectFailed as exc:
-            if tried == connect_tries:
+            if tried >= connect_tries:
                 return PreflightResult(
                     Outcome.UNREACHABLE,
                     f"{exc.detail}, {tried} times in a row: the org is unreachable. Check the org "
                     "URL, its DNS name and the network path to it (proxy, firewall).",
                 )
-            await sleep(connect_pause)
-    raise AssertionError("unreachable: the loop returns")  # pragma: no cover
+        tried += 1
+        await sleep(connect_pause)
 
 
 async def _probe(client: DataverseClient, query: Query, credential_name: str) -> PreflightResult:
