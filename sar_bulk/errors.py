@@ -7,15 +7,18 @@ Every error the tool raises on purpose is a ``SarBulkError``::
     ├── InputError                the contacts file cannot be read at all (exit 2)
     ├── CredentialError           the credential could not produce a token (exit 3)
     ├── DossierError              a dossier could not be written or is not valid
-    └── DataverseError            one call of the action failed; knows contact, type, status, code
+    └── DataverseError            one call to the org failed; knows contact, part, status, code
         ├── RetryableError        worth another attempt
         │   ├── Throttled         429 service protection; carries retry_after and which limit
         │   ├── Transient         502/503/504, transient 500, timeouts, dropped connections
-        │   └── MalformedResponse a 200 whose body is not what the action returns
+        │   │   └── ConnectFailed no connection at all (refused, no DNS answer, no route)
+        │   └── MalformedResponse a 2xx whose body is not what was asked for
         ├── RunStopper            no later call can succeed either: the run stops (exit 3)
         │   ├── AuthRejected      401 even after a fresh token
         │   ├── ActionMissing     404 for the action: the org no longer has it
         │   └── Unreachable       TLS failure: the org's certificate is not trusted
+        │       └── NoConnection  connect failures in a row with no answer between them
+        ├── RetryBudgetSpent      one (contact, part) would wait past its retry budget
         ├── Forbidden             403: the application user lacks a security role
         ├── BadRequest            400 with Dataverse's code and message
         ├── ServerError           any other answer (a non-transient 500, an unexpected status)
@@ -25,7 +28,7 @@ Every error the tool raises on purpose is a ``SarBulkError``::
         ├── OverLimit             an answer or skip token beyond a configured size cap
         └── ForeignData           a page holds another contact's or another type's interaction
 
-Messages say what failed (contact, type, HTTP status, Dataverse code) and what the user can do.
+Messages say what failed (contact, part, HTTP status, Dataverse code) and what the user can do.
 They never contain a token, a secret or interaction content.
 """
 
@@ -40,6 +43,7 @@ __all__ = [
     "AuthRejected",
     "BadRequest",
     "ConfigError",
+    "ConnectFailed",
     "CredentialError",
     "DataverseError",
     "DossierError",
@@ -47,11 +51,13 @@ __all__ = [
     "ForeignData",
     "InputError",
     "MalformedResponse",
+    "NoConnection",
     "NotFound",
     "OverLimit",
     "PagingError",
     "Redirected",
     "RequestContext",
+    "RetryBudgetSpent",
     "RetryableError",
     "RunStopper",
     "SarBulkError",
@@ -270,3 +276,45 @@ class ForeignData(DataverseError):
     """
 
     advice = "nothing of it is written, to protect that person; report it to the org's admin"
+
+
+# --- throttle/retry additions (issue 8): appended here so parallel edits above do not collide.
+
+
+class ConnectFailed(Transient):
+    """No connection to the org at all: refused, no DNS answer, no route.
+
+    Retried like any transient fault, but the fetcher also counts these in a row: past a few with
+    no answer in between, the org is taken as unreachable and the run stops (``Unreachable``).
+    """
+
+    def __init__(self, context: RequestContext | None, detail: str, *, host: str) -> None:
+        self.host = host
+        super().__init__(context, detail)
+
+
+class RetryBudgetSpent(DataverseError):
+    """One (contact, part) would wait longer than its retry budget allows; it fails at once.
+
+    ``last`` is the error that made it wait (``None`` when the wait was the shared pause another
+    request's 429 started); its status and code are kept so the report can still name them.
+    """
+
+    advice = "raise --retry-budget, or lower --rate so the org throttles less; rerun to resume"
+
+    def __init__(
+        self, context: RequestContext | None, detail: str, *, last: DataverseError | None
+    ) -> None:
+        self.last = last
+        status = last.status if last is not None else None
+        code = last.code if last is not None else ""
+        super().__init__(context, detail, status=status, code=code)
+
+
+class NoConnection(Unreachable):
+    """Request after request found no connection to the org, with no answer in between."""
+
+    advice = (
+        "check the org URL, its DNS name and the network path to it (proxy, firewall); "
+        "the run stops"
+    )

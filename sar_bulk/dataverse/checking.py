@@ -14,7 +14,8 @@ from sar_bulk.errors import ConfigError
 
 __all__ = ["run_check"]
 
-# Exit codes: 0 the action answered; 1 throttled or another failure; 3 refused or missing.
+# Exit codes: 0 the action answered; 1 throttled or another failure; 3 refused, missing or
+# unreachable.
 _EXIT = {
     Outcome.READY: 0,
     Outcome.THROTTLED: 1,
@@ -23,6 +24,7 @@ _EXIT = {
     Outcome.TOKEN_REFUSED: 3,
     Outcome.FORBIDDEN: 3,
     Outcome.ACTION_MISSING: 3,
+    Outcome.UNREACHABLE: 3,
 }
 
 

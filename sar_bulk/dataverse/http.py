@@ -37,6 +37,7 @@ from sar_bulk.dataverse.auth import TokenProvider
 from sar_bulk.dataverse.org import OrgUrl
 from sar_bulk.errors import (
     ConfigError,
+    ConnectFailed,
     OverLimit,
     Redirected,
     RequestContext,
@@ -179,7 +180,11 @@ class OrgHttp:
         except aiohttp.ClientSSLError as exc:
             raise Unreachable(context, f"TLS failed: {_reason(exc)}") from None
         except aiohttp.ClientConnectorError as exc:
-            raise Transient(context, f"cannot connect to {exc.host}:{exc.port}") from None
+            raise ConnectFailed(
+                context,
+                f"cannot connect to {exc.host}:{exc.port} ({_reason(exc)})",
+                host=f"{exc.host}:{exc.port}",
+            ) from None
         except aiohttp.ServerDisconnectedError:
             raise Transient(context, "the server closed the connection") from None
         except aiohttp.ClientPayloadError:

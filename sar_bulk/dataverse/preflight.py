@@ -4,11 +4,17 @@ Outbound marketing, and with it ``msdyncrm_LoadInteractionsPublic``, was retired
 cloud orgs, so an org may answer 404. Learning that from one call is much better than from the
 first thousand. The call asks for a contact id that need not exist (the nil GUID): a 200, or a
 400 about the contact, both prove the action is there and the identity may run it.
+
+No connection at all (refused, no DNS answer) is tried ``connect_tries`` times, ``connect_pause``
+seconds apart, so a blip does not stop a run; after that the org is "unreachable", as it is at
+once when TLS fails, and the run does not start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sar_bulk.dataverse.client import DataverseClient, Query
@@ -16,11 +22,13 @@ from sar_bulk.errors import (
     ActionMissing,
     AuthRejected,
     BadRequest,
+    ConnectFailed,
     CredentialError,
     DataverseError,
     Forbidden,
     RetryableError,
     Throttled,
+    Unreachable,
 )
 from sar_bulk.sources.interaction_types import InteractionType
 
@@ -35,6 +43,7 @@ class Outcome(enum.Enum):
     FORBIDDEN = "forbidden"
     ACTION_MISSING = "action-missing"
     THROTTLED = "throttled"
+    UNREACHABLE = "unreachable"
     UNSURE = "unsure"
     FAILED = "failed"
 
@@ -52,9 +61,32 @@ class PreflightResult:
         return self.outcome in (Outcome.READY, Outcome.THROTTLED, Outcome.UNSURE)
 
 
-async def preflight(client: DataverseClient, *, credential_name: str) -> PreflightResult:
-    """Call the action once and say plainly what holds."""
+async def preflight(
+    client: DataverseClient,
+    *,
+    credential_name: str,
+    connect_tries: int = 3,
+    connect_pause: float = 1.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> PreflightResult:
+    """Call the action (again only when no connection could be made) and say what holds."""
     query = Query(PROBE_CONTACT, InteractionType.EmailSent, top=1)
+    tried = 1
+    while True:
+        try:
+            return await _probe(client, query, credential_name)
+        except ConnectFailed as exc:
+            if tried >= connect_tries:
+                return PreflightResult(
+                    Outcome.UNREACHABLE,
+                    f"{exc.detail}, {tried} times in a row: the org is unreachable. Check the org "
+                    "URL, its DNS name and the network path to it (proxy, firewall).",
+                )
+        tried += 1
+        await sleep(connect_pause)
+
+
+async def _probe(client: DataverseClient, query: Query, credential_name: str) -> PreflightResult:
     try:
         page = await client.fetch_page(query, None, 1)
     except BadRequest as exc:
@@ -92,6 +124,10 @@ async def preflight(client: DataverseClient, *, credential_name: str) -> Preflig
             f"Dataverse asks to wait {wait}.",
             retry_after=exc.retry_after,
         )
+    except Unreachable as exc:
+        return PreflightResult(Outcome.UNREACHABLE, f"the org is unreachable: {exc.detail}")
+    except ConnectFailed:
+        raise  # tried again by the caller
     except RetryableError as exc:
         return PreflightResult(Outcome.UNSURE, f"the probe call met a passing fault: {exc}")
     except DataverseError as exc:

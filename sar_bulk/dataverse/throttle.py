@@ -10,17 +10,25 @@ Usage::
 Dataverse counts every user (and so every credential) on its own, so there is one ``Throttle``
 per identity, shared by all tasks that use it. It combines four things:
 
-* a **pacer**: aiolimiter with a small burst, so requests leave smoothly at ``rate`` per second
-  instead of a whole window's worth at once (aiolimiter's bucket starts empty);
+* a **pacer** of our own (a GCRA, see ``Pacer``): requests leave at ``rate`` per second (1 %
+  under it, for network jitter), at most ``burst`` back to back after a pause (1 by default).
+  The initial burst counts as spent, and so does the pre-flight call (``count_request``), so a
+  run told the org's exact limit does not overshoot it in its first window;
 * a **concurrency cap**: from ``x-ms-dop-hint`` once the server sends one (never above 52),
   a conservative default before that; waiters are served by priority (the contact's position in
   the input), so contacts finish roughly in input order;
 * a shared **gate**: any 429 closes it for *every* task until now + Retry-After. Dataverse extends
   the penalty of a client that keeps sending while throttled, so nothing is sent while it is
-  closed. Jitter is only ever added to Retry-After, never subtracted;
+  closed. Jitter is only ever added to Retry-After, never subtracted. Retry-After is untrusted:
+  a value that is missing, unparseable, zero, negative or in the past gets ``default_retry_after``,
+  one above ``retry_after_cap`` (300 s, Dataverse's window) is clamped and logged. A task charges
+  every wait at the gate to its (contact, part)'s ``WaitBudget`` *before* waiting, and fails at
+  once when the wait would exceed it;
 * **adaptation**: after a 429 the pace (and, for the concurrency limit, the cap) comes down, then
   grows back slowly on success. When the 429 message states the limit ("... limit of 6000 over
   time window of 300 seconds"), the pace is capped just under it at once.
+
+Each closing of the gate (an episode) logs one warning: which limit, the Retry-After, the new pace.
 """
 
 from __future__ import annotations
@@ -34,16 +42,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from aiolimiter import AsyncLimiter
+import structlog
 
-from sar_bulk.errors import Throttled
+from sar_bulk.dataverse.retry import WaitBudget
+from sar_bulk.errors import RequestContext, Throttled
 
-__all__ = ["MAX_CONCURRENCY", "PrioritySemaphore", "Throttle", "ThrottleSettings"]
+__all__ = ["MAX_CONCURRENCY", "Pacer", "PrioritySemaphore", "Throttle", "ThrottleSettings"]
 
 MAX_CONCURRENCY = 52  # Dataverse's documented default concurrency limit per user
+_NUMBER = r"(\d[\d,]*(?:\.\d+)?)"
 _STATED_LIMIT = re.compile(
-    r"limit of ([\d,]+) over (?:a )?time window of ([\d,]+) seconds", re.IGNORECASE
+    rf"limit of {_NUMBER} over (?:a )?time window of {_NUMBER} seconds", re.IGNORECASE
 )
+_log = structlog.get_logger("sar_bulk.dataverse.throttle")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +67,10 @@ class ThrottleSettings:
     """
 
     rate: float = 6000 / 300
-    burst: int = 2
+    # 1: no request ever leaves early to make up for a late one. A burst of 2 let the pacer
+    # "catch up" after any lateness, which puts one request too many into the org's sliding
+    # window whenever the pace is at its limit (a 429 at every window's edge).
+    burst: int = 1
     concurrency: int | None = None
     initial_concurrency: int = 5
     adapt: bool = True
@@ -64,7 +78,11 @@ class ThrottleSettings:
     decrease: float = 0.8
     growth_per_minute: float = 0.1
     stated_limit_margin: float = 0.97
+    # Requests leave 1 % under ``rate``: the org counts *arrivals* in a sliding window, and
+    # network jitter would otherwise put one request too many into it at every window's edge.
+    pace_margin: float = 0.99
     default_retry_after: float = 5.0
+    retry_after_cap: float = 300.0  # Dataverse's window: no honest Retry-After is longer
     max_jitter: float = 1.0
 
     def __post_init__(self) -> None:
@@ -74,6 +92,10 @@ class ThrottleSettings:
             raise ValueError("burst must be at least 1")
         if self.concurrency is not None and not 1 <= self.concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
+        if not 0.5 <= self.pace_margin <= 1.0:
+            raise ValueError("pace_margin must be between 0.5 and 1")
+        if not (self.default_retry_after > 0 and self.retry_after_cap > 0):
+            raise ValueError("default_retry_after and retry_after_cap must be > 0 seconds")
 
 
 class PrioritySemaphore:
@@ -126,13 +148,49 @@ class PrioritySemaphore:
                 future.set_result(None)
 
 
-class _Pacer(AsyncLimiter):
-    """aiolimiter's leaky bucket with a rate that can change while in use."""
+class Pacer:
+    """Lets acquirers through ``rate`` per second, up to ``burst`` back to back after a pause.
+
+    A generic cell rate algorithm: ``_next`` is when the next request is due at the steady pace;
+    one may leave up to ``burst - 1`` intervals before that. It starts as if a burst had just
+    left, so the first window holds no more than ``rate`` times its length (the reason a run told
+    the org's exact limit used to meet a 429 in its first seconds).
+    """
+
+    __slots__ = ("_burst", "_clock", "_interval", "_next", "_sleep")
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._interval = 1.0 / rate
+        self._burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._next = clock() + (burst - 1) * self._interval
 
     def set_rate(self, rate: float) -> None:
-        self._leak()  # account for the time passed at the old rate first
-        self.time_period = self.max_rate / rate
-        self._rate_per_sec = rate
+        """Change the pace; requests already due keep their place."""
+        self._interval = 1.0 / rate
+
+    def count(self) -> None:
+        """A request of this identity left without the pacer (the pre-flight call): count it."""
+        self._next = max(self._next, self._clock()) + self._interval
+
+    async def acquire(self) -> None:
+        while True:
+            now = self._clock()
+            wait = self._next - (self._burst - 1) * self._interval - now
+            if wait <= 0.0:
+                self._next = max(self._next, now) + self._interval
+                return
+            # Every waiter wakes when its turn may have come and checks again: one goes, the
+            # others compute their new wait (few waiters: at most the concurrency cap).
+            await self._sleep(wait)
 
 
 class Throttle:
@@ -152,7 +210,9 @@ class Throttle:
         self._rng = rng or random.Random()
         self._ceiling = settings.rate
         self._rate = settings.rate
-        self._pacer = _Pacer(settings.burst, settings.burst / settings.rate)
+        self._pacer = Pacer(
+            settings.rate * settings.pace_margin, settings.burst, clock=clock, sleep=sleep
+        )
         start = settings.concurrency or settings.initial_concurrency
         self._slots = PrioritySemaphore(start)
         self._concurrency_ceiling = start
@@ -178,13 +238,37 @@ class Throttle:
         """Seconds until the gate opens (0 when open)."""
         return max(0.0, self._gate_until - self._clock())
 
+    def count_request(self) -> None:
+        """A request of this identity was sent outside ``slot`` (the pre-flight call): the
+        pacer counts it, so the first window holds no more than the rate allows."""
+        self._pacer.count()
+
+    @property
+    def sleep(self) -> Callable[[float], Awaitable[None]]:
+        """The sleep the throttle waits with (a seam: a fake one in tests)."""
+        return self._sleep
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
     @asynccontextmanager
-    async def slot(self, priority: int = 0) -> AsyncIterator[None]:
-        """Hold one concurrency slot, entered through the gate and the pacer."""
+    async def slot(
+        self,
+        priority: int = 0,
+        *,
+        budget: WaitBudget | None = None,
+        context: RequestContext | None = None,
+    ) -> AsyncIterator[None]:
+        """Hold one concurrency slot, entered through the gate and the pacer.
+
+        Each wait at the closed gate is charged to ``budget`` before it starts: over the budget,
+        ``RetryBudgetSpent`` is raised at once (``context`` names the request in it).
+        """
         await self._slots.acquire(priority)
         try:
             while True:
-                await self._wait_for_gate()
+                await self._wait_for_gate(budget, context)
                 await self._pacer.acquire()
                 # The gate may have closed while we waited for the pacer: go round again.
                 if self.gate_closed_for == 0.0:
@@ -193,8 +277,12 @@ class Throttle:
         finally:
             self._slots.release()
 
-    async def _wait_for_gate(self) -> None:
+    async def _wait_for_gate(
+        self, budget: WaitBudget | None, context: RequestContext | None
+    ) -> None:
         while (wait := self.gate_closed_for) > 0.0:
+            if budget is not None:
+                budget.charge(wait, why="the service-protection pause", context=context)
             await self._sleep(wait)
 
     def on_success(self, dop_hint: int | None) -> None:
@@ -222,20 +310,43 @@ class Throttle:
         self.throttled += 1
         self.limits_hit[error.limit] = self.limits_hit.get(error.limit, 0) + 1
         now = self._clock()
-        retry_after = (
-            error.retry_after
-            if error.retry_after is not None
-            else self.settings.default_retry_after
-        )
+        retry_after = self.bounded_retry_after(error.retry_after)
         jitter = self._rng.uniform(0.0, min(self.settings.max_jitter, 0.1 * retry_after))
+        was_open = self._gate_until <= now
         self._gate_until = max(self._gate_until, now + retry_after + jitter)
         if self.settings.adapt:
-            self._adapt_down(error, now)
+            self._adapt_down(error, now, retry_after)
+        if was_open:
+            # One line per episode: the other tasks in flight get their 429 in the same moment.
+            _log.warning(
+                "throttle.paused",
+                limit=error.limit,
+                code=error.code,
+                retry_after=error.retry_after,
+                pause_seconds=round(self._gate_until - now, 2),
+                rate=round(self._rate, 3),
+                concurrency=self._slots.limit,
+            )
         return self._gate_until - now
 
-    def _adapt_down(self, error: Throttled, now: float) -> None:
+    def bounded_retry_after(self, retry_after: float | None) -> float:
+        """The wait to use for a server's Retry-After (in seconds, as parsed; ``None`` if absent
+        or unparseable): no honest value is <= 0 or above the cap."""
+        settings = self.settings
+        if retry_after is None or not retry_after > 0.0:  # not: NaN goes to the default too
+            return min(settings.default_retry_after, settings.retry_after_cap)
+        if retry_after > settings.retry_after_cap:
+            _log.warning(
+                "throttle.retry_after_clamped",
+                retry_after=retry_after,
+                cap=settings.retry_after_cap,
+            )
+            return settings.retry_after_cap
+        return retry_after
+
+    def _adapt_down(self, error: Throttled, now: float, retry_after: float) -> None:
         # Every task in flight when a limit was crossed gets its own 429: cut once per episode.
-        same_episode = now - self._last_cut < max(1.0, error.retry_after or 0.0)
+        same_episode = now - self._last_cut < max(1.0, retry_after)
         if not same_episode:
             self._last_cut = now
         if error.limit == "concurrency":
@@ -256,7 +367,7 @@ class Throttle:
         rate = max(self.settings.min_rate, rate)
         if rate != self._rate:
             self._rate = rate
-            self._pacer.set_rate(rate)
+            self._pacer.set_rate(rate * self.settings.pace_margin)
 
 
 def _stated_rate(message: str) -> float | None:
@@ -264,5 +375,10 @@ def _stated_rate(message: str) -> float | None:
     match = _STATED_LIMIT.search(message)
     if match is None:
         return None
-    count, window = (float(g.replace(",", "")) for g in match.groups())
-    return count / window if count > 0 and window > 0 else None
+    try:
+        count, window = (float(g.replace(",", "")) for g in match.groups())
+    except ValueError:
+        return None
+    if not (count > 0 and window > 0) or count == float("inf") or window == float("inf"):
+        return None
+    return count / window

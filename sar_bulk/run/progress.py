@@ -1,12 +1,18 @@
-"""The progress line on a terminal: contacts done/failed/total, requests per second, ETA.
+"""The progress line on a terminal: contacts done of those to do, requests per second, pauses, ETA.
 
 It only reads the engine's counters, redrawn in place on standard error a few times a second;
 it is off when standard error is not a terminal (containers, cron) or with ``--no-progress``.
+
+The total counts only contacts this run has to do: rows of other shards, duplicates, rejected
+rows and contacts already done by an earlier run are left out, so the line reaches 100 % when
+the run ends. While the identity's gate is closed after a 429 the line says so ("paused 12 s:
+service protection"), so a run that waits is not taken for one that hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
@@ -30,18 +36,44 @@ def format_progress(
     expected: int | None,
     rate: float,
     elapsed: float,
+    paused: float = 0.0,
+    final: bool = False,
 ) -> str:
-    """One progress line (no newline)."""
-    done = totals.finished
-    total = f"/{expected}" if expected else ""
+    """One progress line (no newline).
+
+    ``expected`` is the number of data rows the input is believed to hold (``None``: unknown),
+    ``paused`` the seconds until the throttle's gate opens, ``final`` true for the last draw.
+    """
+    done = totals.succeeded + totals.failed
+    to_do = _to_do(totals, expected, final=final)
+    count = f"contacts {done}"
     eta = ""
-    if expected and done and elapsed > 0:
-        remaining = max(0.0, (expected - done) * elapsed / done)
-        eta = f" | ETA {_duration(remaining)}"
+    if to_do is not None:
+        share = 100.0 * done / to_do if to_do else 100.0
+        count = f"contacts {done}/{to_do} ({share:.0f} %)"
+        if done and elapsed > 0 and done < to_do:
+            eta = f" | ETA {_duration((to_do - done) * elapsed / done)}"
+    notes = [f"{totals.failed} failed", f"{totals.rejected} rejected"]
+    if totals.skipped_done:
+        notes.append(f"{totals.skipped_done} done before")
+    pause = f" | paused {math.ceil(paused)} s: service protection" if paused > 0 else ""
     return (
-        f"contacts {done}{total} ({totals.failed} failed, {totals.rejected} rejected)"
-        f" | {rate:5.1f} req/s | {stats.throttled} throttled | {_duration(elapsed)}{eta}"
+        f"{count} ({', '.join(notes)})"
+        f" | {rate:5.1f} req/s | {stats.throttled} throttled{pause} | {_duration(elapsed)}{eta}"
     )
+
+
+def _to_do(totals: RunTotals, expected: int | None, *, final: bool) -> int | None:
+    """Contacts this run has to fetch: the rows less those it will not (or need not) fetch."""
+    done = totals.succeeded + totals.failed
+    claimed = totals.contacts - totals.skipped_done  # read, unique, not done before: to fetch
+    if final and done >= claimed:
+        return done  # every contact read is finished: the input's true size is known now
+    if expected is None:
+        return None
+    not_to_do = totals.other_shards + totals.duplicates + totals.rejected + totals.skipped_done
+    # ``expected`` counts lines (blank ones too), so it can be an over-estimate until the end.
+    return max(done, claimed, max(expected, totals.rows_read) - not_to_do)
 
 
 def _duration(seconds: float) -> str:
@@ -63,6 +95,7 @@ class Progress:
         clock: Callable[[], float],
         expected: int | None = None,
         interval: float = 0.5,
+        paused: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._totals = totals
         self._stats = stats
@@ -70,6 +103,7 @@ class Progress:
         self._clock = clock
         self.expected = expected
         self._interval = interval
+        self._paused = paused
         self._started = clock()
         self._last = _Snapshot(self._started, 0)
         self._rate = 0.0
@@ -81,11 +115,11 @@ class Progress:
                 await asyncio.sleep(self._interval)
                 self.draw()
         finally:
-            self.draw()
+            self.draw(final=True)
             self._out.write("\n")
             self._out.flush()
 
-    def draw(self) -> None:
+    def draw(self, *, final: bool = False) -> None:
         now = self._clock()
         requests = self._stats.requests
         if now - self._last.at >= 1.0:
@@ -98,6 +132,8 @@ class Progress:
             expected=self.expected,
             rate=self._rate,
             elapsed=now - self._started,
+            paused=0.0 if final else self._paused(),
+            final=final,
         )
         self._out.write("\r" + line.ljust(self._width))
         self._out.flush()

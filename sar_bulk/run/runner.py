@@ -88,6 +88,7 @@ async def execute_run(
                 print(f"sar-bulk: {check.message}", file=sys.stderr)
                 return RunOutcome(ExitCode.REFUSED, check.message, None)
             throttle = Throttle(config.throttle, clock=loop.time)
+            throttle.count_request()  # the pre-flight call is in the org's window too
             if check.dop_hint:
                 throttle.on_success(check.dop_hint)
             fetcher = Fetcher(client, throttle, config.retry)
@@ -232,7 +233,13 @@ def _start_progress(
 ) -> asyncio.Task[None] | None:
     if out is None:
         return None
-    progress = Progress(engine.totals, fetcher.stats, out=out, clock=time.monotonic)
+    progress = Progress(
+        engine.totals,
+        fetcher.stats,
+        out=out,
+        clock=time.monotonic,
+        paused=lambda: fetcher.paused_for,
+    )
 
     async def show() -> None:
         counting = None

@@ -18,8 +18,10 @@ registering it in ``KINDS``; tests, the demo and ``sar-bulk simulate --hostile``
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import struct
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -218,6 +220,29 @@ async def _repeated_records(ctx: HostileContext) -> web.StreamResponse:
     return _answer(ctx, document)
 
 
+# --- Retry-After the client must not trust (issue 8, item 3): each is a 429 of the requests
+# limit for every request about the contact, with one kind of bad Retry-After.
+
+_THROTTLE_MESSAGE = "Rate limit is exceeded. Try again later."
+
+
+def _throttled_with(retry_after: Callable[[], str]) -> HostileAnswer:
+    async def answer(ctx: HostileContext) -> web.StreamResponse:
+        headers = {"Retry-After": retry_after()}
+        return replies.error(429, "0x80072322", _THROTTLE_MESSAGE, headers)
+
+    return answer
+
+
+# 31 years: a client that obeys it closes its gate for good.
+_retry_after_huge = _throttled_with(lambda: "1000000000")
+_retry_after_negative = _throttled_with(lambda: "-30")
+_retry_after_garbage = _throttled_with(lambda: "soon, maybe")
+# An HTTP-date an hour ago: a client that takes it as "wait 0 s" hammers the org.
+_retry_after_past_date = _throttled_with(
+    lambda: email.utils.formatdate(time.time() - 3600, usegmt=True)
+)
+
 KINDS: dict[str, HostileAnswer] = {
     "no-data": _no_data,
     "value-shape": _value_shape,
@@ -232,6 +257,11 @@ KINDS: dict[str, HostileAnswer] = {
     "exact-numbers": _exact_numbers,
     "foreign-type": _foreign_type,
     "repeated-records": _repeated_records,
+    # Retry-After the client must bound (throttle).
+    "retry-after-huge": _retry_after_huge,
+    "retry-after-negative": _retry_after_negative,
+    "retry-after-garbage": _retry_after_garbage,
+    "retry-after-past-date": _retry_after_past_date,
 }
 
 
