@@ -104,7 +104,11 @@ def label(column: str) -> str:
     words = words.replace("_", " ").strip()
     if words.endswith(" Id"):
         words = words[:-3] + " id"
-    return words[:1].upper() + words[1:].lower() if words.isascii() else words
+    if not words.isascii():
+        return words
+    text = words[:1].upper() + words[1:].lower()
+    # Initialisms that PascalCase spells as words ("CreateCrmActivity...") read better in capitals.
+    return re.sub(r"\b(crm|url|sms)\b", lambda m: m.group(1).upper(), text, flags=re.IGNORECASE)
 
 
 def long_date(when: datetime) -> str:

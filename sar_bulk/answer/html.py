@@ -15,11 +15,19 @@ zoom, and types with many rows are folded in ``<details>`` (closed ones cost the
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from html import escape
 from typing import Any, Final
 
 from sar_bulk.answer import wording
-from sar_bulk.answer.fields import interaction_columns, label, long_date, record_fields, show
+from sar_bulk.answer.fields import (
+    interaction_columns,
+    label,
+    long_date,
+    long_day,
+    record_fields,
+    show,
+)
 from sar_bulk.answer.statement import Statement
 from sar_bulk.answer.timeline import timeline_svg
 from sar_bulk.answer.view import AnswerView, TypeRows
@@ -47,7 +55,8 @@ table{border-collapse:collapse;font-size:.9rem;min-width:50%}
 caption{text-align:left;font-weight:600;padding:.25rem 0;color:var(--muted)}
 th,td{border:1px solid var(--line);padding:.3rem .5rem;text-align:left;vertical-align:top}
 thead th,th[scope=row]{background:var(--head)}
-td{overflow-wrap:break-word;min-width:7rem}
+th.group{background:#dde6ef;font-size:.95rem}
+td{overflow-wrap:break-word;min-width:6rem}
 td.num,th.num{text-align:right;white-space:nowrap;min-width:0}
 td.when{white-space:nowrap}
 details{margin:.5rem 0 1rem}
@@ -130,63 +139,60 @@ def _when(value: Any) -> str:
     return long_date(value) if value else ""
 
 
+def _span(first: datetime | None, last: datetime | None) -> str:
+    if not first or not last:
+        return ""
+    if first.date() == last.date():
+        return long_day(first.date())
+    return f"{long_day(first.date())} to {long_day(last.date())}"
+
+
 def _summary(out: list[str], view: AnswerView) -> None:
+    """One table, a group of rows per source (its header spans the row), so it stays narrow."""
     out.append('<h2 id="summary">What we hold about you</h2>')
-    rows: list[tuple[str, str, str, str, str]] = []
     searched = view.question.sources
+    groups: list[tuple[str, list[tuple[str, str, str]]]] = []
     if "records" in searched:
-        rows.append(
-            (
-                "Your contact record",
-                wording.source_label("records"),
-                "1" if view.contact else "0",
-                "",
-                "",
-            )
-        )
-        rows.append(
-            (
-                "Your consent and contact preferences",
-                wording.source_label("records"),
-                f"{view.consent_count:,}",
-                "",
-                "",
-            )
-        )
-        rows += [
-            (wording.table_label(t.table), wording.source_label("records"), f"{t.count:,}", "", "")
-            for t in view.records
+        rows = [
+            ("Your contact record", "1" if view.contact else "none", ""),
+            ("Your consent and contact preferences", wording.count(view.consent_count), ""),
         ]
-    for t in view.held_types:
-        rows.append(
-            (
-                wording.meaning(t.name).capitalize(),
-                wording.source_label("interactions"),
-                f"{t.count:,}",
-                _when(t.first),
-                _when(t.last),
-            )
-        )
-    if "realtime" in searched:
-        rows.append(
-            (
-                "Real-time journeys export files",
-                wording.source_label("realtime"),
-                f"{len(view.exports):,}",
-                "",
-                "",
-            )
-        )
-    _table(
-        out,
-        "Records held, by source and kind",
-        ("What", "Source", "How many", "First", "Last"),
-        rows,
-        numeric=frozenset({2}),
-        when=frozenset({3, 4}),
-        row_headers=True,
-    )
+        rows += [(wording.table_label(t.table), wording.count(t.count), "") for t in view.records]
+        groups.append((wording.source_label("records"), rows))
     if "interactions" in searched:
+        rows = [
+            (wording.meaning(t.name).capitalize(), f"{t.count:,}", _span(t.first, t.last))
+            for t in view.held_types
+        ]
+        groups.append((wording.source_label("interactions"), rows))
+    if "realtime" in searched:
+        groups.append(
+            (
+                wording.source_label("realtime"),
+                [("Export files", wording.count(len(view.exports)), "")],
+            )
+        )
+    caption = "Records held, by source and kind"
+    out.append(f'<div class="wide" role="region" aria-label="{_e(caption)}" tabindex="0">')
+    out.append(
+        f"<table><caption>{_e(caption)}</caption><thead><tr>"
+        '<th scope="col">What</th><th scope="col" class="num">How many</th>'
+        '<th scope="col">When</th></tr></thead>'
+    )
+    for source, rows in groups:
+        out.append(
+            f'<tbody><tr><th scope="colgroup" colspan="3" class="group">{_e(source)}</th></tr>'
+        )
+        if not rows:
+            out.append('<tr><td colspan="3">We hold no records of this kind about you.</td></tr>')
+        out += [
+            f'<tr><th scope="row">{_e(what)}</th><td class="num">{_e(count)}</td>'
+            f"<td>{_e(when)}</td></tr>"
+            for what, count, when in rows
+        ]
+        out.append("</tbody>")
+    out.append("</table></div>")
+    if "interactions" in searched and view.total_interactions:
         out.append(
             f"<p>In all, {view.total_interactions:,} marketing interactions. "
             f"{_e(wording.period_found(view))}</p>"

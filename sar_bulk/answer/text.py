@@ -85,16 +85,16 @@ def _summary(out: list[str], view: AnswerView) -> None:
     pairs: list[tuple[str, str]] = []
     if "records" in q.sources:
         pairs.append(("Your contact record", "1" if view.contact else "none"))
-        pairs.append(("Consent and preferences", f"{view.consent_count:,}"))
-        pairs += [(wording.table_label(t.table), f"{t.count:,}") for t in view.records]
+        pairs.append(("Consent and preferences", wording.count(view.consent_count)))
+        pairs += [(wording.table_label(t.table), wording.count(t.count)) for t in view.records]
     for t in view.held_types:
         span = f"  ({long_date(t.first)} to {long_date(t.last)})" if t.first and t.last else ""
         pairs.append((label(t.name), f"{t.count:,}{span}"))
     if "realtime" in q.sources:
-        pairs.append(("Real-time export files", f"{len(view.exports):,}"))
+        pairs.append(("Real-time export files", wording.count(len(view.exports))))
     out += _pairs(pairs)
     out.append("")
-    if "interactions" in q.sources:
+    if "interactions" in q.sources and view.total_interactions:
         out += _para(
             f"In all, {view.total_interactions:,} marketing interactions. "
             + wording.period_found(view)

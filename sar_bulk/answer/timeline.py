@@ -31,9 +31,9 @@ _MONTHS: Final = (
     "Nov",
     "Dec",
 )
-_HEIGHT: Final = 160
+_HEIGHT: Final = 172
 _TOP: Final = 16
-_BOTTOM: Final = 28
+_BOTTOM: Final = 40
 _LEFT: Final = 44
 
 
@@ -88,9 +88,15 @@ def timeline_svg(monthly: tuple[tuple[str, int], ...]) -> str:
             )
         # The first bar names its year unless a January follows too closely to fit both labels.
         first_label = n == 0 and not any(k.endswith("-01") for k, _ in rows[1 : 1 + int(40 / step)])
+        if step >= 24:
+            # Room for the month under each bar; the year then goes below it.
+            parts.append(
+                f'<text x="{x + step / 2:.1f}" y="{_HEIGHT - 18}" text-anchor="middle">'
+                f"{_MONTHS[int(key[5:7]) - 1]}</text>"
+            )
         if key.endswith("-01") or first_label:
             parts.append(
-                f'<text x="{x + 1:.1f}" y="{_HEIGHT - 8}">{escape(key[:4])}</text>'
+                f'<text x="{x + 1:.1f}" y="{_HEIGHT - 2}">{escape(key[:4])}</text>'
                 f'<line x1="{x:.1f}" y1="{_TOP + plot}" x2="{x:.1f}" y2="{_TOP + plot + 5}" '
                 'class="axis"/>'
             )

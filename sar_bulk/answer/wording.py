@@ -16,6 +16,7 @@ from sar_bulk.sources.interaction_types import InteractionType
 __all__ = [
     "MISSING_STATEMENT",
     "RIGHTS",
+    "count",
     "file_guide",
     "greeting",
     "intro",
@@ -71,6 +72,11 @@ RIGHTS: Final[tuple[tuple[str, str], ...]] = (
         "or work.",
     ),
 )
+
+
+def count(number: int) -> str:
+    """A count in the summary: "none" rather than a bare 0."""
+    return f"{number:,}" if number else "none"
 
 
 def meaning(itype: str) -> str:
