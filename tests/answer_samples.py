@@ -103,6 +103,11 @@ def small_view(*, with_statement: bool = True) -> AnswerView:
                 "Geo": {"City": "London", "Country": HOSTILE if n == 0 else "United Kingdom"},
                 "IsMobile": n % 2 == 0,
                 **({HOSTILE: "a column named with markup"} if n == 0 else {}),
+                **(
+                    {"ResponseText": "multi\nline\r\nanswer\u2028with a\u2029paragraph break"}
+                    if n == 1
+                    else {}
+                ),
             },
         )
     builder.add_interaction(

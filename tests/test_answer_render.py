@@ -7,9 +7,20 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from answer_samples import HEAVY_TYPES, HOSTILE, empty_view, heavy_view, small_view
+from answer_samples import (
+    CONTACT,
+    HEAVY_TYPES,
+    HOSTILE,
+    PREPARED,
+    empty_view,
+    heavy_view,
+    small_view,
+    statement,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sar_bulk.answer import render_html, render_text
+from sar_bulk.answer import AnswerBuilder, Question, answer_files, render_html, render_text
 from sar_bulk.answer.html import OPEN_ROWS
 from sar_bulk.answer.text import TEXT_ROWS
 from sar_bulk.answer.wording import MISSING_STATEMENT
@@ -141,16 +152,28 @@ def test_newest_first_with_readable_dates_and_ids_last() -> None:
     assert dates[:2] == ["12 November 2023, 13:10 UTC", "20 October 2023, 13:10 UTC"]
 
 
+def test_answer_files_are_the_two_renderings_in_utf8() -> None:
+    view = small_view()
+    files = answer_files(view)
+    assert files == {
+        "index.html": render_html(view).encode("utf-8"),
+        "README.txt": render_text(view).encode("utf-8"),
+    }
+
+
 def test_readme_is_the_same_answer_in_plain_text() -> None:
     text = render_text(small_view())
     assert "\r\n" in text
     assert "\n" not in text.replace("\r\n", "")
+    assert "\r" not in text.replace("\r\n", "")
+    assert "\u2028" not in text
     flat = " ".join(text.split())
     for expected in (
         "Dear Ada Lovelace,",
         "Contoso Ltd, 1 Harbour Street",
         "Erasure (Article 17)",
-        "Email opened 12 (4 March 2023, 13:10 UTC to 12 November 2023, 13:10 UTC)",
+        "Email opened 12 (4 March 2023 to 12 November 2023)",
+        "multi line answer with a paragraph break",
         "We hold no records of the other 38 kinds",
         "Opted In",
         "that is profiling",
@@ -168,3 +191,56 @@ def test_readme_stays_short(make: object) -> None:
     for t in view.held_types:
         if t.count > TEXT_ROWS:
             assert f"{t.count - TEXT_ROWS:,} more in {t.file}" in text
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.text(max_size=40), key=st.text(min_size=1, max_size=12))
+def test_any_text_in_any_place_stays_text(value: str, key: str) -> None:
+    builder = AnswerBuilder(CONTACT, Question(value or "org"))
+    builder.add_record("contact", {"fullname": value, key: value})
+    builder.add_interaction("EmailSent", {"Timestamp": "2024-01-01T00:00:00Z", key: value})
+    builder.add_record(key, {key: value})
+    page = render_html(builder.build(prepared_at=PREPARED, statement=statement(), name=value))
+    shape = _shape(page)
+    ours = {
+        "html",
+        "head",
+        "meta",
+        "title",
+        "style",
+        "body",
+        "main",
+        "h1",
+        "h2",
+        "h3",
+        "p",
+        "div",
+        "table",
+        "caption",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+        "ul",
+        "li",
+        "dl",
+        "dt",
+        "dd",
+        "strong",
+        "code",
+        "details",
+        "summary",
+        "figure",
+        "figcaption",
+        "svg",
+        "line",
+        "text",
+        "rect",
+    }
+    assert {tag for tag, _ in shape.tags} <= ours
+    text = "".join(shape.text)
+    if value.strip() and "\r" not in value:
+        assert value.strip() in text
+    readme = render_text(builder.build(prepared_at=PREPARED, statement=None))
+    assert "\n" not in readme.replace("\r\n", "")

@@ -10,13 +10,15 @@ Usage (the dossier writer, at assembly time)::
     builder.add_record("contact", row)
     builder.add_export("realtime/1-gdpr_output.json", size, sha256, small_content_or_None)
     view = builder.build(prepared_at=now, statement=statement)
-    index_html, readme_txt = render_html(view), render_text(view)
+    files = answer_files(view)     # {"index.html": bytes, "README.txt": bytes}
 
 Modules: ``statement`` (the controller's statement and its TOML table), ``view`` (the input model
 and its builder), ``fields`` (labels and value formats), ``wording`` (the shared sentences),
-``timeline`` (the SVG), ``html`` and ``text`` (the two renderers), ``template`` (``sar-bulk init``).
+``timeline`` (the SVG), ``html`` and ``text`` (the two renderers), ``files`` (both as bytes),
+``template`` (``sar-bulk init``).
 """
 
+from sar_bulk.answer.files import HTML_NAME, TEXT_NAME, answer_files
 from sar_bulk.answer.html import render_html
 from sar_bulk.answer.statement import Purpose, Statement, Transfer, load_statement
 from sar_bulk.answer.template import write_template
@@ -31,6 +33,8 @@ from sar_bulk.answer.view import (
 )
 
 __all__ = [
+    "HTML_NAME",
+    "TEXT_NAME",
     "AnswerBuilder",
     "AnswerView",
     "ExportFile",
@@ -40,6 +44,7 @@ __all__ = [
     "Statement",
     "Transfer",
     "TypeRows",
+    "answer_files",
     "load_statement",
     "render_html",
     "render_text",

@@ -15,7 +15,6 @@ zoom, and types with many rows are folded in ``<details>`` (closed ones cost the
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from html import escape
 from typing import Any, Final
 
@@ -24,7 +23,6 @@ from sar_bulk.answer.fields import (
     interaction_columns,
     label,
     long_date,
-    long_day,
     record_fields,
     show,
 )
@@ -139,14 +137,6 @@ def _when(value: Any) -> str:
     return long_date(value) if value else ""
 
 
-def _span(first: datetime | None, last: datetime | None) -> str:
-    if not first or not last:
-        return ""
-    if first.date() == last.date():
-        return long_day(first.date())
-    return f"{long_day(first.date())} to {long_day(last.date())}"
-
-
 def _summary(out: list[str], view: AnswerView) -> None:
     """One table, a group of rows per source (its header spans the row), so it stays narrow."""
     out.append('<h2 id="summary">What we hold about you</h2>')
@@ -161,7 +151,11 @@ def _summary(out: list[str], view: AnswerView) -> None:
         groups.append((wording.source_label("records"), rows))
     if "interactions" in searched:
         rows = [
-            (wording.meaning(t.name).capitalize(), f"{t.count:,}", _span(t.first, t.last))
+            (
+                wording.meaning(t.name).capitalize(),
+                f"{t.count:,}",
+                wording.day_span(t.first, t.last),
+            )
             for t in view.held_types
         ]
         groups.append((wording.source_label("interactions"), rows))

@@ -12,11 +12,12 @@ file cannot fold them away; the rest is named by file.
 from __future__ import annotations
 
 import textwrap
+import unicodedata
 from collections.abc import Iterable
 from typing import Final
 
 from sar_bulk.answer import wording
-from sar_bulk.answer.fields import interaction_columns, label, long_date, record_fields, show
+from sar_bulk.answer.fields import interaction_columns, label, record_fields, show
 from sar_bulk.answer.timeline import month_rows
 from sar_bulk.answer.view import AnswerView
 
@@ -26,8 +27,15 @@ TEXT_ROWS: Final = 20
 _WIDTH: Final = 78
 
 
+def _clean(text: str) -> str:
+    """One line of text: the org's line and paragraph breaks and control characters become
+    spaces, so no value can break the CRLF layout or fake a line of its own."""
+    return "".join(" " if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in text)
+
+
 def _para(text: str, indent: str = "") -> list[str]:
-    return textwrap.wrap(text, _WIDTH, initial_indent=indent, subsequent_indent=indent) or [""]
+    wrapped = textwrap.wrap(_clean(text), _WIDTH, initial_indent=indent, subsequent_indent=indent)
+    return wrapped or [""]
 
 
 def _heading(text: str, char: str = "-") -> list[str]:
@@ -35,7 +43,7 @@ def _heading(text: str, char: str = "-") -> list[str]:
 
 
 def _pairs(pairs: Iterable[tuple[str, str]], indent: str = "  ") -> list[str]:
-    pairs = list(pairs)
+    pairs = [(_clean(k), _clean(v)) for k, v in pairs]
     width = min(32, max((len(k) for k, _ in pairs), default=0))
     lines: list[str] = []
     for key, value in pairs:
@@ -76,7 +84,8 @@ def render_text(view: AnswerView) -> str:
     out += _heading("The files of this answer")
     out += _pairs(wording.file_guide())
     out.append("")
-    return "\r\n".join(out)
+    # Every line once more, for the lines built from org values outside _para and _pairs.
+    return "\r\n".join(_clean(line) for line in out)
 
 
 def _summary(out: list[str], view: AnswerView) -> None:
@@ -88,13 +97,13 @@ def _summary(out: list[str], view: AnswerView) -> None:
         pairs.append(("Consent and preferences", wording.count(view.consent_count)))
         pairs += [(wording.table_label(t.table), wording.count(t.count)) for t in view.records]
     for t in view.held_types:
-        span = f"  ({long_date(t.first)} to {long_date(t.last)})" if t.first and t.last else ""
-        pairs.append((label(t.name), f"{t.count:,}{span}"))
+        span = wording.day_span(t.first, t.last)
+        pairs.append((label(t.name), f"{t.count:,}" + (f"  ({span})" if span else "")))
     if "realtime" in q.sources:
         pairs.append(("Real-time export files", wording.count(len(view.exports))))
     out += _pairs(pairs)
-    out.append("")
     if "interactions" in q.sources and view.total_interactions:
+        out += [""]
         out += _para(
             f"In all, {view.total_interactions:,} marketing interactions. "
             + wording.period_found(view)
@@ -157,7 +166,7 @@ def _exports(out: list[str], view: AnswerView) -> None:
     if not view.exports:
         out.append("We hold no records of this kind about you.")
     for f in view.exports:
-        out += [f"  {f.name}  ({f.size:,} bytes, sha256 {f.sha256})"]
+        out += [_clean(f"  {f.name}  ({f.size:,} bytes, sha256 {f.sha256})")]
         if f.summary:
             out += _pairs(f.summary, "     ")
 

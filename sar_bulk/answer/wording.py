@@ -7,6 +7,7 @@ when that is missing the answer says so (``MISSING_STATEMENT``) instead of inven
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Final
 
 from sar_bulk.answer.fields import long_date, long_day
@@ -17,6 +18,7 @@ __all__ = [
     "MISSING_STATEMENT",
     "RIGHTS",
     "count",
+    "day_span",
     "file_guide",
     "greeting",
     "intro",
@@ -139,6 +141,15 @@ def span_found(view: AnswerView) -> str:
     if view.first and view.last:
         return f"from {long_date(view.first)} to {long_date(view.last)}"
     return "no dated interactions found"
+
+
+def day_span(first: datetime | None, last: datetime | None) -> str:
+    """``4 March 2023 to 12 November 2023``, one day if both are the same, "" if unknown."""
+    if not first or not last:
+        return ""
+    if first.date() == last.date():
+        return long_day(first.date())
+    return f"{long_day(first.date())} to {long_day(last.date())}"
 
 
 def period_found(view: AnswerView) -> str:
