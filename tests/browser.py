@@ -110,8 +110,8 @@ class _Connection:
 
     async def close(self) -> None:
         self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        # wait() neither raises the reader's cancellation nor hides a cancellation of close().
+        await asyncio.wait([self._reader])
         await self._ws.close()
 
 

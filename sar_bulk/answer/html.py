@@ -280,7 +280,8 @@ def _type_section(out: list[str], t: TypeRows) -> None:
     )
     folded = len(t.rows) > OPEN_ROWS
     if folded:
-        out.append(f"<details><summary>Show the {len(t.rows):,} rows</summary>")
+        shown = f"the newest {len(t.rows):,} of {t.count:,}" if t.more else f"all {t.count:,}"
+        out.append(f"<details><summary>Show {shown}</summary>")
     _table(
         out,
         caption,
