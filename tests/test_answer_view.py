@@ -10,7 +10,7 @@ from answer_samples import CONTACT, PREPARED, small_view
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sar_bulk.answer import AnswerBuilder, Question
+from sar_bulk.answer import AnswerBuilder, Question, render_html, render_text
 from sar_bulk.answer.view import SUMMARY_LIMIT, parse_when
 
 ORG = "https://contoso.crm4.dynamics.com"
@@ -76,8 +76,14 @@ def test_records_contact_consent_and_capped_tables() -> None:
     assert view.contact == {"firstname": "Ada", "lastname": "Lovelace"}
     assert view.consent_count == 3
     assert len(view.consents) == 2
+    assert view.consent_file == "records/msdynmkt_contactpointconsent4s.json"
     assert [(t.table, t.count, len(t.rows), t.more) for t in view.records] == [("leads", 3, 2, 1)]
     assert view.received == date(2024, 5, 1)
+    page, text = render_html(view), render_text(view)
+    assert "1 more in <code>records/msdynmkt_contactpointconsent4s.json</code>" in page
+    assert "1 more in <code>records/leads.json</code>" in page
+    assert "1 more in records/msdynmkt_contactpointconsent4s.json" in text
+    assert "1 more in records/leads.json" in text
 
 
 def test_a_given_name_wins_over_the_contact_row() -> None:

@@ -232,11 +232,7 @@ def _records(out: list[str], view: AnswerView) -> None:
         _row_table(
             out, "What you agreed to or refused, per e-mail address or phone number", view.consents
         )
-        _more(
-            out,
-            view.consent_count - len(view.consents),
-            "records/msdynmkt_contactpointconsent4s.json",
-        )
+        _more(out, view.consent_count - len(view.consents), view.consent_file)
     else:
         out.append("<p>We hold no records of this kind about you.</p>")
     for table in view.records:

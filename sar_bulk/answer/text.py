@@ -133,6 +133,8 @@ def _records(out: list[str], view: AnswerView) -> None:
         out.append("We hold no records of this kind about you.")
     for n, row in enumerate(view.consents, 1):
         out += [f"  {n}.", *_pairs(record_fields(row), "     ")]
+    if view.consent_count > len(view.consents):
+        out.append(f"  {view.consent_count - len(view.consents):,} more in {view.consent_file}")
     for table in view.records:
         out += _heading(f"{wording.table_label(table.table)} ({table.count:,})")
         for n, row in enumerate(table.rows, 1):

@@ -151,6 +151,7 @@ class AnswerView:
     contact: Mapping[str, Any] | None = None
     consents: tuple[Mapping[str, Any], ...] = ()
     consent_count: int = 0
+    consent_file: str = "records/msdynmkt_contactpointconsent4s.json"
     records: tuple[RecordTable, ...] = ()
     exports: tuple[ExportFile, ...] = ()
     received: date | None = None
@@ -272,8 +273,9 @@ class AnswerBuilder:
         asked = self._question.types if "interactions" in self._question.sources else ()
         names = list(dict.fromkeys([*asked, *self._types]))
         interactions = tuple(self._type_rows(n) for n in names)
-        consents = next(
-            (acc for table, acc in self._tables.items() if "contactpointconsent" in table), None
+        consent_table, consents = next(
+            ((t, acc) for t, acc in self._tables.items() if "contactpointconsent" in t),
+            ("msdynmkt_contactpointconsent4s", None),
         )
         others = tuple(
             RecordTable(table, acc.count, tuple(acc.rows))
@@ -291,6 +293,7 @@ class AnswerBuilder:
             contact=self._contact,
             consents=tuple(consents.rows) if consents else (),
             consent_count=consents.count if consents else 0,
+            consent_file=f"records/{consent_table}.json",
             records=others,
             exports=tuple(self._exports),
             received=received,
