@@ -115,7 +115,7 @@ def greeting(view: AnswerView) -> str:
 def intro(view: AnswerView) -> list[str]:
     received = f" of {long_day(view.received)}" if view.received else ""
     lines = [
-        f"this is our answer to your request{received} for a copy of the personal data we hold "
+        f"This is our answer to your request{received} for a copy of the personal data we hold "
         "about you (Article 15 GDPR). It shows what we found, where it came from, what we do "
         "with it and what your rights are. The files next to this page hold every record in "
         "full, in a machine-readable form.",
