@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_simulator_options(simulate)
 
     sub.add_parser("types", help="print the 40 interaction types, one a line")
+    init = sub.add_parser("init", help="write a commented config template (never overwrites)")
+    init.add_argument("path", nargs="?", type=Path, default=None, metavar="PATH")
     return parser
 
 
@@ -228,6 +230,17 @@ _COMMANDS = {
     "types": _types,
     "simulate": _simulate,
 }
+
+
+def _init(args: argparse.Namespace) -> int:
+    from sar_bulk.answer.template import DEFAULT_PATH, write_template
+
+    path = write_template(args.path or DEFAULT_PATH)
+    print(f"wrote {path}: fill in [run] and every <placeholder> of [controller]")
+    return ExitCode.OK
+
+
+_COMMANDS["init"] = _init
 
 
 if __name__ == "__main__":

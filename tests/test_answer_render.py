@@ -1,0 +1,246 @@
+"""index.html and README.txt as text: what a person must read, escaping, structure, caps."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from html.parser import HTMLParser
+
+import pytest
+from answer_samples import (
+    CONTACT,
+    HEAVY_TYPES,
+    HOSTILE,
+    PREPARED,
+    empty_view,
+    heavy_view,
+    small_view,
+    statement,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sar_bulk.answer import AnswerBuilder, Question, answer_files, render_html, render_text
+from sar_bulk.answer.html import OPEN_ROWS
+from sar_bulk.answer.text import TEXT_ROWS
+from sar_bulk.answer.wording import MISSING_STATEMENT
+
+
+class _Shape(HTMLParser):
+    """Tags, attributes and text of a page, as a browser's parser would see them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _shape(page: str) -> _Shape:
+    shape = _Shape()
+    shape.feed(page)
+    shape.close()
+    return shape
+
+
+def test_small_answer_says_what_a_person_must_read() -> None:
+    page = render_html(small_view())
+    text = " ".join(" ".join(_shape(page).text).split())
+    for expected in (
+        "Dear Ada Lovelace,",
+        "Your personal data held by Contoso Ltd",
+        "Contoso Ltd, 1 Harbour Street, Dublin 2, Ireland",
+        "Data Protection Commission",
+        "Sending our newsletter",
+        "Consent, Article 6(1)(a)",
+        "Marketing interactions are deleted 24 months after they happen.",
+        "Event partners who share registrations with us.",
+        "Lead scoring ranks contacts by e-mail clicks",
+        "Standard contractual clauses",
+        "Rectification (Article 16)",
+        "Erasure (Article 17)",
+        "Restriction (Article 18)",
+        "Objection (Article 21)",
+        "Complaint (Article 77)",
+        "You opened an e-mail: 12 times, from 4 March 2023, 13:10 UTC to 12 November 2023",
+        "In all, 13 marketing interactions.",
+        "We hold no records of the other 38 kinds of marketing interaction",
+        "from 1 January 2023 to 30 June 2024",
+        "Opted In",
+        "that is profiling",
+        "https://contoso.crm4.dynamics.com",
+    ):
+        assert expected in text, expected
+
+
+def test_every_hostile_value_is_text_never_markup() -> None:
+    page = render_html(small_view())
+    shape = _shape(page)
+    tags = {tag for tag, _ in shape.tags}
+    assert "script" not in tags
+    assert "img" not in tags
+    assert not any(name.startswith("on") for _, attrs in shape.tags for name in attrs)
+    # The hostile string arrives whole, as text, in every place it was put.
+    assert sum(HOSTILE in chunk for chunk in shape.text) >= 4
+    assert "<script" not in page
+
+
+def test_structure_for_assistive_technology() -> None:
+    page = render_html(small_view())
+    shape = _shape(page)
+    assert page.startswith('<!DOCTYPE html>\n<html lang="en">')
+    levels = [int(tag[1]) for tag, _ in shape.tags if re.fullmatch(r"h[1-6]", tag)]
+    assert levels[0] == 1
+    assert levels.count(1) == 1
+    assert all(b <= a + 1 for a, b in itertools.pairwise(levels))
+    ths = [attrs for tag, attrs in shape.tags if tag == "th"]
+    assert ths
+    assert all(attrs.get("scope") in {"col", "row", "colgroup"} for attrs in ths)
+    assert sum(tag == "table" for tag, _ in shape.tags) == sum(
+        tag == "caption" for tag, _ in shape.tags
+    )
+    # No fixed widths: the page reflows at any zoom (max-/min-widths are fine).
+    css = page.split("</style>")[0]
+    assert not re.search(r"(?<![-\w])width:\s*[\d.]+(px|rem|em)", css)
+
+
+def test_empty_answer_is_one_line_not_forty_tables() -> None:
+    page = render_html(empty_view())
+    shape = _shape(page)
+    text = " ".join(" ".join(shape.text).split())
+    assert "We hold no records of this kind about you: none of the 40 kinds" in text
+    assert "Period found no dated interactions found" in text
+    assert "In all, 0" not in text
+    assert "EmailSent" not in page  # no per-type table, heading or anchor
+    assert sum(tag == "table" for tag, _ in shape.tags) <= 6
+    assert "<svg" not in page
+
+
+def test_missing_statement_is_said_plainly() -> None:
+    for render in (render_html, render_text):
+        output = " ".join(render(small_view(with_statement=False)).split())
+        assert " ".join(MISSING_STATEMENT.split()[:12]) in output
+        assert "Contoso Ltd" not in output
+        assert "Complaint (Article 77)" in output
+
+
+def test_heavy_answer_caps_rows_and_folds_long_types() -> None:
+    view = heavy_view()
+    page = render_html(view)
+    assert page.count("<details>") == len(HEAVY_TYPES)
+    for itype in HEAVY_TYPES:
+        assert f"300 more in <code>interactions/{itype}.json</code>" in page
+    rows = page.count("<tr>")
+    assert 5 * 500 < rows < 5 * 500 + 100
+    assert len(page) < 2_000_000
+    assert OPEN_ROWS < 500
+
+
+def test_newest_first_with_readable_dates_and_ids_last() -> None:
+    page = render_html(small_view())
+    opened = page[page.index('id="type-EmailOpened"') :]
+    opened = opened[: opened.index("</table>")]
+    head = re.findall(r'<th scope="col">([^<]*)</th>', opened)
+    assert head[0] == "Timestamp"
+    assert head[-1] == "Interaction id"
+    dates = re.findall(r'<td class="when">([^<]*)</td>', opened)
+    assert dates[:2] == ["12 November 2023, 13:10 UTC", "20 October 2023, 13:10 UTC"]
+
+
+def test_answer_files_are_the_two_renderings_in_utf8() -> None:
+    view = small_view()
+    files = answer_files(view)
+    assert files == {
+        "index.html": render_html(view).encode("utf-8"),
+        "README.txt": render_text(view).encode("utf-8"),
+    }
+
+
+def test_readme_is_the_same_answer_in_plain_text() -> None:
+    text = render_text(small_view())
+    assert "\r\n" in text
+    assert "\n" not in text.replace("\r\n", "")
+    assert "\r" not in text.replace("\r\n", "")
+    assert "\u2028" not in text
+    flat = " ".join(text.split())
+    for expected in (
+        "Dear Ada Lovelace,",
+        "Contoso Ltd, 1 Harbour Street",
+        "Erasure (Article 17)",
+        "Email opened 12 (4 March 2023 to 12 November 2023)",
+        "multi line answer with a paragraph break",
+        "We hold no records of the other 38 kinds",
+        "Opted In",
+        "that is profiling",
+        "2023-03 2 ####",
+        HOSTILE,
+    ):
+        assert expected in flat, expected
+
+
+@pytest.mark.parametrize("make", [empty_view, small_view, heavy_view])
+def test_readme_stays_short(make: object) -> None:
+    view = make()  # type: ignore[operator]
+    text = render_text(view)
+    assert len(text) < 200_000
+    for t in view.held_types:
+        if t.count > TEXT_ROWS:
+            assert f"{t.count - TEXT_ROWS:,} more in {t.file}" in text
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.text(max_size=40), key=st.text(min_size=1, max_size=12))
+def test_any_text_in_any_place_stays_text(value: str, key: str) -> None:
+    builder = AnswerBuilder(CONTACT, Question(value or "org"))
+    builder.add_record("contact", {"fullname": value, key: value})
+    builder.add_interaction("EmailSent", {"Timestamp": "2024-01-01T00:00:00Z", key: value})
+    builder.add_record(key, {key: value})
+    page = render_html(builder.build(prepared_at=PREPARED, statement=statement(), name=value))
+    shape = _shape(page)
+    ours = {
+        "html",
+        "head",
+        "meta",
+        "title",
+        "style",
+        "body",
+        "main",
+        "h1",
+        "h2",
+        "h3",
+        "p",
+        "div",
+        "table",
+        "caption",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+        "ul",
+        "li",
+        "dl",
+        "dt",
+        "dd",
+        "strong",
+        "code",
+        "details",
+        "summary",
+        "figure",
+        "figcaption",
+        "svg",
+        "line",
+        "text",
+        "rect",
+    }
+    assert {tag for tag, _ in shape.tags} <= ours
+    text = "".join(shape.text)
+    if value.strip() and "\r" not in value:
+        assert value.strip() in text
+    readme = render_text(builder.build(prepared_at=PREPARED, statement=None))
+    assert "\n" not in readme.replace("\r\n", "")
