@@ -1,0 +1,200 @@
+"""Encryption and decryption under attack or misuse: every failure is clear and leaves nothing.
+
+Wrong keys, altered or cut ciphertext, files that are not age at all, secret keys given where
+public ones belong, identity files with stray lines, weak or missing passphrases. No message
+quotes a secret, and no plaintext stays behind after a failed decryption.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pyrage import x25519
+
+from sar_bulk.dossier import encryption
+from sar_bulk.dossier.encryption import Decryptor, Encryptor, parse_identities, parse_recipient
+from sar_bulk.errors import ConfigError, DossierError
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def _encrypted(tmp_path: Path, size: int = 300_000) -> tuple[x25519.Identity, Path, bytes]:
+    identity = x25519.Identity.generate()
+    plain = tmp_path / "plain.zip"
+    data = os.urandom(size)
+    plain.write_bytes(data)
+    target = tmp_path / "x.zip.age"
+    Encryptor.to_recipients([str(identity.to_public())]).encrypt_file(plain, target)
+    plain.unlink()
+    return identity, target, data
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".sar-bulk-decrypted"))
+
+
+def _refused(decryptor: Decryptor, source: Path, scratch: Path) -> str:
+    with pytest.raises(DossierError) as caught, decryptor.decrypted(source, scratch):
+        pytest.fail("decryption should have been refused")
+    assert _leftovers(scratch) == []
+    return str(caught.value)
+
+
+def test_wrong_identity_is_named(tmp_path: Path) -> None:
+    _, target, _ = _encrypted(tmp_path)
+    message = _refused(Decryptor(identities=(x25519.Identity.generate(),)), target, tmp_path)
+    assert "not encrypted to any identity" in message
+    assert "x.zip.age" in message
+
+
+@pytest.mark.parametrize("where", ["middle", "last_byte"])
+def test_altered_ciphertext_fails_and_leaves_no_plaintext(tmp_path: Path, where: str) -> None:
+    identity, target, _ = _encrypted(tmp_path)
+    data = bytearray(target.read_bytes())
+    index = len(data) // 2 if where == "middle" else len(data) - 1
+    data[index] ^= 0x01
+    target.write_bytes(bytes(data))
+    message = _refused(Decryptor(identities=(identity,)), target, tmp_path)
+    assert "damaged or truncated" in message
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_truncated_file_fails_and_leaves_no_plaintext(tmp_path: Path, keep: float) -> None:
+    identity, target, _ = _encrypted(tmp_path)
+    data = target.read_bytes()
+    target.write_bytes(data[: int(len(data) * keep)])
+    message = _refused(Decryptor(identities=(identity,)), target, tmp_path)
+    assert "damaged or truncated" in message or "cannot be decrypted" in message
+
+
+def test_header_only_fails(tmp_path: Path) -> None:
+    identity, target, _ = _encrypted(tmp_path)
+    target.write_bytes(target.read_bytes()[:150])
+    message = _refused(Decryptor(identities=(identity,)), target, tmp_path)
+    assert "x.zip.age" in message
+
+
+def test_not_an_age_file(tmp_path: Path) -> None:
+    target = tmp_path / "x.zip.age"
+    target.write_bytes(b"PK\x03\x04 a plain zip renamed")
+    message = _refused(Decryptor(identities=(x25519.Identity.generate(),)), target, tmp_path)
+    assert "not an age-encrypted file" in message
+
+
+def test_passphrase_file_given_identities_and_the_reverse(tmp_path: Path) -> None:
+    identity, by_key, _ = _encrypted(tmp_path)
+    plain = tmp_path / "p.zip"
+    plain.write_bytes(b"data")
+    by_passphrase = tmp_path / "p.zip.age"
+    with Encryptor.with_passphrase(PASSPHRASE) as encryptor:
+        encryptor.encrypt_file(plain, by_passphrase)
+    message = _refused(Decryptor(identities=(identity,)), by_passphrase, tmp_path)
+    assert "--passphrase-env" in message
+    message = _refused(Decryptor(passphrase=PASSPHRASE), by_key, tmp_path)
+    assert "--identity" in message
+    wrong = _refused(Decryptor(passphrase="another long passphrase"), by_passphrase, tmp_path)
+    assert "wrong passphrase" in wrong
+    assert PASSPHRASE not in wrong
+
+
+def test_encrypt_never_overwrites_and_cleans_up_on_failure(tmp_path: Path) -> None:
+    identity = x25519.Identity.generate()
+    plain = tmp_path / "plain.zip"
+    plain.write_bytes(b"data")
+    target = tmp_path / "x.zip.age"
+    target.write_bytes(b"someone else's file")
+    encryptor = Encryptor.to_recipients([str(identity.to_public())])
+    with pytest.raises(FileExistsError):
+        encryptor.encrypt_file(plain, target)
+    assert target.read_bytes() == b"someone else's file"
+    missing = tmp_path / "gone.zip"
+    with pytest.raises(FileNotFoundError):
+        encryptor.encrypt_file(missing, tmp_path / "y.zip.age")
+    assert not (tmp_path / "y.zip.age").exists()
+
+
+def test_passphrase_mode_refuses_files_past_its_memory_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encryption, "MAX_PASSPHRASE_BYTES", 1000)
+    plain = tmp_path / "plain.zip"
+    plain.write_bytes(b"x" * 1001)
+    target = tmp_path / "x.zip.age"
+    with (
+        Encryptor.with_passphrase(PASSPHRASE) as encryptor,
+        pytest.raises(DossierError, match="--encrypt-to"),
+    ):
+        encryptor.encrypt_file(plain, target)
+    assert not target.exists()
+
+
+def test_a_secret_key_given_as_recipient_is_refused_unquoted() -> None:
+    secret = str(x25519.Identity.generate())
+    with pytest.raises(ConfigError) as caught:
+        parse_recipient(secret)
+    assert "SECRET key" in str(caught.value)
+    assert secret not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["age1notbech32", "", "ssh-ed25519 AAAAnotbase64", "ssh-dss AAAAB3Nza", "age1pq1abc", "x"],
+)
+def test_bad_recipients_say_what_is_accepted(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_recipient(text)
+    message = str(caught.value)
+    assert message.startswith("--encrypt-to ")
+    assert "age1" in message
+    assert "\n" not in message
+
+
+def test_recipients_and_passphrase_together_are_refused() -> None:
+    public = str(x25519.Identity.generate().to_public())
+    with pytest.raises(ConfigError, match="not both"):
+        Encryptor.from_settings([public], "PASS", {"PASS": PASSPHRASE})
+
+
+@pytest.mark.parametrize(
+    ("environ", "needle"),
+    [({}, "not set"), ({"PASS": "tiny-pw"}, "shorter than 12"), ({"PASS": ""}, "shorter than")],
+)
+def test_missing_or_weak_passphrase_is_refused(environ: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle) as caught:
+        Encryptor.from_settings([], "PASS", environ)
+    for value in environ.values():
+        if value:
+            assert value not in str(caught.value)
+
+
+def test_identity_file_stray_line_is_named_by_number_not_quoted(tmp_path: Path) -> None:
+    identity = str(x25519.Identity.generate())
+    text = f"# key\n{identity}\nAGE-SECRET-KEY-1 with a typo: secret-looking-stuff\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_identities(text.encode(), "key.txt")
+    message = str(caught.value)
+    assert "line 3" in message
+    assert "secret-looking-stuff" not in message
+    assert identity not in message
+    with pytest.raises(ConfigError, match="line 1 is not an age secret key"):
+        parse_identities(b"age1publickeyinstead\n", "key.txt")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"# only a comment\n", b"\xff\xfe\x00binary", b"-----BEGIN OPENSSH PRIVATE KEY-----\nx"],
+)
+def test_unusable_identity_files(tmp_path: Path, data: bytes) -> None:
+    key = tmp_path / "key.txt"
+    key.write_bytes(data)
+    with pytest.raises(ConfigError, match="identity file"):
+        Decryptor.from_identity_file(key)
+
+
+def test_identity_file_missing_or_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        Decryptor.from_identity_file(tmp_path / "nope.txt")
+    with pytest.raises(ConfigError, match="is a folder"):
+        Decryptor.from_identity_file(tmp_path)
