@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -197,3 +199,39 @@ def test_any_recipient_text_is_accepted_or_refused_cleanly(text: str) -> None:
         message = str(exc)
         assert "\n" not in message
         assert len(message) < 400
+
+
+def _age_tool(name: str) -> str:
+    # .ci/run installs Debian's age package; without it this interop check must fail, not skip.
+    path = shutil.which(name)
+    assert path is not None, f"{name} is missing: apt-get install age (.ci/run does)"
+    return path
+
+
+def test_the_age_cli_decrypts_our_file_and_we_read_its_keys(tmp_path: Path) -> None:
+    key = tmp_path / "key.txt"
+    subprocess.run([_age_tool("age-keygen"), "-o", str(key)], check=True, capture_output=True)
+    public = next(
+        line.split(":", 1)[1].strip()
+        for line in key.read_text().splitlines()
+        if line.startswith("# public key:")
+    )
+    plain = _plain(tmp_path)
+    target = tmp_path / "x.zip.age"
+    Encryptor.to_recipients([public]).encrypt_file(plain, target)
+    out = tmp_path / "out.zip"
+    subprocess.run(
+        [_age_tool("age"), "-d", "-i", str(key), "-o", str(out), str(target)],
+        check=True,
+        capture_output=True,
+    )
+    assert out.read_bytes() == plain.read_bytes()
+    # And the other way: age-keygen's file (with its comments) is an identity file for us.
+    by_cli = tmp_path / "cli.zip.age"
+    subprocess.run(
+        [_age_tool("age"), "-r", public, "-o", str(by_cli), str(plain)],
+        check=True,
+        capture_output=True,
+    )
+    decryptor = Decryptor.from_identity_file(key)
+    assert _decrypt(decryptor, by_cli, tmp_path) == plain.read_bytes()
