@@ -24,7 +24,7 @@ from sar_bulk.simulator import (
     serve_forever,
 )
 from sar_bulk.simulator.replies import format_retry_after
-from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
+from sar_bulk.simulator.interaction_types import ALL_TYPES, InteractionType
 
 ACTION = "/api/data/v9.0/msdyncrm_LoadInteractionsPublic"
 HEAVY = "0d0d0d0d-0000-4000-8000-000000000003"

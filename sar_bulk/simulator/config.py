@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from sar_bulk.guids import canonical_guid
+from sar_bulk.simulator.guids import canonical_guid
 
 __all__ = ["FAULT_KINDS", "RetryAfterFormat", "SimulatorConfig"]
 
