@@ -2,8 +2,8 @@
 
 Deliberately separate from the client's ``sar_bulk.guids``: the simulator stands in for the org,
 so a mistake in how the client spells ids must not be hidden by the same mistake here. The org's
-rule: 32 hex digits in the 8-4-4-4-12 dashed form, any case, no braces in requests; rows are keyed by the
-lower-case form.
+rule: 32 hex digits in the 8-4-4-4-12 dashed form, any case, no braces in requests; rows are keyed
+by the lower-case form.
 """
 
 from __future__ import annotations
