@@ -429,7 +429,7 @@ class OrgRows:
             topic = n > 0 and draw.chance(0.5)
             values: dict[str, Any] = {
                 "msdynmkt_contactpointconsent4id": consent_id,
-                "msdynmkt_contactpointvalue": value,
+                "msdynmkt_contactpointvalue": key,
                 "msdynmkt_contactpointtype": kind,
                 "msdynmkt_value": choice,
                 "msdynmkt_contactpointconsenttype": 534120001 if topic else 534120000,
