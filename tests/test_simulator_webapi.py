@@ -607,3 +607,58 @@ async def test_without_a_token_the_answer_is_401(session: aiohttp.ClientSession)
     ):
         status = response.status
     assert status == 401
+
+
+async def test_truth_follows_the_org_kind_and_holds_previous_requests() -> None:
+    found_previous = False
+    async with Simulator(SimulatorConfig(seed=2, org_kind="realtime")) as sim:
+        for n in range(1, 60):
+            truth = sim.truth(contact(n))
+            assert truth is not None
+            assert set(truth.consents) == set(truth.identifiers) == set(truth.gdpr_requests)
+            found_previous = found_previous or any(truth.gdpr_requests.values())
+    async with Simulator(SimulatorConfig(seed=2, org_kind="dataverse")) as sim:
+        plain = sim.truth(contact(1))
+    assert found_previous
+    assert plain is not None
+    assert (plain.consents, plain.gdpr_requests) == ({}, {})
+
+
+async def test_never_completing_inputs_and_the_whole_file_limit(
+    session: aiohttp.ClientSession,
+) -> None:
+    clock = FakeClock()
+    config = SimulatorConfig(
+        seed=8,
+        org_kind="realtime",
+        realtime_delay=1.0,
+        realtime_never_inputs=frozenset({"Stuck@Example.org"}),
+        whole_file_limit=10,
+    )
+    async with Simulator(config, clock=clock) as sim:
+        export = sim.realtime.options.export
+        ids = []
+        for value in ("stuck@example.org", "free@example.org"):
+            body = {"msdynmkt_dsrrequesttype": export, "msdynmkt_dsrrequestinput": value}
+            created = await call(session, sim, "msdynmkt_gdprrequests", method="POST", body=body)
+            ids.append(created.headers["OData-EntityId"].rpartition("(")[2].rstrip(")"))
+        clock.now += 3600
+        stuck = await call(session, sim, f"msdynmkt_gdprrequests({ids[0]})")
+        free = await call(session, sim, f"msdynmkt_gdprrequests({ids[1]})")
+        whole = await call(
+            session, sim, f"msdynmkt_gdprrequests({ids[1]})/msdynmkt_dsrrequestdata/$value"
+        )
+        ranged = await call(
+            session,
+            sim,
+            f"msdynmkt_gdprrequests({ids[1]})/msdynmkt_dsrrequestdata/$value",
+            headers={"Range": "bytes=0-4"},
+        )
+    options = sim.realtime.options
+    assert stuck.json()["msdynmkt_dsrrequestprogress"] == options.in_progress
+    assert stuck.json()["msdynmkt_dsrrequestdata"] is None
+    assert free.json()["msdynmkt_dsrrequestprogress"] == options.completed
+    assert whole.status == 400
+    assert "Range" in whole.json()["error"]["message"]
+    assert (ranged.status, ranged.raw) == (206, sim.realtime.export_file("free@example.org")[:5])
+    assert ranged.headers["Content-Range"].startswith("bytes 0-4/")

@@ -98,6 +98,8 @@ class ContactTruth:
     activities: list[dict[str, Any]]
     activity_parties: list[dict[str, Any]]
     consents: dict[str, list[dict[str, Any]]]
+    # Rows of msdynmkt_gdprrequest by input (filled by ``Simulator.truth``, which knows them).
+    gdpr_requests: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _stamp(second: int) -> str:
