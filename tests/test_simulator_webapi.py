@@ -662,3 +662,29 @@ async def test_never_completing_inputs_and_the_whole_file_limit(
     assert "Range" in whole.json()["error"]["message"]
     assert (ranged.status, ranged.raw) == (206, sim.realtime.export_file("free@example.org")[:5])
     assert ranged.headers["Content-Range"].startswith("bytes 0-4/")
+
+
+async def test_parties_by_activity_and_the_parent_account_by_key(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with Simulator(SimulatorConfig(seed=7)) as sim:
+        found = (sim.truth(contact(n)) for n in range(1, 100))
+        truth = next(t for t in found if t and t.activities and t.parent_account)
+        assert truth.parent_account is not None
+        activities = [a["activityid"] for a in truth.activities]
+        parties = await call(
+            session,
+            sim,
+            "activityparties?$select=_partyid_value,participationtypemask&$filter="
+            + " or ".join(f"_activityid_value eq {a}" for a in activities),
+        )
+        by_key = await call(
+            session, sim, f"activityparties({truth.activity_parties[0]['activitypartyid']})"
+        )
+        parent = await call(
+            session, sim, f"accounts({truth.contact['_parentcustomerid_value']})?$select=name"
+        )
+    got = sorted(p["activitypartyid"] for p in parties.json()["value"])
+    assert got == sorted(p["activitypartyid"] for p in truth.activity_parties)
+    assert by_key.status == 400
+    assert parent.json()["name"] == truth.parent_account["name"]

@@ -383,6 +383,7 @@ class OrgRows:
                 "activitypartyid": party_id,
                 "_activityid_value": activity_id,
                 "_partyid_value": party,
+                "partyidname": contact.get("fullname") if table == "contact" else "CRM Service",
                 "participationtypemask": mask,
                 "addressused": address,
             }

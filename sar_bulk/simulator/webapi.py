@@ -486,6 +486,14 @@ def _prepare_keyed(
             f"{table.entity_set} (a GUID without quotes or braces).",
         )
     row_id = row_id.lower()
+    if table.entity_set == "activityparties":
+        # Documented: activityparty supports RetrieveMultiple only (query the collection).
+        raise _Refusal(
+            400,
+            INVALID,
+            "The 'Retrieve' method does not support entities of type 'activityparty'. Query "
+            "activityparties with $filter=_activityid_value eq {id} instead.",
+        )
     rest = keyed[3]
     if rest is not None and (table is not GDPR or rest != "/msdynmkt_dsrrequestdata/$value"):
         raise _Refusal(
