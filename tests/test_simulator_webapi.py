@@ -688,3 +688,16 @@ async def test_parties_by_activity_and_the_parent_account_by_key(
     assert got == sorted(p["activitypartyid"] for p in truth.activity_parties)
     assert by_key.status == 400
     assert parent.json()["name"] == truth.parent_account["name"]
+
+
+async def test_a_table_can_be_forbidden_for_one_identity(session: aiohttp.ClientSession) -> None:
+    config = SimulatorConfig(forbidden_tables=frozenset({"sim-a:msdynmkt_gdprrequest"}))
+    async with Simulator(config) as sim:
+        path = "msdynmkt_gdprrequests?$filter=msdynmkt_dsrrequestinput eq 'a@b.c'"
+        refused = await call(session, sim, path, token="sim-a.1")
+        allowed = await call(session, sim, path, token="sim-b.1")
+    assert refused.status == 403
+    assert "prvReadmsdynmkt_gdprrequest privilege" in refused.json()["error"]["message"]
+    assert allowed.status == 200
+    with pytest.raises(ValueError, match="unknown table"):
+        SimulatorConfig(forbidden_tables=frozenset({"msdynmkt_contactpointconsent"}))

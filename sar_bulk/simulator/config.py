@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from sar_bulk.simulator.guids import canonical_guid
-from sar_bulk.simulator.tables import ORG_KINDS, OrgKind
+from sar_bulk.simulator.tables import ORG_KINDS, TABLES, OrgKind
 
 __all__ = ["FAULT_KINDS", "OrgKind", "RetryAfterFormat", "SimulatorConfig"]
 
@@ -79,7 +79,9 @@ class SimulatorConfig:
     org_kind: OrgKind = "both"
     missing_contact_share: float = 0.0
     missing_contacts: frozenset[str] = frozenset()
-    forbidden_tables: frozenset[str] = frozenset()  # logical names no identity may read
+    # Tables without read privilege: "msdynmkt_contactpointconsent4" (for every identity) or
+    # "sim-a:msdynmkt_contactpointconsent4" (for the identity sim-a only).
+    forbidden_tables: frozenset[str] = frozenset()
     max_page_size: int = 5000
     realtime_delay: float = 30.0
     realtime_never_share: float = 0.0
@@ -99,6 +101,13 @@ class SimulatorConfig:
             self, "missing_contacts", frozenset(canonical_guid(c) for c in self.missing_contacts)
         )
         object.__setattr__(self, "forbidden_tables", frozenset(self.forbidden_tables))
+        known = {table.logical for table in TABLES.values()}
+        strange = sorted(e for e in self.forbidden_tables if e.rpartition(":")[2] not in known)
+        if strange:
+            raise ValueError(
+                f"forbidden_tables names unknown table(s) {strange}; "
+                f"known: {', '.join(sorted(known))}"
+            )
         object.__setattr__(self, "realtime_never_inputs", frozenset(self.realtime_never_inputs))
         if self.org_kind not in ORG_KINDS:
             raise ValueError(f"org_kind must be one of {', '.join(ORG_KINDS)}")

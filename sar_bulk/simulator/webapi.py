@@ -177,7 +177,12 @@ async def _route(request: web.Request, state: SimulatorState, visit: Visit) -> w
             "0x8006088a",
             f"The requested resource does not support http method '{request.method}'.",
         )
-    if identity in config.forbidden_identities or table.logical in config.forbidden_tables:
+    forbidden = config.forbidden_tables
+    if (
+        identity in config.forbidden_identities
+        or table.logical in forbidden
+        or f"{identity}:{table.logical}" in forbidden
+    ):
         raise Refusal(
             403,
             PRIVILEGE_MISSING,
