@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import orjson
@@ -210,7 +210,7 @@ async def test_a_type_that_fails_for_good_fails_the_contact_only(tmp_path: Path)
     failed = read_report(tmp_path / "out")["failed_contacts"]
     assert isinstance(failed, list)
     assert failed[0]["contact_id"] == ids[0]
-    assert "HTTP 502" in failed[0]["reasons"]["EmailSent"]
+    assert "HTTP 502" in failed[0]["reasons"]["interactions/EmailSent"]
     assert not (tmp_path / "out" / f"{ids[0]}.zip").exists()
 
 
@@ -249,16 +249,19 @@ async def test_a_damaged_dossier_is_fetched_again_on_rerun(tmp_path: Path) -> No
     assert (totals["succeeded"], totals["skipped_already_done"]) == (1, 1)
 
 
-async def test_changed_parameters_fetch_again(tmp_path: Path) -> None:
+async def test_changed_parameters_fetch_again_with_replace(tmp_path: Path) -> None:
     ids = contact_ids(2)
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         await run_engine(run_config(sim, csv, tmp_path / "out"))
-        outcome = await run_engine(run_config(sim, csv, tmp_path / "out", date_from="2022-01-01"))
+        changed = run_config(sim, csv, tmp_path / "out", date_from="2022-01-01", replace=True)
+        outcome = await run_engine(changed)
     assert outcome.code == ExitCode.OK
-    totals = read_report(tmp_path / "out")["totals"]
+    document = read_report(tmp_path / "out")
+    totals = document["totals"]
     assert isinstance(totals, dict)
     assert totals["succeeded"] == 2
+    assert sorted(document["replaced_dossiers"]) == sorted(ids)
     for cid in ids:
         path = tmp_path / "out" / f"{cid}.zip"
         assert_exact_dossier(sim.dataset, path, cid, date_from=date(2022, 1, 1))
@@ -289,6 +292,8 @@ async def test_stop_request_cancels_quickly_and_keeps_finished_work(tmp_path: Pa
     from sar_bulk.dataverse.fetcher import Fetcher
     from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
     from sar_bulk.dataverse.throttle import Throttle
+    from sar_bulk.sources.base import SourceDeps
+    from sar_bulk.sources.interactions import InteractionsSource
 
     ids = contact_ids(40)
     async with Simulator(unlimited(seed=5, latency=0.05)) as sim:
@@ -299,9 +304,12 @@ async def test_stop_request_cancels_quickly_and_keeps_finished_work(tmp_path: Pa
             TokenProvider(RotatingCredential(), config.org.scope) as tokens,
             create_session(Timeouts()) as session,
         ):
-            client = DataverseClient(OrgHttp(session, config.org, tokens))
+            http = OrgHttp(session, config.org, tokens)
+            client = DataverseClient(http)
             fetcher = Fetcher(client, Throttle(config.throttle, clock=loop.time), config.retry)
-            engine = Engine(config, fetcher)
+            now = datetime.now
+            deps = SourceDeps(http, fetcher, config.source_settings, now, loop.time, asyncio.sleep)
+            engine = Engine(config, [InteractionsSource(deps)])
             running = asyncio.create_task(engine.run())
             while engine.totals.succeeded < 2:  # noqa: ASYNC110 (polls the engine's counter)
                 await asyncio.sleep(0.02)

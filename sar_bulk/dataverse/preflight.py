@@ -1,4 +1,8 @@
-"""Pre-flight: one call of the action to learn, before a run, whether it can work at all.
+"""Pre-flight: one cheap call per source to learn, before a run, whether it can work at all.
+
+``probe_sources(sources)`` asks each source's ``probe`` and says which are available, missing
+(why) or forbidden (which privilege); ``auto`` runs use every available one. ``preflight``
+below is the action's own probe, kept for callers of the single-source check.
 
 Outbound marketing, and with it ``msdyncrm_LoadInteractionsPublic``, was retired from Microsoft's
 cloud orgs, so an org may answer 404. Learning that from one call is much better than from the
@@ -9,6 +13,7 @@ first thousand. The call asks for a contact id that need not exist (the nil GUID
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sar_bulk.dataverse.client import DataverseClient, Query
@@ -20,11 +25,21 @@ from sar_bulk.errors import (
     DataverseError,
     Forbidden,
     RetryableError,
+    RunStopper,
     Throttled,
 )
+from sar_bulk.sources.base import Availability, Probe, Source
 from sar_bulk.sources.interaction_types import InteractionType
+from sar_bulk.sources.registry import SOURCE_NAMES as SOURCE_ORDER
 
-__all__ = ["PROBE_CONTACT", "Outcome", "PreflightResult", "preflight"]
+__all__ = [
+    "PROBE_CONTACT",
+    "Outcome",
+    "PreflightResult",
+    "SourcesCheck",
+    "preflight",
+    "probe_sources",
+]
 
 PROBE_CONTACT = "00000000-0000-0000-0000-000000000000"
 
@@ -64,12 +79,7 @@ async def preflight(client: DataverseClient, *, credential_name: str) -> Preflig
     except CredentialError as exc:
         return PreflightResult(Outcome.TOKEN_REFUSED, f"no token from {credential_name}: {exc}")
     except AuthRejected:
-        return PreflightResult(
-            Outcome.TOKEN_REFUSED,
-            f"the org refused the token from {credential_name} (HTTP 401). Check that the "
-            "identity exists in this environment as an application user and that the org URL "
-            "is the one the token is for.",
-        )
+        return PreflightResult(Outcome.TOKEN_REFUSED, _refused(credential_name))
     except Forbidden as exc:
         return PreflightResult(
             Outcome.FORBIDDEN,
@@ -98,4 +108,90 @@ async def preflight(client: DataverseClient, *, credential_name: str) -> Preflig
         return PreflightResult(Outcome.FAILED, f"the probe call failed: {exc}")
     return PreflightResult(
         Outcome.READY, "reachable and authorised: the action answered", dop_hint=page.dop_hint
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesCheck:
+    """Every source's probe, or why none could be asked (``stop``: token refused, say)."""
+
+    probes: tuple[Probe, ...]
+    stop: str | None = None
+    dop_hint: int | None = None
+
+    @property
+    def available(self) -> tuple[str, ...]:
+        return tuple(p.source for p in self.probes if p.availability is Availability.AVAILABLE)
+
+    @property
+    def can_run(self) -> bool:
+        return self.stop is None and bool(self.available)
+
+    @property
+    def message(self) -> str:
+        """One line: why the run cannot go on, or what each source said."""
+        said = "; ".join(_said(p) for p in self.probes)
+        if self.stop is not None:
+            return self.stop
+        if not self.available:
+            return f"no source can answer subject-access requests with this org: {said}"
+        return said
+
+
+def _said(probe: Probe) -> str:
+    return f"{probe.source}: {probe.availability.value}" + (
+        f" ({probe.detail})" if probe.detail else ""
+    )
+
+
+async def probe_sources(
+    sources: Sequence[Source],
+    *,
+    credential_name: str,
+    not_built: Mapping[str, str] | None = None,
+) -> SourcesCheck:
+    """Ask each source's ``probe`` (one cheap call each) and sum up what holds.
+
+    ``not_built`` names sources this build lacks (reported as missing). A refused token, an
+    unreachable org or a probe that fails for good stops the whole check: no source can be
+    trusted then. A throttled or passing fault counts the source as available (the run retries).
+    """
+    probes = [Probe(name, Availability.MISSING, why) for name, why in (not_built or {}).items()]
+    hint: int | None = None
+    for source in sources:
+        try:
+            probe = await source.probe()
+        except CredentialError as exc:
+            return SourcesCheck(tuple(probes), f"no token from {credential_name}: {exc}")
+        except AuthRejected:
+            return SourcesCheck(tuple(probes), _refused(credential_name))
+        except RunStopper as exc:
+            return SourcesCheck(tuple(probes), f"the {source.name} probe failed: {exc}")
+        except Throttled as exc:
+            wait = f"{exc.retry_after:g} s" if exc.retry_after is not None else "an unknown time"
+            probe = Probe(
+                source.name,
+                Availability.AVAILABLE,
+                f"throttled now ({exc.limit} limit); Dataverse asks to wait {wait}",
+            )
+        except RetryableError as exc:
+            probe = Probe(
+                source.name, Availability.AVAILABLE, f"the probe met a passing fault: {exc}"
+            )
+        except DataverseError as exc:
+            return SourcesCheck(tuple(probes), f"the {source.name} probe failed: {exc}")
+        probes.append(probe)
+        found = getattr(source, "dop_hint", None)
+        if isinstance(found, int) and found > 0:
+            hint = found
+    order = {name: i for i, name in enumerate(SOURCE_ORDER)}
+    probes.sort(key=lambda p: order.get(p.source, len(order)))
+    return SourcesCheck(tuple(probes), None, hint)
+
+
+def _refused(credential_name: str) -> str:
+    return (
+        f"the org refused the token from {credential_name} (HTTP 401). Check that the "
+        "identity exists in this environment as an application user and that the org URL "
+        "is the one the token is for."
     )
