@@ -52,6 +52,7 @@ class Outcome(enum.Enum):
     THROTTLED = "throttled"
     UNSURE = "unsure"
     FAILED = "failed"
+    NO_SOURCE = "no-source"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,25 @@ class SourcesCheck:
     probes: tuple[Probe, ...]
     stop: str | None = None
     dop_hint: int | None = None
+    stop_kind: Outcome = Outcome.FAILED
+
+    @property
+    def outcome(self) -> Outcome:
+        """One word for the whole org, as ``sar-bulk check`` prints it.
+
+        With nothing available it names the action's own answer when that is all there is to
+        say (an org that only ever had the action reads as before: action-missing, forbidden).
+        """
+        if self.stop is not None:
+            return self.stop_kind
+        if self.available:
+            return Outcome.READY
+        seed = next((p for p in self.probes if p.source == "interactions"), None)
+        if seed is not None and seed.availability is Availability.MISSING:
+            return Outcome.ACTION_MISSING
+        if seed is not None and seed.availability is Availability.FORBIDDEN:
+            return Outcome.FORBIDDEN
+        return Outcome.NO_SOURCE
 
     @property
     def available(self) -> tuple[str, ...]:
@@ -162,9 +182,11 @@ async def probe_sources(
         try:
             probe = await source.probe()
         except CredentialError as exc:
-            return SourcesCheck(tuple(probes), f"no token from {credential_name}: {exc}")
+            why = f"no token from {credential_name}: {exc}"
+            return SourcesCheck(tuple(probes), why, stop_kind=Outcome.TOKEN_REFUSED)
         except AuthRejected:
-            return SourcesCheck(tuple(probes), _refused(credential_name))
+            why = _refused(credential_name)
+            return SourcesCheck(tuple(probes), why, stop_kind=Outcome.TOKEN_REFUSED)
         except RunStopper as exc:
             return SourcesCheck(tuple(probes), f"the {source.name} probe failed: {exc}")
         except Throttled as exc:
