@@ -187,7 +187,7 @@ async def test_probe_sources_with_none_available_cannot_run() -> None:
 async def test_a_stopping_probe_stops_the_check() -> None:
     from sar_bulk.errors import RequestContext
 
-    error = Unreachable(RequestContext(None, "records", 1), "no route")
+    error = Unreachable(RequestContext(contact_ids(1)[0], "records", 1), "no route")
     check = await probe_sources(
         [_Fixed("interactions", Availability.AVAILABLE), _Fixed("records", error)],
         credential_name="X",
