@@ -1,13 +1,15 @@
 """Pre-flight: one cheap call per source to learn, before a run, whether it can work at all.
 
-``probe_sources(sources)`` asks each source's ``probe`` and says which are available, missing
-(why) or forbidden (which privilege); ``auto`` runs use every available one. ``preflight``
-below is the action's own probe, kept for callers of the single-source check.
+Usage::
 
-Outbound marketing, and with it ``msdyncrm_LoadInteractionsPublic``, was retired from Microsoft's
-cloud orgs, so an org may answer 404. Learning that from one call is much better than from the
-first thousand. The call asks for a contact id that need not exist (the nil GUID): a 200, or a
-400 about the contact, both prove the action is there and the identity may run it.
+    check = await probe_sources(sources, credential_name="ClientSecretCredential")
+    if not check.can_run:
+        print(check.message)          # what each source said, or why none could be asked
+
+Learning from one call per source that an org cannot answer (the action retired, a privilege
+missing, the token refused) is much better than learning it from the first thousand contacts.
+``auto`` runs use every source whose probe says available; each source's probe lives with the
+source (the action's: ``sources/interactions.py``).
 """
 
 from __future__ import annotations
@@ -16,100 +18,29 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sar_bulk.dataverse.client import DataverseClient, Query
 from sar_bulk.errors import (
-    ActionMissing,
     AuthRejected,
-    BadRequest,
     CredentialError,
     DataverseError,
-    Forbidden,
     RetryableError,
     RunStopper,
     Throttled,
 )
 from sar_bulk.sources.base import Availability, Probe, Source
-from sar_bulk.sources.interaction_types import InteractionType
 from sar_bulk.sources.registry import SOURCE_NAMES as SOURCE_ORDER
 
-__all__ = [
-    "PROBE_CONTACT",
-    "Outcome",
-    "PreflightResult",
-    "SourcesCheck",
-    "preflight",
-    "probe_sources",
-]
-
-PROBE_CONTACT = "00000000-0000-0000-0000-000000000000"
+__all__ = ["Outcome", "SourcesCheck", "probe_sources"]
 
 
 class Outcome(enum.Enum):
+    """The org as a whole, in one word (``sar-bulk check``'s first line)."""
+
     READY = "ready"
     TOKEN_REFUSED = "token-refused"  # noqa: S105 (an outcome name, not a secret)
     FORBIDDEN = "forbidden"
     ACTION_MISSING = "action-missing"
-    THROTTLED = "throttled"
-    UNSURE = "unsure"
     FAILED = "failed"
     NO_SOURCE = "no-source"
-
-
-@dataclass(frozen=True, slots=True)
-class PreflightResult:
-    outcome: Outcome
-    message: str
-    retry_after: float | None = None
-    dop_hint: int | None = None
-
-    @property
-    def can_run(self) -> bool:
-        """Nothing proves the run hopeless: ready, throttled, or a fault the run will retry."""
-        return self.outcome in (Outcome.READY, Outcome.THROTTLED, Outcome.UNSURE)
-
-
-async def preflight(client: DataverseClient, *, credential_name: str) -> PreflightResult:
-    """Call the action once and say plainly what holds."""
-    query = Query(PROBE_CONTACT, InteractionType.EmailSent, top=1)
-    try:
-        page = await client.fetch_page(query, None, 1)
-    except BadRequest as exc:
-        return PreflightResult(
-            Outcome.READY, f"the action answered (400 for the probe contact: {exc.detail})"
-        )
-    except CredentialError as exc:
-        return PreflightResult(Outcome.TOKEN_REFUSED, f"no token from {credential_name}: {exc}")
-    except AuthRejected:
-        return PreflightResult(Outcome.TOKEN_REFUSED, _refused(credential_name))
-    except Forbidden as exc:
-        return PreflightResult(
-            Outcome.FORBIDDEN,
-            f"the identity ({credential_name}) may not run the action (HTTP 403, code "
-            f"{exc.code or 'none'}): give its application user a security role that can.",
-        )
-    except ActionMissing:
-        return PreflightResult(
-            Outcome.ACTION_MISSING,
-            "this org has no msdyncrm_LoadInteractionsPublic action (HTTP 404). Microsoft retired "
-            "outbound marketing, and this action with it, from its cloud orgs, so this org "
-            "cannot answer subject-access requests through it. Real-time journeys handles them "
-            "through the msdynmkt_gdprrequest table instead.",
-        )
-    except Throttled as exc:
-        wait = f"{exc.retry_after:g} s" if exc.retry_after is not None else "an unknown time"
-        return PreflightResult(
-            Outcome.THROTTLED,
-            f"the action exists but this identity is throttled now ({exc.limit} limit); "
-            f"Dataverse asks to wait {wait}.",
-            retry_after=exc.retry_after,
-        )
-    except RetryableError as exc:
-        return PreflightResult(Outcome.UNSURE, f"the probe call met a passing fault: {exc}")
-    except DataverseError as exc:
-        return PreflightResult(Outcome.FAILED, f"the probe call failed: {exc}")
-    return PreflightResult(
-        Outcome.READY, "reachable and authorised: the action answered", dop_hint=page.dop_hint
-    )
 
 
 @dataclass(frozen=True, slots=True)

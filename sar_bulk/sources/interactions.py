@@ -38,7 +38,8 @@ from sar_bulk.sources.interaction_types import InteractionType
 __all__ = ["NAME", "PROBE_CONTACT", "RETIRED", "InteractionsSource", "entry_for"]
 
 NAME: Final = "interactions"
-# A contact id that need not exist: a 200, or a 400 about the contact, proves the action is there.
+# A contact id that need not exist: a 200, or a 400 about the contact, proves the action is there
+# and the identity may run it.
 PROBE_CONTACT: Final = "00000000-0000-0000-0000-000000000000"
 RETIRED: Final = (
     "this org has no msdyncrm_LoadInteractionsPublic action (HTTP 404). Microsoft retired "
