@@ -31,7 +31,7 @@ from sar_bulk.dataverse.retry import RetryPolicy
 from sar_bulk.dataverse.throttle import MAX_CONCURRENCY, ThrottleSettings
 from sar_bulk.dates import DateRange
 from sar_bulk.errors import ConfigError
-from sar_bulk.run.sharding import Shard
+from sar_bulk.sharding import Shard
 from sar_bulk.sources.base import CustomTable, SourceSettings
 from sar_bulk.sources.interaction_types import InteractionType, parse_types
 from sar_bulk.sources.registry import AUTO, parse_sources
