@@ -225,14 +225,15 @@ class Engine:
                 continue
             self.totals.contacts += 1
             path = dossier_path(self.config.out, contact_id)
-            found = self._valid(path)
             if claim is Claim.DONE and done is not None:
-                if found is not None and self._same_file(path, done):
+                if self._still_done(path, done):
                     self.totals.skipped_done += 1
                     continue
+                # Missing, damaged or not the file this state wrote: never adopted, fetched again.
                 state.reopen(contact_id)
-                if found is not None:
-                    found = None  # not the file this state wrote: never adopted, fetched again
+                todo.append(_Work(contact_id))
+                continue
+            found = self._valid(path)
             if found is None:
                 todo.append(_Work(contact_id))
                 continue
@@ -273,10 +274,16 @@ class Engine:
             return None
         return result
 
-    def _same_file(self, path: Path, done: DoneRecord) -> bool:
-        """Is the file at ``path`` the one this state recorded (same SHA-256), where known?"""
+    def _still_done(self, path: Path, done: DoneRecord) -> bool:
+        """Is the dossier this state recorded still there, unchanged?
+
+        With a recorded SHA-256 the hash decides (the file written was verified then); rows of
+        a sar-bulk that kept no hash fall back to verifying the file.
+        """
+        if not path.exists():
+            return False
         if done.sha256 is None:
-            return True  # recorded by a sar-bulk that kept no hash: verification decides
+            return self._valid(path) is not None
         if file_sha256(path) == done.sha256:
             return True
         _log.warning(
