@@ -197,6 +197,21 @@ async def test_missing_action_stops_at_once_with_exit_3(tmp_path: Path) -> None:
     assert outcome.code == ExitCode.REFUSED
     assert "retired" in outcome.summary
     assert requests == 1
+    # auto: what each source said, the ones this build lacks included.
+    assert "interactions: missing" in outcome.summary
+    assert "records: missing" in outcome.summary
+
+
+async def test_a_source_named_but_not_in_this_build_is_a_usage_error(tmp_path: Path) -> None:
+    from sar_bulk.errors import ConfigError
+
+    async with Simulator(unlimited(seed=2)) as sim:
+        csv = write_csv(tmp_path / "c.csv", contact_ids(2))
+        config = run_config(sim, csv, tmp_path / "out", sources="interactions,realtime")
+        with pytest.raises(ConfigError, match="realtime source is not part"):
+            await run_engine(config)
+        requests = sim.counters()["total"]["requests"]
+    assert requests == 0
 
 
 async def test_a_type_that_fails_for_good_fails_the_contact_only(tmp_path: Path) -> None:
