@@ -312,3 +312,45 @@ def _deps(client: Any, **settings: Any) -> SourceDeps:
         clock=loop.time,
         sleep=asyncio.sleep,
     )
+
+
+# --- sar-bulk check -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sim", "code", "headline", "interactions"),
+    [
+        (SimulatorConfig(seed=1), 0, ": ready: ", "interactions: available (the action answered)"),
+        (
+            SimulatorConfig(seed=1, action_missing=True),
+            3,
+            ": action-missing: ",
+            "interactions: missing (this org has no msdyncrm_LoadInteractionsPublic",
+        ),
+        (
+            SimulatorConfig(seed=1, forbidden_identities=frozenset({"sim-check"})),
+            3,
+            ": forbidden: ",
+            "interactions: forbidden (the identity may not run",
+        ),
+    ],
+)
+async def test_check_reports_each_source(
+    sim: SimulatorConfig, code: int, headline: str, interactions: str
+) -> None:
+    import io
+
+    from sar_bulk.dataverse.auth import AuthKind
+    from sar_bulk.dataverse.checking import run_check
+    from sar_bulk.simulator import Simulator
+
+    out = io.StringIO()
+    async with Simulator(sim) as simulator:
+        settings = {"org": simulator.base_url, "auth": AuthKind.STATIC_TOKEN, "timeout": 5.0}
+        got = await run_check(settings, {"SAR_BULK_TOKEN": "sim-check.1"}, out=out)
+    lines = out.getvalue().splitlines()
+    assert got == code
+    assert headline in lines[0]
+    assert lines[1].strip().startswith(interactions)
+    assert lines[2].strip().startswith("records: missing (the records source is not part")
+    assert lines[3].strip().startswith("realtime: missing")
