@@ -95,13 +95,24 @@ class TooLarge(DataverseError):
 def loads(raw: bytes) -> Any:
     """Decode JSON, keeping every digit of decimal numbers as ``orjson.Fragment``.
 
-    Integers stay ``int`` (Python's are exact); ``NaN`` and ``Infinity`` are refused.
+    Integers stay ``int`` where orjson can write them back (64 bits), else become fragments too;
+    ``NaN`` and ``Infinity`` are refused.
     """
     return json.loads(
         raw,
-        parse_float=lambda text: orjson.Fragment(text.encode("ascii")),
+        parse_float=_fragment,
+        parse_int=_integer,
         parse_constant=_refuse_constant,
     )
+
+
+def _fragment(text: str) -> Any:
+    return orjson.Fragment(text.encode("ascii"))
+
+
+def _integer(text: str) -> Any:
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else _fragment(text)
 
 
 def _refuse_constant(name: str) -> Any:
