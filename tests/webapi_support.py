@@ -71,6 +71,7 @@ class ScriptedOrg:
     """Answers by ``routes[(method, path)]``; anything else is a missing segment."""
 
     routes: dict[tuple[str, str], Handler] = field(default_factory=dict)
+    fallback: Handler | None = None  # asked for any path no route names
     log: list[Seen] = field(default_factory=list)
     base_url: str = ""
 
@@ -92,7 +93,7 @@ class ScriptedOrg:
             await request.read(),
         )
         self.log.append(seen)
-        handler = self.routes.get((seen.method, seen.path))
+        handler = self.routes.get((seen.method, seen.path), self.fallback)
         if handler is None:
             return missing_segment(seen.path)
         result = handler(seen)

@@ -103,13 +103,17 @@ class ProgressPoller:
 
     async def _run(self) -> None:
         try:
-            while self._waiting:
+            while self._pending():
                 await self._sleep(self._poll)
                 await self._poll_once()
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a bug here must reach the waiters, not vanish
             self._settle_all(error)
+
+    def _pending(self) -> bool:
+        """Someone still waits (settled waiters leave a moment later, in their own task)."""
+        return any(not w.future.done() for waiters in self._waiting.values() for w in waiters)
 
     async def _poll_once(self) -> None:
         ids = list(self._waiting)
