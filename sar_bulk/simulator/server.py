@@ -25,6 +25,8 @@ from aiohttp import web
 from sar_bulk.simulator.app import STATE, SimulatorState, create_app
 from sar_bulk.simulator.config import SimulatorConfig
 from sar_bulk.simulator.dataset import Dataset
+from sar_bulk.simulator.realtime import Realtime
+from sar_bulk.simulator.rows import OrgRows
 from sar_bulk.simulator.skiptoken import SkipTokenCodec
 
 __all__ = ["Simulator", "serve_forever"]
@@ -79,6 +81,16 @@ class Simulator:
     def dataset(self) -> Dataset:
         """Ground truth: what the org holds and the server sends."""
         return self._state.dataset
+
+    @property
+    def rows(self) -> OrgRows:
+        """Ground truth of the Dataverse tables: ``rows.truth(contact)`` is all the org holds."""
+        return self._state.rows
+
+    @property
+    def realtime(self) -> Realtime:
+        """Ground truth of real-time exports: ``realtime.export_file(input)`` is the exact file."""
+        return self._state.realtime
 
     @property
     def skip_tokens(self) -> SkipTokenCodec:
