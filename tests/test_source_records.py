@@ -98,6 +98,7 @@ async def test_every_table_is_stored_as_sent(org: ScriptedOrg) -> None:
         "lead": 1,
         "account": 0,
         "activitypointer": 2,
+        "parent_account": 0,
         "activityparty": "not present",  # the scripted org has no such entity set
         "msdynmkt_contactpointconsent4": 1,
         "msdynmkt_gdprrequest": 1,
@@ -219,7 +220,11 @@ async def test_probe(org: ScriptedOrg) -> None:
         source = RecordsSource(deps)
         org.on("GET", "contacts", lambda s: json_response({"value": []}))
         assert (await source.probe()).availability is Availability.AVAILABLE
-        assert org.log[-1].params == {"$top": "1", "$select": "contactid"}
+        assert org.log[-1].params == {
+            "$top": "1",
+            "$select": "contactid",
+            "$filter": "contactid eq 00000000-0000-0000-0000-000000000000",
+        }
         org.on(
             "GET", "contacts", lambda s: error_response(403, "0x80040220", "missing prvReadContact")
         )

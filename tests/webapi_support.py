@@ -137,12 +137,12 @@ class FakeClock:
 
 @asynccontextmanager
 async def source_deps(
-    org: ScriptedOrg, settings: SourceSettings | None = None, clock: FakeClock | None = None
+    org: ScriptedOrg | str, settings: SourceSettings | None = None, clock: FakeClock | None = None
 ) -> AsyncIterator[SourceDeps]:
-    """The real client side (session, tokens, throttle, fetcher) pointed at ``org``."""
+    """The real client side (session, tokens, throttle, fetcher) pointed at ``org`` (or a URL)."""
     clock = clock or FakeClock()
     timeouts = Timeouts(request=10.0, connect=5.0)
-    url = OrgUrl.parse(org.base_url)
+    url = OrgUrl.parse(org if isinstance(org, str) else org.base_url)
     loop = asyncio.get_running_loop()
     async with (
         TokenProvider(RotatingCredential(), url.scope) as tokens,

@@ -10,8 +10,11 @@ Entries (JSON lines, one row per line, every column, with formatted values)::
     records/contact.json          contacts(<id>), the row itself
     records/lead.json             leads, _parentcontactid_value = id
     records/account.json          accounts, _primarycontactid_value = id
-    records/activitypointer.json  activitypointers, _regardingobjectid_value = id
-    records/activityparty.json    activityparties, _partyid_value = id
+    records/parent_account.json   accounts, accountid = the contact's _parentcustomerid_value
+    records/activityparty.json    activityparties, _partyid_value = id (sender, recipient, ...)
+    records/activitypointer.json  activitypointers regarding the contact, then those it is a
+                                  party of (by activityid, 50 a query), each with its parties
+                                  inline ($expand=activitypointer_activity_parties)
     records/msdynmkt_contactpointconsent4.json
                                   consent: msdynmkt_contactpointvalue = each e-mail/phone
     records/msdynmkt_gdprrequest.json
@@ -19,10 +22,13 @@ Entries (JSON lines, one row per line, every column, with formatted values)::
     records/<name>.json           each custom table of the settings
 
 Requests per contact: 1 (contact row, shared with ``realtime`` through ``scope.once``) + 4
-(leads, accounts, activities, activity parties) + 2 when the contact has an e-mail or phone
+(leads, accounts, activity parties, activities regarding it) + 1 per 50 activities it is a party
+of but not regarding (usually 0 or 1) + 1 when it has a parent customer (its account)
++ 2 when the contact has an e-mail or phone
 (consent and earlier requests: one query each, all values or-ed) + 1 per custom table (per
 e-mail or phone when its template uses ``{email}``/``{phone}``); each query one more request per
-further page of ``odata_page_size`` rows. So 7 for a usual contact, 5 without e-mail or phone.
+further page of ``odata_page_size`` rows. So 7 to 9 for a usual contact, 5 without e-mail or
+phone.
 Once per run: 3 metadata requests for the subject-request table (``gdpr_schema``).
 
 Outcomes, noted under ``tables`` as ``{table: rows | "not present" | "excluded"}``:
@@ -32,14 +38,13 @@ Outcomes, noted under ``tables`` as ``{table: rows | "not present" | "excluded"}
 * a contact that does not exist (404 on ``contacts(<id>)``) fails the part.
 
 Assumptions where the docs are silent: the e-mail columns are ``emailaddress1..3`` and the
-phones ``telephone1..3`` and ``mobilephone``; activity parties are found by ``_partyid_value``
-(the parties of activities where the contact is sender, recipient, attendee...), which covers
-more than the parties of the activities regarding it.
+phones ``telephone1..3`` and ``mobilephone``; Dataverse returns at most 5,000 expanded parties
+per activity, far above what an activity has.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -48,6 +53,7 @@ from sar_bulk.errors import (
     ConfigError,
     DataverseError,
     Forbidden,
+    MalformedResponse,
     RequestContext,
 )
 from sar_bulk.sources.base import (
@@ -63,6 +69,7 @@ from sar_bulk.sources.base import (
 from sar_bulk.sources.gdpr_schema import LOGICAL_NAME, SchemaCache
 from sar_bulk.sources.odata_filter import (
     any_equal,
+    any_equal_guid,
     equal_guid,
     identifier,
     query,
@@ -84,7 +91,12 @@ CONTACT_ROW_KEY: Final = "contact-row"
 EMAIL_COLUMNS: Final = ("emailaddress1", "emailaddress2", "emailaddress3")
 PHONE_COLUMNS: Final = ("telephone1", "telephone2", "telephone3", "mobilephone")
 CONSENT_TABLE: Final = "msdynmkt_contactpointconsent4"
+_ID_BATCH: Final = 50  # ids per "(activityid eq a or ...)" query: a URL well under limits
+ACTIVITY_PARTIES: Final = "activitypointer_activity_parties"  # each activity's parties, inline
 _PROBE_CONTACT: Final = "(pre-flight)"
+_PROBE_PATH: Final = (
+    "contacts?$top=1&$select=contactid&$filter=contactid eq 00000000-0000-0000-0000-000000000000"
+)
 
 
 class ContactMissing(DataverseError):
@@ -163,7 +175,8 @@ class RecordsSource:
             now=deps.now,
         )
         try:
-            await api.get_json(api.url("contacts?$top=1&$select=contactid"))
+            # The filter (on a GUID no row has) keeps the probe's cost at one indexed lookup.
+            await api.get_json(api.url(_PROBE_PATH))
         except Forbidden as error:
             return Probe(self.name, Availability.FORBIDDEN, f"reading contacts: {error.detail}")
         except NotFound as error:
@@ -178,14 +191,15 @@ class RecordsSource:
         await sink.add_rows("records/contact.json", [row])
         tables: dict[str, JsonValue] = {"contact": 1}
         cid = scope.contact_id
-        standard = (
-            ("lead", "leads", equal_guid("_parentcontactid_value", cid)),
-            ("account", "accounts", equal_guid("_primarycontactid_value", cid)),
-            ("activitypointer", "activitypointers", equal_guid("_regardingobjectid_value", cid)),
-            ("activityparty", "activityparties", equal_guid("_partyid_value", cid)),
-        )
-        for table, entity_set, text in standard:
-            tables[table] = await self._table(api, sink, table, entity_set, [text])
+        for table, entity_set, column in (
+            ("lead", "leads", "_parentcontactid_value"),
+            ("account", "accounts", "_primarycontactid_value"),
+        ):
+            tables[table] = await self._table(
+                api, sink, table, entity_set, [equal_guid(column, cid)]
+            )
+        tables.update(await self._activities(api, sink, cid))
+        tables["parent_account"] = await self._parent_account(api, sink, row)
         found = identifiers(row)
         values = [item.value for item in found]
         tables[CONSENT_TABLE] = await self._table(
@@ -203,6 +217,61 @@ class RecordsSource:
         if not values:
             sink.note("identifiers", "the contact has no e-mail address or phone number")
         sink.note("tables", tables)
+
+    async def _activities(self, api: WebApi, sink: PartSink, cid: str) -> dict[str, JsonValue]:
+        """The contact's party rows, then every activity regarding it or with it as a party."""
+        party_of: list[str] = []
+        regarding: set[str] = set()
+
+        def activity_of(row: Mapping[str, Any]) -> None:
+            value = row.get("_activityid_value")
+            if isinstance(value, str) and value not in party_of:
+                party_of.append(value)
+
+        def activity_id(row: Mapping[str, Any]) -> None:
+            value = row.get("activityid")
+            if isinstance(value, str):
+                regarding.add(value)
+
+        parties = await self._table(
+            api,
+            sink,
+            "activityparty",
+            "activityparties",
+            [equal_guid("_partyid_value", cid)],
+            keep=activity_of,
+        )
+        filters = [equal_guid("_regardingobjectid_value", cid)]
+        table = "activitypointer"
+        activities = await self._table(
+            api, sink, table, "activitypointers", filters, expand=ACTIVITY_PARTIES, keep=activity_id
+        )
+        others = [value for value in party_of if value not in regarding]
+        if others and isinstance(activities, int):
+            batches = [
+                any_equal_guid("activityid", others[i : i + _ID_BATCH])
+                for i in range(0, len(others), _ID_BATCH)
+            ]
+            more = await self._table(
+                api, sink, table, "activitypointers", batches, expand=ACTIVITY_PARTIES
+            )
+            activities = activities + more if isinstance(more, int) else more
+        return {"activitypointer": activities, "activityparty": parties}
+
+    async def _parent_account(
+        self, api: WebApi, sink: PartSink, row: Mapping[str, Any]
+    ) -> JsonValue:
+        """The account of ``parentcustomerid`` (a customer lookup: a contact id finds none)."""
+        if "account" in self._deps.settings.excluded_tables:
+            return "excluded"
+        parent = row.get("_parentcustomerid_value")
+        if not isinstance(parent, str) or not parent:
+            return 0
+        try:
+            text = equal_guid("accountid", parent)
+        except ValueError:
+            raise MalformedResponse(api.context, "_parentcustomerid_value is not a GUID") from None
+        return await self._table(api, sink, "parent_account", "accounts", [text])
 
     async def _requests(self, api: WebApi, sink: PartSink, values: list[str]) -> JsonValue:
         """Earlier subject requests made with one of the contact's e-mails or phones."""
@@ -224,6 +293,9 @@ class RecordsSource:
         table: str,
         entity_set: str,
         filters: list[str],
+        *,
+        expand: str = "",
+        keep: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> JsonValue:
         """Every row matching any of ``filters`` (one query each) into ``records/<table>.json``."""
         settings = self._deps.settings
@@ -232,7 +304,8 @@ class RecordsSource:
         count = 0
         entry = f"records/{table}.json"
         for text in filters:
-            url = api.url(identifier(entity_set) + query({"$filter": text}))
+            params = {"$filter": text, **({"$expand": expand} if expand else {})}
+            url = api.url(identifier(entity_set) + query(params))
             try:
                 async for rows in api.pages(
                     url,
@@ -243,6 +316,9 @@ class RecordsSource:
                     if rows:
                         await sink.add_rows(entry, rows)
                         count += len(rows)
+                    if keep is not None:
+                        for row in rows:
+                            keep(row)
             except NotFound as error:
                 if error.missing_table:
                     return "not present"
