@@ -32,7 +32,7 @@ from webapi_support import (
 
 from sar_bulk.dataverse.webapi import TooLarge
 from sar_bulk.sources.base import Availability, Part, SourceSettings
-from sar_bulk.sources.realtime import ExportFailed, RealtimeSource, created_id
+from sar_bulk.sources.realtime import ExportFailed, ExportForbidden, RealtimeSource, created_id
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
 
 SET = "msdynmkt_gdprrequests"
@@ -280,7 +280,9 @@ async def test_forbidden_create_fails_the_part(gdpr: FakeGdpr) -> None:
         lambda s: error_response(403, "0x80040220", "missing prvCreatemsdynmkt_gdprrequest"),
     )
     async with source_deps(gdpr.org, fast()) as deps:
-        with pytest.raises(Exception, match="prvCreatemsdynmkt_gdprrequest"):
+        with pytest.raises(
+            ExportForbidden, match=r"prvCreatemsdynmkt_gdprrequest.*Create and Read"
+        ):
             await RealtimeSource(deps).fetch(DictScope(cid(8)), PART, DictSink())
 
 

@@ -205,6 +205,18 @@ async def test_download_continues_from_what_arrived(
     assert len(org.log) == -(-size // min(chunk, server_chunk))
 
 
+async def test_an_empty_file_is_an_empty_download(org: ScriptedOrg, api: WebApi) -> None:
+    org.on(
+        "GET",
+        "f(1)/col/$value",
+        lambda s: web.Response(status=416, headers={"Content-Range": "bytes */0"}),
+    )
+    got, result = await download(api, chunk=100)
+    assert got == b""
+    assert result.size == 0
+    assert result.sha256 == hashlib.sha256(b"").hexdigest()
+
+
 async def test_download_refuses_a_file_above_the_cap(org: ScriptedOrg, api: WebApi) -> None:
     org.on("GET", "f(1)/col/$value", serve_file(b"x" * 500, server_chunk=100))
     with pytest.raises(TooLarge, match="500 bytes, above the cap of 499"):

@@ -285,6 +285,9 @@ class WebApi:
     async def _ranged(self, context: RequestContext, url: str, wanted: str) -> Answer:
         async def attempt() -> Answer:
             answer = await self._http.send(context, "GET", url, headers={"Range": wanted})
+            if answer.status == 416 and _empty_file(answer):
+                # No byte range exists in an empty file: the answer is the whole (empty) file.
+                return Answer(206, {"x-ms-file-size": "0", **answer.headers}, b"")
             self._check(context, answer)
             return answer
 
@@ -309,6 +312,11 @@ def object_body(context: RequestContext, raw: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise MalformedResponse(context, "the answer is not a JSON object")
     return document
+
+
+def _empty_file(answer: Answer) -> bool:
+    """A 416 that says the file has no bytes (``Content-Range: bytes */0``)."""
+    return answer.headers.get("Content-Range", "").replace(" ", "") == "bytes*/0"
 
 
 def _file_size(context: RequestContext, answer: Answer) -> int:

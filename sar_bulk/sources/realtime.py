@@ -56,12 +56,18 @@ from sar_bulk.sources.base import (
     Probe,
     SourceDeps,
 )
-from sar_bulk.sources.gdpr_schema import ENTITY_PATH, GdprSchema, SchemaCache
+from sar_bulk.sources.gdpr_schema import ENTITY_PATH, LOGICAL_NAME, GdprSchema, SchemaCache
 from sar_bulk.sources.odata_filter import any_equal_guid, identifier, query, string_literal
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
 from sar_bulk.sources.records import Identifier, contact_row, identifiers
 
-__all__ = ["DEFAULT_MAX_FILE_BYTES", "ExportFailed", "RealtimeSource", "created_id"]
+__all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "ExportFailed",
+    "ExportForbidden",
+    "RealtimeSource",
+    "created_id",
+]
 
 DEFAULT_MAX_FILE_BYTES: Final = 1024 * 1024 * 1024
 NAME_PREFIX: Final = "sar-bulk export"
@@ -76,6 +82,15 @@ class ExportFailed(DataverseError):
     advice = (
         "look at the request in the app (GdprRequest list); raise realtime_wait if exports "
         "take longer in this org"
+    )
+
+
+class ExportForbidden(Forbidden):
+    """403 creating or reading an export request."""
+
+    advice = (
+        "give the application user a role with Create and Read on msdynmkt_gdprrequest and Read "
+        "on file attachments (or leave the realtime source out of the run)"
     )
 
 
@@ -244,7 +259,15 @@ class RealtimeSource:
                 )
             return request_id
 
-        return await api.call(attempt)
+        try:
+            return await api.call(attempt)
+        except Forbidden as error:
+            raise ExportForbidden(
+                error.context,
+                f"creating an export request ({LOGICAL_NAME}): {error.detail}",
+                status=error.status,
+                code=error.code,
+            ) from None
 
     async def _lookup(self, api: WebApi, schema: GdprSchema, name: str) -> str | None:
         """The id of the request named ``name`` (one request, no retry: for ``api.call``)."""
