@@ -21,7 +21,7 @@ from webapi_support import (
     source_deps,
 )
 
-from sar_bulk.dataverse.webapi import Download, NotFound, TooLarge, WebApi, loads
+from sar_bulk.dataverse.webapi import Download, ResourceMissing, TooLarge, WebApi, loads
 from sar_bulk.errors import Forbidden, MalformedResponse, PagingError, RequestContext, RunStopper
 
 CONTEXT = RequestContext("00000000-0000-4000-8000-000000000001", "records")
@@ -132,7 +132,7 @@ async def test_pages_stop_at_max_pages(org: ScriptedOrg, api: WebApi) -> None:
 
 
 async def test_missing_table_is_not_found_and_does_not_stop_the_run(api: WebApi) -> None:
-    with pytest.raises(NotFound) as caught:
+    with pytest.raises(ResourceMissing) as caught:
         await api.get_json(api.url("nosuchset"))
     assert caught.value.missing_table
     assert not caught.value.missing_row

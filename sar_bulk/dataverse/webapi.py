@@ -12,7 +12,7 @@ Usage::
 Every request goes through ``OrgHttp.send`` (origin check, token, timeouts) inside the pair's
 ``PairFetcher.call`` (the identity's throttle and retry policy), so one attempt function per
 request raises the error tree: ``classify_error`` for a non-2xx answer, except that a 404 here is
-a ``NotFound`` (a table or a row, not the retired action: it must not stop the run), and
+a ``ResourceMissing`` (a table or a row, not the retired action: it must not stop the run), and
 ``MalformedResponse`` for a 2xx whose body is not the expected JSON shape.
 
 Paging follows ``@odata.nextLink`` with ``Prefer: odata.maxpagesize=N``; a nextLink off the
@@ -44,7 +44,6 @@ from sar_bulk.dataverse.client import classify_error
 from sar_bulk.dataverse.fetcher import PairFetcher
 from sar_bulk.dataverse.http import Answer, OrgHttp
 from sar_bulk.errors import (
-    ActionMissing,
     DataverseError,
     MalformedResponse,
     PagingError,
@@ -56,7 +55,7 @@ __all__ = [
     "MISSING_ROW",
     "MISSING_SEGMENT",
     "Download",
-    "NotFound",
+    "ResourceMissing",
     "TooLarge",
     "WebApi",
     "loads",
@@ -72,7 +71,7 @@ _SIZE: Final = re.compile(r"[0-9]{1,18}")
 DEFAULT_CHUNK: Final = 4 * 1024 * 1024  # Dataverse's own recommended file chunk size
 
 
-class NotFound(DataverseError):
+class ResourceMissing(DataverseError):
     """404 from the Web API: no such table (``MISSING_SEGMENT``) or row (``MISSING_ROW``)."""
 
     advice = "check that this org has the table and the row"
@@ -297,9 +296,10 @@ class WebApi:
         if 200 <= answer.status < 300:
             return
         error = classify_error(context, answer.status, answer.headers, answer.body, self._now())
-        if isinstance(error, ActionMissing):
-            # classify_error speaks of the retired action; here a 404 is a table or a row.
-            raise NotFound(context, error.detail, status=error.status, code=error.code)
+        if answer.status == 404:
+            # classify_error speaks of the retired action; here a 404 is a table or a row, and
+            # neither may stop the run.
+            raise ResourceMissing(context, error.detail, status=error.status, code=error.code)
         raise error
 
 

@@ -45,7 +45,7 @@ from typing import Any, Final
 
 import orjson
 
-from sar_bulk.dataverse.webapi import NotFound, WebApi, object_body
+from sar_bulk.dataverse.webapi import ResourceMissing, WebApi, object_body
 from sar_bulk.errors import DataverseError, Forbidden, MalformedResponse, RequestContext
 from sar_bulk.sources.base import (
     Availability,
@@ -143,7 +143,7 @@ class RealtimeSource:
         api = self._api(RequestContext("(pre-flight)", self.name), 0)
         try:
             await api.get_json(api.url(ENTITY_PATH))
-        except NotFound:
+        except ResourceMissing:
             return Probe(
                 self.name,
                 Availability.MISSING,
@@ -201,7 +201,7 @@ class RealtimeSource:
     async def _load_schema(self, api: WebApi, context: RequestContext) -> GdprSchema:
         try:
             self._schema = await self._schemas.get(api)
-        except NotFound as error:
+        except ResourceMissing as error:
             raise ExportFailed(
                 context,
                 "this org has no real-time journeys subject-request table (msdynmkt_gdprrequest)",

@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from sar_bulk.dataverse.webapi import FORMATTED_VALUES, NotFound, WebApi
+from sar_bulk.dataverse.webapi import FORMATTED_VALUES, ResourceMissing, WebApi
 from sar_bulk.errors import (
     ConfigError,
     DataverseError,
@@ -142,7 +142,7 @@ async def contact_row(scope: ContactScope, api: WebApi) -> dict[str, Any]:
         url = api.url(f"contacts({scope.contact_id})")
         try:
             return await api.get_json(url, {"Prefer": FORMATTED_VALUES})
-        except NotFound as error:
+        except ResourceMissing as error:
             if error.missing_table:
                 raise
             raise ContactMissing(
@@ -179,7 +179,7 @@ class RecordsSource:
             await api.get_json(api.url(_PROBE_PATH))
         except Forbidden as error:
             return Probe(self.name, Availability.FORBIDDEN, f"reading contacts: {error.detail}")
-        except NotFound as error:
+        except ResourceMissing as error:
             return Probe(self.name, Availability.MISSING, f"no contacts table: {error.detail}")
         return Probe(self.name, Availability.AVAILABLE)
 
@@ -279,7 +279,7 @@ class RecordsSource:
             return "excluded"
         try:
             schema = await self._schemas.get(api)
-        except NotFound as error:
+        except ResourceMissing as error:
             if error.missing_table or error.missing_row:
                 return "not present"
             raise
@@ -319,7 +319,7 @@ class RecordsSource:
                     if keep is not None:
                         for row in rows:
                             keep(row)
-            except NotFound as error:
+            except ResourceMissing as error:
                 if error.missing_table:
                     return "not present"
                 raise
