@@ -31,7 +31,7 @@ from webapi_support import (
 )
 
 from sar_bulk.dataverse.webapi import TooLarge
-from sar_bulk.sources.base import Availability, Part, SourceSettings
+from sar_bulk.sources.base import Availability, Part, Source, SourceSettings
 from sar_bulk.sources.realtime import ExportFailed, ExportForbidden, RealtimeSource, created_id
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
 
@@ -288,7 +288,9 @@ async def test_forbidden_create_fails_the_part(gdpr: FakeGdpr) -> None:
 
 async def test_probe(gdpr: FakeGdpr) -> None:
     async with source_deps(gdpr.org, fast()) as deps:
-        probe = await RealtimeSource(deps).probe()
+        source: Source = RealtimeSource(deps)  # mypy checks it meets the seam
+        assert source.parts() == (PART,)
+        probe = await source.probe()
         assert probe.availability is Availability.AVAILABLE
         assert "cannot be checked" in probe.detail
         del gdpr.org.routes[("GET", "EntityDefinitions(LogicalName='msdynmkt_gdprrequest')")]

@@ -21,7 +21,7 @@ from webapi_support import (
 )
 
 from sar_bulk.errors import ConfigError, RunStopper
-from sar_bulk.sources.base import Availability, CustomTable, Part, SourceSettings
+from sar_bulk.sources.base import Availability, CustomTable, Part, Source, SourceSettings
 from sar_bulk.sources.records import ContactMissing, RecordsSource, TableForbidden, identifiers
 
 CID = "6f1c2a3b-1111-4222-8333-444455556666"
@@ -84,7 +84,7 @@ async def org() -> AsyncIterator[ScriptedOrg]:
 async def test_every_table_is_stored_as_sent(org: ScriptedOrg) -> None:
     sink = DictSink()
     async with source_deps(org) as deps:
-        source = RecordsSource(deps)
+        source: Source = RecordsSource(deps)  # mypy checks it meets the seam
         assert source.parts() == (PART,)
         await source.fetch(DictScope(CID), PART, sink)
     assert orjson.dumps(sink.rows["records/contact.json"][0]) == CONTACT_BODY.replace(
