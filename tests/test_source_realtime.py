@@ -7,7 +7,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -175,13 +175,7 @@ async def test_thousands_in_flight_cost_one_query_per_fifty_per_poll(gdpr: FakeG
         contact(org, cid(n + 10), emailaddress1=f"p{n}@x.org")
     loop = asyncio.get_running_loop()
     async with source_deps(org, fast(realtime_poll=0.3)) as deps:
-        deps = type(deps)(
-            **{
-                **{f: getattr(deps, f) for f in deps.__slots__},
-                "clock": loop.time,
-                "sleep": asyncio.sleep,
-            }
-        )
+        deps = replace(deps, clock=loop.time, sleep=asyncio.sleep)  # real time
         source = RealtimeSource(deps)
         sinks = [DictSink() for _ in range(count)]
         await asyncio.gather(

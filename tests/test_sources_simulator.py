@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -135,13 +136,7 @@ async def test_realtime_exports_are_the_orgs_files_and_polls_are_shared() -> Non
         loop = asyncio.get_running_loop()
         settings = SourceSettings(realtime_poll=0.2, realtime_wait=30.0)
         async with source_deps(sim.base_url, settings) as deps:
-            deps = type(deps)(
-                **{
-                    **{f: getattr(deps, f) for f in deps.__slots__},
-                    "clock": loop.time,
-                    "sleep": asyncio.sleep,
-                }
-            )
+            deps = replace(deps, clock=loop.time, sleep=asyncio.sleep)  # real time
             source = RealtimeSource(deps)
             assert (await source.probe()).availability is Availability.AVAILABLE
             sinks = {cid: DictSink() for cid in wanted}

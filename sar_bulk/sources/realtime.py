@@ -28,9 +28,15 @@ k downloads of one request per 4 MiB chunk (+ a look-up per resumed or re-sent c
 progress queries are per run: one per 50 waiting requests per ``realtime_poll`` seconds. Once per
 run: 3 metadata requests.
 
+Measured against the simulator (200 contacts, 487 identifiers, 1 s processing, 0.5 s poll):
+487 creates, 25 progress queries for the whole run, 600 chunk downloads of 1 MiB.
+
 Assumptions where the docs are silent: a request that is not Completed within ``realtime_wait``
-fails the part (no failure progress value is documented, so none is looked for); a Completed
-request without a file fails it too; a file above ``max_file_bytes`` (default 1 GiB) is refused.
+(counted from when this run starts waiting for it, also after a resume) fails the part; no
+failure progress value is documented, so none is looked for; a Completed request without a file
+fails it too; a file above ``max_file_bytes`` (default 1 GiB) is refused before its first byte
+is stored. A remembered request whose row was deleted meanwhile fails the part (it is not made
+again: an operator deleted it on purpose, or the org lost it; either way a person should look).
 """
 
 from __future__ import annotations
