@@ -216,6 +216,19 @@ async def test_a_resumed_contact_waits_for_the_request_it_made(gdpr: FakeGdpr) -
         assert [r["msdynmkt_name"] for r in gdpr.rows.values()][1] == "sar-bulk export lost 1 0000"
 
 
+async def test_a_broken_note_fails_the_part_without_a_request(gdpr: FakeGdpr) -> None:
+    contact(gdpr.org, cid(2), emailaddress1="a@x.org")
+    async with source_deps(gdpr.org, fast()) as deps:
+        source = RealtimeSource(deps)
+        first = DictScope(cid(2))
+        await source.fetch(first, PART, DictSink())
+        broken = DictScope(cid(2), notes=dict.fromkeys(first.notes, "id:../../x"))
+        gdpr.org.log.clear()
+        with pytest.raises(ExportFailed, match="broken request id"):
+            await source.fetch(broken, PART, DictSink())
+    assert not [s for s in gdpr.org.log if s.path.startswith(SET)]
+
+
 async def test_a_post_whose_answer_was_lost_is_not_sent_twice(gdpr: FakeGdpr) -> None:
     contact(gdpr.org, cid(3), telephone1="123")
     gdpr.fail_next_post_after_create = True

@@ -63,7 +63,13 @@ from sar_bulk.sources.base import (
     SourceDeps,
 )
 from sar_bulk.sources.gdpr_schema import ENTITY_PATH, LOGICAL_NAME, GdprSchema, SchemaCache
-from sar_bulk.sources.odata_filter import any_equal_guid, identifier, query, string_literal
+from sar_bulk.sources.odata_filter import (
+    any_equal_guid,
+    guid_literal,
+    identifier,
+    query,
+    string_literal,
+)
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
 from sar_bulk.sources.records import Identifier, contact_row, identifiers
 
@@ -223,7 +229,11 @@ class RealtimeSource:
         key = "realtime/" + hashlib.sha256(f"{item.kind}:{item.value}".encode()).hexdigest()[:16]
         note = await scope.recall(key)
         if note is not None and note.startswith(_CREATED):
-            return note.removeprefix(_CREATED)
+            # Our own note, but it goes into a URL: only a GUID is taken as it is.
+            try:
+                return guid_literal(note.removeprefix(_CREATED))
+            except ValueError:
+                raise ExportFailed(api.context, "the run state holds a broken request id") from None
         if note is not None and note.startswith(_PENDING):
             name = note.removeprefix(_PENDING)
             existing = await api.call(lambda: self._lookup(api, schema, name))
