@@ -34,6 +34,7 @@ from sar_bulk.dataverse.webapi import TooLarge
 from sar_bulk.sources.base import Availability, Part, Source, SourceSettings
 from sar_bulk.sources.realtime import ExportFailed, ExportForbidden, RealtimeSource, created_id
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
+from sar_bulk.sources.records import RecordsSource
 
 SET = "msdynmkt_gdprrequests"
 PART = Part("realtime", "realtime")
@@ -86,6 +87,8 @@ class FakeGdpr:
             return json_response(
                 {"value": [{"msdynmkt_gdprrequestid": r["msdynmkt_gdprrequestid"]} for r in found]}
             )
+        if text.startswith("(msdynmkt_dsrrequestinput eq "):
+            return json_response({"value": []})  # records asking for earlier requests
         ids = GUID.findall(text)
         assert ids, text
         self.progress_queries.append(len(ids))
@@ -214,6 +217,18 @@ async def test_a_resumed_contact_waits_for_the_request_it_made(gdpr: FakeGdpr) -
         await source.fetch(lost, PART, DictSink())
         assert len(gdpr.rows) == 2
         assert [r["msdynmkt_name"] for r in gdpr.rows.values()][1] == "sar-bulk export lost 1 0000"
+
+
+async def test_records_and_realtime_share_one_contact_row(gdpr: FakeGdpr) -> None:
+    contact(gdpr.org, cid(9), emailaddress1="a@x.org")
+    scope, records_sink = DictScope(cid(9)), DictSink()
+    async with source_deps(gdpr.org, fast()) as deps:
+        await asyncio.gather(
+            RecordsSource(deps).fetch(scope, Part("records", "records"), records_sink),
+            RealtimeSource(deps).fetch(scope, PART, DictSink()),
+        )
+    assert len(gdpr.org.seen("GET", f"contacts({cid(9)})")) == 1
+    assert records_sink.rows["records/contact.json"][0]["emailaddress1"] == "a@x.org"
 
 
 async def test_a_broken_note_fails_the_part_without_a_request(gdpr: FakeGdpr) -> None:
