@@ -23,8 +23,8 @@ from sar_bulk.simulator import (
     Ticket,
     serve_forever,
 )
+from sar_bulk.simulator.interaction_types import ALL_TYPES, InteractionType
 from sar_bulk.simulator.replies import format_retry_after
-from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 ACTION = "/api/data/v9.0/msdyncrm_LoadInteractionsPublic"
 HEAVY = "0d0d0d0d-0000-4000-8000-000000000003"
@@ -265,11 +265,13 @@ async def test_missing_action_and_other_resources_get_404(
 ) -> None:
     async with Simulator(SimulatorConfig(action_missing=True)) as sim:
         missing = await post(session, sim, body_for(contact(1), "EmailSent"))
-        async with session.get(sim.base_url + "/api/data/v9.0/contacts(1)") as response:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        widgets = sim.base_url + "/api/data/v9.0/widgets(1)"
+        async with session.get(widgets, headers=auth) as response:
             elsewhere = (response.status, orjson.loads(await response.read()))
         async with session.get(sim.base_url + ACTION) as response:
             wrong_method = response.status
-        assert sim.counters()["total"]["not_found"] == 1
+        assert sim.counters()["total"]["not_found"] == 2
     assert missing.status == 404
     assert missing.json() == {
         "error": {
@@ -282,7 +284,7 @@ async def test_missing_action_and_other_resources_get_404(
         {
             "error": {
                 "code": "0x80060888",
-                "message": "Resource not found for the segment 'contacts'.",
+                "message": "Resource not found for the segment 'widgets'.",
             }
         },
     )

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from sar_bulk.simulator import Dataset, Position, SimulatorConfig, SkipTokenCodec
 from sar_bulk.simulator.hashing import Draw, stable_digest
+from sar_bulk.simulator.interaction_types import ALL_TYPES, InteractionType
 from sar_bulk.simulator.records import Person, build_record
-from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 MILLION = "0f0f0f0f-0000-4000-8000-000000000001"
 MID = "0e0e0e0e-0000-4000-8000-000000000002"

@@ -1,8 +1,8 @@
-"""The aiohttp application: one handler for the action, answering in Dataverse's order.
+"""The aiohttp application: the action's handler and the routes (the Web API is webapi.py).
 
 A request meets these checks in turn, and the first that fails answers it:
 
-1. the org has no such action (``action_missing``) -> 404;
+1. the org has no such action (``action_missing``, or ``org_kind`` realtime/dataverse) -> 404;
 2. ``Authorization: Bearer <token>`` with the configured prefix, not older than
    ``token_lifetime`` (counted from the first time the simulator saw it) -> else 401;
    identities in ``forbidden_identities`` -> 403;
@@ -21,77 +21,46 @@ a token, and the page after it is empty, as paging APIs that do not look ahead d
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
 
-from sar_bulk.simulator import replies
+from sar_bulk.simulator import replies, webapi
 from sar_bulk.simulator.config import SimulatorConfig
 from sar_bulk.simulator.counters import Counters, Visit
 from sar_bulk.simulator.dataset import Dataset
-from sar_bulk.simulator.faults import (
-    GATEWAY_502,
-    SERVICE_UNAVAILABLE_503,
-    SIGN_IN_PAGE,
-    SQL_TRANSIENT_CODE,
-    SQL_TRANSIENT_MESSAGE,
-    FaultPicker,
-)
+from sar_bulk.simulator.faults import SIGN_IN_PAGE, FaultPicker
+from sar_bulk.simulator.gate import apply_fault, authenticate, base_url
 from sar_bulk.simulator.hashing import Draw, stable_digest, stable_unit
 from sar_bulk.simulator.hostile import KINDS as HOSTILE_KINDS
 from sar_bulk.simulator.hostile import HostileContext, hostile_kind_for
 from sar_bulk.simulator.protection import ServiceProtection, Throttled
+from sar_bulk.simulator.realtime import Realtime
+from sar_bulk.simulator.rows import OrgRows
 from sar_bulk.simulator.skiptoken import Position, SkipTokenCodec
+from sar_bulk.simulator.state import STATE, SimulatorState
 from sar_bulk.simulator.validation import (
     INVALID_ARGUMENT,
     LoadRequest,
     Rejection,
     bearer_token,
     check_headers,
-    identity_of,
     parse_body,
 )
 
 __all__ = ["STATE", "SimulatorState", "create_app"]
 
 API_ROOT = "/api/data/v9.0/"
+API_ROOTS = ("/api/data/v9.0/", "/api/data/v9.1/", "/api/data/v9.2/")
 NOT_FOUND = "0x80060888"
 PRIVILEGE_MISSING = "0x80040220"
 _EXTRA_EMPTY_PAGE_SHARE = 0.5
 
 
-@dataclass(slots=True)
-class SimulatorState:
-    """Everything the handlers share: data, limits, counters, faults and seen tokens."""
-
-    config: SimulatorConfig
-    dataset: Dataset
-    protection: ServiceProtection
-    counters: Counters
-    faults: FaultPicker
-    skip_tokens: SkipTokenCodec
-    clock: Callable[[], float]
-    wall_clock: Callable[[], float]
-    affinity: str
-    first_seen: dict[str, float] = field(default_factory=dict)
-
-    def token_expired(self, token: str) -> bool:
-        lifetime = self.config.token_lifetime
-        if lifetime is None:
-            return False
-        now = self.clock()
-        return now - self.first_seen.setdefault(token, now) > lifetime
-
-
-STATE = web.AppKey("sar_bulk_simulator_state", SimulatorState)
-
-
 def _base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    return base_url(request)
 
 
 def _forbidden(identity: str) -> web.Response:
@@ -113,6 +82,7 @@ def _bad_request(visit: Visit, rejection: Rejection) -> web.Response:
 async def _action(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     visit = state.counters.visit()
+    visit.kind("action")
     try:
         return await _check_and_answer(request, state, visit)
     finally:
@@ -123,20 +93,14 @@ async def _check_and_answer(
     request: web.Request, state: SimulatorState, visit: Visit
 ) -> web.StreamResponse:
     config = state.config
-    if config.action_missing:
+    if config.action_missing or config.org_kind in ("realtime", "dataverse"):
         visit.outcome("not_found")
         return replies.error(
             404, NOT_FOUND, f"Resource not found for the segment '{replies.ACTION}'."
         )
-    token = bearer_token(request.headers.get("Authorization"))
-    if token is None or not token.startswith(config.token_prefix):
-        visit.outcome("unauthorized")
-        return replies.unauthorized(_base_url(request), token_rejected=token is not None)
-    identity = identity_of(token)
-    visit.identify(identity)
-    if state.token_expired(token):
-        visit.outcome("unauthorized")
-        return replies.unauthorized(_base_url(request), token_rejected=True)
+    identity = authenticate(request, state, visit)
+    if isinstance(identity, web.Response):
+        return identity
     if identity in config.forbidden_identities:
         visit.outcome("forbidden")
         return _forbidden(identity)
@@ -184,23 +148,9 @@ async def _answer(
     identity: str,
 ) -> web.StreamResponse:
     config = state.config
-    delay = config.latency + state.faults.jitter(config.latency_jitter)
-    fault = state.faults.pick()
-    if delay > 0:
-        await asyncio.sleep(delay)
-    if fault is not None:
-        visit.fault(fault)
-    if fault == "500":
-        return replies.error(500, SQL_TRANSIENT_CODE, SQL_TRANSIENT_MESSAGE)
-    if fault in ("502", "503"):
-        body = GATEWAY_502 if fault == "502" else SERVICE_UNAVAILABLE_503
-        return web.Response(status=int(fault), body=body, content_type="text/html")
-    if fault == "drop":
-        if request.transport is not None:
-            request.transport.close()
-        return web.Response()  # nothing reaches the client: the connection is gone
-    if fault == "slow":
-        await asyncio.sleep(config.slow_seconds)
+    fault, broken = await apply_fault(request, state, visit)
+    if broken is not None:
+        return broken
     body = _page_body(state, _base_url(request), query, position)
     if fault == "malformed":
         return _malformed(state, body)
@@ -260,19 +210,6 @@ def _malformed(state: SimulatorState, body: bytes) -> web.Response:
     return replies.page(broken, {})
 
 
-async def _elsewhere(request: web.Request) -> web.Response:
-    """Anything else under the Web API root: Dataverse's 404 (or 405 for the action's URL)."""
-    tail = request.match_info.get("tail", "")
-    segment = tail.split("/", 1)[0].split("(", 1)[0]
-    if segment == replies.ACTION:
-        return replies.error(
-            405,
-            "0x8006088a",
-            f"The requested resource does not support http method '{request.method}'.",
-        )
-    return replies.error(404, NOT_FOUND, f"Resource not found for the segment '{segment}'.")
-
-
 async def _counters(request: web.Request) -> web.Response:
     snapshot = request.app[STATE].counters.snapshot()
     return web.Response(body=orjson.dumps(snapshot), content_type="application/json")
@@ -308,9 +245,23 @@ def create_app(
         clock=clock,
         wall_clock=wall_clock,
         affinity=stable_digest("affinity", config.seed).hex(),
+        rows=OrgRows(
+            config.seed,
+            missing_contact_share=config.missing_contact_share,
+            missing_contacts=config.missing_contacts,
+        ),
+        realtime=Realtime(
+            config.seed,
+            delay=config.realtime_delay,
+            never_share=config.realtime_never_share,
+            never_inputs=config.realtime_never_inputs,
+            clock=clock,
+            wall_clock=wall_clock,
+        ),
     )
-    app.router.add_post(API_ROOT + replies.ACTION, _action)
-    app.router.add_route("*", API_ROOT + "{tail:.*}", _elsewhere)
+    for root in API_ROOTS:
+        app.router.add_post(root + replies.ACTION, _action)
+        app.router.add_route("*", root + "{tail:.*}", webapi.handle)
     app.router.add_get("/_sim/counters", _counters)
     app.router.add_post("/_sim/reset", _reset)
     return app

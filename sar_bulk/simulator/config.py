@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from sar_bulk.guids import canonical_guid
+from sar_bulk.simulator.guids import canonical_guid
+from sar_bulk.simulator.tables import ORG_KINDS, TABLES, OrgKind
 
-__all__ = ["FAULT_KINDS", "RetryAfterFormat", "SimulatorConfig"]
+__all__ = ["FAULT_KINDS", "OrgKind", "RetryAfterFormat", "SimulatorConfig"]
 
 RetryAfterFormat = Literal["seconds", "fractional", "http-date"]
 
@@ -73,6 +74,21 @@ class SimulatorConfig:
     fault_malformed: float = 0.0
     slow_seconds: float = 5.0
 
+    # The Web API (see webapi.py): what kind of org, which rows exist, the real-time exports.
+    # Default "both" keeps the seed's action and serves every table; the demo uses "realtime".
+    org_kind: OrgKind = "both"
+    missing_contact_share: float = 0.0
+    missing_contacts: frozenset[str] = frozenset()
+    # Tables without read privilege: "msdynmkt_contactpointconsent4" (for every identity) or
+    # "sim-a:msdynmkt_contactpointconsent4" (for the identity sim-a only).
+    forbidden_tables: frozenset[str] = frozenset()
+    max_page_size: int = 5000
+    realtime_delay: float = 30.0
+    realtime_never_share: float = 0.0
+    realtime_never_inputs: frozenset[str] = frozenset()
+    file_chunk_size: int = 1_048_576  # the most bytes one ranged download answer carries
+    whole_file_limit: int = 16_777_216  # larger files refuse a download without Range
+
     # Hostile answers bound to contacts (see hostile.py): by contact, or a share of contacts.
     hostile_contacts: Mapping[str, str] = field(default_factory=dict)
     hostile_share: Mapping[str, float] = field(default_factory=dict)
@@ -81,6 +97,29 @@ class SimulatorConfig:
         # A read-only copy with canonical keys, so lookups match what the server canonicalises.
         object.__setattr__(self, "heavy_contacts", _frozen_heavy(self.heavy_contacts))
         object.__setattr__(self, "forbidden_identities", frozenset(self.forbidden_identities))
+        object.__setattr__(
+            self, "missing_contacts", frozenset(canonical_guid(c) for c in self.missing_contacts)
+        )
+        object.__setattr__(self, "forbidden_tables", frozenset(self.forbidden_tables))
+        known = {table.logical for table in TABLES.values()}
+        strange = sorted(e for e in self.forbidden_tables if e.rpartition(":")[2] not in known)
+        if strange:
+            raise ValueError(
+                f"forbidden_tables names unknown table(s) {strange}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        object.__setattr__(self, "realtime_never_inputs", frozenset(self.realtime_never_inputs))
+        if self.org_kind not in ORG_KINDS:
+            raise ValueError(f"org_kind must be one of {', '.join(ORG_KINDS)}")
+        if (
+            not 0.0 <= self.missing_contact_share <= 1.0
+            or not 0.0 <= self.realtime_never_share <= 1.0
+        ):
+            raise ValueError("missing_contact_share and realtime_never_share must be within [0, 1]")
+        if self.max_page_size < 1 or self.file_chunk_size < 1 or self.whole_file_limit < 0:
+            raise ValueError("max_page_size and file_chunk_size must be at least 1")
+        if self.realtime_delay < 0:
+            raise ValueError("realtime_delay must not be negative")
         object.__setattr__(
             self,
             "hostile_contacts",

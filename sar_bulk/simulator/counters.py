@@ -12,10 +12,12 @@ from typing import Any
 
 from sar_bulk.simulator.config import FAULT_KINDS
 
-__all__ = ["Counters", "Visit"]
+__all__ = ["ENDPOINT_KINDS", "Counters", "Visit"]
 
 _LIMITS = ("requests", "execution-time", "concurrency")
 _OUTCOMES = ("ok", "unauthorized", "forbidden", "bad_request", "not_found")
+# Endpoint kinds, so a benchmark can compute e.g. the share of polling among all requests.
+ENDPOINT_KINDS = ("action", "query", "metadata", "create", "poll", "download")
 
 
 @dataclass(slots=True)
@@ -24,6 +26,7 @@ class _Stats:
     outcomes: Counter[str] = field(default_factory=Counter)
     throttled: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -38,6 +41,7 @@ class _Stats:
         view["throttled"] = sum(self.throttled.values())
         view["throttled_by_limit"] = {name: self.throttled[name] for name in _LIMITS}
         view["faults"] = {kind: self.faults[kind] for kind in FAULT_KINDS}
+        view["by_kind"] = {kind: self.kinds[kind] for kind in ENDPOINT_KINDS}
         view["in_flight"] = self.in_flight
         view["max_in_flight"] = self.max_in_flight
         return view
@@ -91,16 +95,26 @@ class Counters:
 class Visit:
     """One request being counted. Scopes are looked up on every call so ``reset`` is safe."""
 
-    __slots__ = ("_counters", "_identity")
+    __slots__ = ("_counters", "_identity", "_kind")
 
     def __init__(self, counters: Counters) -> None:
         self._counters = counters
         self._identity: str | None = None
+        self._kind: str | None = None
 
     def identify(self, identity: str) -> None:
         """The request belongs to ``identity`` from now on (counted there as well)."""
         self._identity = identity
-        self._counters._scopes(identity)[-1].enter()
+        scope = self._counters._scopes(identity)[-1]
+        scope.enter()
+        if self._kind is not None:
+            scope.kinds[self._kind] += 1
+
+    def kind(self, name: str) -> None:
+        """The request's endpoint kind (``ENDPOINT_KINDS``); call once, before ``identify``."""
+        self._kind = name
+        for stats in self._counters._scopes(self._identity):
+            stats.kinds[name] += 1
 
     def outcome(self, name: str) -> None:
         """One of ``ok``, ``unauthorized``, ``forbidden``, ``bad_request``, ``not_found``."""

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sar_bulk.guids import canonical_guid, is_canonical_guid
+from sar_bulk.simulator.guids import canonical_guid, is_canonical_guid
 from sar_bulk.simulator.hashing import Draw, stable_digest, stable_unit
+from sar_bulk.simulator.interaction_types import ALL_TYPES, InteractionType
 from sar_bulk.simulator.records import Person, build_record
-from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 __all__ = ["Dataset"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sar_bulk.simulator.hashing import Draw
-from sar_bulk.sources.interaction_types import InteractionType as T
+from sar_bulk.simulator.interaction_types import InteractionType as T
 
 __all__ = ["Person", "build_record"]
 
@@ -269,6 +269,7 @@ def build_record(
     person: Person,
 ) -> dict[str, Any]:
     """One interaction exactly as the server sends it inside ``Data``."""
+    itype = T(itype)  # a caller's own str-valued enum member becomes ours, so ``is`` works
     record: dict[str, Any] = {
         "InteractionId": interaction_id,
         "InteractionType": itype.value,

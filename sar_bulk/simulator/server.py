@@ -14,6 +14,7 @@ to any token with the right prefix, so it must never listen on a network.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import time
 from collections.abc import Callable
@@ -25,7 +26,10 @@ from aiohttp import web
 from sar_bulk.simulator.app import STATE, SimulatorState, create_app
 from sar_bulk.simulator.config import SimulatorConfig
 from sar_bulk.simulator.dataset import Dataset
+from sar_bulk.simulator.realtime import Realtime
+from sar_bulk.simulator.rows import ContactTruth, OrgRows
 from sar_bulk.simulator.skiptoken import SkipTokenCodec
+from sar_bulk.simulator.tables import TABLES
 
 __all__ = ["Simulator", "serve_forever"]
 
@@ -79,6 +83,35 @@ class Simulator:
     def dataset(self) -> Dataset:
         """Ground truth: what the org holds and the server sends."""
         return self._state.dataset
+
+    @property
+    def rows(self) -> OrgRows:
+        """Ground truth of the Dataverse tables: ``rows.truth(contact)`` is all the org holds."""
+        return self._state.rows
+
+    @property
+    def realtime(self) -> Realtime:
+        """Ground truth of real-time exports: ``realtime.export_file(input)`` is the exact file."""
+        return self._state.realtime
+
+    def truth(self, contact_id: str) -> ContactTruth | None:
+        """Exactly what this org's Web API holds about a contact, as its ``org_kind`` serves it.
+
+        The contact's Dataverse rows, and where real-time journeys is installed its consent rows
+        and the subject requests (previous ones and those made through the API) for each of its
+        e-mails and phones; ``None`` when the contact does not exist. Export files are not in it:
+        ``realtime.export_file(identifier)`` gives their exact bytes.
+        """
+        truth = self.rows.truth(contact_id)
+        if truth is None:
+            return None
+        if not TABLES["msdynmkt_gdprrequests"].present(self.config.org_kind):
+            return dataclasses.replace(truth, consents={})
+        realtime = self.realtime
+        requests = {
+            i: [realtime.row(r).values for r in realtime.by_input(i)] for i in truth.identifiers
+        }
+        return dataclasses.replace(truth, gdpr_requests=requests)
 
     @property
     def skip_tokens(self) -> SkipTokenCodec:

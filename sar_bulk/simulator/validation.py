@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from sar_bulk.sources.interaction_types import InteractionType
+from sar_bulk.simulator.interaction_types import InteractionType
 
 __all__ = [
     "LoadRequest",
