@@ -102,6 +102,14 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     help_text = f"{option.help} [env {option.env}]"
     if option.is_switch:
         parser.add_argument(option.flag, dest=option.name, action="store_true", help=help_text)
+    elif option.repeatable:
+        parser.add_argument(
+            option.flag,
+            dest=option.name,
+            action="append",
+            metavar=option.metavar or "VALUE",
+            help=help_text,
+        )
     else:
         parser.add_argument(
             option.flag, dest=option.name, metavar=option.metavar or "VALUE", help=help_text
@@ -117,7 +125,11 @@ def _start_logging(settings: dict[str, Any]) -> None:
     configure_logging(
         fmt=settings.get("log_format", "auto"),
         level=settings.get("log_level", "info"),
-        secrets=[os.environ.get(name) for name in _SECRET_VARIABLES],
+        secrets=[
+            *(os.environ.get(name) for name in _SECRET_VARIABLES),
+            # The dossiers' passphrase, wherever the user keeps it (--encrypt-passphrase-env).
+            os.environ.get(settings.get("encrypt_passphrase_env") or ""),
+        ],
     )
 
 

@@ -235,3 +235,17 @@ def test_the_age_cli_decrypts_our_file_and_we_read_its_keys(tmp_path: Path) -> N
     )
     decryptor = Decryptor.from_identity_file(key)
     assert _decrypt(decryptor, by_cli, tmp_path) == plain.read_bytes()
+
+
+def test_seal_renames_into_place_and_leaves_no_plaintext(tmp_path: Path) -> None:
+    identity = x25519.Identity.generate()
+    plain = tmp_path / ".sar-bulk-partial-x.zip"
+    plain.write_bytes(os.urandom(70_000))
+    expected = plain.read_bytes()
+    final = tmp_path / "x.zip.age"
+    final.write_bytes(b"an older dossier")  # replaced, as a plain zip is by os.replace
+    outer_sha, size = Encryptor.to_recipients([str(identity.to_public())]).seal(plain, final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.zip.age"]
+    assert size == final.stat().st_size
+    assert outer_sha == hashlib.sha256(final.read_bytes()).hexdigest()
+    assert _decrypt(Decryptor(identities=(identity,)), final, tmp_path) == expected

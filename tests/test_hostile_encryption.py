@@ -198,3 +198,14 @@ def test_identity_file_missing_or_a_folder(tmp_path: Path) -> None:
         Decryptor.from_identity_file(tmp_path / "nope.txt")
     with pytest.raises(ConfigError, match="is a folder"):
         Decryptor.from_identity_file(tmp_path)
+
+
+def test_seal_that_fails_leaves_neither_plaintext_nor_partial_ciphertext(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encryption, "MAX_PASSPHRASE_BYTES", 10)
+    plain = tmp_path / ".sar-bulk-partial-x.zip"
+    plain.write_bytes(b"x" * 11)
+    with Encryptor.with_passphrase(PASSPHRASE) as encryptor, pytest.raises(DossierError):
+        encryptor.seal(plain, tmp_path / "x.zip.age")
+    assert list(tmp_path.iterdir()) == []

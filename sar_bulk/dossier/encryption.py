@@ -3,7 +3,7 @@
 Usage::
 
     encryptor = Encryptor.from_settings(["age1..."], None, os.environ)   # None: no encryption
-    outer_sha256 = encryptor.encrypt_file(plain_zip, partial_age_path)   # blocking: in a thread
+    outer_sha256, size = encryptor.seal(partial_zip, out / "<id>.zip.age")  # blocking: a thread
     encryptor.close()
 
     decryptor = Decryptor.from_identity_file(Path("key.txt"))            # verify --identity
@@ -277,6 +277,24 @@ class Encryptor:
             _remove_quietly(target)
             raise
         return hashing.sha.hexdigest()
+
+    def seal(self, plain: Path, final: Path) -> tuple[str, int]:
+        """Encrypt the finished zip ``plain`` into place at ``final``; ``plain`` is removed.
+
+        The ciphertext is written next to ``plain`` (its name plus ``.age``, so an interrupted
+        write leaves only names the writer's leftover clean-up removes), fsynced and renamed
+        onto ``final``; the caller fsyncs the folder. Returns the SHA-256 and size of the
+        encrypted file. Whatever happens, no plaintext zip stays behind.
+        """
+        temp = plain.with_name(plain.name + ENCRYPTED_SUFFIX)
+        try:
+            outer_sha256 = self.encrypt_file(plain, temp)
+            size = temp.stat().st_size
+            os.replace(temp, final)
+        finally:
+            _remove_quietly(plain)
+            _remove_quietly(temp)
+        return outer_sha256, size
 
     def _encrypt_with_passphrase(self, source: Path, target: Path) -> str:
         assert self.passphrase is not None

@@ -33,6 +33,7 @@ SHA-256 is the one the state recorded when it was written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,6 +47,7 @@ import orjson
 import structlog
 
 from sar_bulk.config import RunConfig
+from sar_bulk.dossier.encryption import ENCRYPTED_SUFFIX
 from sar_bulk.dossier.verify import VerifyResult, verify_dossier
 from sar_bulk.dossier.writer import dossier_path, remove_leftovers
 from sar_bulk.errors import ConfigError, DataverseError, RunStopper, SarBulkError
@@ -141,6 +143,8 @@ class Engine:
             return await self._run_locked()
         finally:
             lock.release()
+            if config.encryptor is not None:
+                await asyncio.to_thread(config.encryptor.close)  # its passphrase child process
 
     async def _run_locked(self) -> RunResult:
         config = self.config
@@ -224,7 +228,17 @@ class Engine:
                 self.totals.duplicates += 1
                 continue
             self.totals.contacts += 1
-            path = dossier_path(self.config.out, contact_id)
+            path, other = self._paths(contact_id)
+            if other.exists():
+                # Plain where this run encrypts, or encrypted where it does not: which one the
+                # recipient should get is the user's call, never made silently.
+                if self.config.replace:
+                    if claim is Claim.DONE:
+                        state.reopen(contact_id)
+                    todo.append(_Work(contact_id, replaces=True))
+                else:
+                    self._refuse_other_form(state, contact_id, other, recorded=done is not None)
+                continue
             if claim is Claim.DONE and done is not None:
                 if self._still_done(path, done):
                     self.totals.skipped_done += 1
@@ -264,9 +278,43 @@ class Engine:
                 _log.warning("dossier.kept", contact=contact_id, dossier=path.name)
         return todo
 
+    def _paths(self, contact_id: str) -> tuple[Path, Path]:
+        """Where this run writes the contact's dossier, and where the other form would be."""
+        plain = dossier_path(self.config.out, contact_id)
+        encrypted = plain.with_name(plain.name + ENCRYPTED_SUFFIX)
+        return (encrypted, plain) if self.config.encryptor else (plain, encrypted)
+
+    def _refuse_other_form(
+        self, state: RunState, contact_id: str, other: Path, *, recorded: bool
+    ) -> None:
+        if self.config.encryptor:
+            reason = (
+                f"{other.name} is an unencrypted dossier, but this run encrypts; it was left as "
+                "it is. Give --replace to replace it by an encrypted one (the plain file is "
+                "then removed), or choose another output folder"
+            )
+        else:
+            reason = (
+                f"{other.name} is an encrypted dossier, but this run does not encrypt; it was "
+                "left as it is. Give --encrypt-to or --encrypt-passphrase-env as before, or "
+                "--replace to replace it by a plain one"
+            )
+        if not recorded:
+            state.mark_failed(contact_id, {"*": reason})
+        # A recorded dossier keeps its row: a run asked the earlier way still adopts it.
+        self.totals.fail(contact_id, {"*": reason})
+        self.refused_count += 1
+        _log.warning("dossier.kept", contact=contact_id, dossier=other.name)
+
     def _valid(self, path: Path) -> VerifyResult | None:
         """The verification of a valid dossier at ``path`` (any question), or None."""
         if not path.exists():
+            return None
+        if self.config.encryptor:
+            # Encrypted for others: this run cannot open it to check it. Only a dossier whose
+            # SHA-256 the state recorded is adopted; one a killed run renamed into place just
+            # before recording it is written again (the new file replaces it).
+            _log.warning("dossier.unrecorded", dossier=path.name, why="fetched again")
             return None
         result = verify_dossier(path)
         if not result.ok:
@@ -376,6 +424,9 @@ class Engine:
         self.totals.interactions += summary.total_interactions
         self.totals.bytes_written += summary.zip_bytes
         if work.replaces:
+            # The other form (plain vs encrypted) is what was replaced: it must not stay beside.
+            _, other = self._paths(work.contact_id)
+            await asyncio.to_thread(_remove_replaced, other)
             self.replaced_count += 1
             if len(self.replaced) < MAX_LISTED:
                 self.replaced.append(work.contact_id)
@@ -386,6 +437,11 @@ class Engine:
         await asyncio.to_thread(state.mark_failed, work.contact_id, reasons)
         self.totals.fail(work.contact_id, reasons)
         _log.warning("contact.failed", contact=work.contact_id, parts=sorted(reasons))
+
+
+def _remove_replaced(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:
