@@ -7,13 +7,17 @@ import os
 import shutil
 import stat
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+from cli_support import cli_env, run_args, run_cli, token_env
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 from pyrage import ssh, x25519
+from support import assert_exact_dossier, contact_ids, read_report, write_csv
 
 from sar_bulk.dossier.encryption import (
     Decryptor,
@@ -22,7 +26,11 @@ from sar_bulk.dossier.encryption import (
     parse_identities,
     parse_recipient,
 )
+from sar_bulk.dossier.writer import DossierRequest, DossierWriter
 from sar_bulk.errors import ConfigError
+from sar_bulk.run.runner import ExitCode
+from sar_bulk.simulator import Simulator, SimulatorConfig
+from sar_bulk.sources.interaction_types import ALL_TYPES
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -249,3 +257,123 @@ def test_seal_renames_into_place_and_leaves_no_plaintext(tmp_path: Path) -> None
     assert size == final.stat().st_size
     assert outer_sha == hashlib.sha256(final.read_bytes()).hexdigest()
     assert _decrypt(Decryptor(identities=(identity,)), final, tmp_path) == expected
+
+
+# --- whole runs of the command against the simulator ------------------------------------------
+
+
+def _files(out: Path) -> list[str]:
+    """Every file name under ``out``, at any depth (the state folder too)."""
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _plain_zips(out: Path) -> list[str]:
+    """Any unencrypted zip in ``out``: a finished one or a partial one, at any depth."""
+    return [name for name in _files(out) if name.endswith(".zip")]
+
+
+def _small_simulator() -> SimulatorConfig:
+    return SimulatorConfig(seed=5, heavy_fraction=0.0, page_size=20)
+
+
+async def test_a_run_with_encrypt_to_writes_only_encrypted_dossiers(tmp_path: Path) -> None:
+    alice, bob = x25519.Identity.generate(), x25519.Identity.generate()
+    contacts = contact_ids(4, 51)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
+    out = tmp_path / "out"
+    recipients = ["--encrypt-to", str(alice.to_public()), "--encrypt-to", str(bob.to_public())]
+    async with Simulator(_small_simulator()) as sim:
+        result = await run_cli(run_args(sim.base_url, csv, out, *recipients), env=token_env())
+        assert result.code == ExitCode.OK, result.explain()
+        first_requests = sim.counters()["total"]["requests"]
+        # Resume: every encrypted dossier is done by its recorded SHA-256; nothing is fetched.
+        again = await run_cli(run_args(sim.base_url, csv, out, *recipients), env=token_env())
+        assert again.code == ExitCode.OK, again.explain()
+        assert sim.counters()["total"]["requests"] == first_requests
+        dataset = sim.dataset
+
+    names = {p.name for p in out.iterdir() if p.is_file() and ".zip" in p.name}
+    assert names == {f"{c}.zip.age" for c in contacts}
+    assert _plain_zips(out) == []
+    assert not [n for n in _files(out) if n.startswith(".sar-bulk-partial-")]
+    report = read_report(out)
+    assert report["parameters"]["encryption"] == "age, 2 recipients"
+    assert read_report(out)["totals"]["skipped_done"] == len(contacts)
+
+    # Each recipient alone opens each dossier, and the inside is the exact dossier.
+    plain_dir = tmp_path / "opened"
+    plain_dir.mkdir()
+    for number, identity in enumerate((alice, bob)):
+        decryptor = Decryptor(identities=(identity,))
+        for contact in contacts:
+            inner = plain_dir / f"{contact}.zip"
+            decryptor.decrypt_to(out / f"{contact}.zip.age", inner)
+            if number == 0:
+                assert_exact_dossier(dataset, inner, contact)
+            inner.unlink()
+
+    # sar-bulk verify: with an identity every dossier is checked; without one, none is.
+    # The plaintext is opened in a private folder under TMPDIR, gone when the command ends.
+    key = _identity_file(tmp_path, bob)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = cli_env(TMPDIR=str(scratch))
+    checked = await run_cli(["verify", "--identity", str(key), str(out)], env=env)
+    assert checked.code == 0, checked.explain()
+    assert checked.stdout.count("ok ") == len(contacts)
+    assert _entries(scratch) == []
+    unchecked = await run_cli(["verify", str(out)], env=env)
+    assert unchecked.code == 1, unchecked.explain()
+    assert unchecked.stdout.count("LOCKED ") == len(contacts)
+    assert "encrypted, not checked: give --identity" in unchecked.stdout
+
+
+async def test_a_run_with_a_passphrase_and_verify_with_it(tmp_path: Path) -> None:
+    contacts = contact_ids(2, 52)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
+    out = tmp_path / "out"
+    env = token_env(DOSSIER_PASS=PASSPHRASE)
+    async with Simulator(_small_simulator()) as sim:
+        args = run_args(sim.base_url, csv, out, "--encrypt-passphrase-env", "DOSSIER_PASS")
+        result = await run_cli([*args, "--log-format", "json", "--log-level", "debug"], env=env)
+        assert result.code == ExitCode.OK, result.explain()
+    assert PASSPHRASE not in result.stdout + result.stderr
+    assert all(PASSPHRASE.encode() not in (out / n).read_bytes() for n in _files(out))
+    assert sorted(p.name for p in out.glob("*.zip*")) == sorted(f"{c}.zip.age" for c in contacts)
+    checked = await run_cli(
+        ["verify", "--passphrase-env", "DOSSIER_PASS", "--json", str(out)], env=env
+    )
+    assert checked.code == 0, checked.explain()
+    assert orjson.loads(checked.stdout)["valid"] == len(contacts)
+
+
+async def test_the_inner_zip_is_the_same_bytes_for_the_same_data(tmp_path: Path) -> None:
+    identity = x25519.Identity.generate()
+    contact = contact_ids(1, 53)[0]
+    request = DossierRequest(contact, ALL_TYPES[:3], "https://x.crm.dynamics.com")
+    fixed = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    encryptor = Encryptor.to_recipients([str(identity.to_public())])
+    inners: list[bytes] = []
+    outers: list[bytes] = []
+    for run in ("one", "two"):
+        out = tmp_path / run
+        async with DossierWriter(out, request, now=lambda: fixed, encryptor=encryptor) as writer:
+            for itype in ALL_TYPES[:3]:
+                row = {"ContactId": contact, "Subject": f"hello {itype.value}"}
+                await writer.add_page(itype, [row])
+            summary = await writer.complete()
+        assert summary.path == out / f"{contact}.zip.age"
+        assert sorted(p.name for p in out.iterdir()) == [f"{contact}.zip.age"]
+        outer = summary.path.read_bytes()
+        assert summary.sha256 == hashlib.sha256(outer).hexdigest()
+        assert summary.zip_bytes == len(outer)
+        inner = _decrypt(Decryptor(identities=(identity,)), summary.path, tmp_path)
+        assert summary.inner_sha256 == hashlib.sha256(inner).hexdigest()
+        inners.append(inner)
+        outers.append(outer)
+    assert inners[0] == inners[1]
+    assert outers[0] != outers[1]

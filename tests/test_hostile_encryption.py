@@ -7,15 +7,22 @@ quotes a secret, and no plaintext stays behind after a failed decryption.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
+from cli_support import run_args, run_cli, start_cli, token_env
 from pyrage import x25519
+from support import contact_ids, read_report, write_csv
 
 from sar_bulk.dossier import encryption
 from sar_bulk.dossier.encryption import Decryptor, Encryptor, parse_identities, parse_recipient
 from sar_bulk.errors import ConfigError, DossierError
+from sar_bulk.run.runner import ExitCode
+from sar_bulk.simulator import Simulator, SimulatorConfig
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -209,3 +216,107 @@ def test_seal_that_fails_leaves_neither_plaintext_nor_partial_ciphertext(
     with Encryptor.with_passphrase(PASSPHRASE) as encryptor, pytest.raises(DossierError):
         encryptor.seal(plain, tmp_path / "x.zip.age")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+async def test_a_bad_recipient_is_exit_2_in_one_line_before_any_request(tmp_path: Path) -> None:
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contact_ids(2, 61)])
+    out = tmp_path / "out"
+    good = str(x25519.Identity.generate().to_public())
+    async with Simulator(SimulatorConfig(seed=6)) as sim:
+        for bad in ("age1notakey", str(x25519.Identity.generate())):
+            args = run_args(sim.base_url, csv, out, "--encrypt-to", good, "--encrypt-to", bad)
+            result = await run_cli(args, env=token_env())
+            assert result.code == ExitCode.USAGE, result.explain()
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1, result.explain()
+            assert lines[0].startswith("sar-bulk: --encrypt-to")
+            assert "AGE-SECRET-KEY" not in bad or bad not in result.stderr
+        both = run_args(
+            sim.base_url, csv, out, "--encrypt-to", good, "--encrypt-passphrase-env", "P"
+        )
+        result = await run_cli(both, env=token_env(P=PASSPHRASE))
+        assert result.code == ExitCode.USAGE, result.explain()
+        assert "not both" in result.stderr
+        assert sim.counters()["total"]["requests"] == 0
+    assert not out.exists()
+
+
+def _plain_or_partial(out: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(out))
+        for p in out.rglob("*")
+        if p.name.endswith(".zip") or p.name.startswith(".sar-bulk-partial-")
+    )
+
+
+async def test_a_killed_encrypting_run_leaves_no_plaintext_once_resumed(tmp_path: Path) -> None:
+    identity = x25519.Identity.generate()
+    contacts = contact_ids(24, 62)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
+    out = tmp_path / "out"
+    config = SimulatorConfig(seed=62, heavy_fraction=0.0, page_size=5, latency=0.005)
+    flags = ("--encrypt-to", str(identity.to_public()), "--window", "4")
+    async with Simulator(config) as sim:
+        process = await start_cli(run_args(sim.base_url, csv, out, *flags), env=token_env())
+        try:
+            async with asyncio.timeout(60):
+                while not list(out.glob("*.zip.age")):
+                    if process.returncode is not None:
+                        break
+                    await asyncio.sleep(0.02)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGKILL)
+            await process.wait()
+        assert process.returncode == -signal.SIGKILL  # killed mid-run, not finished
+        # Finished dossiers are never plain at their final name, even right after a kill.
+        assert not list(out.glob("*.zip")), _plain_or_partial(out)
+        result = await run_cli(run_args(sim.base_url, csv, out, *flags), env=token_env())
+        assert result.code == ExitCode.OK, result.explain()
+    assert _plain_or_partial(out) == []
+    assert sorted(p.name for p in out.glob("*.zip.age")) == sorted(f"{c}.zip.age" for c in contacts)
+    decryptor = Decryptor(identities=(identity,))
+    for contact in contacts:
+        with decryptor.decrypted(out / f"{contact}.zip.age", tmp_path) as inner:
+            assert inner.stat().st_size > 0
+
+
+async def test_plain_and_encrypted_dossiers_are_not_swapped_silently(tmp_path: Path) -> None:
+    identity = x25519.Identity.generate()
+    contacts = contact_ids(2, 63)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
+    out = tmp_path / "out"
+    encrypt = ("--encrypt-to", str(identity.to_public()))
+    async with Simulator(SimulatorConfig(seed=63, heavy_fraction=0.0)) as sim:
+        plain = await run_cli(run_args(sim.base_url, csv, out), env=token_env())
+        assert plain.code == ExitCode.OK, plain.explain()
+        before = {c: (out / f"{c}.zip").read_bytes() for c in contacts}
+        asked = {c: sim.counters()["ok_requests_by_contact"][c] for c in contacts}
+
+        refused = await run_cli(run_args(sim.base_url, csv, out, *encrypt), env=token_env())
+        assert refused.code == ExitCode.INCOMPLETE, refused.explain()
+        # No contact was fetched again (the pre-flight probe asks for a zero contact id).
+        assert {c: sim.counters()["ok_requests_by_contact"][c] for c in contacts} == asked
+        assert {c: (out / f"{c}.zip").read_bytes() for c in contacts} == before
+        assert not list(out.glob("*.zip.age"))
+        reasons = str(read_report(out))
+        assert "unencrypted dossier, but this run encrypts" in reasons
+        assert "--replace" in reasons
+
+        replaced = await run_cli(
+            run_args(sim.base_url, csv, out, *encrypt, "--replace"), env=token_env()
+        )
+        assert replaced.code == ExitCode.OK, replaced.explain()
+        assert not list(out.glob("*.zip"))
+        assert sorted(p.name for p in out.glob("*.zip.age")) == sorted(
+            f"{c}.zip.age" for c in contacts
+        )
+
+        # And the reverse: a run without encryption does not put plain files beside them.
+        back = await run_cli(run_args(sim.base_url, csv, out), env=token_env())
+        assert back.code == ExitCode.INCOMPLETE, back.explain()
+        assert "encrypted dossier, but this run does not encrypt" in str(read_report(out))
+        assert not list(out.glob("*.zip"))

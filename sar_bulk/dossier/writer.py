@@ -48,6 +48,7 @@ from typing import IO, Any, Final, TypeVar
 import orjson
 
 from sar_bulk._version import __version__
+from sar_bulk.dossier.encryption import ENCRYPTED_SUFFIX, Encryptor
 from sar_bulk.dossier.format import (
     ENTRY_CLOSE,
     ENTRY_OPEN,
@@ -131,7 +132,9 @@ class DossierSummary:
     contact_id: str
     total_interactions: int
     counts: dict[InteractionType, int]
-    zip_bytes: int
+    zip_bytes: int  # of the file at ``path`` (the encrypted one when encrypting)
+    sha256: str = ""  # of the file at ``path``
+    inner_sha256: str | None = None  # encrypted: the SHA-256 of the zip inside the .age file
 
 
 def dossier_path(out_dir: Path, contact_id: str) -> Path:
@@ -258,6 +261,14 @@ def _dumps_exact(obj: Mapping[str, Any], contact_id: str) -> bytes:
     return text.encode("utf-8")
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _copy_entry(source: IO[bytes], target: IO[bytes]) -> None:
     """Stream a spool file into its zip member (a seam the tests use to interrupt assembly)."""
     shutil.copyfileobj(source, target, _CHUNK)
@@ -318,9 +329,12 @@ class _Spool:
     I/O); every other method runs in a worker thread, one call at a time.
     """
 
-    def __init__(self, out_dir: Path, request: DossierRequest) -> None:
+    def __init__(
+        self, out_dir: Path, request: DossierRequest, encryptor: Encryptor | None = None
+    ) -> None:
         self.out_dir = out_dir
         self.request = request
+        self.encryptor = encryptor
         self.types = {t: _TypeSpool() for t in ALL_TYPES if t in request.interaction_types}
         self._partial = f"{PARTIAL_PREFIX}{request.contact_id}-{secrets.token_hex(4)}"
         self._folder: Path | None = None  # created when the pages spill to disk
@@ -415,7 +429,16 @@ class _Spool:
                 raw.flush()
                 os.fsync(raw.fileno())
                 zip_bytes = raw.tell()
-            os.replace(self._zip, final)
+            zip_sha256 = _file_sha256(self._zip)
+            inner_sha256: str | None = None
+            if self.encryptor is None:
+                os.replace(self._zip, final)
+                sha256 = zip_sha256
+            else:
+                # The zip is the same as without encryption; the final name gets its age file.
+                final = final.with_name(final.name + ENCRYPTED_SUFFIX)
+                sha256, zip_bytes = self.encryptor.seal(self._zip, final)
+                inner_sha256 = zip_sha256
         except BaseException:
             _remove_quietly(self._zip)
             raise
@@ -427,6 +450,8 @@ class _Spool:
             total_interactions=manifest["total_interactions"],
             counts={s.interaction_type: s.count for s in stats},
             zip_bytes=zip_bytes,
+            sha256=sha256,
+            inner_sha256=inner_sha256,
         )
 
     def _write_entry(
@@ -480,8 +505,9 @@ class DossierWriter:
         request: DossierRequest,
         *,
         now: Callable[[], datetime] = _utc_now,
+        encryptor: Encryptor | None = None,
     ) -> None:
-        self._spool = _Spool(Path(out_dir), request)
+        self._spool = _Spool(Path(out_dir), request, encryptor)
         self._now = now
         self._lock = asyncio.Lock()
         self._state = _State.OPEN

@@ -351,7 +351,12 @@ class Engine:
         parts = self.parts
         try:
             writer = open_writer(
-                self.config.out, work.contact_id, parts, self.question, now=self._now
+                self.config.out,
+                work.contact_id,
+                parts,
+                self.question,
+                now=self._now,
+                encryptor=self.config.encryptor,
             )
         except SarBulkError as exc:
             await self._record_failure(work, state, {"*": str(exc)})

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from sar_bulk.dossier.encryption import Encryptor
 from sar_bulk.dossier.verify import VerifyResult
 from sar_bulk.dossier.writer import DossierRequest, DossierSummary, DossierWriter
 from sar_bulk.errors import DossierError
@@ -89,6 +90,7 @@ def open_writer(
     question: Mapping[str, Any],
     *,
     now: Callable[[], datetime],
+    encryptor: Encryptor | None = None,
 ) -> PartWriter:
     """A writer for one contact's parts (only ``interactions`` parts until writer v2)."""
     others = [p.key for p in parts if p.source != _INTERACTIONS]
@@ -101,7 +103,7 @@ def open_writer(
         date_from=question.get("date_from"),
         date_to=question.get("date_to"),
     )
-    return PartWriter(DossierWriter(out, request, now=now))
+    return PartWriter(DossierWriter(out, request, now=now, encryptor=encryptor))
 
 
 def question_of(result: VerifyResult) -> dict[str, Any]:
