@@ -79,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check dossiers (zip files or folders of them)")
     verify.add_argument("paths", nargs="+", metavar="PATH")
     verify.add_argument("--json", action="store_true", help="machine-readable result")
+    verify.add_argument(
+        "--identity",
+        type=Path,
+        metavar="FILE",
+        help="age identity file (AGE-SECRET-KEY-1... lines) to open .zip.age dossiers",
+    )
+    verify.add_argument(
+        "--passphrase-env",
+        metavar="NAME",
+        help="open .zip.age dossiers with the passphrase held by this environment variable",
+    )
 
     simulate = sub.add_parser("simulate", help="serve the local simulator of the action")
     simulate.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
@@ -171,9 +182,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from sar_bulk.dossier.encryption import Decryptor
     from sar_bulk.dossier.verify import run_verify_command
 
-    return run_verify_command(args.paths, as_json=args.json, out=sys.stdout)
+    if args.identity is not None and args.passphrase_env is not None:
+        raise ConfigError("give --identity or --passphrase-env, not both")
+    decryptor = None
+    if args.identity is not None:
+        decryptor = Decryptor.from_identity_file(args.identity)
+    elif args.passphrase_env is not None:
+        decryptor = Decryptor.from_passphrase_env(args.passphrase_env, os.environ)
+    return run_verify_command(args.paths, as_json=args.json, out=sys.stdout, decryptor=decryptor)
 
 
 def _types(args: argparse.Namespace) -> int:

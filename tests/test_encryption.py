@@ -289,11 +289,12 @@ async def test_a_run_with_encrypt_to_writes_only_encrypted_dossiers(tmp_path: Pa
     async with Simulator(_small_simulator()) as sim:
         result = await run_cli(run_args(sim.base_url, csv, out, *recipients), env=token_env())
         assert result.code == ExitCode.OK, result.explain()
-        first_requests = sim.counters()["total"]["requests"]
+        fetched = {c: sim.counters()["ok_requests_by_contact"][c] for c in contacts}
         # Resume: every encrypted dossier is done by its recorded SHA-256; nothing is fetched.
         again = await run_cli(run_args(sim.base_url, csv, out, *recipients), env=token_env())
         assert again.code == ExitCode.OK, again.explain()
-        assert sim.counters()["total"]["requests"] == first_requests
+        # (The pre-flight probe asks again, for a zero contact id; no real contact is asked.)
+        assert {c: sim.counters()["ok_requests_by_contact"][c] for c in contacts} == fetched
         dataset = sim.dataset
 
     names = {p.name for p in out.iterdir() if p.is_file() and ".zip" in p.name}
@@ -302,7 +303,7 @@ async def test_a_run_with_encrypt_to_writes_only_encrypted_dossiers(tmp_path: Pa
     assert not [n for n in _files(out) if n.startswith(".sar-bulk-partial-")]
     report = read_report(out)
     assert report["parameters"]["encryption"] == "age, 2 recipients"
-    assert read_report(out)["totals"]["skipped_done"] == len(contacts)
+    assert read_report(out)["totals"]["skipped_already_done"] == len(contacts)
 
     # Each recipient alone opens each dossier, and the inside is the exact dossier.
     plain_dir = tmp_path / "opened"

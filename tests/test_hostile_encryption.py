@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 from pathlib import Path
 
+import orjson
 import pytest
 from cli_support import run_args, run_cli, start_cli, token_env
 from pyrage import x25519
@@ -20,9 +22,12 @@ from support import contact_ids, read_report, write_csv
 
 from sar_bulk.dossier import encryption
 from sar_bulk.dossier.encryption import Decryptor, Encryptor, parse_identities, parse_recipient
+from sar_bulk.dossier.verify import run_verify_command, verify_dossier
+from sar_bulk.dossier.writer import DossierRequest, DossierWriter
 from sar_bulk.errors import ConfigError, DossierError
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.simulator import Simulator, SimulatorConfig
+from sar_bulk.sources.interaction_types import ALL_TYPES
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -320,3 +325,97 @@ async def test_plain_and_encrypted_dossiers_are_not_swapped_silently(tmp_path: P
         assert back.code == ExitCode.INCOMPLETE, back.explain()
         assert "encrypted dossier, but this run does not encrypt" in str(read_report(out))
         assert not list(out.glob("*.zip"))
+
+
+# --- verify on encrypted dossiers --------------------------------------------------------------
+
+
+async def _encrypted_dossier(out: Path, identity: x25519.Identity) -> Path:
+    contact = contact_ids(1, 64)[0]
+    types = ALL_TYPES[:2]
+    request = DossierRequest(contact, types, "https://x.crm.dynamics.com")
+    encryptor = Encryptor.to_recipients([str(identity.to_public())])
+    async with DossierWriter(out, request, encryptor=encryptor) as writer:
+        for itype in types:
+            await writer.add_page(itype, [{"ContactId": contact, "Subject": "s" * 200_000}])
+        summary = await writer.complete()
+    return summary.path
+
+
+async def test_verify_encrypted_dossiers_right_wrong_altered_cut_and_locked(
+    tmp_path: Path,
+) -> None:
+    identity = x25519.Identity.generate()
+    path = await _encrypted_dossier(tmp_path / "out", identity)
+    right = Decryptor(identities=(identity,))
+
+    good = verify_dossier(path, decryptor=right)
+    assert good.ok, good.problems
+    assert good.encrypted
+    assert good.path == path
+    assert good.total_interactions == 2
+
+    wrong = verify_dossier(path, decryptor=Decryptor(identities=(x25519.Identity.generate(),)))
+    assert not wrong.ok
+    assert not wrong.locked
+    assert "not encrypted to any identity" in wrong.problems[0]
+
+    locked = verify_dossier(path)
+    assert not locked.ok
+    assert locked.locked
+    assert locked.problems == (
+        "encrypted, not checked: give --identity FILE, or --passphrase-env NAME",
+    )
+
+    data = path.read_bytes()
+    altered = bytearray(data)
+    altered[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(altered))
+    result = verify_dossier(path, decryptor=right)
+    assert not result.ok
+    assert "damaged or truncated" in result.problems[0]
+
+    path.write_bytes(data[: len(data) - 1000])
+    result = verify_dossier(path, decryptor=right)
+    assert not result.ok
+    assert "damaged or truncated" in result.problems[0]
+
+    # A sound age file around a zip that is not a dossier: the inner check names the problem.
+    inner = tmp_path / "not-a-dossier.zip"
+    inner.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    path.unlink()
+    Encryptor.to_recipients([str(identity.to_public())]).encrypt_file(inner, path)
+    result = verify_dossier(path, decryptor=right)
+    assert not result.ok
+    assert result.encrypted
+    assert not result.locked
+    assert result.problems
+
+
+async def test_verify_command_counts_locked_apart_and_exits_1(tmp_path: Path) -> None:
+    identity = x25519.Identity.generate()
+    out = tmp_path / "out"
+    await _encrypted_dossier(out, identity)
+    text = io.StringIO()
+    assert run_verify_command([str(out)], as_json=True, out=text) == 1
+    document = orjson.loads(text.getvalue())
+    assert (document["ok"], document["valid"], document["invalid"], document["locked"]) == (
+        False,
+        0,
+        0,
+        1,
+    )
+    assert document["dossiers"][0]["checked"] is False
+    text = io.StringIO()
+    assert run_verify_command([str(out)], as_json=False, out=text) == 1
+    assert "1 encrypted and not checked (give --identity FILE" in text.getvalue()
+    key = tmp_path / "key.txt"
+    key.write_text(f"{identity}\n")
+    result = await run_cli(["verify", "--identity", str(key), "--passphrase-env", "X", str(out)])
+    assert result.code == ExitCode.USAGE
+    assert "not both" in result.stderr
+    key.write_text("AGE-SECRET-KEY-1BROKEN\n")
+    result = await run_cli(["verify", "--identity", str(key), str(out)])
+    assert result.code == ExitCode.USAGE, result.explain()
+    assert "line 1 is a damaged age secret key" in result.stderr
+    assert "BROKEN" not in result.stderr

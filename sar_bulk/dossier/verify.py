@@ -19,8 +19,10 @@ reported as a problem rather than loaded whole.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
+import tempfile
 import zipfile
 import zlib
 from collections import Counter
@@ -32,6 +34,7 @@ from typing import Any, Final, TextIO, TypeGuard
 
 import orjson
 
+from sar_bulk.dossier.encryption import ENCRYPTED_SUFFIX, Decryptor, is_encrypted_name
 from sar_bulk.dossier.format import (
     ACTION,
     MANIFEST_NAME,
@@ -42,6 +45,7 @@ from sar_bulk.dossier.format import (
     dossier_file_name,
     entry_name,
 )
+from sar_bulk.errors import DossierError
 from sar_bulk.guids import is_canonical_guid
 from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
@@ -52,6 +56,8 @@ EXIT_INVALID: Final = 1
 EXIT_USAGE: Final = 2
 
 _CHUNK: Final = 256 << 10
+LOCKED_ADVICE: Final = "give --identity FILE, or --passphrase-env NAME"
+LOCKED: Final = f"encrypted, not checked: {LOCKED_ADVICE}"
 _MAX_TEXT_MEMBER: Final = 4 << 20  # README and manifest are a few kB; more is not a dossier
 _MAX_LINE: Final = 16 << 20  # one interaction is a few kB; a longer line is not v1 layout
 # What a damaged or hostile zip can raise while it is read.
@@ -94,6 +100,8 @@ class VerifyResult:
     # What the dossier answers (from its manifest), so a caller can compare without re-reading.
     source: Mapping[str, Any] | None = None
     interaction_types: tuple[str, ...] = ()
+    encrypted: bool = False  # a .zip.age file: the verdict is on the zip inside it
+    locked: bool = False  # encrypted and not checked: no identity or passphrase was given
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,9 +460,15 @@ class _Checker:
             )
 
 
-def verify_dossier(path: Path) -> VerifyResult:
-    """Check one dossier file; never raises for a bad file (that is what ``problems`` says)."""
+def verify_dossier(path: Path, *, decryptor: Decryptor | None = None) -> VerifyResult:
+    """Check one dossier file; never raises for a bad file (that is what ``problems`` says).
+
+    An encrypted dossier (``<id>.zip.age``) is decrypted with ``decryptor`` and the zip inside
+    is checked; without a decryptor it is ``locked``: not ok, and not known to be bad either.
+    """
     path = Path(path)
+    if is_encrypted_name(path.name):
+        return _verify_encrypted(path, decryptor)
     try:
         archive = zipfile.ZipFile(path)
     except _ZIP_ERRORS as exc:
@@ -474,6 +488,24 @@ def verify_dossier(path: Path) -> VerifyResult:
     )
 
 
+def _verify_encrypted(path: Path, decryptor: Decryptor | None) -> VerifyResult:
+    if decryptor is None:
+        return VerifyResult(path, False, None, None, (LOCKED,), encrypted=True, locked=True)
+    # A private folder (mkdtemp: 0700) holds the plaintext under the dossier's own name, which
+    # the check compares with the contact; it is removed however the check ends.
+    with tempfile.TemporaryDirectory(prefix="sar-bulk-verify-") as scratch:
+        inner = Path(scratch) / path.name.removesuffix(ENCRYPTED_SUFFIX)
+        try:
+            decryptor.decrypt_to(path, inner)
+        except DossierError as exc:
+            return VerifyResult(path, False, None, None, (str(exc),), encrypted=True)
+        except OSError as exc:
+            problem = f"cannot be read or decrypted: {exc.strerror or exc}"
+            return VerifyResult(path, False, None, None, (problem,), encrypted=True)
+        result = verify_dossier(inner)
+    return dataclasses.replace(result, path=path, encrypted=True)
+
+
 def iter_dossiers(paths: Sequence[Path]) -> Iterator[Path]:
     """The files to verify: each file as given, and the ``*.zip`` directly inside each folder.
 
@@ -484,7 +516,7 @@ def iter_dossiers(paths: Sequence[Path]) -> Iterator[Path]:
             yield from sorted(
                 child
                 for child in path.iterdir()
-                if child.name.endswith(".zip")
+                if (child.name.endswith(".zip") or is_encrypted_name(child.name))
                 and not child.name.startswith(PARTIAL_PREFIX)
                 and child.is_file()
             )
@@ -499,26 +531,31 @@ def _result_json(result: VerifyResult) -> dict[str, Any]:
         "contact_id": result.contact_id,
         "total_interactions": result.total_interactions,
         "problems": list(result.problems),
-    }
+    } | ({"encrypted": True, "checked": not result.locked} if result.encrypted else {})
 
 
 def _report(out: TextIO, as_json: bool, results: list[VerifyResult], error: str | None) -> None:
     valid = sum(r.ok for r in results)
+    locked = sum(r.locked for r in results)
+    invalid = len(results) - valid - locked
     if as_json:
         document = {
             "ok": error is None and valid == len(results),
             "error": error,
-            "checked": len(results),
+            "checked": len(results) - locked,
             "valid": valid,
-            "invalid": len(results) - valid,
+            "invalid": invalid,
+            # Only where encrypted dossiers were given: the plain document keeps its shape.
+            **({"locked": locked} if any(r.encrypted for r in results) else {}),
             "dossiers": [_result_json(r) for r in results],
         }
         out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif error is not None:
         out.write(f"error: {error}\n")
     else:
+        not_checked = f", {locked} encrypted and not checked ({LOCKED_ADVICE})" if locked else ""
         out.write(
-            f"verified {len(results)} dossier(s): {valid} valid, {len(results) - valid} invalid\n"
+            f"verified {len(results)} dossier(s): {valid} valid, {invalid} invalid{not_checked}\n"
         )
 
 
@@ -528,10 +565,14 @@ def _line(result: VerifyResult) -> str:
             f"ok       {result.path}  contact {result.contact_id}, "
             f"{result.total_interactions} interaction(s)\n"
         )
+    if result.locked:
+        return f"LOCKED   {result.path}: {LOCKED}\n"
     return f"INVALID  {result.path}: {'; '.join(result.problems)}\n"
 
 
-def run_verify_command(paths: Sequence[str], *, as_json: bool, out: TextIO) -> int:
+def run_verify_command(
+    paths: Sequence[str], *, as_json: bool, out: TextIO, decryptor: Decryptor | None = None
+) -> int:
     """``sar-bulk verify PATH...``: exit 0 when all are valid, 1 when any is not, 2 on misuse.
 
     Misuse is: no path, a path that does not exist, or a folder without a single dossier.
@@ -548,7 +589,7 @@ def run_verify_command(paths: Sequence[str], *, as_json: bool, out: TextIO) -> i
             return EXIT_USAGE
         found = list(iter_dossiers([path]))
         if path.is_dir() and not found:
-            _report(out, as_json, [], f"{text}: folder holds no dossiers (*.zip)")
+            _report(out, as_json, [], f"{text}: folder holds no dossiers (*.zip, *.zip.age)")
             return EXIT_USAGE
         for found_path in found:
             if found_path not in seen:
@@ -556,7 +597,7 @@ def run_verify_command(paths: Sequence[str], *, as_json: bool, out: TextIO) -> i
                 targets.append(found_path)
     results: list[VerifyResult] = []
     for target in targets:
-        result = verify_dossier(target)
+        result = verify_dossier(target, decryptor=decryptor)
         results.append(result)
         if not as_json:
             out.write(_line(result))
