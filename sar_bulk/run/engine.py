@@ -240,10 +240,11 @@ class Engine:
 
     async def _contact(self, work: _Work, state: RunState) -> None:
         config = self.config
-        request = DossierRequest(
-            contact_id=work.contact_id,
-            interaction_types=config.types,
-            org_url=config.org.base,
+        # Interactions only until the engine fans out over parts (writer.sink(part)).
+        request = DossierRequest.for_interactions(
+            work.contact_id,
+            config.types,
+            config.org.base,
             date_from=config.dates.wire_from,
             date_to=config.dates.wire_to,
         )
