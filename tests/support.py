@@ -207,7 +207,7 @@ def assert_exact_dossiers(
         assert result.ok, f"{path.name}: {result.problems}"
         with zipfile.ZipFile(path) as archive:
             manifest = orjson.loads(archive.read("manifest.json"))
-        listed = {entry["interaction_type"] for entry in manifest["interactions"]}
+        listed = set(manifest["question"]["interaction_types"])
         assert listed == {t.value for t in types}, f"{contact}: types differ"
         compared += assert_exact_dossier(dataset, path, contact, types, date_from, date_to)
     return compared

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -26,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sar_bulk.dossier import writer as dossier
-from sar_bulk.dossier.format import PARTIAL_PREFIX, entry_name
+from sar_bulk.dossier.format import PARTIAL_PREFIX
+from sar_bulk.dossier.format import interactions_entry as entry_name
 from sar_bulk.dossier.verify import verify_dossier
 from sar_bulk.dossier.writer import (
     DossierRequest,
@@ -72,7 +74,7 @@ def _interaction(kind: InteractionType, seq: int, contact: str = CONTACT) -> dic
 
 
 def _request(*types: InteractionType, **kwargs: Any) -> DossierRequest:
-    return DossierRequest(CONTACT, types or ALL_TYPES, ORG, **kwargs)
+    return DossierRequest.for_interactions(CONTACT, types or ALL_TYPES, ORG, **kwargs)
 
 
 def _entry(path: Path, kind: InteractionType) -> list[dict[str, Any]]:
@@ -80,6 +82,13 @@ def _entry(path: Path, kind: InteractionType) -> list[dict[str, Any]]:
         items = orjson.loads(archive.read(entry_name(kind)))
     assert isinstance(items, list)
     return items
+
+
+def _parts(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parts of the interactions source, in manifest order."""
+    (interactions,) = [s for s in manifest["sources"] if s["source"] == "interactions"]
+    parts: list[dict[str, Any]] = interactions["parts"]
+    return parts
 
 
 def _manifest(path: Path) -> dict[str, Any]:
@@ -128,19 +137,19 @@ async def test_interleaved_pages_of_all_40_types_land_in_their_entries_in_server
     assert summary.path == tmp_path / f"{CONTACT}.zip"
     assert summary.total_interactions == seq
     manifest = _manifest(summary.path)
-    rows = manifest["interactions"]
-    assert [row["interaction_type"] for row in rows] == [t.value for t in ALL_TYPES]
+    rows = _parts(manifest)
+    assert [row["part"] for row in rows] == [t.value for t in ALL_TYPES]
     with zipfile.ZipFile(summary.path) as archive:
         names = archive.namelist()
     for number, (kind, row) in enumerate(zip(ALL_TYPES, rows, strict=True)):
         assert row["pages"] == number % 4 + 1
-        assert row["count"] == len(expected[kind]) == summary.counts[kind]
+        assert row["rows"] == len(expected[kind]) == summary.counts[f"interactions/{kind}"]
         if expected[kind]:
             assert _entry(summary.path, kind) == expected[kind]
-            assert row["path"] == entry_name(kind)
+            assert [e["name"] for e in row["entries"]] == [entry_name(kind)]
         else:
             assert entry_name(kind) not in names
-            assert (row["path"], row["sha256"], row["bytes"]) == (None, None, 0)
+            assert row["entries"] == []
     assert verify_dossier(summary.path).ok
 
 
@@ -166,16 +175,26 @@ async def test_layout_member_order_and_fixed_member_metadata(tmp_path: Path) -> 
         assert info.date_time == (1980, 1, 1, 0, 0, 0)
         assert info.external_attr >> 16 == 0o600
     manifest = _manifest(path)
-    assert manifest["schema"] == "sar-bulk/dossier/v1"
+    assert manifest["schema"] == "sar-bulk/dossier/v2"
     assert manifest["contact_id"] == CONTACT
     assert manifest["generated_at"] == "2024-05-06T07:08:09Z"
     assert manifest["tool"]["name"] == "sar-bulk"
-    assert manifest["source"] == {
+    assert manifest["question"] == {
         "org_url": ORG,
-        "action": "msdyncrm_LoadInteractionsPublic",
+        "sources": ["interactions"],
+        "interaction_types": ["EmailOpened", "EmailSent", "WebsiteVisited"],  # canonical
         "date_from": None,
         "date_to": None,
+        "custom_tables": [],
     }
+    readme_bytes = readme.encode("utf-8")
+    assert manifest["readme"] == {
+        "name": "README.txt",
+        "sha256": hashlib.sha256(readme_bytes).hexdigest(),
+        "bytes": len(readme_bytes),
+    }
+    assert "records" in readme  # a subset question says what was not searched
+    assert "Interaction types not searched" in readme
     assert manifest["total_interactions"] == 3
     assert CONTACT in readme
     assert "you opened an e-mail" in readme  # the meaning of a requested type, even at 0
@@ -190,8 +209,10 @@ async def test_entry_is_one_compact_object_per_line(tmp_path: Path) -> None:
         data = archive.read("interactions/EmailSent.json")
     assert data == b"[\n" + b",\n".join(orjson.dumps(i) for i in items) + b"\n]\n"
     manifest = _manifest(path)
-    assert manifest["interactions"][0]["bytes"] == len(data)
-    assert manifest["interactions"][0]["pages"] == 3
+    (entry,) = _parts(manifest)[0]["entries"]
+    assert entry["bytes"] == len(data)
+    assert entry["pages"] == 3
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 async def test_dates_are_recorded_as_sent_and_readable_in_the_readme(tmp_path: Path) -> None:
@@ -200,8 +221,8 @@ async def test_dates_are_recorded_as_sent_and_readable_in_the_readme(tmp_path: P
         await writer.add_page(T.EmailSent, [])
         summary = await writer.complete()
     manifest = _manifest(summary.path)
-    assert manifest["source"]["date_from"] == "01-31-2024"
-    assert manifest["source"]["date_to"] == "12-01-2024"
+    assert manifest["question"]["date_from"] == "01-31-2024"
+    assert manifest["question"]["date_to"] == "12-01-2024"
     with zipfile.ZipFile(summary.path) as archive:
         readme = archive.read("README.txt").decode()
     assert "from 2024-01-31 to 2024-12-01" in readme
@@ -260,7 +281,7 @@ async def test_an_interaction_without_contact_id_or_not_an_object_is_refused(
 async def test_complete_refuses_a_requested_type_without_any_page(tmp_path: Path) -> None:
     async with DossierWriter(tmp_path, _request(T.EmailSent, T.EmailOpened)) as writer:
         await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)])
-        with pytest.raises(DossierError, match="no page came for EmailOpened"):
+        with pytest.raises(DossierError, match="no data came for interactions/EmailOpened"):
             await writer.complete()
     assert os.listdir(tmp_path) == []
 
@@ -280,7 +301,7 @@ async def test_a_page_of_a_type_not_requested_is_refused_and_complete_fails(
 @pytest.mark.parametrize("contact", ["../../etc/passwd", CONTACT.upper(), "{" + CONTACT + "}", ""])
 def test_only_a_canonical_contact_id_reaches_a_path(tmp_path: Path, contact: str) -> None:
     with pytest.raises(DossierError, match="canonical"):
-        DossierRequest(contact, (T.EmailSent,), ORG)
+        DossierRequest.for_interactions(contact, (T.EmailSent,), ORG)
     with pytest.raises(DossierError, match="canonical"):
         dossier_path(tmp_path, contact)
 
@@ -298,7 +319,7 @@ def test_a_malformed_request_is_refused(
     types: tuple[Any, ...], kwargs: dict[str, str], match: str
 ) -> None:
     with pytest.raises(DossierError, match=match):
-        DossierRequest(CONTACT, types, ORG, **kwargs)
+        DossierRequest.for_interactions(CONTACT, types, ORG, **kwargs)
 
 
 async def test_writing_twice_gives_identical_entries_and_zips_that_differ_only_in_time(
@@ -323,6 +344,7 @@ async def test_writing_twice_gives_identical_entries_and_zips_that_differ_only_i
                     b.file_size,
                 )
                 assert _raw_member(first, a) == _raw_member(second, b)
+        one_readme = one.read("README.txt")
         readme_diff = [
             (x, y)
             for x, y in zip(
@@ -338,6 +360,8 @@ async def test_writing_twice_gives_identical_entries_and_zips_that_differ_only_i
         "2024-05-06T07:08:01Z",
         "2024-05-06T07:08:02Z",
     ]
+    # README.txt says when it was prepared, so its hash differs too, and nothing else.
+    assert [m.pop("readme")["bytes"] for m in manifests] == [len(one_readme), len(one_readme)]
     assert manifests[0] == manifests[1]
 
 
@@ -461,25 +485,30 @@ async def test_a_cancelled_page_breaks_the_writer_and_abort_waits_for_the_thread
 ) -> None:
     import threading
 
-    entered, release = threading.Event(), threading.Event()
-    real_encode = dossier._encode_page
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+    real_append = dossier._Spool._append
 
-    def slow_encode(interactions: Any, contact_id: str) -> list[bytes]:
+    def slow_append(self: Any, spool: Any, chunks: Any) -> None:
+        # Runs in the writer's worker thread (the page spills to disk): the loop stays free.
         entered.set()
         release.wait(10)
-        return real_encode(interactions, contact_id)
+        real_append(self, spool, chunks)
+        finished.set()
 
-    monkeypatch.setattr(dossier, "_encode_page", slow_encode)
+    monkeypatch.setattr(dossier._Spool, "_append", slow_append)
     writer = DossierWriter(tmp_path, _request(T.EmailSent))
     task = asyncio.create_task(writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)]))
     await asyncio.to_thread(entered.wait, 10)
+    assert entered.is_set()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert not finished.is_set()  # the cancel came while the thread was still writing
     with pytest.raises(DossierError, match="broken"):
         await writer.complete()
     release.set()  # the thread now writes its page; abort must wait for it, then delete
     await writer.abort()
+    assert finished.is_set()
     assert os.listdir(tmp_path) == []
 
 
@@ -500,7 +529,9 @@ KILL_MID_ASSEMBLY = textwrap.dedent(
     contact = sys.argv[2]
 
     async def main():
-        request = dossier.DossierRequest(contact, (T.EmailSent,), "https://org.example")
+        request = dossier.DossierRequest.for_interactions(
+            contact, (T.EmailSent,), "https://org.example"
+        )
         writer = dossier.DossierWriter(Path(sys.argv[1]), request)
         page = [{"ContactId": contact, "Seq": n, "Pad": "x" * 100} for n in range(500)]
         await writer.add_page(T.EmailSent, page)
@@ -572,7 +603,7 @@ async def test_memory_is_bounded_by_a_page_not_by_the_contact(tmp_path: Path) ->
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    data_bytes = sum(row["bytes"] for row in _manifest(summary.path)["interactions"])
+    data_bytes = sum(e["bytes"] for row in _parts(_manifest(summary.path)) for e in row["entries"])
     assert summary.total_interactions == total
     assert data_bytes > 40_000_000  # the contact is far bigger than the bound below
     assert peak < 16_000_000, f"peak {peak} bytes for {data_bytes} bytes of interactions"
@@ -613,15 +644,17 @@ def test_arbitrary_json_objects_round_trip_through_the_zip(
             expected = [item for page in kind_pages for item in page]
             if expected:
                 assert _entry(path, kind) == expected
-            row = next(r for r in manifest["interactions"] if r["interaction_type"] == kind)
-            assert (row["count"], row["pages"]) == (len(expected), len(kind_pages))
+            row = next(r for r in _parts(manifest) if r["part"] == kind)
+            assert (row["rows"], row["pages"]) == (len(expected), len(kind_pages))
         assert verify_dossier(path).ok
 
 
 async def test_integers_beyond_64_bits_are_written_exactly(tmp_path: Path) -> None:
     contact = "5b7e3f7b-1d3a-4f5b-9c1e-2a3b4c5d6e7f"
     item = {"ContactId": contact, "Big": 123456789012345678901234567890, "Text": "Zürich"}
-    request = DossierRequest(contact, (InteractionType.EmailSent,), "https://x.crm.dynamics.com")
+    request = DossierRequest.for_interactions(
+        contact, (InteractionType.EmailSent,), "https://x.crm.dynamics.com"
+    )
     async with DossierWriter(tmp_path, request) as writer:
         await writer.add_page(InteractionType.EmailSent, [item])
         summary = await writer.complete()
@@ -632,7 +665,7 @@ async def test_integers_beyond_64_bits_are_written_exactly(tmp_path: Path) -> No
 
 
 async def test_a_small_contact_never_touches_the_disk_before_assembly(tmp_path: Path) -> None:
-    request = DossierRequest(CONTACT, ALL_TYPES, "https://x.crm.dynamics.com")
+    request = DossierRequest.for_interactions(CONTACT, ALL_TYPES, "https://x.crm.dynamics.com")
     async with DossierWriter(tmp_path, request) as writer:
         for itype in ALL_TYPES:
             await writer.add_page(itype, [_interaction(itype, 1)])
@@ -645,7 +678,7 @@ async def test_a_small_contact_never_touches_the_disk_before_assembly(tmp_path: 
 
 async def test_pages_past_the_memory_bound_spill_to_disk_in_order(tmp_path: Path) -> None:
     types = (T.EmailSent, T.EmailOpened)
-    request = DossierRequest(CONTACT, types, "https://x.crm.dynamics.com")
+    request = DossierRequest.for_interactions(CONTACT, types, "https://x.crm.dynamics.com")
     sent: dict[InteractionType, list[dict[str, Any]]] = {t: [] for t in types}
     async with DossierWriter(tmp_path, request) as writer:
         for page in range(40):  # about 40 x 2 x 20 x 200 bytes: well past the bound

@@ -105,9 +105,11 @@ async def test_date_range_and_types_are_sent_and_honoured(tmp_path: Path) -> Non
         assert_exact_dossier(sim.dataset, path, cid, types, start, end)
     with zipfile.ZipFile(tmp_path / "out" / f"{ids[0]}.zip") as archive:
         manifest = orjson.loads(archive.read("manifest.json"))
-    assert manifest["source"]["date_from"] == "03-01-2021"
-    assert manifest["source"]["date_to"] == "06-30-2022"
-    assert [e["interaction_type"] for e in manifest["interactions"]] == [t.value for t in types]
+    assert manifest["question"]["date_from"] == "03-01-2021"
+    assert manifest["question"]["date_to"] == "06-30-2022"
+    assert manifest["question"]["interaction_types"] == [t.value for t in types]
+    (interactions,) = manifest["sources"]
+    assert [p["part"] for p in interactions["parts"]] == [t.value for t in types]
     full = sum(dataset.count(ids[0], t) for t in types)
     assert 0 < manifest["total_interactions"] < full
 
