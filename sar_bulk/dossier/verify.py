@@ -894,6 +894,8 @@ class _Checker:
                     pending = parts.pop()
                     for part in parts:
                         lines.feed(part)
+                        if lines.error is not None:
+                            break  # the first broken line is the one to name
                     if len(pending) > _MAX_LINE:
                         lines.error = f"a line longer than {_MAX_LINE} bytes"
         except _ZIP_ERRORS as exc:
