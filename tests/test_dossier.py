@@ -33,10 +33,12 @@ from sar_bulk.dossier.verify import verify_dossier
 from sar_bulk.dossier.writer import (
     DossierRequest,
     DossierWriter,
+    Question,
     dossier_path,
     remove_leftovers,
 )
 from sar_bulk.errors import DossierError
+from sar_bulk.sources.base import Part
 from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 CONTACT = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -696,3 +698,200 @@ async def test_pages_past_the_memory_bound_spill_to_disk_in_order(tmp_path: Path
             assert orjson.loads(archive.read(entry_name(itype))) == sent[itype]
     assert verify_dossier(summary.path).ok
     assert not [n for n in os.listdir(tmp_path) if n.startswith(PARTIAL_PREFIX)]
+
+
+# --- Parts: records (JSON lines) and realtime (verbatim files) next to interactions ---
+
+RECORDS = Part("records", "records")
+REALTIME = Part("realtime", "realtime")
+ALL_SOURCES = ("interactions", "records", "realtime")
+
+
+def _parts_request(
+    *types: InteractionType, sources: tuple[str, ...] = ALL_SOURCES
+) -> DossierRequest:
+    parts = [Part("interactions", t.value) for t in types]
+    parts += [Part(s, s) for s in sources if s != "interactions"]
+    question = Question(ORG, sources, tuple(t.value for t in types))
+    return DossierRequest(CONTACT, tuple(parts), question)
+
+
+async def test_records_rows_are_json_lines_with_fragment_numbers_written_verbatim(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        {"contactid": CONTACT, "revenue": orjson.Fragment(b"1234.5000"), "name": "Zoë"},
+        {"contactid": CONTACT, "big": orjson.Fragment(b"123456789012345678901234567890")},
+    ]
+    async with DossierWriter(tmp_path, _parts_request(T.EmailSent), now=_at) as writer:
+        await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)])
+        records = writer.sink(RECORDS)
+        await records.add_rows("records/contact.json", rows[:1])
+        await records.add_rows("records/contact.json", [])
+        await records.add_rows("records/contact.json", rows[1:])
+        records.note("tables_absent", ["msdynmkt_consent"])
+        records.note("a_first", 1)
+        writer.sink(REALTIME)  # fetched, found nothing
+        summary = await writer.complete()
+    with zipfile.ZipFile(summary.path) as archive:
+        data = archive.read("records/contact.json")
+        names = archive.namelist()
+        readme = archive.read("README.txt").decode()
+    assert (
+        data
+        == (
+            f'{{"contactid":"{CONTACT}","revenue":1234.5000,"name":"Zoë"}}\n'
+            f'{{"contactid":"{CONTACT}","big":123456789012345678901234567890}}\n'
+        ).encode()
+    )
+    assert names == ["README.txt", "manifest.json", entry_name(T.EmailSent), "records/contact.json"]
+    manifest = _manifest(summary.path)
+    (records_group,) = [s for s in manifest["sources"] if s["source"] == "records"]
+    (part,) = records_group["parts"]
+    assert part["notes"] == {"a_first": 1, "tables_absent": ["msdynmkt_consent"]}
+    assert list(part["notes"]) == ["a_first", "tables_absent"]  # sorted: deterministic
+    assert (part["pages"], part["rows"], part["status"]) == (3, 2, "complete")
+    assert part["entries"] == [
+        {
+            "name": "records/contact.json",
+            "kind": "rows",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "rows": 2,
+            "pages": 3,
+        }
+    ]
+    (realtime_group,) = [s for s in manifest["sources"] if s["source"] == "realtime"]
+    assert realtime_group["parts"][0]["entries"] == []
+    assert "realtime" in readme
+    assert "nothing found" in readme
+    assert (summary.total_interactions, summary.total_rows) == (1, 3)
+    assert summary.counts == {"interactions/EmailSent": 1, "records": 2, "realtime": 0}
+    assert verify_dossier(summary.path, expected_sha256=summary.sha256).ok
+
+
+async def test_a_realtime_file_is_streamed_verbatim_with_bounded_memory(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    chunk = bytes(rng.getrandbits(8) for _ in range(1 << 16))  # incompressible
+    chunks, sha = 384, hashlib.sha256()  # 24 MiB in 64 KiB chunks
+    tracemalloc.start()
+    try:
+        async with DossierWriter(tmp_path, _parts_request(sources=("realtime",))) as writer:
+            sink = writer.sink(REALTIME)
+            for n in range(chunks):
+                piece = bytes([n % 256]) + chunk[1:]
+                sha.update(piece)
+                await sink.add_file("realtime/jane@example.com.json", piece)
+            summary = await writer.complete()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000, f"peak {peak} bytes for a 24 MiB file"
+    with zipfile.ZipFile(summary.path) as archive:
+        with archive.open("realtime/jane@example.com.json") as member:
+            got = hashlib.sha256()
+            while block := member.read(1 << 20):
+                got.update(block)
+        infos = archive.infolist()
+    assert got.hexdigest() == sha.hexdigest()
+    assert all(info.flag_bits & 0x08 for info in infos)  # streamed: data descriptors
+    assert summary.sha256 == hashlib.sha256(summary.path.read_bytes()).hexdigest()
+    assert summary.zip_bytes == summary.path.stat().st_size
+    assert verify_dossier(summary.path).ok
+
+
+async def test_parts_and_entries_land_in_a_fixed_order_whatever_the_arrival_order(
+    tmp_path: Path,
+) -> None:
+    async def write(folder: Path, reverse: bool) -> bytes:
+        request = _parts_request(T.EmailSent, T.WebsiteVisited)
+        steps: list[tuple[Part, str, Any]] = [
+            (
+                Part("interactions", "WebsiteVisited"),
+                entry_name(T.WebsiteVisited),
+                [_interaction(T.WebsiteVisited, 1)],
+            ),
+            (
+                Part("interactions", "EmailSent"),
+                entry_name(T.EmailSent),
+                [_interaction(T.EmailSent, 2)],
+            ),
+            (RECORDS, "records/lead.json", [{"leadid": 1}]),
+            (RECORDS, "records/contact.json", [{"contactid": CONTACT}]),
+            (REALTIME, "realtime/b.json", b"b"),
+            (REALTIME, "realtime/a.json", b"a"),
+        ]
+        async with DossierWriter(folder, request, now=_at) as writer:
+            for part, entry, data in reversed(steps) if reverse else steps:
+                sink = writer.sink(part)
+                if isinstance(data, bytes):
+                    await sink.add_file(entry, data)
+                else:
+                    await sink.add_rows(entry, data)
+            summary = await writer.complete()
+        return summary.path.read_bytes()
+
+    first = await write(tmp_path / "a", reverse=False)
+    assert first == await write(tmp_path / "b", reverse=True)
+    with zipfile.ZipFile(tmp_path / "a" / f"{CONTACT}.zip") as archive:
+        assert archive.namelist() == [
+            "README.txt",
+            "manifest.json",
+            "interactions/EmailSent.json",
+            "interactions/WebsiteVisited.json",
+            "records/contact.json",
+            "records/lead.json",
+            "realtime/a.json",
+            "realtime/b.json",
+        ]
+
+
+async def test_complete_refuses_a_part_that_never_opened_its_sink(tmp_path: Path) -> None:
+    async with DossierWriter(tmp_path, _parts_request(T.EmailSent)) as writer:
+        await writer.add_page(T.EmailSent, [])
+        writer.sink(RECORDS)
+        with pytest.raises(DossierError, match="no data came for realtime"):
+            await writer.complete()
+        with pytest.raises(DossierError, match="not requested"):
+            writer.sink(Part("records", "other"))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("parts", "question", "match"),
+    [
+        ((), Question(ORG, ("records",)), "at least one part"),
+        ((RECORDS, RECORDS), Question(ORG, ("records",)), "twice"),
+        ((RECORDS,), Question(ORG, ("records", "realtime")), "asks realtime but no part"),
+        ((REALTIME,), Question(ORG, ("records",)), "source the question does not ask"),
+        ((Part("interactions", "Nope"),), Question(ORG, ("interactions",)), "no interaction"),
+        (
+            (Part("interactions", "EmailSent"),),
+            Question(ORG, ("interactions",), ("EmailSent", "EmailOpened")),
+            "not the question's interaction types",
+        ),
+        ((Part("Bad/Name", "x"),), Question(ORG, ("Bad/Name",)), "not allowed"),
+    ],
+)
+def test_a_malformed_parts_request_is_refused(
+    parts: tuple[Part, ...], question: Question, match: str
+) -> None:
+    with pytest.raises(DossierError, match=match):
+        DossierRequest(CONTACT, parts, question)
+
+
+async def test_the_readme_names_what_a_subset_question_did_not_search(tmp_path: Path) -> None:
+    request = _parts_request(T.EmailSent, sources=("interactions", "records"))
+    async with DossierWriter(tmp_path, request, now=_at) as writer:
+        await writer.add_page(T.EmailSent, [])
+        writer.sink(RECORDS)
+        summary = await writer.complete()
+    with zipfile.ZipFile(summary.path) as archive:
+        readme = archive.read("README.txt").decode()
+    assert "Sources not searched: realtime" in readme
+    not_searched = readme[readme.index("Interaction types not searched") :].split("\r\n\r\n")[0]
+    assert "EmailOpened" in not_searched
+    assert "WebsiteVisited" in not_searched
+    assert "EmailSent" not in not_searched
+    assert "marketing interactions" in readme
+    assert "rows of named tables" in readme

@@ -143,6 +143,13 @@ class DossierRequest:
             if part.source not in self.question.sources:
                 raise DossierError(f"part {part.key} is of a source the question does not ask")
         question = self.question
+        # The manifest must answer the question exactly: verify checks the same two rules.
+        sources = {p.source for p in self.parts}
+        if unanswered := [s for s in question.sources if s not in sources]:
+            raise DossierError(f"the question asks {', '.join(unanswered)} but no part fetches it")
+        types = {p.name for p in self.parts if p.source == INTERACTIONS}
+        if INTERACTIONS in sources and types != set(question.interaction_types):
+            raise DossierError("the interactions parts are not the question's interaction types")
         for name, value in (("date_from", question.date_from), ("date_to", question.date_to)):
             if value is not None and not _WIRE_DATE.match(value):
                 raise DossierError(f"{name} must be sent as MM-DD-YYYY")
