@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 import pytest
 
-from sar_bulk.dossier import writer as dossier
 from sar_bulk.dossier.verify import verify_dossier
 from sar_bulk.dossier.writer import DossierRequest, DossierWriter, Question
 from sar_bulk.errors import DossierError
@@ -89,7 +88,7 @@ async def test_any_failure_while_encoding_becomes_a_dossier_error(
     def failing_dumps(value: Any, *args: Any, **kwargs: Any) -> bytes:
         raise error("boom " + SECRET)
 
-    monkeypatch.setattr(dossier.orjson, "dumps", failing_dumps)
+    monkeypatch.setattr(orjson, "dumps", failing_dumps)
     async with DossierWriter(tmp_path, _request()) as writer:
         with pytest.raises(DossierError, match=error.__name__) as caught:
             await writer.sink(SENT).add_rows(

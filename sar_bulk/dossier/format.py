@@ -36,12 +36,11 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import orjson
 
 from sar_bulk.guids import canonical_guid
-from sar_bulk.sources.base import Part
 from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 __all__ = [
@@ -56,6 +55,8 @@ __all__ = [
     "TOOL_NAME",
     "DossierView",
     "EntryView",
+    "PartLike",
+    "PartRef",
     "PartView",
     "Question",
     "build_manifest",
@@ -110,6 +111,32 @@ _WIRE_DATE: Final = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
 _TYPE_INDEX: Final = {t.value: i for i, t in enumerate(ALL_TYPES)}
 
 
+class PartLike(Protocol):
+    """What the format needs of a part: ``sources.base.Part`` is one. A protocol, so that the
+    verifier does not import the sources (and with them the HTTP client) to check a file."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PartRef:
+    """A part as the verifier reads it from a manifest (same ``key`` rule as ``Part``)."""
+
+    source: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return self.source if self.name == self.source else f"{self.source}/{self.name}"
+
+
 @dataclass(frozen=True, slots=True)
 class Question:
     """What was asked for the contact; the manifest records it and a resumed run compares it."""
@@ -146,7 +173,7 @@ class EntryView:
 
 @dataclass(frozen=True, slots=True)
 class PartView:
-    part: Part
+    part: PartLike
     pages: int  # add_rows calls of the part, empty ones included
     entries: tuple[EntryView, ...]
     notes: Mapping[str, Any] = field(default_factory=dict)
@@ -170,7 +197,7 @@ class DossierView:
         return sum(p.rows for p in self.parts if p.part.source == INTERACTIONS)
 
 
-def part_order(part: Part) -> tuple[int, str, int, str]:
+def part_order(part: PartLike) -> tuple[int, str, int, str]:
     """Sort key of parts: known sources first, in their order; types in canonical order."""
     known = list(KNOWN_SOURCES)
     rank = known.index(part.source) if part.source in known else len(known)
@@ -193,7 +220,7 @@ def source_problem(source: str) -> str | None:
     return None if _SOURCE.match(source) else f"source name {source!r} is not allowed"
 
 
-def entry_problem(part: Part, entry: str, kind: Kind) -> str | None:
+def entry_problem(part: PartLike, entry: str, kind: Kind) -> str | None:
     """Why ``entry`` cannot be a member of ``part`` (None when it can).
 
     Names are ``<source>/<segment>[/<segment>]`` with plain segments, so no entry can escape

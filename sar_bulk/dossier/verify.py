@@ -53,6 +53,7 @@ from sar_bulk.dossier.format import (
     PARTIAL_PREFIX,
     README_NAME,
     SCHEMA,
+    PartRef,
     contact_matches,
     dossier_file_name,
     entry_problem,
@@ -60,7 +61,6 @@ from sar_bulk.dossier.format import (
     source_problem,
 )
 from sar_bulk.guids import is_canonical_guid
-from sar_bulk.sources.base import Part
 from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 __all__ = [
@@ -466,7 +466,7 @@ class _ManifestCheckV2(_Fields):
         entries: dict[str, _Entry] = {}
         interactions: int | None = 0
         rows: int | None = 0
-        last: Part | None = None
+        last: PartRef | None = None
         seen: dict[str, set[str]] = {}
         for number, raw in enumerate(value):
             group = self._fields(f"sources[{number}]", raw, ("source", "parts"))
@@ -522,7 +522,7 @@ class _ManifestCheckV2(_Fields):
 
     def _part(
         self, source: str, raw: object, entries: dict[str, _Entry]
-    ) -> tuple[Part | None, int | None]:
+    ) -> tuple[PartRef | None, int | None]:
         row = self._fields(f"a part of {source}", raw, _PART_FIELDS)
         if row is None:
             return None, None
@@ -530,7 +530,7 @@ class _ManifestCheckV2(_Fields):
         if not isinstance(name, str) or not name:
             self.problems.append(f"manifest: a part of {source} has no name")
             return None, None
-        part = Part(source, name)
+        part = PartRef(source, name)
         where = f"part {part.key}"
         if source == INTERACTIONS and name not in _CANONICAL_INDEX:
             self.problems.append(f"manifest: {where} names no interaction type")
@@ -569,7 +569,7 @@ class _ManifestCheckV2(_Fields):
             self.problems.append(f"manifest: {where} rows is {rows} but its entries hold {counted}")
         return part, counted
 
-    def _entry(self, part: Part, raw: object) -> tuple[_Entry | None, str | None]:
+    def _entry(self, part: PartRef, raw: object) -> tuple[_Entry | None, str | None]:
         row = self._fields(f"an entry of part {part.key}", raw, _ENTRY_FIELDS_V2)
         if row is None:
             return None, None
