@@ -718,9 +718,11 @@ def _layout_problems(
         problems.append("there are bytes after the end of the zip (data was appended)")
     cd_size, cd_offset = struct.unpack("<LL", tail[at + 12 : at + 20])
     cd_end = eocd
-    if cd_offset == 0xFFFFFFFF or cd_size == 0xFFFFFFFF:
-        stream.seek(eocd - _LOCATOR64_SIZE)
-        locator = stream.read(_LOCATOR64_SIZE)
+    stream.seek(max(eocd - _LOCATOR64_SIZE, 0))
+    locator = stream.read(_LOCATOR64_SIZE)
+    # zipfile writes the ZIP64 end records whenever an offset passes ZIP64_LIMIT, and then the
+    # central directory ends where they begin (as zipfile itself finds them: by the locator).
+    if locator[:4] == _LOCATOR64 or cd_offset == 0xFFFFFFFF or cd_size == 0xFFFFFFFF:
         record_at = struct.unpack("<Q", locator[8:16])[0] if len(locator) == 20 else -1
         stream.seek(max(record_at, 0))
         record = stream.read(_EOCD64_SIZE)

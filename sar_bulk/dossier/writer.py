@@ -618,6 +618,7 @@ class _Spool:
 
 class _State(enum.Enum):
     OPEN = "open"
+    ASSEMBLING = "assembling"  # complete() is writing the zip
     BROKEN = "broken"  # a write failed or was cancelled half-way: only abort() is left
     DONE = "done"
     ABORTED = "aborted"
@@ -779,6 +780,8 @@ class DossierWriter:
                     f"the dossier of {contact} is incomplete: no data came for {', '.join(missing)}"
                 )
             generated_at = format_timestamp(self._now())
+            # No note or row may change the parts while the thread reads them.
+            self._state = _State.ASSEMBLING
             summary = await self._in_thread(self._spool.assemble, generated_at)
             self._state = _State.DONE
             return summary
