@@ -22,7 +22,7 @@ import pytest
 
 from sar_bulk.dossier import format_v1
 from sar_bulk.dossier.format import interactions_entry as entry_name
-from sar_bulk.dossier.format import member_info
+from sar_bulk.dossier.format import member_info, question_matches
 from sar_bulk.dossier.verify import (
     file_sha256,
     iter_dossiers,
@@ -189,6 +189,24 @@ def test_a_good_dossier_passes(good: Path) -> None:
     assert result.question is not None
     assert result.question["sources"] == ["interactions", "records", "realtime"]
     assert result.sha256 is None  # only computed when a hash is expected
+
+
+def test_the_question_of_a_dossier_is_compared_as_sets(good: Path, v1: Path) -> None:
+    found = verify_dossier(good).question
+    types = ("WebsiteVisited", "EmailOpened", "EmailSent")  # another order, same question
+    asked = Question("https://o", ("realtime", "records", "interactions"), types)
+    assert question_matches(found, asked)
+    assert not question_matches(found, Question("https://o", ("interactions",), types))
+    assert not question_matches(found, Question("https://other", asked.sources, types))
+    assert not question_matches(found, Question("https://o", asked.sources, types, "01-01-2024"))
+    assert not question_matches(found, Question("https://o", asked.sources, types[:2]))
+    assert not question_matches(None, asked)
+    v1_question = Question("https://o", ("interactions",), ("EmailSent", "EmailOpened"))
+    assert not question_matches(verify_dossier(v1).question, v1_question)  # v1 has date_to
+    dated = Question(
+        "https://o", ("interactions",), ("EmailSent", "EmailOpened"), None, "12-31-2024"
+    )
+    assert question_matches(verify_dossier(v1).question, dated)
 
 
 def test_the_whole_file_hash_is_checked_when_given(good: Path) -> None:

@@ -68,6 +68,7 @@ __all__ = [
     "manifest_bytes",
     "member_info",
     "part_order",
+    "question_matches",
     "readme_text",
     "rows_layout",
 ]
@@ -195,6 +196,25 @@ class DossierView:
     @property
     def total_interactions(self) -> int:
         return sum(p.rows for p in self.parts if p.part.source == INTERACTIONS)
+
+
+def question_matches(found: Mapping[str, Any] | None, asked: Question) -> bool:
+    """Does a dossier whose manifest holds the question ``found`` answer ``asked``?
+
+    ``found`` is ``VerifyResult.question`` (v1 dossiers get a derived one). Lists compare as
+    sets: the order a question was written in does not change what it asks.
+    """
+    if not isinstance(found, Mapping):
+        return False
+    expected = asked.as_json()
+    for key, value in expected.items():
+        got = found.get(key)
+        if isinstance(value, list):
+            if not isinstance(got, list) or sorted(map(str, got)) != sorted(value):
+                return False
+        elif got != value:
+            return False
+    return True
 
 
 def part_order(part: PartLike) -> tuple[int, str, int, str]:
@@ -388,6 +408,32 @@ def _part_lines(part_view: PartView) -> list[str]:
     return lines
 
 
+_FOLDERS: Final = {
+    INTERACTIONS: (
+        "interactions/<Type>.json",
+        "your interactions of one type (a JSON array, one per",
+        "line); a file exists only for types that have interactions",
+    ),
+    "records": (
+        "records/<table>.json",
+        "rows of one table that hold you (JSON lines: one row",
+        "per line)",
+    ),
+    "realtime": ("realtime/...", "export files of real-time journeys, unchanged", ""),
+}
+
+
+def _folder_lines(question: Question) -> list[str]:
+    """The folders of the sources that were searched, each with what its files hold."""
+    lines: list[str] = []
+    for source in question.sources:
+        name, first, second = _FOLDERS.get(source, (f"{source}/...", "data of this source", ""))
+        lines.append(f"  {name:<28}{first}")
+        if second:
+            lines.append(f"  {'':<28}{second}")
+    return lines
+
+
 def readme_text(view: DossierView) -> str:
     """README.txt for the data subject, from the small view of the dossier (plain and exact)."""
     question = view.question
@@ -431,11 +477,7 @@ def readme_text(view: DossierView) -> str:
         f"  {'':<28}page included. It cannot hold a checksum of itself: to check",
         f"  {'':<28}it, compare the sha256 of the whole .zip file with the one",
         f"  {'':<28}the organisation gives you.",
-        f"  {'interactions/<Type>.json':<28}your interactions of one type (a JSON array, one per",
-        f"  {'':<28}line); a file exists only for types that have interactions",
-        f"  {'records/<table>.json':<28}rows of one table that hold you (JSON lines: one row",
-        f"  {'':<28}per line)",
-        f"  {'realtime/...':<28}export files of real-time journeys, unchanged",
+        *_folder_lines(question),
         "",
         "How to open the files",
         "---------------------",
