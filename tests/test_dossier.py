@@ -897,3 +897,42 @@ async def test_the_readme_names_what_a_subset_question_did_not_search(tmp_path: 
     assert "EmailSent" not in not_searched
     assert "marketing interactions" in readme
     assert "rows of named tables" in readme
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pages=st.lists(
+        st.lists(st.dictionaries(st.text(), json_values, max_size=6), max_size=5),
+        min_size=1,
+        max_size=4,
+    ),
+    export=st.lists(st.binary(max_size=300), max_size=4),
+)
+def test_arbitrary_records_rows_and_file_chunks_round_trip(
+    pages: list[list[dict[str, Any]]], export: list[bytes]
+) -> None:
+    async def write(folder: Path) -> Path:
+        async with DossierWriter(folder, _parts_request(sources=("records", "realtime"))) as writer:
+            records, realtime = writer.sink(RECORDS), writer.sink(REALTIME)
+            for page in pages:
+                await records.add_rows("records/table.json", page)
+            for chunk in export:
+                await realtime.add_file("realtime/export.json", chunk)
+            return (await writer.complete()).path
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = asyncio.run(write(Path(folder)))
+        rows = [row for page in pages for row in page]
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if rows:
+                lines = archive.read("records/table.json").splitlines()
+                assert [orjson.loads(line) for line in lines] == rows
+            else:
+                assert "records/table.json" not in names
+            if export:
+                assert archive.read("realtime/export.json") == b"".join(export)
+            else:
+                assert "realtime/export.json" not in names
+        assert verify_dossier(path).problems == ()
