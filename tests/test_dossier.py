@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sar_bulk.dossier import writer as dossier
+from sar_bulk.dossier import spool as dossier
 from sar_bulk.dossier.format import PARTIAL_PREFIX
 from sar_bulk.dossier.format import interactions_entry as entry_name
 from sar_bulk.dossier.verify import verify_dossier
@@ -488,7 +488,7 @@ async def test_a_cancelled_page_breaks_the_writer_and_abort_waits_for_the_thread
     import threading
 
     entered, release, finished = threading.Event(), threading.Event(), threading.Event()
-    real_append = dossier._Spool._append
+    real_append = dossier.Spool._append
 
     def slow_append(self: Any, spool: Any, chunks: Any) -> None:
         # Runs in the writer's worker thread (the page spills to disk): the loop stays free.
@@ -497,7 +497,7 @@ async def test_a_cancelled_page_breaks_the_writer_and_abort_waits_for_the_thread
         real_append(self, spool, chunks)
         finished.set()
 
-    monkeypatch.setattr(dossier._Spool, "_append", slow_append)
+    monkeypatch.setattr(dossier.Spool, "_append", slow_append)
     writer = DossierWriter(tmp_path, _request(T.EmailSent))
     task = asyncio.create_task(writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)]))
     await asyncio.to_thread(entered.wait, 10)
@@ -518,7 +518,8 @@ KILL_MID_ASSEMBLY = textwrap.dedent(
     """
     import asyncio, os, signal, sys
     from pathlib import Path
-    from sar_bulk.dossier import writer as dossier
+    from sar_bulk.dossier import spool as dossier
+    from sar_bulk.dossier import writer
     from sar_bulk.sources.interaction_types import InteractionType as T
 
     def copy_then_die(source, target):
@@ -531,13 +532,13 @@ KILL_MID_ASSEMBLY = textwrap.dedent(
     contact = sys.argv[2]
 
     async def main():
-        request = dossier.DossierRequest.for_interactions(
+        request = writer.DossierRequest.for_interactions(
             contact, (T.EmailSent,), "https://org.example"
         )
-        writer = dossier.DossierWriter(Path(sys.argv[1]), request)
+        dossier_writer = writer.DossierWriter(Path(sys.argv[1]), request)
         page = [{"ContactId": contact, "Seq": n, "Pad": "x" * 100} for n in range(500)]
-        await writer.add_page(T.EmailSent, page)
-        await writer.complete()
+        await dossier_writer.add_page(T.EmailSent, page)
+        await dossier_writer.complete()
 
     asyncio.run(main())
     """
