@@ -103,11 +103,15 @@ async def test_check_names_a_refused_token_without_showing_it(simulator_url: str
 
 
 async def test_check_says_plainly_that_the_action_is_gone() -> None:
-    async with simulate_command("--action-missing") as url:
+    # Today's cloud org: the action is gone, the Dataverse rows and real-time journeys remain.
+    async with simulate_command("--org-kind", "realtime") as url:
         result = await run_cli(_static_token("check", url), env=token_env(TOKEN))
-    assert result.code == 3
-    assert "action-missing" in result.stdout
+    assert result.code == 0
+    assert ": ready: " in result.stdout
+    assert "interactions: missing" in result.stdout
     assert "retired" in result.stdout
+    assert "records: available" in result.stdout
+    assert "realtime: available" in result.stdout
 
 
 async def test_run_writes_dossiers_and_a_report(simulator_url: str, tmp_path: Path) -> None:

@@ -355,7 +355,7 @@ async def test_a_run_with_a_passphrase_and_verify_with_it(tmp_path: Path) -> Non
 async def test_the_inner_zip_is_the_same_bytes_for_the_same_data(tmp_path: Path) -> None:
     identity = x25519.Identity.generate()
     contact = contact_ids(1, 53)[0]
-    request = DossierRequest(contact, ALL_TYPES[:3], "https://x.crm.dynamics.com")
+    request = DossierRequest.for_interactions(contact, ALL_TYPES[:3], "https://x.crm.dynamics.com")
     fixed = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     encryptor = Encryptor.to_recipients([str(identity.to_public())])
     inners: list[bytes] = []

@@ -333,7 +333,7 @@ async def test_plain_and_encrypted_dossiers_are_not_swapped_silently(tmp_path: P
 async def _encrypted_dossier(out: Path, identity: x25519.Identity) -> Path:
     contact = contact_ids(1, 64)[0]
     types = ALL_TYPES[:2]
-    request = DossierRequest(contact, types, "https://x.crm.dynamics.com")
+    request = DossierRequest.for_interactions(contact, types, "https://x.crm.dynamics.com")
     encryptor = Encryptor.to_recipients([str(identity.to_public())])
     async with DossierWriter(out, request, encryptor=encryptor) as writer:
         for itype in types:

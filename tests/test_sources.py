@@ -31,7 +31,7 @@ from sar_bulk.sources.base import (
 )
 from sar_bulk.sources.interaction_types import InteractionType
 from sar_bulk.sources.interactions import InteractionsSource
-from sar_bulk.sources.registry import SourceNotBuilt, build, build_many, parse_sources
+from sar_bulk.sources.registry import build, build_many, parse_sources
 
 # --- registry -----------------------------------------------------------------------------------
 
@@ -44,14 +44,11 @@ def test_sources_parse_to_canonical_order_or_auto() -> None:
             parse_sources(bad)
 
 
-async def test_unbuilt_sources_are_missing_in_auto_and_an_error_by_name() -> None:
+async def test_auto_builds_every_source_and_a_name_builds_one() -> None:
     async with client_rig(unlimited(seed=1)) as rig:
         deps = _deps(rig.client)
-        sources, not_built = build_many(None, deps)
-        assert [s.name for s in sources] == ["interactions"]
-        assert set(not_built) == {"records", "realtime"}
-        with pytest.raises(SourceNotBuilt, match="records source is not part"):
-            build_many(("interactions", "records"), deps)
+        assert [s.name for s in build_many(None, deps)] == ["interactions", "records", "realtime"]
+        assert [s.name for s in build_many(("records",), deps)] == ["records"]
         with pytest.raises(ConfigError, match="unknown source"):
             build("emails", deps)
 
@@ -164,9 +161,12 @@ class _Fixed:
 
 async def test_probe_sources_uses_every_available_one_and_says_what_each_said() -> None:
     check = await probe_sources(
-        [_Fixed("realtime", Availability.AVAILABLE), _Fixed("interactions", Availability.MISSING)],
+        [
+            _Fixed("realtime", Availability.AVAILABLE),
+            _Fixed("records", Availability.FORBIDDEN),
+            _Fixed("interactions", Availability.MISSING),
+        ],
         credential_name="X",
-        not_built={"records": "not in this build"},
     )
     assert check.can_run
     assert check.available == ("realtime",)
@@ -319,25 +319,44 @@ def _deps(client: Any, **settings: Any) -> SourceDeps:
 
 
 @pytest.mark.parametrize(
-    ("sim", "code", "headline", "interactions"),
+    ("sim", "code", "headline", "said"),
     [
-        (SimulatorConfig(seed=1), 0, ": ready: ", "interactions: available (the action answered)"),
         (
-            SimulatorConfig(seed=1, action_missing=True),
-            3,
-            ": action-missing: ",
-            "interactions: missing (this org has no msdyncrm_LoadInteractionsPublic",
+            SimulatorConfig(seed=1, org_kind="both"),
+            0,
+            ": ready: ",
+            ("interactions: available", "records: available", "realtime: available"),
+        ),
+        (
+            SimulatorConfig(seed=1, org_kind="realtime"),  # today's cloud org
+            0,
+            ": ready: ",
+            (
+                "interactions: missing (this org has no msdyncrm_LoadInteractionsPublic",
+                "records: available",
+                "realtime: available",
+            ),
+        ),
+        (
+            SimulatorConfig(seed=1, org_kind="dataverse"),  # Sales/Service, no marketing
+            0,
+            ": ready: ",
+            ("interactions: missing", "records: available", "realtime: missing (this org has no"),
         ),
         (
             SimulatorConfig(seed=1, forbidden_identities=frozenset({"sim-check"})),
             3,
             ": forbidden: ",
-            "interactions: forbidden (the identity may not run",
+            (
+                "interactions: forbidden (the identity may not run",
+                "records: forbidden (reading contacts: ",
+                "realtime: forbidden (reading metadata: ",
+            ),
         ),
     ],
 )
 async def test_check_reports_each_source(
-    sim: SimulatorConfig, code: int, headline: str, interactions: str
+    sim: SimulatorConfig, code: int, headline: str, said: tuple[str, str, str]
 ) -> None:
     import io
 
@@ -352,6 +371,5 @@ async def test_check_reports_each_source(
     lines = out.getvalue().splitlines()
     assert got == code
     assert headline in lines[0]
-    assert lines[1].strip().startswith(interactions)
-    assert lines[2].strip().startswith("records: missing (the records source is not part")
-    assert lines[3].strip().startswith("realtime: missing")
+    for line, expected in zip(lines[1:4], said, strict=True):
+        assert line.strip().startswith(expected), line

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from aiohttp import web
-from hypothesis import given
-from hypothesis import strategies as st
 from webapi_support import (
     Handler,
     ScriptedOrg,
@@ -21,7 +19,7 @@ from webapi_support import (
     source_deps,
 )
 
-from sar_bulk.dataverse.webapi import Download, ResourceMissing, TooLarge, WebApi, loads
+from sar_bulk.dataverse.webapi import Download, ResourceMissing, TooLarge, WebApi
 from sar_bulk.errors import Forbidden, MalformedResponse, PagingError, RequestContext, RunStopper
 
 CONTEXT = RequestContext("00000000-0000-4000-8000-000000000001", "records")
@@ -50,34 +48,6 @@ async def test_get_json_keeps_every_digit(org: ScriptedOrg, api: WebApi) -> None
     )
     document = await api.get_json(api.url("contacts(1)"))
     assert orjson.dumps(document) == b'{"a":1.10,"b":12345678901234567890}'
-
-
-@given(
-    st.recursive(
-        st.none()
-        | st.booleans()
-        | st.integers(-(2**63), 2**64 - 1)
-        | st.text()
-        | st.floats(allow_nan=False, allow_infinity=False),
-        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4),
-        max_leaves=12,
-    )
-)
-def test_loads_writes_back_what_orjson_reads(value: object) -> None:
-    raw = orjson.dumps(value)
-    assert orjson.loads(orjson.dumps(loads(raw))) == orjson.loads(raw)
-
-
-def test_loads_keeps_integers_beyond_64_bits() -> None:
-    raw = b"[-9223372036854775809, 123456789012345678901234567890, 1e400, 5]"
-    decoded = loads(raw)
-    assert decoded[3] == 5
-    assert orjson.dumps(decoded) == raw.replace(b", ", b",")
-
-
-def test_loads_refuses_nan() -> None:
-    with pytest.raises(ValueError, match="NaN is not JSON"):
-        loads(b"[NaN]")
 
 
 async def test_pages_follow_next_link_with_page_size(org: ScriptedOrg, api: WebApi) -> None:

@@ -59,8 +59,7 @@ async def run_check(settings: Mapping[str, Any], environ: Mapping[str, str], *, 
             clock=loop.time,
             sleep=asyncio.sleep,
         )
-        sources, not_built = build_many(None, deps)
-        result = await probe_sources(sources, credential_name=name, not_built=not_built)
+        result = await probe_sources(build_many(None, deps), credential_name=name)
     outcome = result.outcome
     headline = result.stop if result.stop is not None else _headline(outcome)
     print(f"{org.base}: {outcome.value}: {headline}", file=out)

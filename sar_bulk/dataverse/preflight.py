@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from sar_bulk.errors import (
@@ -107,18 +107,17 @@ async def probe_sources(
     sources: Sequence[Source],
     *,
     credential_name: str,
-    not_built: Mapping[str, str] | None = None,
     connect_tries: int = 3,
     connect_pause: float = 1.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> SourcesCheck:
     """Ask each source's ``probe`` (one cheap call each) and sum up what holds.
 
-    ``not_built`` names sources this build lacks (reported as missing). A refused token, an
+    A refused token, an
     unreachable org or a probe that fails for good stops the whole check: no source can be
     trusted then. A throttled or passing fault counts the source as available (the run retries).
     """
-    probes = [Probe(name, Availability.MISSING, why) for name, why in (not_built or {}).items()]
+    probes: list[Probe] = []
     hint: int | None = None
     for source in sources:
         try:

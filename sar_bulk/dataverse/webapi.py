@@ -23,15 +23,12 @@ Downloads ask for ``Range`` chunks and continue from what arrived (a server may 
 asked); ``x-ms-file-size`` gives the total, which must stay the same, stay under the cap and be
 met exactly. Chunks are handed to ``write`` as they come: memory holds one chunk.
 
-JSON is decoded by ``loads`` below, which keeps every digit of a decimal number
-(``orjson.Fragment``). It stands in for ``sar_bulk.dataverse.jsonexact.loads`` (same name and
-signature) until that module lands; then this one goes.
+JSON is decoded by ``jsonexact.loads``, which keeps every digit of every number as sent.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -40,12 +37,15 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
+from sar_bulk.dataverse import jsonexact
 from sar_bulk.dataverse.client import classify_error
 from sar_bulk.dataverse.fetcher import PairFetcher
 from sar_bulk.dataverse.http import Answer, OrgHttp
+from sar_bulk.dataverse.jsonexact import JsonRefused
 from sar_bulk.errors import (
     DataverseError,
     MalformedResponse,
+    NotFound,
     PagingError,
     RequestContext,
 )
@@ -58,7 +58,6 @@ __all__ = [
     "ResourceMissing",
     "TooLarge",
     "WebApi",
-    "loads",
     "object_body",
 ]
 
@@ -71,7 +70,7 @@ _SIZE: Final = re.compile(r"[0-9]{1,18}")
 DEFAULT_CHUNK: Final = 4 * 1024 * 1024  # Dataverse's own recommended file chunk size
 
 
-class ResourceMissing(DataverseError):
+class ResourceMissing(NotFound):
     """404 from the Web API: no such table (``MISSING_SEGMENT``) or row (``MISSING_ROW``)."""
 
     advice = "check that this org has the table and the row"
@@ -89,33 +88,6 @@ class TooLarge(DataverseError):
     """A file larger than the configured cap: refused before it is downloaded."""
 
     advice = "raise the size cap if the file is expected to be this large"
-
-
-def loads(raw: bytes) -> Any:
-    """Decode JSON, keeping every digit of decimal numbers as ``orjson.Fragment``.
-
-    Integers stay ``int`` where orjson can write them back (64 bits), else become fragments too;
-    ``NaN`` and ``Infinity`` are refused.
-    """
-    return json.loads(
-        raw,
-        parse_float=_fragment,
-        parse_int=_integer,
-        parse_constant=_refuse_constant,
-    )
-
-
-def _fragment(text: str) -> Any:
-    return orjson.Fragment(text.encode("ascii"))
-
-
-def _integer(text: str) -> Any:
-    value = int(text)
-    return value if -(2**63) <= value < 2**64 else _fragment(text)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,9 +278,11 @@ class WebApi:
 def object_body(context: RequestContext, raw: bytes) -> dict[str, Any]:
     """A 2xx body that must be a JSON object, else ``MalformedResponse``."""
     try:
-        document = loads(raw)
-    except ValueError:
-        raise MalformedResponse(context, f"{len(raw)} bytes that are not JSON") from None
+        document = jsonexact.loads(raw)
+    except JsonRefused as exc:
+        raise MalformedResponse(
+            context, f"{len(raw)} bytes that are not usable JSON: {exc}"
+        ) from None
     if not isinstance(document, dict):
         raise MalformedResponse(context, "the answer is not a JSON object")
     return document

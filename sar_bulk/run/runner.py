@@ -150,8 +150,8 @@ async def _choose_sources(
         clock=loop.time,
         sleep=asyncio.sleep,
     )
-    built, not_built = build_many(config.sources, deps)
-    check = await probe_sources(built, credential_name=credential_name, not_built=not_built)
+    built = build_many(config.sources, deps)
+    check = await probe_sources(built, credential_name=credential_name)
     if not check.can_run:
         return [], check
     available = set(check.available)

@@ -6,10 +6,7 @@ Usage::
     names = parse_sources("interactions,records") # ("interactions", "records")
     source = build("interactions", deps)          # SourceNotBuilt when it is not in this build
 
-Adding a source is its module plus one line in ``_FACTORIES``. ``records`` and ``realtime`` are
-written alongside this module; until their modules are wired here their factories raise
-``SourceNotBuilt``, which an ``auto`` run reports as "missing" and an explicit
-``--sources records`` reports as a usage error.
+Adding a source is its module plus one line in ``_FACTORIES``.
 """
 
 from __future__ import annotations
@@ -20,28 +17,19 @@ from typing import Final
 from sar_bulk.errors import ConfigError
 from sar_bulk.sources.base import Source, SourceDeps
 from sar_bulk.sources.interactions import InteractionsSource
+from sar_bulk.sources.realtime import RealtimeSource
+from sar_bulk.sources.records import RecordsSource
 
-__all__ = ["AUTO", "SOURCE_NAMES", "SourceNotBuilt", "build", "build_many", "parse_sources"]
+__all__ = ["AUTO", "SOURCE_NAMES", "build", "build_many", "parse_sources"]
 
 AUTO: Final = "auto"
 Factory = Callable[[SourceDeps], Source]
 
 
-class SourceNotBuilt(ConfigError):
-    """The source is known by name but this build of sar-bulk does not have it."""
-
-
-def _not_built(name: str) -> Factory:
-    def factory(deps: SourceDeps) -> Source:
-        raise SourceNotBuilt(f"the {name} source is not part of this sar-bulk build yet")
-
-    return factory
-
-
 _FACTORIES: Final[Mapping[str, Factory]] = {
     "interactions": InteractionsSource,
-    "records": _not_built("records"),
-    "realtime": _not_built("realtime"),
+    "records": RecordsSource,
+    "realtime": RealtimeSource,
 }
 SOURCE_NAMES: Final = tuple(_FACTORIES)
 
@@ -63,7 +51,7 @@ def parse_sources(text: str) -> tuple[str, ...] | None:
 
 
 def build(name: str, deps: SourceDeps) -> Source:
-    """A source for this run; ``ConfigError`` for an unknown name, ``SourceNotBuilt`` if absent."""
+    """A source for this run; ``ConfigError`` for an unknown name."""
     try:
         factory = _FACTORIES[name]
     except KeyError:
@@ -71,21 +59,6 @@ def build(name: str, deps: SourceDeps) -> Source:
     return factory(deps)
 
 
-def build_many(
-    names: tuple[str, ...] | None, deps: SourceDeps
-) -> tuple[list[Source], dict[str, str]]:
-    """The sources ``names`` asks for (None: ``auto``, every one this build has).
-
-    Returns the sources and, for ``auto``, why each one this build lacks is left out; an
-    explicitly named source this build lacks raises ``SourceNotBuilt``.
-    """
-    sources: list[Source] = []
-    not_built: dict[str, str] = {}
-    for name in names if names is not None else SOURCE_NAMES:
-        try:
-            sources.append(build(name, deps))
-        except SourceNotBuilt as exc:
-            if names is not None:
-                raise
-            not_built[name] = str(exc)
-    return sources, not_built
+def build_many(names: tuple[str, ...] | None, deps: SourceDeps) -> list[Source]:
+    """The sources ``names`` asks for (None: ``auto``, every source there is)."""
+    return [build(name, deps) for name in (names if names is not None else SOURCE_NAMES)]
