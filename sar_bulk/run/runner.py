@@ -7,6 +7,12 @@ Usage::
 This is the one place that owns the run's resources: the single ``aiohttp.ClientSession``, the
 credential (closed once at the end), the signal handlers, the progress task. Everything it builds
 is passed in to the parts below it, so tests can build the same parts around a simulator.
+
+Before the first request it checks ``--out`` and ``--state`` (``paths.py``), creates the output
+folder (0700) and locks it (``run_lock.py``): a run that cannot write its results, or that
+would collide with another run, costs the org nothing. Every token the credential issues is
+registered with the process's redactor (``logs.REDACTOR``) the moment it is handed out, so a
+server that echoes it back cannot make it reach a log, the report, the state or the terminal.
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dataverse.preflight import preflight
 from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import ConfigError, InputError
+from sar_bulk.logs import REDACTOR, scrub
 from sar_bulk.run.engine import Engine, RunResult, run_id_for
+from sar_bulk.run.paths import check_run_paths, create_private_folder
 from sar_bulk.run.progress import Progress
-from sar_bulk.run.report import report_name, summary_line, write_report
+from sar_bulk.run.report import outcome_text, report_name, summary_line, write_reports
+from sar_bulk.run.run_lock import RunLock
 
 __all__ = ["ExitCode", "RunOutcome", "execute_run"]
 
@@ -51,6 +60,22 @@ class ExitCode:
 
 
 _SIGNAL_EXIT = {"SIGINT": ExitCode.SIGINT, "SIGTERM": ExitCode.SIGTERM}
+
+
+class RedactingTokenProvider(TokenProvider):
+    """A ``TokenProvider`` that tells the process's redactor every token it hands out."""
+
+    __slots__ = ()
+
+    async def token(self) -> str:
+        value = await super().token()
+        REDACTOR.add(value)
+        return value
+
+    async def refresh_after_rejection(self, rejected: str) -> str:
+        value = await super().refresh_after_rejection(rejected)
+        REDACTOR.add(value)
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +95,51 @@ async def execute_run(
     install_signal_handlers: bool = True,
 ) -> RunOutcome:
     """Run ``config`` to the end and return its exit code; the credential is closed here."""
-    loop = asyncio.get_running_loop()
     started_at = datetime.now(UTC)
     started = time.monotonic()
     run_id = run_id_for(started_at)
     structlog.contextvars.bind_contextvars(run_id=run_id)
-    tokens = TokenProvider(credential, config.org.scope, describe=credential_name)
+    shard = str(config.shard) if config.shard else None
+    try:
+        # Before any request and before any folder: a run that cannot write stops here.
+        await asyncio.to_thread(check_run_paths, config.out, config.state)
+        await asyncio.to_thread(create_private_folder, config.out)
+        folder_lock = await asyncio.to_thread(RunLock.for_folder, config.out, shard=shard)
+    except BaseException:
+        await credential.close()
+        raise
+    try:
+        return await _locked_run(
+            config,
+            credential,
+            credential_name=credential_name,
+            progress_out=progress_out,
+            out=out,
+            install_signal_handlers=install_signal_handlers,
+            run_id=run_id,
+            started_at=started_at,
+            started=started,
+        )
+    finally:
+        folder_lock.release()
+
+
+async def _locked_run(
+    config: RunConfig,
+    credential: AsyncTokenCredential,
+    *,
+    credential_name: str,
+    progress_out: TextIO | None,
+    out: TextIO,
+    install_signal_handlers: bool,
+    run_id: str,
+    started_at: datetime,
+    started: float,
+) -> RunOutcome:
+    loop = asyncio.get_running_loop()
+    # The dates in words: an MM-DD range misread as DD-MM shows in the first line.
+    _log.info("run.started", dates=config.dates.in_words(), out=str(config.out))
+    tokens = RedactingTokenProvider(credential, config.org.scope, describe=credential_name)
     timeouts = Timeouts(request=config.timeout)
     try:
         async with create_session(timeouts) as session:
@@ -84,8 +148,9 @@ async def execute_run(
             )
             check = await preflight(client, credential_name=credential_name)
             if not check.can_run:
-                print(f"sar-bulk: {check.message}", file=sys.stderr)
-                return RunOutcome(ExitCode.REFUSED, check.message, None)
+                message = scrub(check.message)
+                print(f"sar-bulk: {message}", file=sys.stderr)
+                return RunOutcome(ExitCode.REFUSED, message, None)
             throttle = Throttle(config.throttle, clock=loop.time)
             if check.dop_hint:
                 throttle.on_success(check.dop_hint)
@@ -101,7 +166,7 @@ async def execute_run(
                 # Whatever broke, leave a report that says so and what was done before it.
                 crashed = RunResult(engine.totals, engine.column, crashed=exc)
                 document = _report(config, run_id, crashed, fetcher, throttle, started_at, 0.0)
-                await asyncio.to_thread(write_report, _report_path(config), document)
+                await asyncio.to_thread(_write_reports, config, run_id, document)
                 raise
             finally:
                 restore()
@@ -111,26 +176,29 @@ async def execute_run(
     finally:
         await tokens.close()
     seconds = time.monotonic() - started
-    report = _report_path(config)
     document = _report(config, run_id, result, fetcher, throttle, started_at, seconds)
-    await asyncio.to_thread(write_report, report, document)
-    summary = summary_line(
-        result.totals,
-        requests=fetcher.stats.requests,
-        throttled=fetcher.stats.throttled,
-        seconds=seconds,
+    report = await asyncio.to_thread(_write_reports, config, run_id, document)
+    summary = scrub(
+        summary_line(
+            result.totals,
+            requests=fetcher.stats.requests,
+            throttled=fetcher.stats.throttled,
+            seconds=seconds,
+            interrupted=result.interrupted_by,
+        )
     )
     code = _exit_code(result)
     print(summary, file=out)
     print(f"report: {report}", file=out)
     if result.stopped_by is not None:
-        print(f"sar-bulk: run stopped: {result.stopped_by}", file=sys.stderr)
+        print(f"sar-bulk: run stopped: {scrub(str(result.stopped_by))}", file=sys.stderr)
     _log.info("run.finished", exit_code=code, seconds=round(seconds, 1))
     return RunOutcome(code, summary, report)
 
 
-def _report_path(config: RunConfig) -> Path:
-    return config.out / report_name(str(config.shard) if config.shard else None)
+def _write_reports(config: RunConfig, run_id: str, document: dict[str, Any]) -> Path:
+    name = report_name(str(config.shard) if config.shard else None)
+    return write_reports(config.out, name, run_id, document)
 
 
 def _exit_code(result: RunResult) -> int:
@@ -161,6 +229,7 @@ def _report(
         "finished_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "seconds": round(seconds, 3),
         "outcome": _outcome(result),
+        "dates": config.dates.in_words(),
         "id_column": result.column,
         "totals": {
             "rows_read": totals.rows_read,
@@ -199,7 +268,7 @@ def _outcome(result: RunResult) -> str:
         return "stopped"
     if result.interrupted_by is not None:
         return f"interrupted ({result.interrupted_by})"
-    return "complete" if not (result.totals.failed or result.totals.rejected) else "incomplete"
+    return outcome_text(result.totals)
 
 
 def _noop() -> None:

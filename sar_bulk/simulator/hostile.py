@@ -53,8 +53,20 @@ async def _no_data(ctx: HostileContext) -> web.StreamResponse:
     return replies.page(orjson.dumps({}), dict(ctx.page_headers))
 
 
+async def _echo_token(ctx: HostileContext) -> web.StreamResponse:
+    """A 400 in Dataverse's error shape whose message repeats the bearer token it received.
+
+    Servers (and proxies) that echo the request in an error are common; the client keeps an
+    error's message as its detail, so this is how a token could reach a report or a log.
+    """
+    # The token bare, without "Bearer" before it: only knowing the value can catch it.
+    message = f"Invalid request for contact {ctx.contact_id}; the token was {ctx.token}"
+    return replies.error(400, "0x80040203", message)
+
+
 KINDS: dict[str, HostileAnswer] = {
     "no-data": _no_data,
+    "echo-token": _echo_token,
 }
 
 
