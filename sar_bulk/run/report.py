@@ -106,7 +106,14 @@ def write_reports(out: Path, name: str, run_id: str, document: dict[str, Any]) -
     body = _render(document)
     history = out / HISTORY_FOLDER
     _private_folder(history)
-    _write_atomically(history / history_name(name, run_id), body)
+    own = history / history_name(name, run_id)
+    # Run ids tell seconds and processes apart; two runs of one process in one second (tests,
+    # a library user) must not overwrite each other's record either.
+    serial = 1
+    while own.exists() or own.is_symlink():
+        serial += 1
+        own = history / history_name(name, f"{run_id}-{serial}")
+    _write_atomically(own, body)
     latest = out / name
     _write_atomically(latest, body)
     return latest
