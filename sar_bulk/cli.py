@@ -33,6 +33,17 @@ from sar_bulk.sources.interaction_types import ALL_TYPES
 
 __all__ = ["main"]
 
+# What leaving a run option unset means, for ``run --help``.
+_UNSET_MEANS: dict[str, str] = {
+    "org": "none, required",
+    "contacts": "none, required",
+    "date_from": "no start",
+    "date_to": "no end",
+    "page_size": "the action's own",
+    "shard": "no sharding",
+    "shard_count": "no sharding",
+}
+
 # What each simulator setting does, for ``simulate --help`` (the flags come from its dataclass).
 _SIMULATOR_HELP: dict[str, str] = {
     "seed": "seed of the synthetic data: the same seed gives the same org",
@@ -184,8 +195,11 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     # The default is shown by hand: argparse's own default must stay None, so that resolve()
     # can tell a flag that was not given from one that was (flag > environment > file).
     default = ""
-    if option.default is not None and not option.is_switch and "(default" not in option.help:
-        shown = option.default.value if isinstance(option.default, Enum) else option.default
+    if not option.is_switch and "default" not in option.help:
+        if option.default is not None:
+            shown = option.default.value if isinstance(option.default, Enum) else option.default
+        else:
+            shown = _UNSET_MEANS.get(option.name, "unset")
         default = f" (default: {shown})"
     help_text = f"{option.help}{default} [env {option.env}]".replace("%", "%%")
     if option.is_switch:
