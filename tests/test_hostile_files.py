@@ -51,6 +51,11 @@ def _link_to_elsewhere(path: Path) -> Path:
     return path
 
 
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def _file(path: Path) -> Path:
     path.write_text("not a folder\n")
     return path
@@ -65,7 +70,7 @@ BAD_OUT: dict[str, Callable[[Path], Path]] = {
     "under a file": lambda tmp: _file(tmp / "plain") / "a" / "out",
 }
 BAD_STATE: dict[str, Callable[[Path], Path]] = {
-    "folder": lambda tmp: (tmp / "state").mkdir() or tmp / "state",
+    "folder": lambda tmp: _folder(tmp / "state"),
     "device": lambda tmp: Path("/dev/null"),
     "fifo": lambda tmp: _fifo(tmp / "state.sqlite"),
     "symlink": lambda tmp: _symlink_file(tmp / "state.sqlite"),
