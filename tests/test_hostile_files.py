@@ -10,6 +10,7 @@ is therefore exercised as "a path under a file", which no user can create.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import stat
@@ -20,14 +21,22 @@ import pytest
 from cli_support import run_args, run_cli, token_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import contact_ids, dossier_names, read_report, run_config, run_engine, write_csv
+from support import (
+    RotatingCredential,
+    contact_ids,
+    dossier_names,
+    read_report,
+    run_config,
+    run_engine,
+    write_csv,
+)
 
 from sar_bulk.dates import DateRange
 from sar_bulk.errors import ConfigError, InputError
 from sar_bulk.run.contacts import ContactReader, ContactRow
 from sar_bulk.run.report import RunTotals, outcome_text, summary_line
 from sar_bulk.run.run_lock import FOLDER_LOCK, RunLock
-from sar_bulk.run.runner import ExitCode
+from sar_bulk.run.runner import ExitCode, execute_run
 from sar_bulk.simulator import Simulator, SimulatorConfig
 from sar_bulk.sources.interaction_types import InteractionType
 
@@ -304,3 +313,31 @@ def test_a_latin1_file_says_the_encoding_may_be_why() -> None:
     reader = ContactReader(io.BytesIO(data), source_name="c.csv")
     with pytest.raises(InputError, match="2 of them are not UTF-8"):
         list(reader)
+
+
+async def test_contacts_from_a_pipe_are_not_read_twice_for_the_progress_count(
+    tmp_path: Path,
+) -> None:
+    contacts = contact_ids(5, 66)
+    fifo = _fifo(tmp_path / "contacts.csv")
+    body = ("ContactId\n" + "".join(f"{c}\n" for c in contacts)).encode()
+
+    def feed() -> None:
+        with fifo.open("wb") as pipe:  # blocks until the run opens the pipe to read it
+            pipe.write(body)
+
+    out = tmp_path / "out"
+    async with Simulator(SIMULATOR) as sim:
+        config = run_config(sim, fifo, out, types=InteractionType.EmailSent)
+        writer = asyncio.create_task(asyncio.to_thread(feed))
+        outcome = await execute_run(
+            config,
+            RotatingCredential(),
+            credential_name="RotatingCredential",
+            progress_out=io.StringIO(),  # progress on: it counts lines of a regular file only
+            out=io.StringIO(),
+            install_signal_handlers=False,
+        )
+        await writer
+    assert outcome.code == ExitCode.OK, outcome.summary
+    assert dossier_names(out) == {f"{c}.zip" for c in contacts}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -323,8 +324,16 @@ def _set_expected(progress: Progress, counting: asyncio.Task[int]) -> None:
 
 
 def _count_lines(path: Path) -> int:
+    # Only a regular file can be read twice: counting a pipe (``<(zcat ids.gz)``, a FIFO) would
+    # take rows away from the reader, and even opening one can lose what its writer sent.
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("not a regular file: no line count for the ETA")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError("not a regular file: no line count for the ETA")
     lines = 0
-    with path.open("rb") as handle:
+    with os.fdopen(fd, "rb") as handle:
         while chunk := handle.read(1 << 20):
             lines += chunk.count(b"\n")
     return lines
