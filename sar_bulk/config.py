@@ -110,6 +110,13 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _auth_kind(text: str) -> AuthKind:
+    try:
+        return AuthKind(text)
+    except ValueError:
+        raise ValueError(f"must be one of {', '.join(AuthKind)}") from None
+
+
 def _text(text: str) -> str:
     return text
 
@@ -146,7 +153,7 @@ def _names(text: str) -> frozenset[str]:
 
 RUN_OPTIONS: tuple[Option, ...] = (
     Option("org", _text, None, "organisation URL, e.g. https://contoso.crm4.dynamics.com", "URL"),
-    Option("auth", AuthKind, AuthKind.DEFAULT, "credential: " + ", ".join(AuthKind), "KIND"),
+    Option("auth", _auth_kind, AuthKind.DEFAULT, "credential: " + ", ".join(AuthKind), "KIND"),
     Option("contacts", _text, None, "CSV of contact ids ('-' reads standard input)", "PATH"),
     Option("id_column", _text, None, "name of the id column (default: detected)", "NAME"),
     Option("types", _text, "all", "'all' or a comma list of interaction types", "LIST"),

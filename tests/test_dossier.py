@@ -188,6 +188,7 @@ async def test_layout_member_order_and_fixed_member_metadata(tmp_path: Path) -> 
         "date_from": None,
         "date_to": None,
         "custom_tables": [],
+        "excluded_tables": [],
     }
     readme_bytes = readme.encode("utf-8")
     assert manifest["readme"] == {

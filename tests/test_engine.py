@@ -346,7 +346,8 @@ async def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> Non
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", contact_ids(1))
         config = run_config(sim, csv, tmp_path / "out")
-        held = RunLock.acquire(config.state.with_suffix(".lock"))
+        config.out.mkdir(mode=0o700)
+        held = RunLock.for_folder(config.out, shard=None)
         try:
             with pytest.raises(ConfigError, match="another sar-bulk run holds"):
                 await run_engine(config)

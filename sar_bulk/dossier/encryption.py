@@ -55,6 +55,7 @@ from pyrage import passphrase as age_passphrase
 from pyrage import ssh, x25519
 
 from sar_bulk.errors import ConfigError, DossierError
+from sar_bulk.logs import REDACTOR
 
 __all__ = [
     "ENCRYPTED_SUFFIX",
@@ -245,6 +246,7 @@ class Encryptor:
             return cls.to_recipients(recipients)
         if passphrase_env:
             value = read_passphrase(passphrase_env, environ)
+            REDACTOR.add(value)  # from now on no output of this process can carry it
             return cls.with_passphrase(value, variable=passphrase_env)
         return None
 
@@ -363,6 +365,7 @@ def parse_identities(data: bytes, where: str) -> tuple[Identity, ...]:
                 f"identity file {where} line {number} is not an age secret key "
                 "(AGE-SECRET-KEY-1...); only those, blank lines and # comments belong there"
             )
+        REDACTOR.add(line)  # a secret key: no output of this process may carry it
         try:
             identities.append(x25519.Identity.from_str(line))
         except pyrage.IdentityError:
@@ -407,6 +410,7 @@ class Decryptor:
             raise ConfigError(
                 f"--passphrase-env {variable or repr(variable)}: no such environment variable"
             )
+        REDACTOR.add(environ[variable])
         return cls(passphrase=environ[variable])
 
     def secret_values(self) -> list[str]:

@@ -59,8 +59,8 @@ from sar_bulk.dossier.writer import (
 )
 from sar_bulk.errors import ConfigError, DataverseError, RunStopper, SarBulkError
 from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
+from sar_bulk.run.paths import create_private_folder
 from sar_bulk.run.report import MAX_LISTED, RunTotals
-from sar_bulk.run.run_lock import RunLock
 from sar_bulk.run.scope import Scope, Slots
 from sar_bulk.run.state import Claim, DoneRecord, RunState
 from sar_bulk.sources.base import Part, Source
@@ -141,19 +141,12 @@ class Engine:
             self._main.cancel()
 
     async def run(self) -> RunResult:
-        """Process every contact; returns when done, stopped or interrupted."""
-        config = self.config
-        await asyncio.to_thread(_create_output, config.out)
-        lock = await asyncio.to_thread(RunLock.acquire, config.state.with_suffix(".lock"))
-        try:
-            return await self._run_locked()
-        finally:
-            lock.release()
-            if config.encryptor is not None:
-                await asyncio.to_thread(config.encryptor.close)  # its passphrase child process
+        """Process every contact; returns when done, stopped or interrupted.
 
-    async def _run_locked(self) -> RunResult:
+        The caller holds the output folder's lock (``RunLock.for_folder``, as the runner does).
+        """
         config = self.config
+        await asyncio.to_thread(create_private_folder, config.out)
         removed = await asyncio.to_thread(
             remove_leftovers, config.out, config.shard.owns if config.shard else None
         )
@@ -193,6 +186,8 @@ class Engine:
                     stream.close()
         finally:
             await asyncio.to_thread(state.close)
+            if config.encryptor is not None:
+                await asyncio.to_thread(config.encryptor.close)  # its passphrase child process
         return RunResult(self.totals, self.column, self._interrupted_by, stopped_by)
 
     async def _process(self, reader: ContactReader, state: RunState) -> None:
@@ -450,13 +445,6 @@ def _remove_replaced(path: Path) -> None:
 
 def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:
     return list(islice(rows, _BATCH))
-
-
-def _create_output(out: Path) -> None:
-    """Create the output folder readable by the owner only (mkdir's mode obeys the umask)."""
-    if not out.exists():
-        out.mkdir(parents=True)
-        out.chmod(0o700)
 
 
 def _question(config: RunConfig, parts: Sequence[Part]) -> Question:
