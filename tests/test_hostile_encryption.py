@@ -25,6 +25,7 @@ from sar_bulk.dossier.encryption import Decryptor, Encryptor, parse_identities, 
 from sar_bulk.dossier.verify import run_verify_command, verify_dossier
 from sar_bulk.dossier.writer import DossierRequest, DossierWriter
 from sar_bulk.errors import ConfigError, DossierError
+from sar_bulk.logs import REDACTED, scrub
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.simulator import Simulator, SimulatorConfig
 from sar_bulk.sources.interaction_types import ALL_TYPES
@@ -419,3 +420,18 @@ async def test_verify_command_counts_locked_apart_and_exits_1(tmp_path: Path) ->
     assert result.code == ExitCode.USAGE, result.explain()
     assert "line 1 is a damaged age secret key" in result.stderr
     assert "BROKEN" not in result.stderr
+
+
+def test_passphrase_and_secret_keys_are_known_to_the_redactor(tmp_path: Path) -> None:
+    passphrase = "a passphrase only this test uses"
+    assert passphrase in scrub(f"echo: {passphrase}")  # not known before
+    Encryptor.from_settings([], "PASS", {"PASS": passphrase})
+    assert scrub(f"echo: {passphrase}") == f"echo: {REDACTED}"
+    other = "another passphrase for verify"
+    Decryptor.from_passphrase_env("PASS", {"PASS": other})
+    assert other not in scrub(f"echo: {other}")
+    secret = str(x25519.Identity.generate())
+    key = tmp_path / "key.txt"
+    key.write_text(f"# mine\n{secret}\n")
+    Decryptor.from_identity_file(key)
+    assert scrub(f"a server echoed {secret}") == f"a server echoed {REDACTED}"
