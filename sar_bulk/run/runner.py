@@ -34,6 +34,7 @@ from sar_bulk.dataverse.preflight import preflight
 from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import ConfigError, InputError
 from sar_bulk.run.engine import Engine, RunResult, run_id_for
+from sar_bulk.run.metrics import RunMetrics
 from sar_bulk.run.progress import Progress
 from sar_bulk.run.report import report_name, summary_line, write_report
 
@@ -69,6 +70,7 @@ async def execute_run(
     progress_out: TextIO | None,
     out: TextIO = sys.stdout,
     install_signal_handlers: bool = True,
+    metrics: RunMetrics | None = None,
 ) -> RunOutcome:
     """Run ``config`` to the end and return its exit code; the credential is closed here."""
     loop = asyncio.get_running_loop()
@@ -93,6 +95,8 @@ async def execute_run(
                 throttle.on_success(check.dop_hint)
             fetcher = Fetcher(client, throttle, config.retry)
             engine = Engine(config, fetcher, run_id=run_id)
+            if metrics is not None:  # served and written around the run: run_with_metrics
+                metrics.watch(totals=engine.totals, fetcher=fetcher)
             restore = _install_signals(loop, engine) if install_signal_handlers else _noop
             progress_task = _start_progress(engine, fetcher, progress_out, config.contacts)
             try:
