@@ -163,6 +163,7 @@ def test_jobs_are_bounded_in_retries_time_and_lifetime() -> None:
     assert cron["concurrencyPolicy"] == "Forbid"
     job = _one("job-indexed.yaml")["spec"]
     assert job["completionMode"] == "Indexed"
+    assert job["suspend"] is True, "kubectl apply -k must not start a sharded run by itself"
 
 
 def test_metrics_are_declared_and_announced() -> None:
