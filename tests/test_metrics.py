@@ -20,6 +20,7 @@ from support import contact_ids, read_report, write_csv
 
 from sar_bulk.config import RUN_OPTIONS, resolve
 from sar_bulk.errors import ConfigError
+from sar_bulk.run.metrics import MetricsSettings
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.simulator import Simulator, SimulatorConfig
 from sar_bulk.sources.interaction_types import ALL_TYPES
@@ -246,3 +247,15 @@ def test_metrics_settings_come_from_the_environment_too() -> None:
         config_file=None,
     )
     assert (settings["metrics_port"], settings["metrics_host"]) == (9464, "0.0.0.0")  # noqa: S104
+
+
+def test_a_textfile_in_a_missing_folder_is_refused_before_the_run(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder" / "sar-bulk.prom"
+    settings = resolve(
+        RUN_OPTIONS, flags={"metrics_textfile": str(missing)}, environ={}, config_file=None
+    )
+    with pytest.raises(ConfigError, match=r"folder .*no-such-folder does not exist"):
+        MetricsSettings.from_settings(settings)
+    assert not MetricsSettings.from_settings(
+        resolve(RUN_OPTIONS, flags={}, environ={}, config_file=None)
+    ).enabled
