@@ -249,19 +249,26 @@ def _start_logging(settings: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sar_bulk.run.metrics import MetricsSettings, run_with_metrics
     from sar_bulk.run.runner import execute_run
 
     settings = _settings(args, RUN_OPTIONS)
     _start_logging(settings)
     config = RunConfig.from_settings(settings, os.environ)
+    metrics = MetricsSettings.from_settings(settings)
     credential = build_credential(config.auth, os.environ)
     show_progress = not settings["no_progress"] and sys.stderr.isatty()
     outcome = asyncio.run(
-        execute_run(
-            config,
-            credential,
-            credential_name=type(credential).__name__,
-            progress_out=sys.stderr if show_progress else None,
+        run_with_metrics(
+            metrics,
+            shard=config.shard,
+            run=lambda watch: execute_run(
+                config,
+                credential,
+                credential_name=type(credential).__name__,
+                progress_out=sys.stderr if show_progress else None,
+                metrics=watch,
+            ),
         )
     )
     return outcome.code

@@ -151,6 +151,19 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(name.strip() for name in text.split(",") if name.strip())
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port, 0 to 65535 (0: any free port, logged)")
+    return value
+
+
+def _prom_file(text: str) -> Path:
+    if not text.endswith(".prom"):
+        raise ValueError("must end in .prom (node_exporter's textfile collector reads only those)")
+    return Path(text)
+
+
 RUN_OPTIONS: tuple[Option, ...] = (
     Option("org", _text, None, "organisation URL, e.g. https://contoso.crm4.dynamics.com", "URL"),
     Option("auth", _auth_kind, AuthKind.DEFAULT, "credential: " + ", ".join(AuthKind), "KIND"),
@@ -212,6 +225,11 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "write <id>.zip.age encrypted with the passphrase held by this environment variable",
         "NAME",
     ),
+    # Prometheus metrics of the run (sar_bulk/run/metrics.py): served while it runs, and/or
+    # written at its end for node_exporter's textfile collector.
+    Option("metrics_port", _port, None, "serve /metrics on this port (0: any)", "PORT"),
+    Option("metrics_host", _text, "127.0.0.1", "address the metrics port listens on", "HOST"),
+    Option("metrics_textfile", _prom_file, None, "write metrics here at the end", "PATH.prom"),
 )
 
 

@@ -42,6 +42,7 @@ from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import ConfigError, InputError
 from sar_bulk.logs import REDACTOR, scrub
 from sar_bulk.run.engine import Engine, RunResult, run_id_for
+from sar_bulk.run.metrics import RunMetrics
 from sar_bulk.run.paths import check_run_paths, create_private_folder
 from sar_bulk.run.progress import Progress
 from sar_bulk.run.report import outcome_text, report_name, summary_line, write_reports
@@ -98,6 +99,7 @@ async def execute_run(
     progress_out: TextIO | None,
     out: TextIO = sys.stdout,
     install_signal_handlers: bool = True,
+    metrics: RunMetrics | None = None,
 ) -> RunOutcome:
     """Run ``config`` to the end and return its exit code; the credential is closed here."""
     started_at = datetime.now(UTC)
@@ -124,6 +126,7 @@ async def execute_run(
             run_id=run_id,
             started_at=started_at,
             started=started,
+            metrics=metrics,
         )
     finally:
         folder_lock.release()
@@ -140,6 +143,7 @@ async def _locked_run(
     run_id: str,
     started_at: datetime,
     started: float,
+    metrics: RunMetrics | None,
 ) -> RunOutcome:
     loop = asyncio.get_running_loop()
     # The dates in words: an MM-DD range misread as DD-MM shows in the first line.
@@ -162,6 +166,8 @@ async def _locked_run(
             if check.dop_hint:
                 throttle.on_success(check.dop_hint)
             engine = Engine(config, sources, run_id=run_id)
+            if metrics is not None:  # served and written around the run: run_with_metrics
+                metrics.watch(totals=engine.totals, fetcher=fetcher)
             restore = _install_signals(loop, engine) if install_signal_handlers else _noop
             progress_task = _start_progress(engine, fetcher, progress_out, config.contacts)
             try:
