@@ -435,3 +435,30 @@ def test_passphrase_and_secret_keys_are_known_to_the_redactor(tmp_path: Path) ->
     key.write_text(f"# mine\n{secret}\n")
     Decryptor.from_identity_file(key)
     assert scrub(f"a server echoed {secret}") == f"a server echoed {REDACTED}"
+
+
+def test_passphrase_mode_never_overwrites_either(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.zip"
+    plain.write_bytes(b"data")
+    target = tmp_path / "x.zip.age"
+    target.write_bytes(b"someone else's file")
+    with Encryptor.with_passphrase(PASSPHRASE) as encryptor, pytest.raises(FileExistsError):
+        encryptor.encrypt_file(plain, target)
+    assert target.read_bytes() == b"someone else's file"
+
+
+def test_a_failing_passphrase_child_is_a_dossier_error_without_the_passphrase(
+    tmp_path: Path,
+) -> None:
+    not_a_file = tmp_path / "folder.zip"
+    not_a_file.mkdir()
+    target = tmp_path / "x.zip.age"
+    with (
+        Encryptor.with_passphrase(PASSPHRASE) as encryptor,
+        pytest.raises(
+            DossierError, match=r"cannot encrypt folder\.zip with the passphrase"
+        ) as caught,
+    ):
+        encryptor.encrypt_file(not_a_file, target)
+    assert PASSPHRASE not in str(caught.value)
+    assert not target.exists()

@@ -24,7 +24,8 @@ Two modes, never both (an age file with a passphrase has exactly one recipient, 
 - a passphrase read from the environment variable that ``--encrypt-passphrase-env NAME`` names
   (never from a flag: flags end up in shell history and process lists). pyrage offers only an
   in-memory passphrase API and its scrypt holds the GIL for about a second, so each file is
-  encrypted in one child process (off the event loop), whole, and files above
+  encrypted whole in a child process of its own (``python -m sar_bulk.dossier.encryption``,
+  the passphrase on its stdin), one at a time, off the event loop; files above
   ``MAX_PASSPHRASE_BYTES`` are refused with advice to use recipients instead.
 
 Everything written here is created 0600 with ``O_EXCL`` and fsynced; renaming into place is the
@@ -40,13 +41,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets as _secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import IO, Final
 
@@ -74,6 +76,8 @@ MAX_PASSPHRASE_BYTES: Final = 256 << 20
 # An age file is its plaintext plus 16 bytes per 64 KiB chunk plus a header of a few hundred.
 _MAX_PASSPHRASE_CIPHERTEXT: Final = MAX_PASSPHRASE_BYTES + (MAX_PASSPHRASE_BYTES >> 12) + 4096
 MIN_PASSPHRASE_CHARS: Final = 12
+# scrypt takes ~1 s; a child that has not answered in this long is stuck, not slow.
+_PASSPHRASE_TIMEOUT: Final = 600.0
 _FILE_MODE: Final = 0o600
 _MAX_IDENTITY_FILE: Final = 1 << 20
 _AGE_MAGIC: Final = b"age-encryption.org/v1\n"
@@ -173,27 +177,38 @@ class _HashingWriter:
         return True
 
 
-def _write_private(target: Path, data: bytes) -> str:
-    """Write ``data`` to a new 0600 ``target``, fsync it; the SHA-256 of what was written."""
-    fd = _create_private(target)
-    try:
-        with open(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        _remove_quietly(target)
-        raise
+def _write_into(target: Path, data: bytes) -> str:
+    """Write ``data`` into the (empty, 0600) file ``target`` the parent created, fsync it; the
+    SHA-256 of what was written."""
+    fd = os.open(target, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
     return hashlib.sha256(data).hexdigest()
 
 
-def _passphrase_encrypt_file(source: str, target: str, passphrase: str) -> str:
-    """In the child process: encrypt ``source`` whole with the passphrase into ``target``."""
+def _passphrase_child(source: str, target: str) -> int:
+    """``python -m sar_bulk.dossier.encryption SOURCE TARGET``, the passphrase on stdin.
+
+    Encrypts ``source`` whole into the new file ``target`` and prints the SHA-256 of what it
+    wrote. A process of its own because scrypt holds the GIL for about a second; started by
+    path, not by multiprocessing, so no caller's ``__main__`` is run again and no shared-memory
+    semaphore is needed. Messages never hold the passphrase.
+    """
+    passphrase = sys.stdin.read()
     with open(source, "rb") as handle:
         plain = handle.read(MAX_PASSPHRASE_BYTES + 1)
     if len(plain) > MAX_PASSPHRASE_BYTES:
-        raise DossierError("too big")  # checked by the parent first; a race only
-    return _write_private(Path(target), age_passphrase.encrypt(plain, passphrase))
+        print(f"{Path(source).name} grew past the passphrase limit", file=sys.stderr)
+        return 1
+    try:
+        sealed = age_passphrase.encrypt(plain, passphrase)
+    except pyrage.EncryptError as exc:
+        print(f"age refused: {exc}", file=sys.stderr)
+        return 1
+    print(_write_into(Path(target), sealed))
+    return 0
 
 
 @dataclass(eq=False)
@@ -201,14 +216,14 @@ class Encryptor:
     """How finished dossiers are encrypted: to ``recipients``, or with a ``passphrase``.
 
     ``encrypt_file`` blocks (call it in a worker thread) and may be called from several threads
-    at once. ``close`` ends the passphrase mode's child process.
+    at once; passphrase files are encrypted one at a time (each scrypt takes a core for about a
+    second and holds a whole dossier in memory).
     """
 
     recipients: tuple[Recipient, ...] = ()
     passphrase: str | None = field(default=None, repr=False)
     description: str = ""
-    _pool: ProcessPoolExecutor | None = field(default=None, init=False, repr=False)
-    _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _one_at_a_time: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if bool(self.recipients) == (self.passphrase is not None):
@@ -307,28 +322,32 @@ class Encryptor:
                 f"in memory and stops at {MAX_PASSPHRASE_BYTES >> 20} MiB; encrypt to "
                 "recipients (--encrypt-to) instead, which streams"
             )
-        future = self._executor().submit(
-            _passphrase_encrypt_file, str(source), str(target), self.passphrase
-        )
+        command = [sys.executable, "-m", __name__, str(source), str(target)]
+        os.close(_create_private(target))  # ours, 0600, and never someone else's file
         try:
-            return future.result()
+            with self._one_at_a_time:
+                # The passphrase goes through a pipe: arguments and environments can be read by
+                # other users of the machine (ps, /proc), a pipe cannot.
+                done = subprocess.run(  # noqa: S603 - our own interpreter and module
+                    command,
+                    input=self.passphrase,
+                    capture_output=True,
+                    text=True,
+                    timeout=_PASSPHRASE_TIMEOUT,
+                    check=False,
+                )
         except BaseException:
             _remove_quietly(target)
             raise
-
-    def _executor(self) -> ProcessPoolExecutor:
-        # One child, started on first use with "spawn": forking a process that runs threads
-        # and an event loop is unsafe, and one scrypt at a time is all two cores should do.
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
-            return self._pool
+        digest = done.stdout.strip()
+        if done.returncode != 0 or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            _remove_quietly(target)
+            detail = " ".join(done.stderr.split()[-40:]) or f"exit {done.returncode}"
+            raise DossierError(f"cannot encrypt {source.name} with the passphrase: {detail}")
+        return digest
 
     def close(self) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        """Nothing to release today (each passphrase file has its own child process)."""
 
     def __enter__(self) -> Encryptor:
         return self
@@ -497,3 +516,7 @@ def _decrypt_failure(source: Path, detail: str, *, passphrase: bool) -> str:
         f"{source.name} cannot be decrypted: {detail}; it may be damaged or truncated, "
         "ask for it again"
     )
+
+
+if __name__ == "__main__":
+    sys.exit(_passphrase_child(*sys.argv[1:3]))
