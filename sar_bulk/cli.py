@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole job against the built-in simulator")
     demo.add_argument("--out", type=Path, default=Path("sar-bulk-demo"), help="output folder")
     demo.add_argument("--no-progress", action="store_true", help="no progress line")
+    demo.add_argument(
+        "--org-kind",
+        choices=("realtime", "outbound", "both", "dataverse"),  # the simulator's org kinds
+        default="realtime",
+        help="the simulated org: today's cloud org (realtime), the outbound era, both, or a "
+        "Dataverse org without marketing (default: realtime)",
+    )
 
     check = sub.add_parser("check", help="pre-flight: can this org and identity run the action?")
     for name in ("org", "auth", "timeout"):
@@ -266,7 +273,9 @@ def _demo(args: argparse.Namespace) -> int:
     _start_logging({"log_level": "warning"})
     show_progress = not args.no_progress and sys.stderr.isatty()
     progress_out = sys.stderr if show_progress else None
-    return asyncio.run(run_demo(args.out, progress_out=progress_out, out=sys.stdout))
+    return asyncio.run(
+        run_demo(args.out, progress_out=progress_out, out=sys.stdout, org_kind=args.org_kind)
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -306,6 +306,7 @@ def _report(
             "retries": stats.retries,
             "faults": stats.faults,
             "interactions": totals.interactions,
+            "rows": totals.rows,
             "bytes_written": totals.bytes_written,
         },
         "rejected_rows": totals.rejected_rows,
