@@ -200,13 +200,26 @@ def _hostile_kinds() -> list[str]:
     return list(KINDS)
 
 
+def _shown_default(value: Any) -> str:
+    """A default as a person reads it: 6h rather than 21600.0, none rather than frozenset()."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, (frozenset, tuple, list)):
+        return ", ".join(sorted(map(str, value))) or "none"
+    if isinstance(value, float) and value >= 3600 and value % 3600 == 0:
+        return f"{value / 3600:g}h"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     # The default is shown by hand: argparse's own default must stay None, so that resolve()
     # can tell a flag that was not given from one that was (flag > environment > file).
     default = ""
     if not option.is_switch and "default" not in option.help:
         if option.default is not None:
-            shown = option.default.value if isinstance(option.default, Enum) else option.default
+            shown = _shown_default(option.default)
         else:
             shown = _UNSET_MEANS.get(option.name, "unset")
         default = f" (default: {shown})"
