@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole job against the built-in simulator")
     demo.add_argument("--out", type=Path, default=Path("sar-bulk-demo"), help="output folder")
     demo.add_argument("--no-progress", action="store_true", help="no progress line")
+    demo.add_argument(
+        "--org-kind",
+        choices=("realtime", "outbound", "both", "dataverse"),  # the simulator's org kinds
+        default="realtime",
+        help="the simulated org: today's cloud org (realtime), the outbound era, both, or a "
+        "Dataverse org without marketing (default: realtime)",
+    )
 
     check = sub.add_parser("check", help="pre-flight: can this org and identity run the action?")
     for name in ("org", "auth", "timeout"):
@@ -204,13 +211,26 @@ def _hostile_kinds() -> list[str]:
     return list(KINDS)
 
 
+def _shown_default(value: Any) -> str:
+    """A default as a person reads it: 6h rather than 21600.0, none rather than frozenset()."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, (frozenset, tuple, list)):
+        return ", ".join(sorted(map(str, value))) or "none"
+    if isinstance(value, float) and value >= 3600 and value % 3600 == 0:
+        return f"{value / 3600:g}h"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     # The default is shown by hand: argparse's own default must stay None, so that resolve()
     # can tell a flag that was not given from one that was (flag > environment > file).
     default = ""
     if not option.is_switch and "default" not in option.help:
         if option.default is not None:
-            shown = option.default.value if isinstance(option.default, Enum) else option.default
+            shown = _shown_default(option.default)
         else:
             shown = _UNSET_MEANS.get(option.name, "unset")
         default = f" (default: {shown})"
@@ -289,7 +309,9 @@ def _demo(args: argparse.Namespace) -> int:
     _start_logging({"log_level": "warning"})
     show_progress = not args.no_progress and sys.stderr.isatty()
     progress_out = sys.stderr if show_progress else None
-    return asyncio.run(run_demo(args.out, progress_out=progress_out, out=sys.stdout))
+    return asyncio.run(
+        run_demo(args.out, progress_out=progress_out, out=sys.stdout, org_kind=args.org_kind)
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from typing import Any, Final
 import orjson
 
 from sar_bulk.dataverse.auth import AuthKind
+from sar_bulk.dataverse.http import DEFAULT_MAX_ANSWER_BYTES
 from sar_bulk.dataverse.org import OrgUrl
 from sar_bulk.dataverse.retry import RetryPolicy
 from sar_bulk.dataverse.throttle import MAX_CONCURRENCY, ThrottleSettings
@@ -206,6 +207,20 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("retry_attempts", _positive_int, 8, "failed tries of a transient fault per page", "N"),
     Option("retry_budget", _positive_float, 900.0, "seconds one type may spend waiting", "S"),
     Option("max_pages", _positive_int, 10_000, "pages per contact and type before giving up", "N"),
+    Option(
+        "retry_after_cap",
+        _positive_float,
+        300.0,
+        "longest Retry-After obeyed in seconds; longer ones are clamped and logged",
+        "S",
+    ),
+    Option(
+        "max_answer_bytes",
+        _positive_int,
+        DEFAULT_MAX_ANSWER_BYTES,
+        "largest answer read, after decompression; a larger one fails its part",
+        "BYTES",
+    ),
     Option("log_format", _choice("auto", "json", "console"), "auto", "auto, json or console"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
     Option("no_progress", _switch, False, "no progress line on the terminal", is_switch=True),
@@ -370,6 +385,7 @@ class RunConfig:
     realtime_wait: float = 6 * 3600.0
     realtime_poll: float = 30.0
     max_parked: int = 10_000
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
     # Protected delivery (--encrypt-to / --encrypt-passphrase-env); None: plain <id>.zip.
     encryptor: Encryptor | None = field(default=None, compare=False, repr=False)
 
@@ -410,7 +426,11 @@ class RunConfig:
             state=settings["state"] or out / ".sar-bulk" / _state_name(shard),
             restart=settings["restart"],
             shard=shard,
-            throttle=ThrottleSettings(rate=settings["rate"], concurrency=settings["concurrency"]),
+            throttle=ThrottleSettings(
+                rate=settings["rate"],
+                concurrency=settings["concurrency"],
+                retry_after_cap=settings["retry_after_cap"],
+            ),
             retry=retry,
             window=settings["window"],
             timeout=settings["timeout"],
@@ -422,6 +442,7 @@ class RunConfig:
             realtime_wait=settings["realtime_wait"],
             realtime_poll=settings["realtime_poll"],
             max_parked=settings["max_parked"],
+            max_answer_bytes=settings["max_answer_bytes"],
             encryptor=Encryptor.from_settings(
                 settings.get("encrypt_to", ()), settings.get("encrypt_passphrase_env"), environ
             ),
@@ -487,6 +508,8 @@ class RunConfig:
                 "budget": self.retry.budget,
             },
             "max_pages": self.max_pages,
+            "retry_after_cap": self.throttle.retry_after_cap,
+            "max_answer_bytes": self.max_answer_bytes,
             "sources": list(self.sources) if self.sources is not None else AUTO,
             "replace": self.replace,
             "custom_tables": [

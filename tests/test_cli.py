@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -162,6 +163,22 @@ async def test_demo_runs_from_scratch_and_verifies(tmp_path: Path) -> None:
     assert "verified 200 dossiers" in result.stdout
     assert "all valid" in result.stdout
     assert len(list((tmp_path / "demo").glob("*.zip"))) == 200
+    # Today's cloud org by default: the action is retired, the other two sources answer.
+    assert "cloud org as it is today" in result.stdout
+    assert "interactions: missing" in result.stdout + result.stderr
+    assert re.search(r"records: [\d,]+ rows, for 200 contacts", result.stdout)
+    assert re.search(r"realtime: [\d,]+ files, for \d+ contacts", result.stdout)
+
+
+async def test_demo_of_an_outbound_org_finds_interactions(tmp_path: Path) -> None:
+    result = await run_cli(
+        ["demo", "--out", str(tmp_path / "demo"), "--no-progress", "--org-kind", "outbound"],
+        time_limit=300,
+    )
+    assert result.code == 0, result.stdout + result.stderr
+    assert "verified 200 dossiers" in result.stdout
+    assert re.search(r"interactions: [\d,]+ rows, for \d+ contacts", result.stdout)
+    assert "realtime:" not in result.stdout.split("what each source found:")[1]
 
 
 # -- what a new user meets first ------------------------------------------------------------

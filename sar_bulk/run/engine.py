@@ -421,6 +421,7 @@ class Engine:
         )
         self.totals.succeeded += 1
         self.totals.interactions += summary.total_interactions
+        self.totals.rows += summary.total_rows
         self.totals.bytes_written += summary.zip_bytes
         if work.replaces:
             # The other form (plain vs encrypted) is what was replaced: it must not stay beside.

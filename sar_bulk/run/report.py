@@ -64,6 +64,7 @@ class RunTotals:
     failed: int = 0
     skipped_done: int = 0
     interactions: int = 0
+    rows: int = 0  # rows of every source, interactions included
     bytes_written: int = 0
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)
     failed_contacts: list[dict[str, Any]] = field(default_factory=list)
@@ -170,7 +171,7 @@ def summary_line(
     return (
         f"{prefix}{totals.succeeded} dossiers written, {totals.failed} contacts failed, "
         f"{totals.skipped_done} already done, {totals.rejected} rows rejected, "
-        f"{totals.duplicates} duplicates; {totals.interactions} interactions; "
+        f"{totals.duplicates} duplicates; {totals.rows} rows ({totals.interactions} interactions); "
         f"{requests} requests ({throttled} throttled, {share}) in {seconds:.1f} s"
     )
 

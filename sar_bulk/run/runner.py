@@ -152,7 +152,13 @@ async def _locked_run(
     timeouts = Timeouts(request=config.timeout)
     try:
         async with create_session(timeouts) as session:
-            http = OrgHttp(session, config.org, tokens, timeouts=timeouts)
+            http = OrgHttp(
+                session,
+                config.org,
+                tokens,
+                timeouts=timeouts,
+                max_answer_bytes=config.max_answer_bytes,
+            )
             client = DataverseClient(http, max_pages=config.max_pages)
             throttle = Throttle(config.throttle, clock=loop.time)
             fetcher = Fetcher(client, throttle, config.retry)
@@ -306,6 +312,7 @@ def _report(
             "retries": stats.retries,
             "faults": stats.faults,
             "interactions": totals.interactions,
+            "rows": totals.rows,
             "bytes_written": totals.bytes_written,
         },
         "rejected_rows": totals.rejected_rows,
