@@ -102,7 +102,7 @@ def test_iso_dates_and_date_times(text: str, expected: date) -> None:
     "text",
     [
         "",
-        "２０２６-01-31",
+        "\uff12\uff10\uff12\uff16-01-31",
         "31/01/2026",
         "01/31/2026",
         "2026-02-30",
