@@ -121,6 +121,9 @@ def urgency(due: date, today: date, *, soon: int = DUE_SOON_DAYS) -> Urgency:
 def parse_received(text: str, fmt: str | None = None, *, today: date | None = None) -> date:
     """The date a request was received, from a CSV cell; ``ValueError`` saying why not.
 
+    The error's message never quotes the cell (it goes into reports and logs): the caller shows
+    a safe preview of it.
+
     ``fmt`` None accepts ISO only (see the module docstring); otherwise exactly that
     ``strptime`` format. With ``today``, a date after it is refused: a request cannot be
     received in the future, and such a date is a typo (or a swapped day and month).
@@ -131,7 +134,7 @@ def parse_received(text: str, fmt: str | None = None, *, today: date | None = No
     if fmt is None:
         match = _ISO.fullmatch(cell)
         if match is None:
-            raise ValueError(f"not an ISO date (YYYY-MM-DD): {cell[:40]!r}")
+            raise ValueError("not an ISO date (YYYY-MM-DD)")
         try:
             found = date(int(match[1]), int(match[2]), int(match[3]))
             if match[4] is not None:
@@ -139,12 +142,12 @@ def parse_received(text: str, fmt: str | None = None, *, today: date | None = No
                 if match[6] is not None and int(match[6]) > 59:
                     raise ValueError("second out of range")
         except ValueError as exc:
-            raise ValueError(f"not a valid date ({exc}): {cell[:40]!r}") from None
+            raise ValueError(f"not a valid date ({exc})") from None
     else:
         try:
             found = datetime.strptime(cell, fmt).date()
         except ValueError:
-            raise ValueError(f"not a date in the format {fmt!r}: {cell[:40]!r}") from None
+            raise ValueError(f"not a date in the format {fmt!r}") from None
     if today is not None and found > today:
-        raise ValueError(f"received date {found.isoformat()} is in the future")
+        raise ValueError("in the future")
     return found
