@@ -26,7 +26,10 @@ def read(text: str, **options: object) -> list[ContactRow | RejectedRow]:
 
 
 def test_known_headers_are_found_in_any_case() -> None:
-    text = f"Full_Name,ContactId,Date_Received,EXTENSION\nAda,{A},2026-01-31,\nBob,{B},2026-01-31,many\n"
+    text = (
+        "Full_Name,ContactId,Date_Received,EXTENSION\n"
+        f"Ada,{A},2026-01-31,\nBob,{B},2026-01-31,many\n"
+    )
     reader = ContactReader(io.BytesIO(text.encode()), today=TODAY)
     rows = list(reader)
     assert rows == [
@@ -62,7 +65,7 @@ def test_named_columns_win_and_an_unknown_name_is_an_input_error() -> None:
 
 
 def test_the_id_column_cannot_be_the_received_column() -> None:
-    with pytest.raises(InputError, match="received column .* is its id column"):
+    with pytest.raises(InputError, match=r"received column .* is its id column"):
         read(f"id\n{A}\n", received_column="id")
 
 
