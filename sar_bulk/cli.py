@@ -42,6 +42,10 @@ _UNSET_MEANS: dict[str, str] = {
     "page_size": "the action's own",
     "shard": "no sharding",
     "shard_count": "no sharding",
+    "received_column": "a header received, received_on, request_received or date_received",
+    "received_format": "ISO, YYYY-MM-DD",
+    "extension_column": "a header extension_reason or extension",
+    "name_column": "a header name, full_name or fullname",
 }
 
 # What each simulator setting does, for ``simulate --help`` (the flags come from its dataclass).
