@@ -170,3 +170,16 @@ def test_a_schema_2_file_is_migrated_keeping_its_rows(path: Path) -> None:
     raw.close()
     assert (new.run_id, new.pending, new.done) == ("new", 1, 1)
     assert (old.run_id, old.pending, old.updated_at) == ("old", None, None)
+
+
+def test_counts_of_claims_between_two_saves_are_written_at_close(path: Path) -> None:
+    a, b, c = ids(3)
+    with RunState.open(path, fingerprint=FP, run_id="r1") as state:
+        state.claim_many([a])  # the first claims are saved at once
+        state.claim_many([b, c])  # within the second: saved later
+        with sqlite3.connect(path) as raw:
+            assert run_counts(raw)[0].pending == 1
+        raw.close()
+    with sqlite3.connect(path) as raw:
+        assert run_counts(raw)[0].pending == 3
+    raw.close()

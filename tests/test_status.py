@@ -74,10 +74,10 @@ async def test_status_after_a_failed_run_lists_overdue_first_and_exits_1(tmp_pat
 
 
 async def test_status_while_a_run_holds_the_lock(tmp_path: Path) -> None:
-    ids = contact_ids(12)
+    ids = contact_ids(20)
     lines = ["id,received", *(f"{cid},{_days_ago(5)}" for cid in ids)]
     out = tmp_path / "out"
-    async with Simulator(unlimited(seed=4, latency=0.05)) as sim:
+    async with Simulator(unlimited(seed=4, latency=0.25)) as sim:  # about 5 s in all
         csv = write_csv(tmp_path / "c.csv", lines)
         args = run_args(sim.base_url, csv, out, "--window", "1", "--types", "EmailSent")
         process = await start_cli(args, env=token_env(), log=tmp_path / "run.log")
@@ -106,11 +106,11 @@ async def test_status_while_a_run_holds_the_lock(tmp_path: Path) -> None:
     assert code == ExitCode.OK, (tmp_path / "run.log").read_text()
     assert seen_running is not None, "status never saw the run half-way"
     counts = seen_running["contacts"]
-    assert counts["done"] + counts["failed"] + counts["pending"] == 12
+    assert counts["done"] + counts["failed"] + counts["pending"] == 20
     assert seen_running["deadlines"]["later_count"] == counts["pending"]
     after = await run_cli(["status", str(out)])
     assert after.code == ExitCode.OK
-    assert after.stdout.splitlines()[0] == "contacts: 12 done, 0 failed, 0 pending"
+    assert after.stdout.splitlines()[0] == "contacts: 20 done, 0 failed, 0 pending"
     assert "deadlines: 0 overdue, 0 due within 7 days, 0 later" in after.stdout
 
 
