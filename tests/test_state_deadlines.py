@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sar_bulk.run import state as state_module
 from sar_bulk.run.deadlines import Deadline, Urgency
 from sar_bulk.run.state import (
     SCHEMA_VERSION,
@@ -172,11 +173,14 @@ def test_a_schema_2_file_is_migrated_keeping_its_rows(path: Path) -> None:
     assert (old.run_id, old.pending, old.updated_at) == ("old", None, None)
 
 
-def test_counts_of_claims_between_two_saves_are_written_at_close(path: Path) -> None:
+def test_counts_of_claims_between_two_saves_are_written_at_close(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_module, "_COUNTS_EVERY", 3600.0)  # however slow the machine
     a, b, c = ids(3)
     with RunState.open(path, fingerprint=FP, run_id="r1") as state:
         state.claim_many([a])  # the first claims are saved at once
-        state.claim_many([b, c])  # within the second: saved later
+        state.claim_many([b, c])  # within the hour: saved later
         with sqlite3.connect(path) as raw:
             assert run_counts(raw)[0].pending == 1
         raw.close()

@@ -292,7 +292,7 @@ class RunState:
         self._resuming = conn.execute(_ANY_DONE, (fp,)).fetchone()[0] == 1
         self._seen = _SeenSet()
         self._lock = threading.Lock()
-        self._saved_at = 0.0
+        self._saved_at = float("-inf")  # the first claims are saved at once
         self._unsaved = False
 
     @classmethod
