@@ -158,3 +158,8 @@ async def test_without_a_received_column_the_csv_order_stays(tmp_path: Path) -> 
     assert result.totals.deadlines is None
     assert deadline_section(result.totals) is None
     assert set(subjects.values()) == {Subject()}
+
+
+def test_the_look_ahead_is_bounded_and_at_least_one_batch() -> None:
+    lookahead = engine_module._lookahead
+    assert (lookahead(1), lookahead(32), lookahead(10_000)) == (500, 2048, 100_000)
