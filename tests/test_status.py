@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 from cli_support import run_args, run_cli, start_cli, token_env
 from support import contact_ids, unlimited, write_csv
 
+from sar_bulk.errors import ConfigError
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.run.state import RunState
 from sar_bulk.run.status import read_status
@@ -137,3 +139,31 @@ def test_a_state_without_deadlines_says_so(tmp_path: Path) -> None:
     found = read_status([path], today=datetime.now(UTC).date(), limit=5)
     assert (found.done, found.failed, found.pending, found.deadlines_known) == (0, 1, 1, False)
     assert found.at_risk == ()
+
+
+def test_an_older_state_is_read_as_far_as_it_goes_and_never_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    a, b, c = contact_ids(3)
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE contacts (contact_id TEXT PRIMARY KEY, status TEXT NOT NULL)")
+        raw.executemany(
+            "INSERT INTO contacts VALUES (?, ?)", [(a, "done"), (b, "done"), (c, "failed")]
+        )
+        raw.execute("PRAGMA application_id = 1396789826")  # "SARB"
+        raw.execute("PRAGMA user_version = 2")
+    raw.close()
+    before = path.read_bytes()
+    found = read_status([path], today=datetime.now(UTC).date(), limit=5)
+    assert (found.done, found.failed, found.pending, found.deadlines_known) == (2, 1, None, False)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.sqlite"]
+
+
+def test_a_newer_state_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA application_id = 1396789826")
+        raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    with pytest.raises(ConfigError, match="newer sar-bulk"):
+        read_status([path], today=datetime.now(UTC).date(), limit=5)

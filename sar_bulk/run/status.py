@@ -12,7 +12,8 @@ locked or migrated here:
 * the lock file is not touched; each state file is opened with SQLite's ``mode=ro`` (a file a
   run has open has a ``-wal`` beside it: reading through it shows the last committed counts, and
   a WAL reader never blocks the writer) or, when no ``-wal`` is there (no run has it open),
-  ``immutable=1``, which reads the file without creating ``-wal``/``-shm`` files or taking locks;
+  ``immutable=1``, which reads the file without creating ``-wal``/``-shm`` files or taking locks
+  (a run starting in that very instant may make the read fail: the error says so, ask again);
 * a file of an older schema is read as far as it goes (counts from the contacts table, no
   deadlines) instead of being migrated; a newer or foreign file is refused.
 
