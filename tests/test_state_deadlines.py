@@ -187,3 +187,14 @@ def test_counts_of_claims_between_two_saves_are_written_at_close(
     with sqlite3.connect(path) as raw:
         assert run_counts(raw)[0].pending == 3
     raw.close()
+
+
+def test_restart_forgets_deadlines_so_a_reused_run_id_inherits_none(path: Path) -> None:
+    (a,) = ids(1)
+    with RunState.open(path, fingerprint=FP, run_id="r1") as state:
+        state.claim_many([a], [due_on(date(2026, 3, 1))])
+    with RunState.open(path, fingerprint=FP, run_id="r2", restart=True) as state:
+        assert state.at_risk(TODAY, limit=5) == (dict.fromkeys(Urgency, 0), [])
+    with sqlite3.connect(path) as raw:
+        assert at_risk(raw, TODAY, limit=5) == []
+    raw.close()

@@ -317,7 +317,8 @@ class RunState:
             _prepare(conn, path)
             with _write(conn):
                 if restart:
-                    for table in ("notes", "contacts", "runs", "fingerprints"):
+                    # deadlines first: its run ids would be reused by the next runs
+                    for table in ("deadlines", "notes", "contacts", "runs", "fingerprints"):
                         conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
                 fp, run = _lookup_ids(conn, fingerprint, run_id)
             return cls(path, conn, fp, run)
