@@ -435,7 +435,7 @@ def _status_parser(sub: Any) -> None:
         "overdue.",
     )
     status.add_argument("out", nargs="?", type=Path, metavar="OUT", help="the run's --out folder")
-    status.add_argument("--state", type=Path, help="a state file instead of OUT's")
+    status.add_argument("--state", type=Path, metavar="PATH", help="a state file instead of OUT's")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
         "--limit", type=_limit, default=20, metavar="N", help="requests listed (default: 20)"
