@@ -434,7 +434,7 @@ def test_a_schema_1_file_is_migrated_and_keeps_its_done_contacts(path: Path) -> 
     assert (claim_a, claim_b) == (Claim.DONE, Claim.NEW)
     assert record == DoneRecord(a, f"{a}.zip", 4, 99, "2026-01-01T00:00:00Z", None)
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     raw.close()
     with RunState.open(path, fingerprint=FP, run_id="newer") as state:
         _, (_, record_b) = state.claim_many([a, b])

@@ -28,13 +28,23 @@ A complete dossier is never silently replaced: a valid one at the final name tha
 another question (sources, types, dates, org, tables) fails its contact unless ``--replace``,
 and the report lists every dossier replaced. A done dossier is adopted on resume only while its
 SHA-256 is the one the state recorded when it was written.
+
+Nearest deadline first: when the CSV has a received-date column, contacts are admitted in order
+of due date within a bounded look-ahead (``_lookahead``: ``window * 64`` claimed contacts, at
+least one batch, at most 100,000), and contacts without a received date after those with one.
+The whole CSV is not sorted: ten million rows cannot be held, and sorting in the state would
+mean writing every pending contact to disk before the first one is fetched. So a contact due
+tomorrow on the CSV's last line still waits for the rows before it to be read; its deadline is
+in the state, and ``sar-bulk status`` shows it at risk while the run goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import heapq
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +58,7 @@ import structlog
 
 from sar_bulk.config import RunConfig
 from sar_bulk.dossier.encryption import ENCRYPTED_SUFFIX
-from sar_bulk.dossier.format import INTERACTIONS, part_order, question_matches
+from sar_bulk.dossier.format import INTERACTIONS, Subject, part_order, question_matches
 from sar_bulk.dossier.verify import VerifyResult, file_sha256, verify_dossier
 from sar_bulk.dossier.writer import (
     DossierRequest,
@@ -59,8 +69,9 @@ from sar_bulk.dossier.writer import (
 )
 from sar_bulk.errors import ConfigError, DataverseError, RunStopper, SarBulkError
 from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
+from sar_bulk.run.deadlines import Deadline
 from sar_bulk.run.paths import create_private_folder
-from sar_bulk.run.report import MAX_LISTED, RunTotals
+from sar_bulk.run.report import MAX_LISTED, DeadlineSummary, RunTotals
 from sar_bulk.run.scope import Scope, Slots
 from sar_bulk.run.state import Claim, DoneRecord, RunState
 from sar_bulk.sources.base import Part, Source
@@ -68,6 +79,9 @@ from sar_bulk.sources.base import Part, Source
 __all__ = ["Engine", "RunResult", "run_id_for"]
 
 _BATCH = 500
+# Look-ahead for nearest-deadline-first admission: claimed contacts held per window slot.
+_LOOKAHEAD_PER_SLOT = 64
+_LOOKAHEAD_MAX = 100_000
 _E = TypeVar("_E", bound=BaseException)
 _log = structlog.get_logger("sar_bulk.run.engine")
 
@@ -88,6 +102,20 @@ class RunResult:
 class _Work:
     contact_id: str
     replaces: bool = False  # a valid dossier answering another question is at the final name
+    deadline: Deadline | None = None
+    name: str | None = None
+
+    @property
+    def subject(self) -> Subject:
+        """Who asked and when, for the dossier (what the CSV told)."""
+        deadline = self.deadline
+        if deadline is None:
+            return Subject(name=self.name)
+        return Subject(self.name, deadline.received, deadline.due, deadline.extension_reason)
+
+    def admission_key(self) -> tuple[int, int]:
+        """Due date first; contacts without one after all that have one."""
+        return (0, self.deadline.due.toordinal()) if self.deadline else (1, 0)
 
 
 class Engine:
@@ -164,10 +192,18 @@ class Engine:
             stream = await asyncio.to_thread(self._open_stream, config.contacts)
             try:
                 reader = ContactReader(
-                    stream, id_column=config.id_column, source_name=config.contacts
+                    stream,
+                    id_column=config.id_column,
+                    source_name=config.contacts,
+                    received_column=config.received_column,
+                    extension_column=config.extension_column,
+                    name_column=config.name_column,
+                    received_format=config.received_format,
+                    today=self._now().date(),
                 )
                 self.column = await asyncio.to_thread(reader.detect)
-                _log.info("contacts.column", column=self.column)
+                optional = reader.optional_columns
+                _log.info("contacts.column", column=self.column, **optional)
                 self._main = asyncio.create_task(self._process(reader, state))
                 try:
                     await self._main
@@ -184,47 +220,78 @@ class Engine:
             finally:
                 if config.contacts != "-":
                     stream.close()
+            if "received" in optional:
+                self.totals.deadlines = await asyncio.to_thread(self._deadlines, state)
         finally:
             await asyncio.to_thread(state.close)
             if config.encryptor is not None:
                 await asyncio.to_thread(config.encryptor.close)  # its passphrase child process
         return RunResult(self.totals, self.column, self._interrupted_by, stopped_by)
 
+    def _deadlines(self, state: RunState) -> DeadlineSummary:
+        """This run's unanswered requests at the end (runs in a thread)."""
+        counts, found = state.at_risk(self._now().date(), limit=MAX_LISTED)
+        return DeadlineSummary.build(counts, found)
+
     async def _process(self, reader: ContactReader, state: RunState) -> None:
-        """Admit contacts while the bounds allow, one task each (the group forgets ended ones)."""
-        slots = Slots(self.config.window, self.config.max_parked)
+        """Admit contacts while the bounds allow, one task each (the group forgets ended ones).
+
+        Claimed contacts wait in a heap of at most ``_lookahead`` entries (plus one batch),
+        nearest due date first; the heap is refilled before each admission.
+        """
+        config = self.config
+        slots = Slots(config.window, config.max_parked)
+        lookahead = _lookahead(config.window)
+        waiting: list[tuple[tuple[int, int], int, _Work]] = []
         async with asyncio.TaskGroup() as group:
             rows: Iterator[ContactRow | RejectedRow] = iter(reader)
             number = 0
-            while batch := await asyncio.to_thread(_next_batch, rows):
-                self.totals.rows_read = reader.rows_read
-                ids = self._accept(batch)
-                if not ids:
-                    continue
-                for work in await asyncio.to_thread(self._claim, state, ids):
-                    number += 1
-                    await slots.admit()
-                    scope = Scope(work.contact_id, number, state, slots)
-                    group.create_task(self._contact(work, scope, state))
+            read = 0  # CSV order breaks ties, so without deadlines the order is the file's
+            more = True
+            while True:
+                while more and len(waiting) < lookahead:
+                    batch = await asyncio.to_thread(_next_batch, rows)
+                    self.totals.rows_read = reader.rows_read
+                    if not batch:
+                        more = False
+                        break
+                    accepted = self._accept(batch)
+                    if not accepted:
+                        continue
+                    for work in await asyncio.to_thread(self._claim, state, accepted):
+                        read += 1
+                        heapq.heappush(waiting, (work.admission_key(), read, work))
+                if not waiting:
+                    break
+                work = heapq.heappop(waiting)[2]
+                number += 1
+                await slots.admit()
+                scope = Scope(work.contact_id, number, state, slots)
+                group.create_task(self._contact(work, scope, state))
             self.totals.rows_read = reader.rows_read
 
-    def _accept(self, batch: list[ContactRow | RejectedRow]) -> list[str]:
-        ids: list[str] = []
+    def _accept(self, batch: list[ContactRow | RejectedRow]) -> list[ContactRow]:
+        ids: list[ContactRow] = []
         shard = self.config.shard
         for row in batch:
             if isinstance(row, RejectedRow):
                 self.totals.reject(row)
                 _log.warning("contacts.rejected", line=row.line, reason=row.reason)
             elif shard is None or shard.owns(row.contact_id):
-                ids.append(row.contact_id)
+                ids.append(row)
             else:
                 self.totals.other_shards += 1
         return ids
 
-    def _claim(self, state: RunState, ids: list[str]) -> list[_Work]:
+    def _claim(self, state: RunState, rows: list[ContactRow]) -> list[_Work]:
         """Sort a batch into duplicates, already done, refused and to do (runs in a thread)."""
         todo: list[_Work] = []
-        for contact_id, (claim, done) in zip(ids, state.claim_many(ids), strict=True):
+        ids = [row.contact_id for row in rows]
+        deadlines = [row.deadline for row in rows]
+        claims = state.claim_many(ids, deadlines if any(deadlines) else ())
+        for row, (claim, done) in zip(rows, claims, strict=True):
+            contact_id = row.contact_id
+            work = _Work(contact_id, deadline=row.deadline, name=row.name)
             if claim is Claim.DUPLICATE:
                 self.totals.duplicates += 1
                 continue
@@ -246,15 +313,15 @@ class Engine:
                     continue
                 # Missing, damaged or not the file this state wrote: never adopted, fetched again.
                 state.reopen(contact_id)
-                todo.append(_Work(contact_id))
+                todo.append(work)
                 continue
             found = self._valid(path)
             if found is None:
-                todo.append(_Work(contact_id))
+                todo.append(work)
                 continue
             if question_matches(found.question, self.question):
                 if self.config.restart:
-                    todo.append(_Work(contact_id))
+                    todo.append(work)
                     continue
                 # Written by a run killed before it could record it: adopt, do not fetch again.
                 state.mark_done(
@@ -266,7 +333,7 @@ class Engine:
                 )
                 self.totals.skipped_done += 1
             elif self.config.replace:
-                todo.append(_Work(contact_id, replaces=True))
+                todo.append(dataclasses.replace(work, replaces=True))
             else:
                 reason = (
                     f"{path.name} is a complete dossier answering another question "
@@ -350,7 +417,7 @@ class Engine:
             scope.close()
 
     async def _answer(self, work: _Work, scope: Scope, state: RunState) -> None:
-        request = DossierRequest(work.contact_id, self.parts, self.question)
+        request = DossierRequest(work.contact_id, self.parts, self.question, work.subject)
         try:
             writer = DossierWriter(
                 self.config.out, request, now=self._now, encryptor=self.config.encryptor
@@ -442,6 +509,11 @@ class Engine:
 def _remove_replaced(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _lookahead(window: int) -> int:
+    """How many claimed contacts wait for admission, sorted by due date."""
+    return min(max(window * _LOOKAHEAD_PER_SLOT, _BATCH), _LOOKAHEAD_MAX)
 
 
 def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:
