@@ -222,6 +222,11 @@ class AnswerBuilder:
         self._exports: list[ExportFile] = []
         self._seq = itertools.count()
 
+    @property
+    def contact_name(self) -> str | None:
+        """The name on the contact record added so far (``None`` without one)."""
+        return _name_of(self._contact)
+
     def add_interaction(self, itype: str, row: Mapping[str, Any]) -> None:
         """One interaction of ``itype`` (the org's JSON object); keeps what the answer shows."""
         acc = self._types.setdefault(itype, _TypeAcc())

@@ -9,11 +9,11 @@ must have exactly the layout the writer makes, so anything added, removed or cha
 
 - Layout: the file starts with the first member's local header and ends with the end of
   central directory record, with no zip comment; members follow one another with nothing in
-  between, the central directory lists exactly them, in order: README.txt, manifest.json, then
-  the entries in the order the manifest lists them. Every member's CRC holds (each is read to
+  between, the central directory lists exactly them, in order: README.txt, index.html (v3),
+  manifest.json, then the entries in the order the manifest lists them. Every member's CRC holds (each is read to
   its end in the same single pass that hashes it).
-- ``manifest.json`` follows its schema (``sar-bulk/dossier/v2``, or v1 for dossiers written
-  before): the question, parts grouped by source in their fixed order, entries with names their
+- ``manifest.json`` follows its schema (``sar-bulk/dossier/v3``, or v2 or v1 for dossiers
+  written before; a v3 dossier must have index.html, hashed like README.txt): the question, parts grouped by source in their fixed order, entries with names their
   part may write, counts that add up; every asked interaction type and source has its part.
 - Every member but the manifest matches its sha256 and size in the manifest (v1 has no hash of
   README.txt, so there it must be byte for byte the README its manifest produces); row counts
@@ -49,9 +49,11 @@ import orjson
 
 from sar_bulk.dossier import format_v1
 from sar_bulk.dossier.format import (
+    INDEX_NAME,
     MANIFEST_NAME,
     PARTIAL_PREFIX,
     README_NAME,
+    SCHEMA,
     contact_matches,
     dossier_file_name,
 )
@@ -232,15 +234,16 @@ class _Checker:
                     f"file is named {self.path.name!r} but holds contact {manifest.contact_id} "
                     f"(expected {expected_name!r})"
                 )
-        wanted = [README_NAME, MANIFEST_NAME, *manifest.entries]
+        front = [README_NAME, INDEX_NAME] if manifest.schema == SCHEMA else [README_NAME]
+        wanted = [*front, MANIFEST_NAME, *manifest.entries]
         missing = sorted(set(wanted) - set(names))
         unexpected = sorted(set(names) - set(wanted))
         self.problems.extend(f"member {n!r} is missing" for n in missing)
         self.problems.extend(f"unexpected member {n!r}" for n in unexpected)
         if not (missing or unexpected) and [i.filename for i in infos] != wanted:
             self.problems.append(
-                "members are not in the writer's order (README.txt, manifest.json, then the "
-                "entries as the manifest lists them)"
+                f"members are not in the writer's order ({', '.join(front)}, manifest.json, "
+                "then the entries as the manifest lists them)"
             )
         done: set[str] = set()
         for info in infos:
@@ -251,6 +254,8 @@ class _Checker:
                 continue  # already read in full, which checked its CRC
             if info.filename == README_NAME:
                 self._readme(info, manifest, manifest_ok)
+            elif info.filename == INDEX_NAME and manifest.index is not None:
+                self._entry(info, manifest.index, None)
             elif info.filename in manifest.entries:
                 self._entry(info, manifest.entries[info.filename], manifest.contact_id)
             else:
