@@ -196,14 +196,14 @@ class MemberHash:
 
     name: str
     sha256: str
-    bytes: int
+    size: int
 
     @classmethod
     def of(cls, name: str, data: bytes) -> MemberHash:
         return cls(name, hashlib.sha256(data).hexdigest(), len(data))
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "sha256": self.sha256, "bytes": self.bytes}
+        return {"name": self.name, "sha256": self.sha256, "bytes": self.size}
 
 
 @dataclass(frozen=True, slots=True)

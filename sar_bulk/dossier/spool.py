@@ -32,6 +32,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import orjson
 
 from sar_bulk._version import __version__
+from sar_bulk.dossier.answer_feed import answer_files_for
 from sar_bulk.dossier.files import (
     DIR_MODE,
     create_private,
@@ -40,7 +41,6 @@ from sar_bulk.dossier.files import (
     fsync_folder,
     remove_quietly,
 )
-from sar_bulk.dossier.answer_feed import answer_files_for
 from sar_bulk.dossier.format import (
     INDEX_NAME,
     INTERACTIONS,

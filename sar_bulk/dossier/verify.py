@@ -10,11 +10,12 @@ must have exactly the layout the writer makes, so anything added, removed or cha
 - Layout: the file starts with the first member's local header and ends with the end of
   central directory record, with no zip comment; members follow one another with nothing in
   between, the central directory lists exactly them, in order: README.txt, index.html (v3),
-  manifest.json, then the entries in the order the manifest lists them. Every member's CRC holds (each is read to
-  its end in the same single pass that hashes it).
+  manifest.json, then the entries in the order the manifest lists them. Every member's CRC
+  holds (each is read to its end in the same single pass that hashes it).
 - ``manifest.json`` follows its schema (``sar-bulk/dossier/v3``, or v2 or v1 for dossiers
-  written before; a v3 dossier must have index.html, hashed like README.txt): the question, parts grouped by source in their fixed order, entries with names their
-  part may write, counts that add up; every asked interaction type and source has its part.
+  written before; a v3 dossier must have index.html, hashed like README.txt): the question,
+  parts grouped by source in their fixed order, entries with names their part may write,
+  counts that add up; every asked interaction type and source has its part.
 - Every member but the manifest matches its sha256 and size in the manifest (v1 has no hash of
   README.txt, so there it must be byte for byte the README its manifest produces); row counts
   match line counts; every interaction's ``ContactId`` (any case, braces ignored) is the
