@@ -114,7 +114,7 @@ async def test_the_answer_names_the_person_the_controller_and_what_is_held(tmp_p
         assert "from the CSV" not in text
         assert "Your personal data held by Contoso Ltd" in text
         assert "of 20 June 2024" in text  # received, from the Subject
-        assert "answered on 1 July 2024" in text  # the day the dossier was assembled
+        assert "Prepared on 1 July 2024, 10:30 UTC." in text  # when it was assembled
         assert "Erasure (Article 17)" in text
         assert "Complaint (Article 77)" in text
         assert "Marketing interactions are deleted 24 months after" in text  # retention

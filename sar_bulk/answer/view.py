@@ -151,7 +151,7 @@ class AnswerView:
     contact: Mapping[str, Any] | None = None
     consents: tuple[Mapping[str, Any], ...] = ()
     consent_count: int = 0
-    consent_file: str = "records/msdynmkt_contactpointconsent4s.json"
+    consent_file: str = "records/msdynmkt_contactpointconsent4.json"
     records: tuple[RecordTable, ...] = ()
     exports: tuple[ExportFile, ...] = ()
     received: date | None = None
@@ -280,7 +280,7 @@ class AnswerBuilder:
         interactions = tuple(self._type_rows(n) for n in names)
         consent_table, consents = next(
             ((t, acc) for t, acc in self._tables.items() if "contactpointconsent" in t),
-            ("msdynmkt_contactpointconsent4s", None),
+            ("msdynmkt_contactpointconsent4", None),
         )
         others = tuple(
             RecordTable(table, acc.count, tuple(acc.rows))
