@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
+from sar_bulk.answer.sample import sample_statement
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
 from sar_bulk.dataverse.auth import StaticTokenCredential
 from sar_bulk.dossier.verify import iter_dossiers, verify_dossier
@@ -65,6 +66,8 @@ async def run_demo(out_dir: Path, *, progress_out: TextIO | None, out: TextIO) -
             "auth": "static-token",
         }
         settings = resolve(RUN_OPTIONS, flags=flags, environ={}, config_file=None)
+        # A made-up company's statement, named as a sample, so the demo's answers are complete.
+        settings["statement"] = sample_statement()
         config = RunConfig.from_settings(settings, {})
         outcome = await execute_run(
             config,
