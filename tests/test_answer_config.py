@@ -1,4 +1,4 @@
-"""``[controller]`` of the run's TOML file becomes ``RunConfig.statement``, or says it is missing."""
+"""``[controller]`` of the run's TOML becomes ``RunConfig.statement``, or says it is missing."""
 
 from __future__ import annotations
 
