@@ -22,6 +22,7 @@ from sar_bulk.dossier.spool import MEMORY_SPOOL_BYTES
 from sar_bulk.dossier.verify import verify_dossier
 from sar_bulk.dossier.writer import DossierRequest, DossierWriter
 from sar_bulk.sources.base import Part
+from sar_bulk.sources.interaction_types import InteractionType as T
 
 CONTACT = "0f8fad5b-d9cb-469f-a165-70867728950e"
 ORG = "https://contoso.crm4.dynamics.com"
@@ -58,8 +59,8 @@ async def _write(
     async with DossierWriter(out, request, now=lambda: NOW, statement=statement) as writer:
         for start in range(0, sent, 500):
             page = [_sent(n) for n in range(start, min(sent, start + 500))]
-            await writer.add_page("EmailSent", page)  # type: ignore[arg-type]
-        await writer.add_page("EmailOpened", [])  # type: ignore[arg-type]
+            await writer.add_page(T.EmailSent, page)
+        await writer.add_page(T.EmailOpened, [])
         records = writer.sink(Part("records", "records"))
         if contact is not None:
             await records.add_rows("records/contact.json", [contact])
@@ -194,3 +195,37 @@ async def test_a_v2_dossier_written_before_index_html_still_verifies(tmp_path: P
 
     _rebuild(path, {"README.txt": readme, "index.html": index, **v2})  # added later: refused
     assert "unexpected member 'index.html'" in verify_dossier(path).problems
+
+
+async def test_numbers_orjson_refuses_are_shown_exactly(tmp_path: Path) -> None:
+    """The spool holds such numbers verbatim (the org sent them); the answer still reads them."""
+    contact = {
+        "contactid": CONTACT,
+        "fullname": "Ada Lovelace",
+        "revenue": orjson.Fragment(b"1e400"),
+    }
+    path = await _write(tmp_path, statement=statement(), contact=contact)
+    readme = _flat(_members(path)["README.txt"])
+    assert "Dear Ada Lovelace," in readme
+    assert "1E+400" in readme
+    assert verify_dossier(path).ok  # verify reads such numbers too
+
+
+async def test_verify_accepts_numbers_beyond_orjson_but_not_nan(tmp_path: Path) -> None:
+    exact = b"[0.1000000000000000055511151231257827,1.5e-400,1e400,123456789012345678901234]"
+    request = DossierRequest(
+        CONTACT, PARTS[:2], Question(ORG, ("interactions",), ("EmailSent", "EmailOpened"))
+    )
+    async with DossierWriter(tmp_path, request) as writer:
+        await writer.add_page(
+            T.EmailSent, [{"ContactId": CONTACT, "Exact": orjson.Fragment(exact)}]
+        )
+        await writer.add_page(T.EmailOpened, [])
+        path = (await writer.complete()).path
+    assert verify_dossier(path).ok
+    members = _members(path)
+    members["interactions/EmailSent.json"] = members["interactions/EmailSent.json"].replace(
+        b"1e400", b"NaN"
+    )
+    _rebuild(path, members)
+    assert "line 2 is not one whole JSON value" in " ".join(verify_dossier(path).problems)

@@ -19,8 +19,10 @@ record's full name when the records source ran and found one, else ``Subject.nam
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
 import orjson
@@ -112,5 +114,18 @@ def _row(line: bytes) -> dict[str, object] | None:
     line = line.rstrip(b",")
     if not line:
         return None
-    value = orjson.loads(line)
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        value = _exact(line)
     return value if isinstance(value, dict) else None
+
+
+def _exact(line: bytes) -> object:
+    """What orjson refuses but the spool may hold verbatim (1e400, integers beyond 64 bits): the
+    standard library reads it. A row neither can read still counts, shown without fields: the
+    answer is a summary, the row itself is in the entry unchanged."""
+    try:
+        return json.loads(line, parse_float=Decimal)  # exact, as the entry holds it
+    except (ValueError, RecursionError):
+        return {}

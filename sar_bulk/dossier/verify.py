@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 import zipfile
 import zlib
@@ -128,6 +129,23 @@ def file_sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(line: bytes) -> object:
+    """One JSON value; numbers orjson refuses (1e400, beyond 64 bits) are still JSON, and the
+    writer keeps them verbatim, so the standard library reads those (NaN and Infinity, which
+    are not JSON, stay refused). Raises ``ValueError`` for anything that is not JSON."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(line, parse_constant=_reject_constant)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+
+
 class _ArrayLines:
     """Parses a v1 entry one line at a time: ``[``, one object per line, ``]``."""
 
@@ -167,8 +185,8 @@ class _ArrayLines:
             return
         self.more = line.endswith(b",")
         try:
-            item = orjson.loads(line[:-1] if self.more else line)
-        except orjson.JSONDecodeError:
+            item = _loads(line[:-1] if self.more else line)
+        except ValueError:
             self.error = f"line {self.line} is not one whole JSON value (v1 puts one per line)"
             return
         self.count += 1
@@ -198,8 +216,8 @@ class _JsonLines:
     def feed(self, raw: bytes) -> None:
         self.line += 1
         try:
-            item = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            item = _loads(raw)
+        except ValueError:
             self.error = f"line {self.line} is not one whole JSON value (one row per line)"
             return
         self.count += 1
