@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import http.client
 import math
 import os
@@ -77,10 +78,13 @@ class Sizes:
     memory_small: int
     memory_large: int
     heavy_interactions: int
+    realtime_contacts: int = 1_000
+    realtime_delay: float = 60.0
+    records_contacts: int = 1_000
 
 
 FULL = Sizes(90, 500, 1_000, 10_000, 1_000_000)
-QUICK = Sizes(8, 40, 50, 500, 50_000)
+QUICK = Sizes(8, 40, 50, 500, 50_000, 100, 10.0, 100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -686,6 +690,133 @@ def memory_scenario(bench: Bench) -> None:
     ]
 
 
+# ----- scenarios 7-9: the sources of a today's cloud org (issue 9) -----------------------------
+
+# Limits for 7-9: Dataverse's 6,000 per 300 s scaled five times in time (6,000 per 60 s, so
+# 100/s), 52 at once, 20 ms latency; sar-bulk told the same rate. Real-time exports complete
+# ``realtime_delay`` s after they are made, and sar-bulk polls every 6 s (the default 30 s,
+# scaled five times too).
+SOURCES_LIMIT, SOURCES_WINDOW = 6000, 60.0
+SOURCES_RATE = SOURCES_LIMIT / SOURCES_WINDOW
+SOURCES_POLL = "6"
+
+
+def _sources_sim_flags(org_kind: str, delay: float) -> list[str]:
+    return [
+        "--seed",
+        "11",
+        "--org-kind",
+        org_kind,
+        "--realtime-delay",
+        f"{delay:g}",
+        "--request-limit",
+        str(SOURCES_LIMIT),
+        "--window-seconds",
+        f"{SOURCES_WINDOW:g}",
+        "--concurrency-limit",
+        "52",
+        "--latency",
+        "0.02",
+        "--retry-after-format",
+        "fractional",
+    ]
+
+
+def _sources_run(
+    bench: Bench, tag: str, sim_flags: list[str], count: int, extra: list[str], seed: int
+) -> tuple[ProcResult, dict[str, Any], dict[str, Any]]:
+    """One sar-bulk run over ``count`` contacts; its result, its identity's counters, report."""
+    contacts = make_contacts(bench.work / f"{tag}.csv", count, seed=seed)
+    progress(f"{tag}: {count} contacts, sar-bulk {shlex.join(extra)}")
+    with SimulatorProcess(sim_flags, bench.work) as sim:
+        out = bench.work / f"{tag}-out"
+        result = run_sar_bulk(bench, sim.url, contacts, out, extra)
+        counters = sim.identity(SAR_TOKEN)
+        require_success(result, f"sar-bulk ({tag})")
+    report = read_report(out)
+    bench.runs.append(
+        result.record(
+            tag, simulator=sim_flags, counters=counters, report_totals=report.get("totals")
+        )
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    progress(
+        f"{tag}: {counters['ok']} ok, {counters['throttled']} throttled, {result.wall:.1f} s, "
+        f"peak {result.peak_mb:.1f} MB, by kind {counters.get('by_kind')}"
+    )
+    return result, counters, report
+
+
+def realtime_scenario(bench: Bench) -> None:
+    """7: real-time exports at scale: wall time against max(requests / rate, delay), polling."""
+    count, delay = bench.sizes.realtime_contacts, bench.sizes.realtime_delay
+    flags = _sources_sim_flags("realtime", delay)
+    extra = ["--sources", "realtime", "--rate", f"{SOURCES_RATE:g}"]
+    extra += ["--realtime-poll", SOURCES_POLL]
+    result, counters, _ = _sources_run(bench, "s7-realtime", flags, count, extra, seed=7)
+    ok, kinds = int(counters["ok"]), counters["by_kind"]
+    ideal = max(ok / SOURCES_RATE, delay)
+    ratio = result.wall / ideal
+    polls = int(kinds["poll"]) / int(counters["requests"])
+    name = f"s7 realtime {count:,} x delay {delay:g} s"
+    bench.rows += [
+        Row(name, "wall / max(ok / rate, delay)", ratio, "{:.3f}", "<= 1.1", ratio <= 1.1),
+        Row(name, "progress polls / all requests", polls, "{:.2%}", "<= 5%", polls <= 0.05),
+        Row(name, "wall s", result.wall, "{:.1f}"),
+        Row(name, f"ok / {SOURCES_RATE:g} s", ok / SOURCES_RATE, "{:.1f}"),
+        Row(name, "exports made", kinds["create"], "{:.0f}"),
+        Row(name, "chunk downloads", kinds["download"], "{:.0f}"),
+        Row(name, "progress polls", kinds["poll"], "{:.0f}"),
+        Row(name, "throttled (429)", counters["throttled"], "{:.0f}"),
+    ]
+    bench.notes.append(
+        f"s7-s9: Dataverse's limits scaled five times in time ({SOURCES_LIMIT:,} per "
+        f"{SOURCES_WINDOW:g} s = {SOURCES_RATE:g}/s, 52 at once, 20 ms latency), sar-bulk's "
+        f"--rate {SOURCES_RATE:g} and --realtime-poll {SOURCES_POLL} s (30 s scaled the same)."
+    )
+
+
+def records_scenario(bench: Bench) -> None:
+    """8: records only at the scaled limits: limit use and requests per contact."""
+    count = bench.sizes.records_contacts
+    flags = _sources_sim_flags("realtime", 1.0)
+    extra = ["--sources", "records", "--rate", f"{SOURCES_RATE:g}"]
+    result, counters, report = _sources_run(bench, "s8-records", flags, count, extra, seed=8)
+    ok = int(counters["ok"])
+    use = ok / result.wall / SOURCES_RATE
+    burst = ok / (SOURCES_LIMIT * (math.floor(result.wall / SOURCES_WINDOW) + 1))
+    done = int((report.get("totals") or {}).get("succeeded") or count)
+    name = f"s8 records {count:,}"
+    bench.rows += [
+        Row(name, f"ok req/s / allowed {SOURCES_RATE:g}/s", use, "{:.3f}", ">= 0.95", use >= 0.95),
+        Row(name, "ok / most a fresh window allows in wall", burst, "{:.3f}"),
+        Row(name, "requests per contact", ok / done, "{:.2f}"),
+        Row(name, "throttled / all requests", counters["throttled"] / ok, "{:.2%}"),
+        Row(name, "wall s", result.wall, "{:.1f}"),
+    ]
+
+
+def sources_memory_scenario(bench: Bench) -> None:
+    """9: peak RSS with all three sources, small against large (no limits, short delay)."""
+    small, large = bench.sizes.memory_small, bench.sizes.memory_large
+    flags = ["--seed", "11", "--org-kind", "both", "--realtime-delay", "2", *NO_LIMITS]
+    extra = [*UNCONSTRAINED, "--sources", "auto", "--types", FEW_TYPES, "--realtime-poll", "1"]
+    first, _, _ = _sources_run(bench, "s9-small", flags, small, extra, seed=9)
+    second, _, _ = _sources_run(bench, "s9-large", flags, large, extra, seed=9)
+    growth = (second.peak_mb - first.peak_mb) / first.peak_mb
+    name = "s9 memory, 3 sources"
+    bench.rows += [
+        Row(name, f"peak RSS MB, {small:,} contacts", first.peak_mb, "{:.1f}"),
+        Row(name, f"peak RSS MB, {large:,} contacts", second.peak_mb, "{:.1f}"),
+        Row(name, "growth, large over small", growth, "{:+.1%}", "within 10%", abs(growth) <= 0.10),
+        Row(name, f"wall s, {large:,} contacts", second.wall, "{:.1f}"),
+    ]
+    bench.notes.append(
+        f"s9: org kind 'both' (action, tables and exports), no request limits, exports complete "
+        f"after 2 s, polled every 1 s; --types {FEW_TYPES} to keep the large run short."
+    )
+
+
 # ----- output -----------------------------------------------------------------------------------
 
 
@@ -770,10 +901,17 @@ STANDING_NOTES = (
 )
 
 
+SOURCE_SCENARIOS: tuple[tuple[int, Callable[[Bench], None]], ...] = (
+    (7, realtime_scenario),
+    (8, records_scenario),
+    (9, sources_memory_scenario),
+)
+
+
 def _parse_only(text: str) -> set[int]:
     chosen = {int(part) for part in text.split(",") if part.strip()}
-    if not chosen <= {1, 2, 3, 4, 5}:
-        raise argparse.ArgumentTypeError("scenarios are numbered 1 to 5")
+    if not chosen <= {1, 2, 3, 4, 5, 7, 8, 9}:
+        raise argparse.ArgumentTypeError("scenarios are numbered 1 to 5 and 7 to 9")
     return chosen
 
 
@@ -783,7 +921,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         type=_parse_only,
-        default={1, 2, 3, 4, 5},
+        default={1, 2, 3, 4, 5, 7, 8, 9},
         metavar="N[,N]",
         help="run only these scenarios (1-5)",
     )
@@ -843,6 +981,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             steps.append(("s4", lambda: cost_scenario(bench)))
         if 5 in args.only:
             steps.append(("s5", lambda: memory_scenario(bench)))
+        steps += [
+            (f"s{n}", functools.partial(f, bench)) for n, f in SOURCE_SCENARIOS if n in args.only
+        ]
         for key, step in steps:
             try:
                 step()
