@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import signal
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -356,7 +356,7 @@ async def test_an_export_that_never_completes_fails_naming_its_request(tmp_path:
 # ----- a run killed while it waits, resumed -----------------------------------------------------
 
 
-async def _until(check: Any, seconds: float) -> None:
+async def _until(check: Callable[[], bool], seconds: float) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
@@ -364,8 +364,8 @@ async def _until(check: Any, seconds: float) -> None:
 
 
 async def test_a_run_killed_while_waiting_waits_for_the_same_requests(tmp_path: Path) -> None:
-    # Exports take 4 s: the first run is killed while every one of them is still in progress.
-    config = unlimited(seed=5, org_kind="realtime", realtime_delay=4.0, file_chunk_size=65_536)
+    # Exports take 6 s: the first run is killed while every one of them is still in progress.
+    config = unlimited(seed=5, org_kind="realtime", realtime_delay=6.0, file_chunk_size=65_536)
     async with Simulator(config) as sim:
         wanted = pick_contacts(sim, 4, with_identifiers=3)
         exports = sum(len(sim.rows.identifiers(c)) for c in wanted)
@@ -382,8 +382,9 @@ async def test_a_run_killed_while_waiting_waits_for_the_same_requests(tmp_path: 
         process = await start_cli(args, env=token_env(), log=tmp_path / "first.log")
         try:
             await _until(lambda: len(sim.realtime.created()) == exports, 60)
-            # Parked for a few polls; none completed yet (4 s), nothing downloaded.
+            # Parked for a few polls; none completed yet (6 s), nothing downloaded.
             await asyncio.sleep(1.0)
+            assert not any(sim.realtime.completed(r) for r in sim.realtime.created())
             assert sim.counters()["total"]["by_kind"]["download"] == 0
         finally:
             if process.returncode is None:
