@@ -403,3 +403,20 @@ async def test_a_run_killed_while_waiting_waits_for_the_same_requests(tmp_path: 
         compared = assert_exact_sources(sim, out, wanted)
     assert compared["files"] == exports
     await assert_zip_consumers_accept(out)
+
+
+async def test_the_web_api_s_dop_hint_sets_the_concurrency_without_the_action(
+    tmp_path: Path,
+) -> None:
+    # Today's cloud org has no action to learn x-ms-dop-hint from: the Web API's answers carry
+    # it too, and the throttle follows it (5 in flight until a hint arrives).
+    config = unlimited(seed=6, org_kind="realtime", dop_hint=12, latency=0.05, **FAST_EXPORTS)
+    async with Simulator(config) as sim:
+        wanted = pick_contacts(sim, 24, with_identifiers=0)
+        run = run_config(
+            sim, csv_of(tmp_path, wanted), tmp_path / "out", sources="records", window=24
+        )
+        outcome = await run_engine(run)
+        most = sim.counters()["total"]["max_in_flight"]
+    assert outcome.code == 0, outcome.summary
+    assert 5 < most <= 12
