@@ -219,7 +219,10 @@ def resolve(
 ) -> dict[str, Any]:
     """Merge the sources, flag > environment > file > default, parsing and checking each."""
     from_file = _read_config_file(config_file, options) if config_file else {}
-    settings: dict[str, Any] = {"custom_tables": from_file.pop(_TABLES_KEY, ())}
+    settings: dict[str, Any] = {
+        "custom_tables": from_file.pop(_TABLES_KEY, ()),
+        "identities": from_file.pop(_IDENTITIES_KEY, ()),
+    }
     for option in options:
         flag_value = flags.get(option.name)
         if flag_value is not None and flag_value is not False:
@@ -263,7 +266,7 @@ def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     section = document.get("run", {})
-    merged = {k: v for k, v in document.items() if k not in ("run", "records")} | (
+    merged = {k: v for k, v in document.items() if k not in ("run", "records", "identities")} | (
         section if isinstance(section, dict) else {}
     )
     known = {option.name for option in options}
@@ -279,6 +282,8 @@ def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]
             )
     if "records" in document:
         merged[_TABLES_KEY] = _custom_tables(document["records"], path)
+    if "identities" in document:
+        merged[_IDENTITIES_KEY] = parse_identities(document["identities"], path)
     return merged
 
 
@@ -315,6 +320,118 @@ def _custom_tables(section: object, path: Path) -> tuple[CustomTable, ...]:
     return tuple(found)
 
 
+# --- identity pool (issue 11): the [[identities]] tables, in a block of their own. ----------
+
+_IDENTITIES_KEY: Final = "identities"
+_IDENTITY_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_IDENTITY_FIELDS: Final = frozenset({"name", "auth", "env", "rate", "concurrency"})
+# The standard variables a credential kind reads; an identity maps each to a variable of its own.
+IDENTITY_VARIABLES: Final = frozenset(
+    {
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_CLIENT_CERTIFICATE_PATH",
+        "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+        "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_AUTHORITY_HOST",
+        "SAR_BULK_TOKEN",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySpec:
+    """One ``[[identities]]`` table: a name, a credential kind, where its secrets live.
+
+    ``env`` maps a standard variable the kind reads (``AZURE_CLIENT_SECRET``, ``SAR_BULK_TOKEN``,
+    ...) to the variable that holds this identity's value; ``rate``/``concurrency`` override the
+    run's ``--rate``/``--concurrency`` for this identity (``None``: the run's).
+    """
+
+    name: str
+    auth: AuthKind
+    env: Mapping[str, str]
+    rate: float | None = None
+    concurrency: int | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "auth": self.auth.value,
+            "env": dict(sorted(self.env.items())),
+            "rate": self.rate,
+            "concurrency": self.concurrency,
+        }
+
+
+def parse_identities(section: object, path: Path) -> tuple[IdentitySpec, ...]:
+    """``[[identities]]`` tables: checked here, before anything runs (names, kinds, numbers)."""
+    where = f"config file {path}: [[identities]]"
+    if not isinstance(section, list) or not all(isinstance(t, dict) for t in section):
+        raise ConfigError(f"{where} must be an array of tables ([[identities]])")
+    specs: list[IdentitySpec] = []
+    for number, table in enumerate(section, 1):
+        label = f"{where} {number}"
+        unknown = sorted(set(table) - _IDENTITY_FIELDS)
+        if unknown:
+            raise ConfigError(
+                f"{label}: unknown key(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(_IDENTITY_FIELDS))} (secrets go in the environment, "
+                "named under env)"
+            )
+        name = table.get("name")
+        if not isinstance(name, str) or not _IDENTITY_NAME.fullmatch(name):
+            raise ConfigError(f"{label}: name must be letters, digits, '.', '_' or '-' (1-64)")
+        label = f"{where} {name!r}"
+        try:
+            auth = _auth_kind(str(table.get("auth", "")))
+        except ValueError as exc:
+            raise ConfigError(f"{label}: auth {exc}") from None
+        env = table.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise ConfigError(
+                f"{label}: env must be a table of variable names, e.g. env = "
+                '{ AZURE_CLIENT_SECRET = "APP_A_SECRET" }'
+            )
+        strange = sorted(set(env) - IDENTITY_VARIABLES)
+        if strange:
+            raise ConfigError(
+                f"{label}: env names unknown variable(s) {', '.join(strange)}; known: "
+                f"{', '.join(sorted(IDENTITY_VARIABLES))}"
+            )
+        bad = sorted(k for k, v in env.items() if not _ENV_NAME.fullmatch(v))
+        if bad:
+            raise ConfigError(
+                f"{label}: env.{bad[0]} must name an environment variable (letters, digits, _), "
+                "not hold its value"
+            )
+        rate = _identity_number(table, "rate", label, _positive_float)
+        concurrency = _identity_number(table, "concurrency", label, _concurrency)
+        specs.append(IdentitySpec(name, auth, dict(env), rate, concurrency))
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"{where}: the name(s) {', '.join(twice)} appear more than once")
+    return tuple(specs)
+
+
+def _identity_number(
+    table: Mapping[str, Any], key: str, label: str, parse: Callable[[str], Any]
+) -> Any:
+    if key not in table:
+        return None
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{label}: {key} must be a number")
+    try:
+        return parse(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{label}: {key} {value!r} {_why(exc)}") from None
+
+
 def _state_name(shard: Shard | None) -> str:
     """One state file per shard, so shards sharing an output folder never share one."""
     return "state.sqlite" if shard is None else f"state.shard-{shard.index}-of-{shard.count}.sqlite"
@@ -347,6 +464,7 @@ class RunConfig:
     realtime_wait: float = 6 * 3600.0
     realtime_poll: float = 30.0
     max_parked: int = 10_000
+    identities: tuple[IdentitySpec, ...] = ()  # [[identities]]; empty: one identity from --auth
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> RunConfig:
@@ -397,6 +515,7 @@ class RunConfig:
             realtime_wait=settings["realtime_wait"],
             realtime_poll=settings["realtime_poll"],
             max_parked=settings["max_parked"],
+            identities=tuple(settings.get("identities", ())),
         )
 
     @property
@@ -469,5 +588,7 @@ class RunConfig:
             "realtime_wait": self.realtime_wait,
             "realtime_poll": self.realtime_poll,
             "max_parked": self.max_parked,
+            # Names of variables only: what they hold never reaches a RunConfig.
+            "identities": [spec.public() for spec in self.identities],
             "fingerprint": self.fingerprint,
         }
