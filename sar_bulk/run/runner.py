@@ -34,7 +34,7 @@ from aiohttp import ClientSession
 from azure.core.credentials_async import AsyncTokenCredential
 
 from sar_bulk.config import RunConfig
-from sar_bulk.dataverse.auth import TokenProvider, build_credential
+from sar_bulk.dataverse.auth import AuthKind, TokenProvider, build_credential
 from sar_bulk.dataverse.client import DataverseClient
 from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
@@ -103,11 +103,12 @@ async def execute_run(
     install_signal_handlers: bool = True,
     metrics: RunMetrics | None = None,
     environ: Mapping[str, str] | None = None,
+    make_credential: CredentialFactory = build_credential,
 ) -> RunOutcome:
     """Run ``config`` to the end and return its exit code; the credential is closed here.
 
-    With ``[[identities]]`` in the config each identity's credential is built here from
-    ``environ`` (default: the process's) and ``credential`` may be None.
+    With ``[[identities]]`` in the config each identity's credential is built here, by
+    ``make_credential`` from ``environ`` (default: the process's), and ``credential`` may be None.
     """
     started_at = datetime.now(UTC)
     started = time.monotonic()
@@ -136,6 +137,7 @@ async def execute_run(
             started=started,
             metrics=metrics,
             environ=os.environ if environ is None else environ,
+            make_credential=make_credential,
         )
     finally:
         folder_lock.release()
@@ -154,11 +156,12 @@ async def _locked_run(
     started: float,
     metrics: RunMetrics | None,
     environ: Mapping[str, str],
+    make_credential: CredentialFactory,
 ) -> RunOutcome:
     loop = asyncio.get_running_loop()
     # The dates in words: an MM-DD range misread as DD-MM shows in the first line.
     _log.info("run.started", dates=config.dates.in_words(), out=str(config.out))
-    plans = await _identity_plans(config, credential, credential_name, environ)
+    plans = await _identity_plans(config, credential, credential_name, environ, make_credential)
     every_tokens = [
         RedactingTokenProvider(plan.credential, config.org.scope, describe=plan.describe)
         for plan in plans
@@ -229,6 +232,10 @@ async def _locked_run(
 # --- identity pool (issue 11): one set of tokens, throttle, fetcher and sources per identity.
 
 
+# Builds one identity's credential from its kind and its own environment (a seam for tests).
+CredentialFactory = Callable[[AuthKind, Mapping[str, str]], AsyncTokenCredential]
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """One identity before the session: its name, credential and throttle settings."""
@@ -244,6 +251,7 @@ async def _identity_plans(
     credential: AsyncTokenCredential | None,
     credential_name: str,
     environ: Mapping[str, str],
+    make_credential: CredentialFactory,
 ) -> list[_Plan]:
     """Without ``[[identities]]`` the one credential given; else one per table (the one given,
     if any, is closed unused). A missing variable is a ``ConfigError`` naming the identity."""
@@ -258,7 +266,7 @@ async def _identity_plans(
         for spec in config.identities:
             try:
                 own = identity_environ(spec, environ)
-                made = await asyncio.to_thread(build_credential, spec.auth, own)
+                made = await asyncio.to_thread(make_credential, spec.auth, own)
             except ConfigError as exc:
                 raise ConfigError(
                     f"identity {spec.name!r}: {exc} (map them under env in its [[identities]] "
