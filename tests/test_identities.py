@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from azure.core.credentials_async import AsyncTokenCredential
+from support import RotatingCredential, contact_ids, dossier_names, read_report, write_csv
 
 from sar_bulk.config import RUN_OPTIONS, IdentitySpec, RunConfig, resolve
 from sar_bulk.dataverse.auth import AuthKind, build_credential
@@ -20,7 +21,6 @@ from sar_bulk.logs import REDACTOR, scrub
 from sar_bulk.run.identities import identity_environ
 from sar_bulk.run.runner import ExitCode, RunOutcome, execute_run
 from sar_bulk.simulator import Simulator, SimulatorConfig
-from tests.support import RotatingCredential, contact_ids, dossier_names, read_report, write_csv
 
 TWO = """
 [[identities]]
