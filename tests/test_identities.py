@@ -238,11 +238,16 @@ async def test_every_identity_refused_is_exit_3_naming_each(
     assert dossier_names(tmp_path / "out") == set()
 
 
-def expiring_a(kind: AuthKind, environ: Mapping[str, str]) -> AsyncTokenCredential:
-    """a: its static token (it expires in the simulator); b: a credential that renews."""
-    if environ.get("SAR_BULK_TOKEN") == "renewing-b":
-        return RotatingCredential("sim-b")
-    return build_credential(kind, environ)
+def expiring_a(renewing: RotatingCredential) -> Any:
+    """a: its static token (it expires in the simulator); b: ``renewing``, which renews (one
+    instance for both runs, so none of its tokens is handed out twice)."""
+
+    def make(kind: AuthKind, environ: Mapping[str, str]) -> AsyncTokenCredential:
+        if environ.get("SAR_BULK_TOKEN") == "renewing-b":
+            return renewing
+        return build_credential(kind, environ)
+
+    return make
 
 
 async def test_an_identity_refused_mid_run_is_dropped_and_a_rerun_finishes(
@@ -251,9 +256,10 @@ async def test_an_identity_refused_mid_run_is_dropped_and_a_rerun_finishes(
     # Every token lives 1 s in the simulator: a's static token dies, b fetches a fresh one.
     simulated = SimulatorConfig(seed=3, token_lifetime=1.0, latency=0.01)
     environ = {"TOKEN_A": "sim-a.1", "TOKEN_B": "renewing-b"}
+    make = expiring_a(RotatingCredential("sim-b"))
     async with Simulator(simulated) as sim:
         config = pool_config(tmp_path, sim, TWO, 40, rate="60", window="4")
-        first = await run_pool(config, environ, make_credential=expiring_a)
+        first = await run_pool(config, environ, make_credential=make)
         report = read_report(tmp_path / "out")
         rows = by_name(report)
         assert first.code in (ExitCode.OK, ExitCode.INCOMPLETE)
@@ -262,7 +268,7 @@ async def test_an_identity_refused_mid_run_is_dropped_and_a_rerun_finishes(
         assert rows["a"]["contacts"] > 0  # it did work before its token died
         for failed in report["failed_contacts"]:
             assert all("identity 'a' was refused" in why for why in failed["reasons"].values())
-        second = await run_pool(config, environ, make_credential=expiring_a)
+        second = await run_pool(config, environ, make_credential=make)
     assert second.code == ExitCode.OK
     assert len(dossier_names(tmp_path / "out")) == 40
 
