@@ -296,3 +296,13 @@ async def test_an_export_made_by_one_identity_is_finished_by_another(tmp_path: P
     assert len(dossier_names(tmp_path / "out")) == 2
     assert counted["sim-b"]["by_kind"]["create"] == 0  # nothing asked twice
     assert counted["sim-b"]["by_kind"]["download"] > 0
+
+
+def test_the_example_config_reads() -> None:
+    example = Path(__file__).resolve().parent.parent / "configs" / "identities.toml"
+    settings = resolve(RUN_OPTIONS, flags={}, environ={}, config_file=example)
+    specs = tuple(settings["identities"])
+    assert [s.name for s in specs] == ["app-a", "app-b", "aks"]
+    assert specs[1].auth is AuthKind.CERTIFICATE
+    assert specs[1].rate == 15.0
+    assert specs[2].auth is AuthKind.WORKLOAD_IDENTITY
