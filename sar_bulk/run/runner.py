@@ -13,6 +13,11 @@ folder (0700) and locks it (``run_lock.py``): a run that cannot write its result
 would collide with another run, costs the org nothing. Every token the credential issues is
 registered with the process's redactor (``logs.REDACTOR``) the moment it is handed out, so a
 server that echoes it back cannot make it reach a log, the report, the state or the terminal.
+
+Identities: without ``[[identities]]`` the run has one, from ``--auth``; with them each gets its
+own credential, token cache, throttle, fetcher and source instances, is probed on its own, and
+the engine sees one ``PooledSource`` per source that routes each contact to one identity
+(``run/identities.py``). The report has a section per identity either way.
 """
 
 from __future__ import annotations
