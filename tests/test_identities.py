@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from azure.core.credentials_async import AsyncTokenCredential
+from cli_support import cli_env, run_args, run_cli
+from prometheus_client.parser import text_string_to_metric_families
 from support import RotatingCredential, contact_ids, dossier_names, read_report, write_csv
 
 from sar_bulk.config import RUN_OPTIONS, IdentitySpec, RunConfig, resolve
@@ -306,3 +308,28 @@ def test_the_example_config_reads() -> None:
     assert specs[1].auth is AuthKind.CERTIFICATE
     assert specs[1].rate == 15.0
     assert specs[2].auth is AuthKind.WORKLOAD_IDENTITY
+
+
+async def test_the_command_runs_a_pool_with_metrics_per_identity(tmp_path: Path) -> None:
+    config = tmp_path / "pool.toml"
+    config.write_text(TWO, encoding="utf-8")
+    csv = write_csv(tmp_path / "c.csv", ["ContactId", *contact_ids(6, seed=5)])
+    prom = tmp_path / "sar-bulk.prom"
+    async with Simulator(SimulatorConfig(seed=5, heavy_fraction=0.0)) as sim:
+        # --auth static-token without SAR_BULK_TOKEN: with [[identities]] it is not used.
+        args = run_args(sim.base_url, csv, tmp_path / "out", "--config", str(config))
+        env = cli_env(TOKEN_A="sim-a.1", TOKEN_B="sim-b.1")
+        done = await run_cli([*args, "--metrics-textfile", str(prom)], env=env)
+        missing = await run_cli([*args, "--out", str(tmp_path / "o2")], env=cli_env(TOKEN_A="x"))
+    assert done.code == ExitCode.OK, done.explain()
+    sent = {
+        sample.labels["identity"]: sample.value
+        for family in text_string_to_metric_families(prom.read_text("utf-8"))
+        for sample in family.samples
+        if sample.name == "sar_bulk_requests_sent_total"
+    }
+    assert set(sent) == {"a", "b"}
+    assert min(sent.values()) > 0
+    assert missing.code == ExitCode.USAGE, missing.explain()
+    assert "identity 'b'" in missing.stderr
+    assert "TOKEN_B" in missing.stderr
