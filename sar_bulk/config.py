@@ -415,6 +415,13 @@ def parse_identities(section: object, path: Path) -> tuple[IdentitySpec, ...]:
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise ConfigError(f"{where}: the name(s) {', '.join(twice)} appear more than once")
+    for kind in (AuthKind.DEFAULT, AuthKind.AZURE_CLI):
+        # These read the process's own environment or `az login`: two would be one identity.
+        if sum(spec.auth is kind for spec in specs) > 1:
+            raise ConfigError(
+                f"{where}: more than one identity uses auth {kind.value!r}, which cannot tell "
+                "them apart; give each its own kind and variables"
+            )
     return tuple(specs)
 
 

@@ -116,6 +116,7 @@ def test_identities_are_read_with_their_own_rate_and_concurrency(tmp_path: Path)
         (TWO.replace('name = "a"', 'name = "a"\nconcurrency = 99'), "must be at most 52"),
         (TWO.replace('name = "a"', 'name = "a b"'), "name must be letters"),
         ('identities = "a"', "must be an array of tables"),
+        (TWO.replace('"static-token"', '"azure-cli"'), "more than one identity uses auth"),
     ],
 )
 def test_a_wrong_identities_table_is_refused_naming_it(
