@@ -283,7 +283,9 @@ def _run(args: argparse.Namespace) -> int:
     _start_logging(settings)
     config = RunConfig.from_settings(settings, os.environ)
     metrics = MetricsSettings.from_settings(settings)
-    credential = build_credential(config.auth, os.environ)
+    # With [[identities]] the runner builds one credential per identity from its own variables.
+    credential = None if config.identities else build_credential(config.auth, os.environ)
+    credential_name = type(credential).__name__ if credential is not None else "identities"
     show_progress = not settings["no_progress"] and sys.stderr.isatty()
     outcome = asyncio.run(
         run_with_metrics(
@@ -292,7 +294,7 @@ def _run(args: argparse.Namespace) -> int:
             run=lambda watch: execute_run(
                 config,
                 credential,
-                credential_name=type(credential).__name__,
+                credential_name=credential_name,
                 progress_out=sys.stderr if show_progress else None,
                 metrics=watch,
             ),

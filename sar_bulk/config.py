@@ -283,6 +283,7 @@ def resolve(
     settings: dict[str, Any] = {
         "custom_tables": from_file.pop(_TABLES_KEY, ()),
         "statement": from_file.pop(_STATEMENT_KEY, None),
+        "identities": from_file.pop(_IDENTITIES_KEY, ()),
     }
     for option in options:
         flag_value = flags.get(option.name)
@@ -327,7 +328,8 @@ def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     section = document.get("run", {})
-    merged = {k: v for k, v in document.items() if k not in ("run", "records", "controller")} | (
+    skip = ("run", "records", "controller", "identities")
+    merged = {k: v for k, v in document.items() if k not in skip} | (
         section if isinstance(section, dict) else {}
     )
     known = {option.name for option in options}
@@ -348,6 +350,8 @@ def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]
             merged[_STATEMENT_KEY] = load_statement(document["controller"])
         except ConfigError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
+    if "identities" in document:
+        merged[_IDENTITIES_KEY] = parse_identities(document["identities"], path)
     return merged
 
 
@@ -383,6 +387,125 @@ def _custom_tables(section: object, path: Path) -> tuple[CustomTable, ...]:
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: two tables have the same name")
     return tuple(found)
+
+
+# --- identity pool (issue 11): the [[identities]] tables, in a block of their own. ----------
+
+_IDENTITIES_KEY: Final = "identities"
+_IDENTITY_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_IDENTITY_FIELDS: Final = frozenset({"name", "auth", "env", "rate", "concurrency"})
+# The standard variables a credential kind reads; an identity maps each to a variable of its own.
+IDENTITY_VARIABLES: Final = frozenset(
+    {
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_CLIENT_CERTIFICATE_PATH",
+        "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+        "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_AUTHORITY_HOST",
+        "SAR_BULK_TOKEN",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySpec:
+    """One ``[[identities]]`` table: a name, a credential kind, where its secrets live.
+
+    ``env`` maps a standard variable the kind reads (``AZURE_CLIENT_SECRET``, ``SAR_BULK_TOKEN``,
+    ...) to the variable that holds this identity's value; ``rate``/``concurrency`` override the
+    run's ``--rate``/``--concurrency`` for this identity (``None``: the run's).
+    """
+
+    name: str
+    auth: AuthKind
+    env: Mapping[str, str]
+    rate: float | None = None
+    concurrency: int | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "auth": self.auth.value,
+            "env": dict(sorted(self.env.items())),
+            "rate": self.rate,
+            "concurrency": self.concurrency,
+        }
+
+
+def parse_identities(section: object, path: Path) -> tuple[IdentitySpec, ...]:
+    """``[[identities]]`` tables: checked here, before anything runs (names, kinds, numbers)."""
+    where = f"config file {path}: [[identities]]"
+    if not isinstance(section, list) or not all(isinstance(t, dict) for t in section):
+        raise ConfigError(f"{where} must be an array of tables ([[identities]])")
+    specs: list[IdentitySpec] = []
+    for number, table in enumerate(section, 1):
+        label = f"{where} {number}"
+        unknown = sorted(set(table) - _IDENTITY_FIELDS)
+        if unknown:
+            raise ConfigError(
+                f"{label}: unknown key(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(_IDENTITY_FIELDS))} (secrets go in the environment, "
+                "named under env)"
+            )
+        name = table.get("name")
+        if not isinstance(name, str) or not _IDENTITY_NAME.fullmatch(name):
+            raise ConfigError(f"{label}: name must be letters, digits, '.', '_' or '-' (1-64)")
+        label = f"{where} {name!r}"
+        try:
+            auth = _auth_kind(str(table.get("auth", "")))
+        except ValueError as exc:
+            raise ConfigError(f"{label}: auth {exc}") from None
+        env = table.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise ConfigError(
+                f"{label}: env must be a table of variable names, e.g. env = "
+                '{ AZURE_CLIENT_SECRET = "APP_A_SECRET" }'
+            )
+        strange = sorted(set(env) - IDENTITY_VARIABLES)
+        if strange:
+            raise ConfigError(
+                f"{label}: env names unknown variable(s) {', '.join(strange)}; known: "
+                f"{', '.join(sorted(IDENTITY_VARIABLES))}"
+            )
+        bad = sorted(k for k, v in env.items() if not _ENV_NAME.fullmatch(v))
+        if bad:
+            raise ConfigError(
+                f"{label}: env.{bad[0]} must name an environment variable (letters, digits, _), "
+                "not hold its value"
+            )
+        rate = _identity_number(table, "rate", label, _positive_float)
+        concurrency = _identity_number(table, "concurrency", label, _concurrency)
+        specs.append(IdentitySpec(name, auth, dict(env), rate, concurrency))
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"{where}: the name(s) {', '.join(twice)} appear more than once")
+    for kind in (AuthKind.DEFAULT, AuthKind.AZURE_CLI):
+        # These read the process's own environment or `az login`: two would be one identity.
+        if sum(spec.auth is kind for spec in specs) > 1:
+            raise ConfigError(
+                f"{where}: more than one identity uses auth {kind.value!r}, which cannot tell "
+                "them apart; give each its own kind and variables"
+            )
+    return tuple(specs)
+
+
+def _identity_number(
+    table: Mapping[str, Any], key: str, label: str, parse: Callable[[str], Any]
+) -> Any:
+    if key not in table:
+        return None
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{label}: {key} must be a number")
+    try:
+        return parse(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{label}: {key} {value!r} {_why(exc)}") from None
 
 
 def _state_name(shard: Shard | None) -> str:
@@ -425,6 +548,7 @@ class RunConfig:
     extension_column: str | None = None
     name_column: str | None = None
     statement: Statement | None = None  # [controller]; None: every answer says it is missing
+    identities: tuple[IdentitySpec, ...] = ()  # [[identities]]; empty: one identity from --auth
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> RunConfig:
@@ -488,6 +612,7 @@ class RunConfig:
             extension_column=settings["extension_column"],
             name_column=settings["name_column"],
             statement=settings.get("statement"),
+            identities=tuple(settings.get("identities", ())),
         )
 
     @property
@@ -568,5 +693,7 @@ class RunConfig:
             "extension_column": self.extension_column,
             "name_column": self.name_column,
             "controller_statement": "present" if self.statement else "missing",
+            # Names of variables only: what they hold never reaches a RunConfig.
+            "identities": [spec.public() for spec in self.identities],
             "fingerprint": self.fingerprint,
         }

@@ -6,7 +6,9 @@ it is off when standard error is not a terminal (containers, cron) or with ``--n
 The total counts only contacts this run has to do: rows of other shards, duplicates, rejected
 rows and contacts already done by an earlier run are left out, so the line reaches 100 % when
 the run ends. While the identity's gate is closed after a 429 the line says so ("paused 12 s:
-service protection"), so a run that waits is not taken for one that hangs.
+service protection"), so a run that waits is not taken for one that hangs. With several
+identities (``[[identities]]``) the counts are their sums, "paused" means every live identity is
+paused, and a note says how many identities are still live ("identities 2/3").
 """
 
 from __future__ import annotations
@@ -15,12 +17,21 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Protocol, TextIO
 
-from sar_bulk.dataverse.fetcher import FetchStats
 from sar_bulk.run.report import RunTotals
 
-__all__ = ["Progress", "format_progress"]
+__all__ = ["Progress", "StatsView", "format_progress"]
+
+
+class StatsView(Protocol):
+    """The request counts the line reads: one identity's ``FetchStats``, or a pool's sums."""
+
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def throttled(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +42,14 @@ class _Snapshot:
 
 def format_progress(
     totals: RunTotals,
-    stats: FetchStats,
+    stats: StatsView,
     *,
     expected: int | None,
     rate: float,
     elapsed: float,
     paused: float = 0.0,
     final: bool = False,
+    note: str = "",
 ) -> str:
     """One progress line (no newline).
 
@@ -57,9 +69,11 @@ def format_progress(
     if totals.skipped_done:
         notes.append(f"{totals.skipped_done} done before")
     pause = f" | paused {math.ceil(paused)} s: service protection" if paused > 0 else ""
+    extra = f" | {note}" if note else ""
     return (
         f"{count} ({', '.join(notes)})"
-        f" | {rate:5.1f} req/s | {stats.throttled} throttled{pause} | {_duration(elapsed)}{eta}"
+        f" | {rate:5.1f} req/s | {stats.throttled} throttled{pause}{extra}"
+        f" | {_duration(elapsed)}{eta}"
     )
 
 
@@ -89,13 +103,14 @@ class Progress:
     def __init__(
         self,
         totals: RunTotals,
-        stats: FetchStats,
+        stats: StatsView,
         *,
         out: TextIO,
         clock: Callable[[], float],
         expected: int | None = None,
         interval: float = 0.5,
         paused: Callable[[], float] = lambda: 0.0,
+        note: Callable[[], str] = lambda: "",
     ) -> None:
         self._totals = totals
         self._stats = stats
@@ -104,6 +119,7 @@ class Progress:
         self.expected = expected
         self._interval = interval
         self._paused = paused
+        self._note = note
         self._started = clock()
         self._last = _Snapshot(self._started, 0)
         self._rate = 0.0
@@ -134,6 +150,7 @@ class Progress:
             elapsed=now - self._started,
             paused=0.0 if final else self._paused(),
             final=final,
+            note=self._note(),
         )
         self._out.write("\r" + line.ljust(self._width))
         self._out.flush()

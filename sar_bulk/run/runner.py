@@ -13,6 +13,11 @@ folder (0700) and locks it (``run_lock.py``): a run that cannot write its result
 would collide with another run, costs the org nothing. Every token the credential issues is
 registered with the process's redactor (``logs.REDACTOR``) the moment it is handed out, so a
 server that echoes it back cannot make it reach a log, the report, the state or the terminal.
+
+Identities: without ``[[identities]]`` the run has one, from ``--auth``; with them each gets its
+own credential, token cache, throttle, fetcher and source instances, is probed on its own, and
+the engine sees one ``PooledSource`` per source that routes each contact to one identity
+(``run/identities.py``). The report has a section per identity either way.
 """
 
 from __future__ import annotations
@@ -23,26 +28,28 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
+from aiohttp import ClientSession
 from azure.core.credentials_async import AsyncTokenCredential
 
 from sar_bulk.config import RunConfig
-from sar_bulk.dataverse.auth import TokenProvider
+from sar_bulk.dataverse.auth import AuthKind, TokenProvider, build_credential
 from sar_bulk.dataverse.client import DataverseClient
 from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
-from sar_bulk.dataverse.preflight import SourcesCheck, probe_sources
-from sar_bulk.dataverse.throttle import Throttle
+from sar_bulk.dataverse.preflight import Outcome, probe_sources
+from sar_bulk.dataverse.throttle import Throttle, ThrottleSettings
 from sar_bulk.errors import ConfigError, InputError
 from sar_bulk.logs import REDACTOR, scrub
 from sar_bulk.run.engine import Engine, RunResult, run_id_for
-from sar_bulk.run.metrics import RunMetrics
+from sar_bulk.run.identities import Identity, IdentityPool, PooledSource, identity_environ
+from sar_bulk.run.metrics import DEFAULT_IDENTITY, RunMetrics
 from sar_bulk.run.paths import check_run_paths, create_private_folder
 from sar_bulk.run.progress import Progress
 from sar_bulk.run.report import (
@@ -53,7 +60,7 @@ from sar_bulk.run.report import (
     write_reports,
 )
 from sar_bulk.run.run_lock import RunLock
-from sar_bulk.sources.base import Source, SourceDeps
+from sar_bulk.sources.base import SourceDeps
 from sar_bulk.sources.interactions import InteractionsSource
 from sar_bulk.sources.registry import build_many
 
@@ -99,15 +106,21 @@ class RunOutcome:
 
 async def execute_run(
     config: RunConfig,
-    credential: AsyncTokenCredential,
+    credential: AsyncTokenCredential | None,
     *,
     credential_name: str,
     progress_out: TextIO | None,
     out: TextIO = sys.stdout,
     install_signal_handlers: bool = True,
     metrics: RunMetrics | None = None,
+    environ: Mapping[str, str] | None = None,
+    make_credential: CredentialFactory = build_credential,
 ) -> RunOutcome:
-    """Run ``config`` to the end and return its exit code; the credential is closed here."""
+    """Run ``config`` to the end and return its exit code; the credential is closed here.
+
+    With ``[[identities]]`` in the config each identity's credential is built here, by
+    ``make_credential`` from ``environ`` (default: the process's), and ``credential`` may be None.
+    """
     started_at = datetime.now(UTC)
     started = time.monotonic()
     run_id = run_id_for(started_at)
@@ -119,7 +132,8 @@ async def execute_run(
         await asyncio.to_thread(create_private_folder, config.out)
         folder_lock = await asyncio.to_thread(RunLock.for_folder, config.out, shard=shard)
     except BaseException:
-        await credential.close()
+        if credential is not None:
+            await credential.close()
         raise
     try:
         return await _locked_run(
@@ -133,6 +147,8 @@ async def execute_run(
             started_at=started_at,
             started=started,
             metrics=metrics,
+            environ=os.environ if environ is None else environ,
+            make_credential=make_credential,
         )
     finally:
         folder_lock.release()
@@ -140,7 +156,7 @@ async def execute_run(
 
 async def _locked_run(
     config: RunConfig,
-    credential: AsyncTokenCredential,
+    credential: AsyncTokenCredential | None,
     *,
     credential_name: str,
     progress_out: TextIO | None,
@@ -150,37 +166,38 @@ async def _locked_run(
     started_at: datetime,
     started: float,
     metrics: RunMetrics | None,
+    environ: Mapping[str, str],
+    make_credential: CredentialFactory,
 ) -> RunOutcome:
     loop = asyncio.get_running_loop()
     # The dates in words: an MM-DD range misread as DD-MM shows in the first line.
     _log.info("run.started", dates=config.dates.in_words(), out=str(config.out))
-    tokens = RedactingTokenProvider(credential, config.org.scope, describe=credential_name)
+    plans = await _identity_plans(config, credential, credential_name, environ, make_credential)
+    every_tokens = [
+        RedactingTokenProvider(plan.credential, config.org.scope, describe=plan.describe)
+        for plan in plans
+    ]
     timeouts = Timeouts(request=config.timeout)
     try:
         async with create_session(timeouts) as session:
-            http = OrgHttp(
-                session,
-                config.org,
-                tokens,
-                timeouts=timeouts,
-                max_answer_bytes=config.max_answer_bytes,
-            )
-            client = DataverseClient(http, max_pages=config.max_pages)
-            throttle = Throttle(config.throttle, clock=loop.time)
-            fetcher = Fetcher(client, throttle, config.retry, org_hint=lambda: http.dop_hint)
-            sources, check = await _choose_sources(config, http, fetcher, credential_name)
-            if not sources:
-                message = scrub(check.message)
+            identities = [
+                _identity(config, plan, tokens, session, timeouts, loop)
+                for plan, tokens in zip(plans, every_tokens, strict=True)
+            ]
+            chosen, message = await _choose_sources(config, identities)
+            if chosen is None:
+                message = scrub(message)
                 print(f"sar-bulk: {message}", file=sys.stderr)
                 return RunOutcome(ExitCode.REFUSED, message, None)
-            for _ in check.probes:  # each probe call is in the org's window too
-                throttle.count_request()
-            throttle.on_success(check.dop_hint or http.dop_hint)
-            engine = Engine(config, sources, run_id=run_id)
+            pool = IdentityPool(tuple(identities))
+            engine = Engine(config, pool.sources(chosen), run_id=run_id)
             if metrics is not None:  # served and written around the run: run_with_metrics
-                metrics.watch(totals=engine.totals, fetcher=fetcher)
+                for identity in identities:
+                    metrics.watch(
+                        totals=engine.totals, fetcher=identity.fetcher, identity=identity.name
+                    )
             restore = _install_signals(loop, engine) if install_signal_handlers else _noop
-            progress_task = _start_progress(engine, fetcher, progress_out, config.contacts)
+            progress_task = _start_progress(engine, pool, progress_out, config.contacts)
             try:
                 result = await engine.run()
             except (ConfigError, InputError):
@@ -188,8 +205,8 @@ async def _locked_run(
             except Exception as exc:
                 # Whatever broke, leave a report that says so and what was done before it.
                 crashed = RunResult(engine.totals, engine.column, crashed=exc)
-                document = _report(config, run_id, crashed, fetcher, throttle, started_at, 0.0)
-                document |= _sources_report(engine, check)
+                document = _report(config, run_id, crashed, pool, started_at, 0.0)
+                document |= _sources_report(engine, pool)
                 await asyncio.to_thread(_write_reports, config, run_id, document)
                 raise
             finally:
@@ -198,16 +215,18 @@ async def _locked_run(
                     progress_task.cancel()
                     await asyncio.gather(progress_task, return_exceptions=True)
     finally:
-        await tokens.close()
+        for tokens in every_tokens:
+            await tokens.close()
     seconds = time.monotonic() - started
-    document = _report(config, run_id, result, fetcher, throttle, started_at, seconds)
-    document |= _sources_report(engine, check)
+    document = _report(config, run_id, result, pool, started_at, seconds)
+    document |= _sources_report(engine, pool)
     report = await asyncio.to_thread(_write_reports, config, run_id, document)
+    stats = pool.stats
     summary = scrub(
         summary_line(
             result.totals,
-            requests=fetcher.stats.requests,
-            throttled=fetcher.stats.throttled,
+            requests=stats.requests,
+            throttled=stats.throttled,
             seconds=seconds,
             interrupted=result.interrupted_by,
         )
@@ -221,12 +240,82 @@ async def _locked_run(
     return RunOutcome(code, summary, report)
 
 
-async def _choose_sources(
-    config: RunConfig, http: OrgHttp, fetcher: Fetcher, credential_name: str
-) -> tuple[list[Source], SourcesCheck]:
-    """Build the sources asked for and probe them: ``auto`` keeps every available one, a list
-    given by name must be available in full (else nothing runs)."""
-    loop = asyncio.get_running_loop()
+# --- identity pool (issue 11): one set of tokens, throttle, fetcher and sources per identity.
+
+
+# Builds one identity's credential from its kind and its own environment (a seam for tests).
+CredentialFactory = Callable[[AuthKind, Mapping[str, str]], AsyncTokenCredential]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One identity before the session: its name, credential and throttle settings."""
+
+    name: str
+    credential: AsyncTokenCredential
+    describe: str  # how messages name its credential
+    throttle: ThrottleSettings
+
+
+async def _identity_plans(
+    config: RunConfig,
+    credential: AsyncTokenCredential | None,
+    credential_name: str,
+    environ: Mapping[str, str],
+    make_credential: CredentialFactory,
+) -> list[_Plan]:
+    """Without ``[[identities]]`` the one credential given; else one per table (the one given,
+    if any, is closed unused). A missing variable is a ``ConfigError`` naming the identity."""
+    if not config.identities:
+        if credential is None:
+            raise ConfigError("no credential: give --auth, or [[identities]] in --config")
+        return [_Plan(DEFAULT_IDENTITY, credential, credential_name, config.throttle)]
+    if credential is not None:
+        await credential.close()
+    plans: list[_Plan] = []
+    try:
+        for spec in config.identities:
+            try:
+                own = identity_environ(spec, environ)
+                made = await asyncio.to_thread(make_credential, spec.auth, own)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"identity {spec.name!r}: {exc} (map them under env in its [[identities]] "
+                    "table)"
+                ) from None
+            settings = replace(
+                config.throttle,
+                rate=spec.rate if spec.rate is not None else config.throttle.rate,
+                concurrency=(
+                    spec.concurrency
+                    if spec.concurrency is not None
+                    else config.throttle.concurrency
+                ),
+            )
+            describe = f"identity {spec.name} ({type(made).__name__})"
+            plans.append(_Plan(spec.name, made, describe, settings))
+    except BaseException:
+        for plan in plans:
+            await plan.credential.close()
+        raise
+    return plans
+
+
+def _identity(
+    config: RunConfig,
+    plan: _Plan,
+    tokens: TokenProvider,
+    session: ClientSession,
+    timeouts: Timeouts,
+    loop: asyncio.AbstractEventLoop,
+) -> Identity:
+    """One identity's own HTTP, throttle, fetcher and source instances."""
+    http = OrgHttp(
+        session, config.org, tokens, timeouts=timeouts, max_answer_bytes=config.max_answer_bytes
+    )
+    client = DataverseClient(http, max_pages=config.max_pages)
+    throttle = Throttle(plan.throttle, clock=loop.time)
+    fetcher = Fetcher(client, throttle, config.retry, org_hint=lambda: http.dop_hint)
     deps = SourceDeps(
         http=http,
         fetcher=fetcher,
@@ -235,27 +324,83 @@ async def _choose_sources(
         clock=loop.time,
         sleep=asyncio.sleep,
     )
-    built = build_many(config.sources, deps)
-    check = await probe_sources(built, credential_name=credential_name)
-    if not check.can_run:
-        return [], check
-    available = set(check.available)
-    if config.sources is not None and not available.issuperset(config.sources):
-        return [], SourcesCheck(
-            check.probes, f"not every source asked for can run: {check.message}"
+    sources = {source.name: source for source in build_many(config.sources, deps)}
+    return Identity(plan.name, tokens, http, throttle, fetcher, sources)
+
+
+async def _choose_sources(
+    config: RunConfig, identities: list[Identity]
+) -> tuple[list[str] | None, str]:
+    """Probe every identity's sources; the names the run uses, or None and why nothing runs.
+
+    ``auto`` keeps every available source, a list given by name must be available in full.
+    With several identities, one whose token is refused, or that lacks a source the run uses,
+    is dropped (one log line) and the others go on; an org-wide stop (unreachable, say) stops
+    the run as it does with one identity.
+    """
+    checks = await asyncio.gather(
+        *(
+            probe_sources(list(i.sources.values()), credential_name=i.tokens.credential_name)
+            for i in identities
         )
-    chosen = [source for source in built if source.name in available]
-    _log.info("sources.chosen", sources=[s.name for s in chosen], said=check.message)
-    return chosen, check
+    )
+    for identity, check in zip(identities, checks, strict=True):
+        identity.check = check
+        for _ in check.probes:  # each probe call is in the org's window too
+            identity.throttle.count_request()
+        identity.throttle.on_success(check.dop_hint or identity.http.dop_hint)
+    if len(identities) == 1:
+        check = checks[0]
+        if not check.can_run:
+            return None, check.message
+        available = set(check.available)
+        if config.sources is not None and not available.issuperset(config.sources):
+            return None, f"not every source asked for can run: {check.message}"
+        chosen = [name for name in identities[0].sources if name in available]
+        _log.info("sources.chosen", sources=chosen, said=check.message)
+        return chosen, check.message
+    for check in checks:
+        if check.stop is not None and check.outcome is not Outcome.TOKEN_REFUSED:
+            return None, check.message  # about the org, not one identity
+    for identity, check in zip(identities, checks, strict=True):
+        if not check.can_run:
+            _drop_at_start(identity, check.message)
+    live = [i for i in identities if i.live]
+    offered = {name for i in live if i.check for name in i.check.available}
+    wanted = set(config.sources) if config.sources is not None else offered
+    for identity in live:
+        lacking = sorted(wanted - set(identity.check.available if identity.check else ()))
+        if lacking:
+            said = identity.check.message if identity.check else ""
+            _drop_at_start(identity, f"cannot use source(s) {', '.join(lacking)}: {said}")
+    if not any(i.live for i in identities):
+        why = "; ".join(f"{i.name}: {i.dropped}" for i in identities)
+        return None, f"no identity can run: {why}"
+    chosen = [name for name in identities[0].sources if name in wanted]
+    _log.info("sources.chosen", sources=chosen, identities=[i.name for i in identities if i.live])
+    return chosen, ""
 
 
-def _sources_report(engine: Engine, check: SourcesCheck) -> dict[str, Any]:
+def _drop_at_start(identity: Identity, why: str) -> None:
+    identity.dropped = why
+    _log.warning("identity.dropped", identity=identity.name, why=why, at="pre-flight")
+
+
+def _sources_report(engine: Engine, pool: IdentityPool) -> dict[str, Any]:
     """The report's word on sources: what each probe said, what ran, what was replaced."""
-    repeats = sum(s.repeats for s in engine.sources if isinstance(s, InteractionsSource))
+    repeats = sum(
+        s.repeats
+        for pooled in engine.sources
+        if isinstance(pooled, PooledSource)
+        for s in pooled.instances()
+        if isinstance(s, InteractionsSource)
+    )
+    first = next((i for i in pool.identities if i.live), pool.identities[0])
+    probes = first.check.probes if first.check is not None else ()
     return {
         "sources": [
             {"source": p.source, "availability": p.availability.value, "detail": p.detail}
-            for p in check.probes
+            for p in probes
         ],
         "sources_used": [s.name for s in engine.sources],
         "parts": [p.key for p in engine.parts],
@@ -264,6 +409,7 @@ def _sources_report(engine: Engine, check: SourcesCheck) -> dict[str, Any]:
         "replaced_count": engine.replaced_count,
         "kept_other_question": engine.refused_count,
         "repeated_rows": repeats,
+        "identities": pool.report(),
     }
 
 
@@ -286,13 +432,17 @@ def _report(
     config: RunConfig,
     run_id: str,
     result: RunResult,
-    fetcher: Fetcher,
-    throttle: Throttle,
+    pool: IdentityPool,
     started_at: datetime,
     seconds: float,
 ) -> dict[str, Any]:
     totals = result.totals
-    stats = fetcher.stats
+    stats = pool.stats
+    throttles = [i.throttle for i in pool.identities]
+    limits: dict[str, int] = {}
+    for throttle in throttles:
+        for limit, count in throttle.limits_hit.items():
+            limits[limit] = limits.get(limit, 0) + count
     return {
         "run_id": run_id,
         "parameters": config.public_parameters(),
@@ -323,12 +473,13 @@ def _report(
         },
         "rejected_rows": totals.rejected_rows,
         "failed_contacts": totals.failed_contacts,
+        # The run's: with several identities the sums (each identity's are under "identities").
         "throttle": {
-            "dop_hint": throttle.dop_hint,
-            "final_rate": round(throttle.rate, 3),
-            "configured_rate": config.throttle.rate,
-            "final_concurrency": throttle.concurrency,
-            "limits_hit": throttle.limits_hit,
+            "dop_hint": next((t.dop_hint for t in throttles if t.dop_hint), None),
+            "final_rate": round(sum(t.rate for t in throttles), 3),
+            "configured_rate": sum(t.settings.rate for t in throttles),
+            "final_concurrency": sum(t.concurrency for t in throttles),
+            "limits_hit": limits,
         },
         "stopped_by": str(result.stopped_by) if result.stopped_by else None,
     }
@@ -369,16 +520,17 @@ def _install_signals(loop: asyncio.AbstractEventLoop, engine: Engine) -> Callabl
 
 
 def _start_progress(
-    engine: Engine, fetcher: Fetcher, out: TextIO | None, contacts: str
+    engine: Engine, pool: IdentityPool, out: TextIO | None, contacts: str
 ) -> asyncio.Task[None] | None:
     if out is None:
         return None
     progress = Progress(
         engine.totals,
-        fetcher.stats,
+        pool.stats,
         out=out,
         clock=time.monotonic,
-        paused=lambda: fetcher.paused_for,
+        paused=pool.paused_for,
+        note=pool.describe,
     )
 
     async def show() -> None:

@@ -233,6 +233,7 @@ def create_app(
         dataset=Dataset(config.seed, config.heavy_contacts, heavy_fraction=config.heavy_fraction),
         protection=ServiceProtection(
             request_limit=config.request_limit,
+            identity_limits=config.identity_limits,
             window_seconds=config.window_seconds,
             concurrency_limit=config.concurrency_limit,
             execution_time_limit=config.execution_time_limit,

@@ -54,6 +54,8 @@ class SimulatorConfig:
 
     # Service protection, per identity.
     request_limit: int = 6000
+    # A request limit of their own for some identities ({"sim-b": 30}); the others: request_limit.
+    identity_limits: Mapping[str, int] = field(default_factory=dict)
     window_seconds: float = 300.0
     concurrency_limit: int = 52
     execution_time_limit: float | None = None
@@ -144,6 +146,9 @@ class SimulatorConfig:
             raise ValueError("token_prefix must not be empty")
         if self.token_lifetime is not None and self.token_lifetime <= 0:
             raise ValueError("token_lifetime must be positive when set")
+        object.__setattr__(self, "identity_limits", MappingProxyType(dict(self.identity_limits)))
+        if any(limit < 1 for limit in self.identity_limits.values()):
+            raise ValueError("every identity_limits value must be at least 1")
         if self.request_limit < 1 or self.concurrency_limit < 1:
             raise ValueError("request_limit and concurrency_limit must be at least 1")
         if self.window_seconds <= 0 or self.concurrency_retry_after <= 0:

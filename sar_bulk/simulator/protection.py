@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -100,8 +100,11 @@ class ServiceProtection:
         execution_time_limit: float | None = None,
         concurrency_retry_after: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        identity_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.request_limit = request_limit
+        # Per-identity request limits (tests of identity pools): the others get request_limit.
+        self.identity_limits = dict(identity_limits or {})
         self.window_seconds = window_seconds
         self.concurrency_limit = concurrency_limit
         self.execution_time_limit = execution_time_limit
@@ -114,10 +117,11 @@ class ServiceProtection:
         now = self._clock()
         usage = self._usage.setdefault(identity, _Usage())
         self._expire(usage, now)
-        over_requests = len(usage.arrivals) >= self.request_limit
+        request_limit = self.identity_limits.get(identity, self.request_limit)
+        over_requests = len(usage.arrivals) >= request_limit
         usage.arrivals.append(now)
         if over_requests:
-            return self._refuse_requests(usage, now)
+            return self._refuse_requests(usage, now, request_limit)
         limit = self.execution_time_limit
         if limit is not None and usage.execution_total > limit:
             return self._refuse_execution(usage, now, limit)
@@ -145,7 +149,7 @@ class ServiceProtection:
         self._expire(usage, self._clock())
         budget = self.execution_time_limit or _DEFAULT_EXECUTION_SECONDS
         return Remaining(
-            max(0, self.request_limit - len(usage.arrivals)),
+            max(0, self.identity_limits.get(identity, self.request_limit) - len(usage.arrivals)),
             max(0.0, budget - usage.execution_total) * 1000.0,
         )
 
@@ -158,13 +162,13 @@ class ServiceProtection:
         if not usage.executions:
             usage.execution_total = 0.0  # no float drift once the window is empty
 
-    def _refuse_requests(self, usage: _Usage, now: float) -> Throttled:
+    def _refuse_requests(self, usage: _Usage, now: float, request_limit: int) -> Throttled:
         # The next request is admitted once fewer than request_limit arrivals remain.
-        leaving = usage.arrivals[len(usage.arrivals) - self.request_limit]
+        leaving = usage.arrivals[len(usage.arrivals) - request_limit]
         wait = leaving + self.window_seconds - now
         return Throttled(
             Limit.REQUESTS,
-            f"Number of requests exceeded the limit of {self.request_limit} over time window "
+            f"Number of requests exceeded the limit of {request_limit} over time window "
             f"of {_seconds_text(self.window_seconds)} seconds.",
             wait,
         )
