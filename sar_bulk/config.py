@@ -16,11 +16,12 @@ TOML file that holds one is refused.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -30,8 +31,10 @@ from sar_bulk.dataverse.retry import RetryPolicy
 from sar_bulk.dataverse.throttle import MAX_CONCURRENCY, ThrottleSettings
 from sar_bulk.dates import DateRange
 from sar_bulk.errors import ConfigError
-from sar_bulk.run.sharding import Shard
+from sar_bulk.sharding import Shard
+from sar_bulk.sources.base import CustomTable, SourceSettings
 from sar_bulk.sources.interaction_types import InteractionType, parse_types
+from sar_bulk.sources.registry import AUTO, parse_sources
 
 __all__ = ["RUN_OPTIONS", "Option", "RunConfig", "resolve"]
 
@@ -109,6 +112,31 @@ def _text(text: str) -> str:
     return text
 
 
+_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(text: str) -> float:
+    """Seconds, or a number with a unit: ``90s``, ``45m``, ``6h``, ``1d``."""
+    stripped = text.strip().lower()
+    unit = _UNITS.get(stripped[-1:], None) if stripped else None
+    try:
+        value = float(stripped[:-1] if unit else stripped) * (unit or 1.0)
+    except ValueError:
+        raise ValueError("must be seconds or a duration like 90s, 45m, 6h") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a duration > 0, e.g. 90s, 45m, 6h")
+    return value
+
+
+def _sources(text: str) -> str:
+    parse_sources(text)  # checked here, so a bad name is named with its flag or variable
+    return text
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in text.split(",") if name.strip())
+
+
 RUN_OPTIONS: tuple[Option, ...] = (
     Option("org", _text, None, "organisation URL, e.g. https://contoso.crm4.dynamics.com", "URL"),
     Option("auth", AuthKind, AuthKind.DEFAULT, "credential: " + ", ".join(AuthKind), "KIND"),
@@ -117,10 +145,29 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("types", _text, "all", "'all' or a comma list of interaction types", "LIST"),
     Option("date_from", _text, None, "first day, MM-DD-YYYY or YYYY-MM-DD", "DATE"),
     Option("date_to", _text, None, "last day, MM-DD-YYYY or YYYY-MM-DD", "DATE"),
+    Option(
+        "sources",
+        _sources,
+        AUTO,
+        "'auto' (every source the org answers for) or a comma list of interactions, records, "
+        "realtime",
+        "LIST",
+    ),
     Option("page_size", _positive_int, None, "interactions per page, sent as Top", "N"),
     Option("out", Path, Path("sar-bulk-out"), "output folder for dossiers and the report", "DIR"),
     Option("state", Path, None, "state file (default OUT/.sar-bulk/state.sqlite)", "PATH"),
     Option("restart", _switch, False, "ignore the state of earlier runs", is_switch=True),
+    Option(
+        "replace",
+        _switch,
+        False,
+        "replace dossiers that answer another question (other sources, types, dates, org)",
+        is_switch=True,
+    ),
+    Option("exclude_tables", _names, frozenset(), "records: tables not to export", "LIST"),
+    Option("realtime_wait", _duration, 6 * 3600.0, "realtime: longest wait per export", "TIME"),
+    Option("realtime_poll", _duration, 30.0, "realtime: how often exports are polled", "TIME"),
+    Option("max_parked", _positive_int, 10_000, "contacts waiting on exports at once", "N"),
     Option("shard", Shard.parse, None, "process only shard I of N, e.g. 0/4", "I/N"),
     Option("shard_count", _positive_int, None, "N shards, index from JOB_COMPLETION_INDEX", "N"),
     Option("rate", _positive_float, 6000 / 300, "requests per second per identity", "R"),
@@ -147,7 +194,7 @@ def resolve(
 ) -> dict[str, Any]:
     """Merge the sources, flag > environment > file > default, parsing and checking each."""
     from_file = _read_config_file(config_file, options) if config_file else {}
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = {"custom_tables": from_file.pop(_TABLES_KEY, ())}
     for option in options:
         flag_value = flags.get(option.name)
         if flag_value is not None and flag_value is not False:
@@ -191,7 +238,7 @@ def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     section = document.get("run", {})
-    merged = {k: v for k, v in document.items() if k != "run"} | (
+    merged = {k: v for k, v in document.items() if k not in ("run", "records")} | (
         section if isinstance(section, dict) else {}
     )
     known = {option.name for option in options}
@@ -205,7 +252,42 @@ def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]
             raise ConfigError(
                 f"config file {path}: unknown setting {key!r}; known: {', '.join(sorted(known))}"
             )
+    if "records" in document:
+        merged[_TABLES_KEY] = _custom_tables(document["records"], path)
     return merged
+
+
+_TABLES_KEY: Final = "custom_tables"
+_TABLE_FIELDS: Final = ("name", "entity_set", "filter")
+_TABLE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
+
+
+def _custom_tables(section: object, path: Path) -> tuple[CustomTable, ...]:
+    """``[[records.tables]]`` entries: name, entity_set and filter, each a string."""
+    where = f"config file {path}: [records]"
+    if not isinstance(section, dict) or set(section) - {"tables"}:
+        raise ConfigError(f"{where} may hold only a [[records.tables]] array")
+    tables = section.get("tables", [])
+    if not isinstance(tables, list):
+        raise ConfigError(f"{where}: tables must be an array of tables ([[records.tables]])")
+    found: list[CustomTable] = []
+    for number, table in enumerate(tables, 1):
+        if not isinstance(table, dict) or set(table) != set(_TABLE_FIELDS):
+            raise ConfigError(
+                f"{where}: table {number} must have exactly {', '.join(_TABLE_FIELDS)}"
+            )
+        if not all(isinstance(table[f], str) and table[f] for f in _TABLE_FIELDS):
+            raise ConfigError(f"{where}: table {number}: every field must be a non-empty string")
+        if not _TABLE_NAME.fullmatch(table["name"]):
+            raise ConfigError(
+                f"{where}: table {number}: name {table['name']!r} must be letters, digits and _ "
+                "(it names the dossier entry records/<name>.json)"
+            )
+        found.append(CustomTable(table["name"], table["entity_set"], table["filter"]))
+    names = [t.name for t in found]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: two tables have the same name")
+    return tuple(found)
 
 
 def _state_name(shard: Shard | None) -> str:
@@ -233,6 +315,13 @@ class RunConfig:
     window: int
     timeout: float
     max_pages: int
+    sources: tuple[str, ...] | None = None  # None: auto, every source whose probe answers
+    replace: bool = False
+    custom_tables: tuple[CustomTable, ...] = ()
+    excluded_tables: frozenset[str] = frozenset()
+    realtime_wait: float = 6 * 3600.0
+    realtime_poll: float = 30.0
+    max_parked: int = 10_000
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> RunConfig:
@@ -276,18 +365,47 @@ class RunConfig:
             window=settings["window"],
             timeout=settings["timeout"],
             max_pages=settings["max_pages"],
+            sources=parse_sources(settings["sources"]),
+            replace=settings["replace"],
+            custom_tables=tuple(settings.get("custom_tables", ())),
+            excluded_tables=frozenset(settings["exclude_tables"]),
+            realtime_wait=settings["realtime_wait"],
+            realtime_poll=settings["realtime_poll"],
+            max_parked=settings["max_parked"],
+        )
+
+    @property
+    def source_settings(self) -> SourceSettings:
+        """What the sources read of this configuration."""
+        return SourceSettings(
+            dates=self.dates,
+            interaction_types=self.types,
+            page_size=self.page_size,
+            max_pages=self.max_pages,
+            custom_tables=self.custom_tables,
+            excluded_tables=self.excluded_tables,
+            realtime_wait=self.realtime_wait,
+            realtime_poll=self.realtime_poll,
         )
 
     @property
     def fingerprint(self) -> str:
-        """What makes a dossier the answer to this run: org, types, dates and page size."""
-        material = {
+        """What makes a dossier the answer to this run: org, types, dates, page size, tables.
+
+        Which sources answered is added by the engine (``auto`` is resolved by the probes).
+        """
+        material: dict[str, Any] = {
             "org": self.org.base,
             "types": [t.value for t in self.types],
             "date_from": self.dates.wire_from,
             "date_to": self.dates.wire_to,
             "page_size": self.page_size,
         }
+        if self.custom_tables or self.excluded_tables:  # absent: fingerprints of earlier runs hold
+            material["custom_tables"] = [
+                [t.name, t.entity_set, t.filter] for t in self.custom_tables
+            ]
+            material["excluded_tables"] = sorted(self.excluded_tables)
         return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def public_parameters(self) -> dict[str, Any]:
@@ -316,5 +434,15 @@ class RunConfig:
                 "budget": self.retry.budget,
             },
             "max_pages": self.max_pages,
+            "sources": list(self.sources) if self.sources is not None else AUTO,
+            "replace": self.replace,
+            "custom_tables": [
+                {"name": t.name, "entity_set": t.entity_set, "filter": t.filter}
+                for t in self.custom_tables
+            ],
+            "excluded_tables": sorted(self.excluded_tables),
+            "realtime_wait": self.realtime_wait,
+            "realtime_poll": self.realtime_poll,
+            "max_parked": self.max_parked,
             "fingerprint": self.fingerprint,
         }

@@ -148,3 +148,76 @@ def test_public_parameters_hold_no_secret() -> None:
     flat = str(parameters).lower()
     assert "secret" not in flat
     assert "token" not in flat
+
+
+# --- sources and their settings -----------------------------------------------------------------
+
+
+def test_sources_default_to_auto_and_name_their_flag_when_wrong() -> None:
+    assert config().sources is None
+    assert config(sources="records,interactions").sources == ("interactions", "records")
+    with pytest.raises(ConfigError, match=r"--sources: 'mail'.*unknown source"):
+        config(sources="mail")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("6h", 21600.0), ("90m", 5400.0), ("45s", 45.0), ("120", 120.0)]
+)
+def test_realtime_wait_takes_a_duration(text: str, seconds: float) -> None:
+    assert config(realtime_wait=text).source_settings.realtime_wait == seconds
+
+
+def test_realtime_defaults_and_bad_durations() -> None:
+    run = config()
+    assert (run.realtime_wait, run.realtime_poll, run.max_parked) == (21600.0, 30.0, 10_000)
+    for bad in ("0", "-1h", "soon", "h"):
+        with pytest.raises(ConfigError, match="--realtime-wait"):
+            config(realtime_wait=bad)
+
+
+def test_custom_tables_come_from_toml_and_reach_the_sources(tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        'sources = "records"\nexclude_tables = ["msdyn_journey"]\n'
+        "[[records.tables]]\n"
+        'name = "loyalty"\nentity_set = "new_loyalties"\n'
+        'filter = "_new_contact_value eq {contact_id}"\n'
+        "[[records.tables]]\n"
+        'name = "tickets"\nentity_set = "new_tickets"\nfilter = "new_email eq {email}"\n'
+    )
+    run = RunConfig.from_settings(settings({"org": ORG, "contacts": "c.csv"}, config_file=toml), {})
+    tables = run.source_settings.custom_tables
+    assert [(t.name, t.entity_set) for t in tables] == [
+        ("loyalty", "new_loyalties"),
+        ("tickets", "new_tickets"),
+    ]
+    assert run.source_settings.excluded_tables == frozenset({"msdyn_journey"})
+    assert run.sources == ("records",)
+    assert run.public_parameters()["custom_tables"][1]["filter"] == "new_email eq {email}"
+    assert run.fingerprint != config().fingerprint
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '[[records.tables]]\nname = "x"\nentity_set = "y"\n',  # no filter
+        '[[records.tables]]\nname = "../x"\nentity_set = "y"\nfilter = "z"\n',
+        "[records]\nviews = 1\n",
+        '[[records.tables]]\nname = "x"\nentity_set = "y"\nfilter = "z"\n'
+        '[[records.tables]]\nname = "x"\nentity_set = "w"\nfilter = "z"\n',
+    ],
+)
+def test_bad_custom_tables_are_refused(tmp_path: Path, body: str) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text(body)
+    with pytest.raises(ConfigError, match=r"\[records\]"):
+        settings({}, config_file=toml)
+
+
+def test_replace_is_a_switch_reported_in_the_parameters() -> None:
+    assert config().replace is False
+    run = config(replace=True)
+    assert run.replace is True
+    assert run.public_parameters()["replace"] is True
+    assert run.public_parameters()["sources"] == "auto"
+    assert run.fingerprint == config().fingerprint  # how a question is answered, not which

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import orjson
@@ -23,7 +23,7 @@ from sar_bulk.run.engine import Engine
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.run.sharding import Shard
 from sar_bulk.simulator import Dataset, Simulator, SimulatorConfig
-from sar_bulk.sources.interaction_types import ALL_TYPES
+from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 
 @pytest.mark.slow
@@ -197,6 +197,21 @@ async def test_missing_action_stops_at_once_with_exit_3(tmp_path: Path) -> None:
     assert outcome.code == ExitCode.REFUSED
     assert "retired" in outcome.summary
     assert requests == 1
+    # auto: what each source said, the ones this build lacks included.
+    assert "interactions: missing" in outcome.summary
+    assert "records: missing" in outcome.summary
+
+
+async def test_a_source_named_but_not_in_this_build_is_a_usage_error(tmp_path: Path) -> None:
+    from sar_bulk.errors import ConfigError
+
+    async with Simulator(unlimited(seed=2)) as sim:
+        csv = write_csv(tmp_path / "c.csv", contact_ids(2))
+        config = run_config(sim, csv, tmp_path / "out", sources="interactions,realtime")
+        with pytest.raises(ConfigError, match="realtime source is not part"):
+            await run_engine(config)
+        requests = sim.counters()["total"]["requests"]
+    assert requests == 0
 
 
 async def test_a_type_that_fails_for_good_fails_the_contact_only(tmp_path: Path) -> None:
@@ -210,7 +225,7 @@ async def test_a_type_that_fails_for_good_fails_the_contact_only(tmp_path: Path)
     failed = read_report(tmp_path / "out")["failed_contacts"]
     assert isinstance(failed, list)
     assert failed[0]["contact_id"] == ids[0]
-    assert "HTTP 502" in failed[0]["reasons"]["EmailSent"]
+    assert "HTTP 502" in failed[0]["reasons"]["interactions/EmailSent"]
     assert not (tmp_path / "out" / f"{ids[0]}.zip").exists()
 
 
@@ -249,16 +264,19 @@ async def test_a_damaged_dossier_is_fetched_again_on_rerun(tmp_path: Path) -> No
     assert (totals["succeeded"], totals["skipped_already_done"]) == (1, 1)
 
 
-async def test_changed_parameters_fetch_again(tmp_path: Path) -> None:
+async def test_changed_parameters_fetch_again_with_replace(tmp_path: Path) -> None:
     ids = contact_ids(2)
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         await run_engine(run_config(sim, csv, tmp_path / "out"))
-        outcome = await run_engine(run_config(sim, csv, tmp_path / "out", date_from="2022-01-01"))
+        changed = run_config(sim, csv, tmp_path / "out", date_from="2022-01-01", replace=True)
+        outcome = await run_engine(changed)
     assert outcome.code == ExitCode.OK
-    totals = read_report(tmp_path / "out")["totals"]
+    document = read_report(tmp_path / "out")
+    totals = document["totals"]
     assert isinstance(totals, dict)
     assert totals["succeeded"] == 2
+    assert sorted(document["replaced_dossiers"]) == sorted(ids)
     for cid in ids:
         path = tmp_path / "out" / f"{cid}.zip"
         assert_exact_dossier(sim.dataset, path, cid, date_from=date(2022, 1, 1))
@@ -289,6 +307,8 @@ async def test_stop_request_cancels_quickly_and_keeps_finished_work(tmp_path: Pa
     from sar_bulk.dataverse.fetcher import Fetcher
     from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
     from sar_bulk.dataverse.throttle import Throttle
+    from sar_bulk.sources.base import SourceDeps
+    from sar_bulk.sources.interactions import InteractionsSource
 
     ids = contact_ids(40)
     async with Simulator(unlimited(seed=5, latency=0.05)) as sim:
@@ -299,9 +319,12 @@ async def test_stop_request_cancels_quickly_and_keeps_finished_work(tmp_path: Pa
             TokenProvider(RotatingCredential(), config.org.scope) as tokens,
             create_session(Timeouts()) as session,
         ):
-            client = DataverseClient(OrgHttp(session, config.org, tokens))
+            http = OrgHttp(session, config.org, tokens)
+            client = DataverseClient(http)
             fetcher = Fetcher(client, Throttle(config.throttle, clock=loop.time), config.retry)
-            engine = Engine(config, fetcher)
+            now = datetime.now
+            deps = SourceDeps(http, fetcher, config.source_settings, now, loop.time, asyncio.sleep)
+            engine = Engine(config, [InteractionsSource(deps)])
             running = asyncio.create_task(engine.run())
             while engine.totals.succeeded < 2:  # noqa: ASYNC110 (polls the engine's counter)
                 await asyncio.sleep(0.02)
@@ -343,3 +366,122 @@ async def test_a_shard_removes_only_its_own_leftovers(tmp_path: Path) -> None:
     left = {p.name[len(".sar-bulk-partial-") :][:36] for p in out.glob(".sar-bulk-partial-*")}
     assert left == {cid for cid in ids if not Shard(0, 2).owns(cid)}
     assert 0 < len(left) < len(ids)
+
+
+async def test_other_types_on_a_folder_of_complete_dossiers_are_refused_without_replace(
+    tmp_path: Path,
+) -> None:
+    ids = contact_ids(3)
+    out = tmp_path / "out"
+    async with Simulator(unlimited(seed=5)) as sim:
+        csv = write_csv(tmp_path / "c.csv", ids)
+        assert (await run_engine(run_config(sim, csv, out))).code == ExitCode.OK
+        before = {cid: (out / f"{cid}.zip").read_bytes() for cid in ids}
+        ok_before = sim.counters()["total"]["ok"]
+        narrower = await run_engine(run_config(sim, csv, out, types="EventCheckIn"))
+        ok_after = sim.counters()["total"]["ok"]
+        refused = read_report(out)
+        kept = {cid: (out / f"{cid}.zip").read_bytes() for cid in ids}
+        replaced = await run_engine(run_config(sim, csv, out, types="EventCheckIn", replace=True))
+        document = read_report(out)
+    # Refused: exit 1, every complete dossier left byte for byte, nothing fetched but the probe.
+    assert narrower.code == ExitCode.INCOMPLETE
+    assert ok_after - ok_before == 1
+    assert kept == before
+    failed = refused["failed_contacts"]
+    assert sorted(f["contact_id"] for f in failed) == sorted(ids)
+    assert all("--replace" in f["reasons"]["*"] for f in failed)
+    assert all("sources or types" in f["reasons"]["*"] for f in failed)
+    assert refused["replaced_dossiers"] == []
+    # With --replace: every one is replaced, and the report lists each.
+    assert replaced.code == ExitCode.OK
+    assert sorted(document["replaced_dossiers"]) == sorted(ids)
+    for cid in ids:
+        assert_exact_dossier(sim.dataset, out / f"{cid}.zip", cid, (InteractionType.EventCheckIn,))
+
+
+async def test_the_state_records_each_dossier_hash(tmp_path: Path) -> None:
+    import hashlib
+    import sqlite3
+
+    ids = contact_ids(3)
+    out = tmp_path / "out"
+    async with Simulator(unlimited(seed=5)) as sim:
+        csv = write_csv(tmp_path / "c.csv", ids)
+        config = run_config(sim, csv, out, types="EmailSent,EmailOpened")
+        assert (await run_engine(config)).code == ExitCode.OK
+    with sqlite3.connect(config.state) as raw:
+        recorded = dict(raw.execute("SELECT contact_id, sha256 FROM contacts").fetchall())
+    assert recorded == {
+        cid: hashlib.sha256((out / f"{cid}.zip").read_bytes()).hexdigest() for cid in ids
+    }
+
+
+async def test_a_done_dossier_swapped_for_another_valid_one_is_fetched_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = contact_ids(2)
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    async with Simulator(unlimited(seed=5)) as sim:
+        csv = write_csv(tmp_path / "c.csv", ids)
+        assert (await run_engine(run_config(sim, csv, out))).code == ExitCode.OK
+        # A valid dossier of the same contact, but not the one this state wrote (other dates).
+        other = run_config(sim, csv, elsewhere, date_from="2023-01-01")
+        assert (await run_engine(other)).code == ExitCode.OK
+        swapped = out / f"{ids[0]}.zip"
+        swapped.write_bytes((elsewhere / f"{ids[0]}.zip").read_bytes())
+        capsys.readouterr()
+        outcome = await run_engine(run_config(sim, csv, out))
+    assert outcome.code == ExitCode.OK
+    logged = capsys.readouterr()
+    assert "dossier.changed" in logged.out + logged.err
+    assert_exact_dossier(sim.dataset, swapped, ids[0])  # the full range again, not 2023 on
+    totals = read_report(out)["totals"]
+    assert (totals["succeeded"], totals["skipped_already_done"]) == (1, 1)
+
+
+async def test_a_parked_part_lets_other_contacts_through_a_window_of_one(tmp_path: Path) -> None:
+    import asyncio
+
+    from sar_bulk.dataverse.auth import TokenProvider
+    from sar_bulk.dataverse.client import DataverseClient
+    from sar_bulk.dataverse.fetcher import Fetcher
+    from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
+    from sar_bulk.dataverse.throttle import Throttle
+    from sar_bulk.sources.base import ContactScope, Part, PartSink, SourceDeps
+    from sar_bulk.sources.interactions import InteractionsSource
+
+    ids = contact_ids(4)
+    others_started = asyncio.Event()
+
+    class Parking(InteractionsSource):
+        """The first contact waits, parked, until a later contact has started fetching."""
+
+        async def fetch(self, scope: ContactScope, part: Part, sink: PartSink) -> None:
+            if scope.contact_id == ids[0]:
+                async with scope.parked():
+                    await others_started.wait()
+            else:
+                others_started.set()
+            await super().fetch(scope, part, sink)
+
+    async with Simulator(unlimited(seed=5)) as sim:
+        csv = write_csv(tmp_path / "c.csv", ids)
+        config = run_config(sim, csv, tmp_path / "out", window=1, types="EmailSent")
+        loop = asyncio.get_running_loop()
+        async with (
+            TokenProvider(RotatingCredential(), config.org.scope) as tokens,
+            create_session(Timeouts()) as session,
+        ):
+            http = OrgHttp(session, config.org, tokens)
+            fetcher = Fetcher(
+                DataverseClient(http), Throttle(config.throttle, clock=loop.time), config.retry
+            )
+            now = datetime.now
+            deps = SourceDeps(http, fetcher, config.source_settings, now, loop.time, asyncio.sleep)
+            result = await asyncio.wait_for(Engine(config, [Parking(deps)]).run(), 20)
+    assert result.totals.succeeded == 4
+    for cid in ids:
+        assert_exact_dossier(
+            sim.dataset, tmp_path / "out" / f"{cid}.zip", cid, (InteractionType.EmailSent,)
+        )

@@ -115,7 +115,7 @@ async def test_a_huge_retry_after_cannot_hang_a_run(tmp_path: Path) -> None:
     assert outcome.code == ExitCode.INCOMPLETE
     report = read_report(tmp_path / "out")
     failed = {entry["contact_id"]: entry["reasons"] for entry in report["failed_contacts"]}
-    reason = failed[VICTIM]["EmailSent"]
+    reason = failed[VICTIM]["interactions/EmailSent"]
     assert re.search(r"would take 30[01]\.\d s more", reason), reason
     assert "retry budget of 5 s" in reason
     assert not (tmp_path / "out" / f"{VICTIM}.zip").exists()

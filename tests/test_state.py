@@ -394,3 +394,71 @@ def test_sigkill_at_any_moment_keeps_what_was_committed(path: Path) -> None:
         result = dict(zip(confirmed, claims(state, list(confirmed)), strict=True))
     for contact_id, status in confirmed.items():
         assert result[contact_id] is (Claim.DONE if status == "done" else Claim.NEW)
+
+
+# --- schema 2: dossier hashes and notes ---------------------------------------------------------
+
+_V1_SCHEMA = (
+    "CREATE TABLE fingerprints (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE)",
+    "CREATE TABLE runs "
+    "(id INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, started_at TEXT NOT NULL)",
+    """CREATE TABLE contacts (
+        contact_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'failed')),
+        fingerprint INTEGER NOT NULL REFERENCES fingerprints (id),
+        run INTEGER NOT NULL REFERENCES runs (id),
+        dossier TEXT, interactions INTEGER, zip_bytes INTEGER, finished_at TEXT, reasons TEXT
+    ) WITHOUT ROWID""",
+)
+
+
+def test_a_schema_1_file_is_migrated_and_keeps_its_done_contacts(path: Path) -> None:
+    a, b = ids(2)
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as raw:
+        for statement in _V1_SCHEMA:
+            raw.execute(statement)
+        raw.execute("PRAGMA application_id = 1396789826")  # "SARB"
+        raw.execute("PRAGMA user_version = 1")
+        raw.execute("INSERT INTO fingerprints (id, value) VALUES (1, ?)", (FP,))
+        raw.execute("INSERT INTO runs (id, run_id, started_at) VALUES (1, 'old', 'x')")
+        raw.execute(
+            "INSERT INTO contacts VALUES (?, 'done', 1, 1, ?, 4, 99, '2026-01-01T00:00:00Z', NULL)",
+            (a, f"{a}.zip"),
+        )
+    raw.close()
+    with RunState.open(path, fingerprint=FP, run_id="new") as state:
+        (claim_a, record), (claim_b, _) = state.claim_many([a, b])
+        state.mark_done(b, dossier=f"{b}.zip", interactions=1, zip_bytes=2, sha256="ab" * 32)
+        state.remember(b, "k", "v")
+    assert (claim_a, claim_b) == (Claim.DONE, Claim.NEW)
+    assert record == DoneRecord(a, f"{a}.zip", 4, 99, "2026-01-01T00:00:00Z", None)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    raw.close()
+    with RunState.open(path, fingerprint=FP, run_id="newer") as state:
+        _, (_, record_b) = state.claim_many([a, b])
+    assert record_b is not None
+    assert record_b.sha256 == "ab" * 32
+
+
+def test_a_dossier_hash_must_be_sha256_hex(state: RunState) -> None:
+    a = ids(1)[0]
+    state.claim_many([a])
+    with pytest.raises(ValueError, match="sha256"):
+        state.mark_done(a, dossier="a.zip", interactions=1, zip_bytes=1, sha256="AB" * 32)
+
+
+def test_notes_are_kept_per_contact_and_forgotten_by_restart(path: Path) -> None:
+    a, b = ids(2)
+    with RunState.open(path, fingerprint=FP, run_id="r1") as first:
+        first.remember(a, "realtime/request", "1")
+        first.remember(b, "realtime/request", "2")
+        first.remember(a, "realtime/request", "3")
+    with RunState.open(path, fingerprint="another", run_id="r2") as second:
+        assert (second.recall(a, "realtime/request"), second.recall(b, "realtime/request")) == (
+            "3",
+            "2",
+        )
+    with RunState.open(path, fingerprint=FP, run_id="r3", restart=True) as third:
+        assert third.recall(a, "realtime/request") is None

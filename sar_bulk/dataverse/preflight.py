@@ -1,9 +1,15 @@
-"""Pre-flight: one call of the action to learn, before a run, whether it can work at all.
+"""Pre-flight: one cheap call per source to learn, before a run, whether it can work at all.
 
-Outbound marketing, and with it ``msdyncrm_LoadInteractionsPublic``, was retired from Microsoft's
-cloud orgs, so an org may answer 404. Learning that from one call is much better than from the
-first thousand. The call asks for a contact id that need not exist (the nil GUID): a 200, or a
-400 about the contact, both prove the action is there and the identity may run it.
+Usage::
+
+    check = await probe_sources(sources, credential_name="ClientSecretCredential")
+    if not check.can_run:
+        print(check.message)          # what each source said, or why none could be asked
+
+Learning from one call per source that an org cannot answer (the action retired, a privilege
+missing, the token refused) is much better than learning it from the first thousand contacts.
+``auto`` runs use every source whose probe says available; each source's probe lives with the
+source (the action's: ``sources/interactions.py``).
 
 No connection at all (refused, no DNS answer) is tried ``connect_tries`` times, ``connect_pause``
 seconds apart, so a blip does not stop a run; after that the org is "unreachable", as it is at
@@ -14,124 +20,165 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from sar_bulk.dataverse.client import DataverseClient, Query
 from sar_bulk.errors import (
-    ActionMissing,
     AuthRejected,
-    BadRequest,
     ConnectFailed,
     CredentialError,
     DataverseError,
-    Forbidden,
     RetryableError,
+    RunStopper,
     Throttled,
     Unreachable,
 )
-from sar_bulk.sources.interaction_types import InteractionType
+from sar_bulk.sources.base import Availability, Probe, Source
+from sar_bulk.sources.registry import SOURCE_NAMES as SOURCE_ORDER
 
-__all__ = ["PROBE_CONTACT", "Outcome", "PreflightResult", "preflight"]
-
-PROBE_CONTACT = "00000000-0000-0000-0000-000000000000"
+__all__ = ["Outcome", "SourcesCheck", "probe_sources"]
 
 
 class Outcome(enum.Enum):
+    """The org as a whole, in one word (``sar-bulk check``'s first line)."""
+
     READY = "ready"
     TOKEN_REFUSED = "token-refused"  # noqa: S105 (an outcome name, not a secret)
     FORBIDDEN = "forbidden"
     ACTION_MISSING = "action-missing"
-    THROTTLED = "throttled"
     UNREACHABLE = "unreachable"
-    UNSURE = "unsure"
     FAILED = "failed"
+    NO_SOURCE = "no-source"
 
 
 @dataclass(frozen=True, slots=True)
-class PreflightResult:
-    outcome: Outcome
-    message: str
-    retry_after: float | None = None
+class SourcesCheck:
+    """Every source's probe, or why none could be asked (``stop``: token refused, say)."""
+
+    probes: tuple[Probe, ...]
+    stop: str | None = None
     dop_hint: int | None = None
+    stop_kind: Outcome = Outcome.FAILED
+
+    @property
+    def outcome(self) -> Outcome:
+        """One word for the whole org, as ``sar-bulk check`` prints it.
+
+        With nothing available it names the action's own answer when that is all there is to
+        say (an org that only ever had the action reads as before: action-missing, forbidden).
+        """
+        if self.stop is not None:
+            return self.stop_kind
+        if self.available:
+            return Outcome.READY
+        seed = next((p for p in self.probes if p.source == "interactions"), None)
+        if seed is not None and seed.availability is Availability.MISSING:
+            return Outcome.ACTION_MISSING
+        if seed is not None and seed.availability is Availability.FORBIDDEN:
+            return Outcome.FORBIDDEN
+        return Outcome.NO_SOURCE
+
+    @property
+    def available(self) -> tuple[str, ...]:
+        return tuple(p.source for p in self.probes if p.availability is Availability.AVAILABLE)
 
     @property
     def can_run(self) -> bool:
-        """Nothing proves the run hopeless: ready, throttled, or a fault the run will retry."""
-        return self.outcome in (Outcome.READY, Outcome.THROTTLED, Outcome.UNSURE)
+        return self.stop is None and bool(self.available)
+
+    @property
+    def message(self) -> str:
+        """One line: why the run cannot go on, or what each source said."""
+        said = "; ".join(_said(p) for p in self.probes)
+        if self.stop is not None:
+            return self.stop
+        if not self.available:
+            return f"no source can answer subject-access requests with this org: {said}"
+        return said
 
 
-async def preflight(
-    client: DataverseClient,
+def _said(probe: Probe) -> str:
+    return f"{probe.source}: {probe.availability.value}" + (
+        f" ({probe.detail})" if probe.detail else ""
+    )
+
+
+async def probe_sources(
+    sources: Sequence[Source],
     *,
     credential_name: str,
     connect_tries: int = 3,
     connect_pause: float = 1.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> PreflightResult:
-    """Call the action (again only when no connection could be made) and say what holds."""
-    query = Query(PROBE_CONTACT, InteractionType.EmailSent, top=1)
+) -> SourcesCheck:
+    """Ask each source's ``probe`` (one cheap call each) and sum up what holds.
+
+    A refused token, an
+    unreachable org or a probe that fails for good stops the whole check: no source can be
+    trusted then. A throttled or passing fault counts the source as available (the run retries).
+    """
+    probes: list[Probe] = []
+    hint: int | None = None
+    for source in sources:
+        try:
+            probe = await _probe_connecting(source, connect_tries, connect_pause, sleep)
+        except ConnectFailed as exc:
+            why = (
+                f"{exc.detail}, {connect_tries} times in a row: the org is unreachable. Check the "
+                "org URL, its DNS name and the network path to it (proxy, firewall)."
+            )
+            return SourcesCheck(tuple(probes), why, stop_kind=Outcome.UNREACHABLE)
+        except Unreachable as exc:
+            why = f"the org is unreachable: {exc.detail}"
+            return SourcesCheck(tuple(probes), why, stop_kind=Outcome.UNREACHABLE)
+        except CredentialError as exc:
+            why = f"no token from {credential_name}: {exc}"
+            return SourcesCheck(tuple(probes), why, stop_kind=Outcome.TOKEN_REFUSED)
+        except AuthRejected:
+            why = _refused(credential_name)
+            return SourcesCheck(tuple(probes), why, stop_kind=Outcome.TOKEN_REFUSED)
+        except RunStopper as exc:
+            return SourcesCheck(tuple(probes), f"the {source.name} probe failed: {exc}")
+        except Throttled as exc:
+            wait = f"{exc.retry_after:g} s" if exc.retry_after is not None else "an unknown time"
+            probe = Probe(
+                source.name,
+                Availability.AVAILABLE,
+                f"throttled now ({exc.limit} limit); Dataverse asks to wait {wait}",
+            )
+        except RetryableError as exc:
+            probe = Probe(
+                source.name, Availability.AVAILABLE, f"the probe met a passing fault: {exc}"
+            )
+        except DataverseError as exc:
+            return SourcesCheck(tuple(probes), f"the {source.name} probe failed: {exc}")
+        probes.append(probe)
+        found = getattr(source, "dop_hint", None)
+        if isinstance(found, int) and found > 0:
+            hint = found
+    order = {name: i for i, name in enumerate(SOURCE_ORDER)}
+    probes.sort(key=lambda p: order.get(p.source, len(order)))
+    return SourcesCheck(tuple(probes), None, hint)
+
+
+async def _probe_connecting(
+    source: Source, tries: int, pause: float, sleep: Callable[[float], Awaitable[None]]
+) -> Probe:
+    """The source's probe, sent again while no connection at all could be made."""
     tried = 1
     while True:
         try:
-            return await _probe(client, query, credential_name)
-        except ConnectFailed as exc:
-            if tried >= connect_tries:
-                return PreflightResult(
-                    Outcome.UNREACHABLE,
-                    f"{exc.detail}, {tried} times in a row: the org is unreachable. Check the org "
-                    "URL, its DNS name and the network path to it (proxy, firewall).",
-                )
+            return await source.probe()
+        except ConnectFailed:
+            if tried >= tries:
+                raise
         tried += 1
-        await sleep(connect_pause)
+        await sleep(pause)
 
 
-async def _probe(client: DataverseClient, query: Query, credential_name: str) -> PreflightResult:
-    try:
-        page = await client.fetch_page(query, None, 1)
-    except BadRequest as exc:
-        return PreflightResult(
-            Outcome.READY, f"the action answered (400 for the probe contact: {exc.detail})"
-        )
-    except CredentialError as exc:
-        return PreflightResult(Outcome.TOKEN_REFUSED, f"no token from {credential_name}: {exc}")
-    except AuthRejected:
-        return PreflightResult(
-            Outcome.TOKEN_REFUSED,
-            f"the org refused the token from {credential_name} (HTTP 401). Check that the "
-            "identity exists in this environment as an application user and that the org URL "
-            "is the one the token is for.",
-        )
-    except Forbidden as exc:
-        return PreflightResult(
-            Outcome.FORBIDDEN,
-            f"the identity ({credential_name}) may not run the action (HTTP 403, code "
-            f"{exc.code or 'none'}): give its application user a security role that can.",
-        )
-    except ActionMissing:
-        return PreflightResult(
-            Outcome.ACTION_MISSING,
-            "this org has no msdyncrm_LoadInteractionsPublic action (HTTP 404). Microsoft retired "
-            "outbound marketing, and this action with it, from its cloud orgs, so this org "
-            "cannot answer subject-access requests through it. Real-time journeys handles them "
-            "through the msdynmkt_gdprrequest table instead.",
-        )
-    except Throttled as exc:
-        wait = f"{exc.retry_after:g} s" if exc.retry_after is not None else "an unknown time"
-        return PreflightResult(
-            Outcome.THROTTLED,
-            f"the action exists but this identity is throttled now ({exc.limit} limit); "
-            f"Dataverse asks to wait {wait}.",
-            retry_after=exc.retry_after,
-        )
-    except Unreachable as exc:
-        return PreflightResult(Outcome.UNREACHABLE, f"the org is unreachable: {exc.detail}")
-    except ConnectFailed:
-        raise  # tried again by the caller
-    except RetryableError as exc:
-        return PreflightResult(Outcome.UNSURE, f"the probe call met a passing fault: {exc}")
-    except DataverseError as exc:
-        return PreflightResult(Outcome.FAILED, f"the probe call failed: {exc}")
-    return PreflightResult(
-        Outcome.READY, "reachable and authorised: the action answered", dop_hint=page.dop_hint
+def _refused(credential_name: str) -> str:
+    return (
+        f"the org refused the token from {credential_name} (HTTP 401). Check that the "
+        "identity exists in this environment as an application user and that the org URL "
+        "is the one the token is for."
     )

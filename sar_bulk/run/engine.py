@@ -1,55 +1,61 @@
-"""The bulk run: contacts in, one task per (contact, type), one dossier per contact out.
+"""The bulk run: contacts in, one task per (contact, part), one dossier per contact out.
 
 Usage::
 
-    engine = Engine(config, fetcher, clock=loop.time)
+    engine = Engine(config, sources)     # sources: registry.build(name, deps) for each name
     result = await engine.run()          # engine.request_stop("SIGTERM") from a signal handler
 
 Data flows one way::
 
     CSV rows --(reader thread, batches)--> shard filter --> state claims (dedupe, resume)
-        --> bounded queue --> ``window`` contact workers --> 40 type tasks each
-        --> pages through the fetcher (throttle + retry) --> dossier writer --> state "done"
+        --> admission (window slot + alive slot) --> one task per contact
+        --> one task per part: source.fetch(scope, part, writer.sink(part))
+        --> dossier writer --> state "done" with the dossier's SHA-256
 
-Memory stays flat however long the CSV is: rows are read in batches by a thread, the queue and
-the number of contact workers are bounded, de-duplication lives in the SQLite state, and the
-report keeps at most a fixed number of listed rows.
+The engine knows parts, not what they hold: each ``Source`` names its parts and fetches them.
+``window`` contacts fetch at once; a part that waits long (``scope.parked()``) lets its contact
+give up its slot, and at most ``window + max_parked`` contacts are alive at all, so memory stays
+flat however long the CSV is: rows are read in batches by a thread, admission blocks while the
+bounds are full, de-duplication lives in the SQLite state, and the report keeps at most a fixed
+number of listed rows.
 
-A contact is done when every requested type completed; its dossier is then assembled (in a
-thread) and renamed into place before the state says "done", so a kill at any instant loses no
-finished dossier. If a type fails for good, the contact is failed with a reason per type and no
+A contact is done when every part completed; its dossier is then assembled (in a thread) and
+renamed into place before the state says "done", so a kill at any instant loses no finished
+dossier. If a part fails for good, the contact is failed with a reason per part key and no
 dossier appears. A ``RunStopper`` (token refused, action missing, TLS failure) stops everything.
+
+A complete dossier is never silently replaced: a valid one at the final name that answers
+another question (sources, types, dates, org, tables) fails its contact unless ``--replace``,
+and the report lists every dossier replaced. A done dossier is adopted on resume only while its
+SHA-256 is the one the state recorded when it was written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
+import orjson
 import structlog
 
 from sar_bulk.config import RunConfig
-from sar_bulk.dataverse.client import Query
-from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dossier.verify import VerifyResult, verify_dossier
-from sar_bulk.dossier.writer import (
-    DossierRequest,
-    DossierWriter,
-    dossier_path,
-    remove_leftovers,
-)
-from sar_bulk.errors import DataverseError, DossierError, RunStopper, SarBulkError
+from sar_bulk.dossier.writer import dossier_path, remove_leftovers
+from sar_bulk.errors import ConfigError, DataverseError, RunStopper, SarBulkError
 from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
-from sar_bulk.run.report import RunTotals
+from sar_bulk.run.report import MAX_LISTED, RunTotals
 from sar_bulk.run.run_lock import RunLock
-from sar_bulk.run.state import Claim, RunState
-from sar_bulk.sources.interaction_types import InteractionType
+from sar_bulk.run.scope import Scope, Slots
+from sar_bulk.run.state import Claim, DoneRecord, RunState
+from sar_bulk.run.writer_adapter import PartWriter, file_sha256, open_writer, question_of
+from sar_bulk.sources.base import Part, Source
 
 __all__ = ["Engine", "RunResult", "run_id_for"]
 
@@ -72,31 +78,51 @@ class RunResult:
 
 @dataclass(frozen=True, slots=True)
 class _Work:
-    number: int
     contact_id: str
+    replaces: bool = False  # a valid dossier answering another question is at the final name
 
 
 class Engine:
-    """Runs one configuration with one fetcher (one identity)."""
+    """Runs one configuration over the given sources (sharing one identity's fetcher)."""
 
     def __init__(
         self,
         config: RunConfig,
-        fetcher: Fetcher,
+        sources: Sequence[Source],
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         open_stream: Callable[[str], BinaryIO] = open_contacts,
         run_id: str | None = None,
     ) -> None:
         self.config = config
-        self.fetcher = fetcher
+        self.sources = tuple(sources)
+        self._parts: tuple[tuple[Source, Part], ...] = tuple(
+            (source, part) for source in self.sources for part in source.parts()
+        )
+        if not self._parts:
+            raise ConfigError("no source has anything to fetch: check --sources and --types")
+        keys = [part.key for _, part in self._parts]
+        if len(set(keys)) != len(keys):
+            raise ConfigError("two sources name the same part: " + ", ".join(sorted(keys)))
+        self.question = _question(config, sorted(keys))
+        self.fingerprint = hashlib.sha256(
+            orjson.dumps({"config": config.fingerprint, "parts": sorted(keys)})
+        ).hexdigest()
         self.totals = RunTotals()
         self.column = "not read yet"
+        self.replaced: list[str] = []  # contacts whose dossier was replaced (--replace)
+        self.replaced_count = 0
+        self.refused_count = 0  # contacts refused: a dossier answering another question is there
         self._now = now
         self._open_stream = open_stream
         self.run_id = run_id or run_id_for(now())
         self._main: asyncio.Task[None] | None = None
         self._interrupted_by: str | None = None
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        """Every part each contact gets, in source order."""
+        return tuple(part for _, part in self._parts)
 
     def request_stop(self, reason: str) -> None:
         """Stop admitting contacts and cancel in-flight work; ``run`` then returns."""
@@ -126,7 +152,7 @@ class Engine:
         state = await asyncio.to_thread(
             RunState.open,
             config.state,
-            fingerprint=config.fingerprint,
+            fingerprint=self.fingerprint,
             run_id=self.run_id,
             restart=config.restart,
         )
@@ -160,29 +186,22 @@ class Engine:
         return RunResult(self.totals, self.column, self._interrupted_by, stopped_by)
 
     async def _process(self, reader: ContactReader, state: RunState) -> None:
-        queue: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=self.config.window)
+        """Admit contacts while the bounds allow, one task each (the group forgets ended ones)."""
+        slots = Slots(self.config.window, self.config.max_parked)
         async with asyncio.TaskGroup() as group:
-            for _ in range(self.config.window):
-                group.create_task(self._contact_worker(queue, state))
-            await self._admit(reader, state, queue)
-            for _ in range(self.config.window):
-                await queue.put(None)
-
-    async def _admit(
-        self, reader: ContactReader, state: RunState, queue: asyncio.Queue[_Work | None]
-    ) -> None:
-        """Read the CSV in batches, claim the ids in the state, queue what needs doing."""
-        rows: Iterator[ContactRow | RejectedRow] = iter(reader)
-        number = 0
-        while batch := await asyncio.to_thread(_next_batch, rows):
+            rows: Iterator[ContactRow | RejectedRow] = iter(reader)
+            number = 0
+            while batch := await asyncio.to_thread(_next_batch, rows):
+                self.totals.rows_read = reader.rows_read
+                ids = self._accept(batch)
+                if not ids:
+                    continue
+                for work in await asyncio.to_thread(self._claim, state, ids):
+                    number += 1
+                    await slots.admit()
+                    scope = Scope(work.contact_id, number, state, slots)
+                    group.create_task(self._contact(work, scope, state))
             self.totals.rows_read = reader.rows_read
-            ids = self._accept(batch)
-            if not ids:
-                continue
-            for contact_id in await asyncio.to_thread(self._claim, state, ids):
-                number += 1
-                await queue.put(_Work(number, contact_id))
-        self.totals.rows_read = reader.rows_read
 
     def _accept(self, batch: list[ContactRow | RejectedRow]) -> list[str]:
         ids: list[str] = []
@@ -197,67 +216,111 @@ class Engine:
                 self.totals.other_shards += 1
         return ids
 
-    def _claim(self, state: RunState, ids: list[str]) -> list[str]:
-        """Sort a batch into duplicates, already done and to do (runs in a thread)."""
-        todo: list[str] = []
+    def _claim(self, state: RunState, ids: list[str]) -> list[_Work]:
+        """Sort a batch into duplicates, already done, refused and to do (runs in a thread)."""
+        todo: list[_Work] = []
         for contact_id, (claim, done) in zip(ids, state.claim_many(ids), strict=True):
             if claim is Claim.DUPLICATE:
                 self.totals.duplicates += 1
                 continue
             self.totals.contacts += 1
             path = dossier_path(self.config.out, contact_id)
-            if claim is Claim.DONE and done is not None and self._valid_answer(path):
-                self.totals.skipped_done += 1
-                continue
-            if claim is Claim.DONE:
+            if claim is Claim.DONE and done is not None:
+                if self._still_done(path, done):
+                    self.totals.skipped_done += 1
+                    continue
+                # Missing, damaged or not the file this state wrote: never adopted, fetched again.
                 state.reopen(contact_id)
-            elif not self.config.restart and (found := self._valid_answer(path)):
+                todo.append(_Work(contact_id))
+                continue
+            found = self._valid(path)
+            if found is None:
+                todo.append(_Work(contact_id))
+                continue
+            if question_of(found) == self.question:
+                if self.config.restart:
+                    todo.append(_Work(contact_id))
+                    continue
                 # Written by a run killed before it could record it: adopt, do not fetch again.
                 state.mark_done(
                     contact_id,
                     dossier=path.name,
                     interactions=found.total_interactions or 0,
                     zip_bytes=path.stat().st_size,
+                    sha256=file_sha256(path),
                 )
                 self.totals.skipped_done += 1
-                continue
-            todo.append(contact_id)
+            elif self.config.replace:
+                todo.append(_Work(contact_id, replaces=True))
+            else:
+                reason = (
+                    f"{path.name} is a complete dossier answering another question "
+                    f"({_difference(question_of(found), self.question)}); it was left as it is. "
+                    "Give --replace to replace it, or choose another output folder"
+                )
+                state.mark_failed(contact_id, {"*": reason})
+                self.totals.fail(contact_id, {"*": reason})
+                self.refused_count += 1
+                _log.warning("dossier.kept", contact=contact_id, dossier=path.name)
         return todo
 
-    def _valid_answer(self, path: Path) -> VerifyResult | None:
-        """The verification of a valid dossier at ``path`` answering this run's question."""
+    def _valid(self, path: Path) -> VerifyResult | None:
+        """The verification of a valid dossier at ``path`` (any question), or None."""
         if not path.exists():
             return None
         result = verify_dossier(path)
         if not result.ok:
             _log.warning("dossier.invalid", dossier=path.name, problems=len(result.problems))
             return None
-        return result if _matches(result, self.config) else None
+        return result
 
-    async def _contact_worker(self, queue: asyncio.Queue[_Work | None], state: RunState) -> None:
-        while (work := await queue.get()) is not None:
-            await self._contact(work, state)
+    def _still_done(self, path: Path, done: DoneRecord) -> bool:
+        """Is the dossier this state recorded still there, unchanged?
 
-    async def _contact(self, work: _Work, state: RunState) -> None:
-        config = self.config
-        request = DossierRequest(
-            contact_id=work.contact_id,
-            interaction_types=config.types,
-            org_url=config.org.base,
-            date_from=config.dates.wire_from,
-            date_to=config.dates.wire_to,
+        With a recorded SHA-256 the hash decides (the file written was verified then); rows of
+        a sar-bulk that kept no hash fall back to verifying the file.
+        """
+        if not path.exists():
+            return False
+        if done.sha256 is None:
+            return self._valid(path) is not None
+        if file_sha256(path) == done.sha256:
+            return True
+        _log.warning(
+            "dossier.changed",
+            dossier=path.name,
+            why="its SHA-256 differs from the one recorded when it was written; fetching again",
         )
-        async with DossierWriter(config.out, request, now=self._now) as writer:
+        return False
+
+    async def _contact(self, work: _Work, scope: Scope, state: RunState) -> None:
+        try:
+            await self._answer(work, scope, state)
+        finally:
+            scope.close()
+
+    async def _answer(self, work: _Work, scope: Scope, state: RunState) -> None:
+        parts = self.parts
+        try:
+            writer = open_writer(
+                self.config.out, work.contact_id, parts, self.question, now=self._now
+            )
+        except SarBulkError as exc:
+            await self._record_failure(work, state, {"*": str(exc)})
+            return
+        async with writer:
+            scope.start_parts(len(self._parts))
             async with asyncio.TaskGroup() as group:
                 tasks = {
-                    itype: group.create_task(self._fetch_type(work, itype, writer))
-                    for itype in config.types
+                    part: group.create_task(self._part(scope, source, part, writer))
+                    for source, part in self._parts
                 }
-            reasons = {itype.value: reason for itype, t in tasks.items() if (reason := t.result())}
+            reasons = {part.key: reason for part, t in tasks.items() if (reason := t.result())}
             if reasons:
                 await writer.abort()
                 await self._record_failure(work, state, reasons)
                 return
+            await scope.resume()  # assembling takes a window slot like fetching does
             # Once assembly starts, a thread renames the zip into place whatever happens to
             # this task: let it finish and record it even when the run is being stopped.
             finishing = asyncio.ensure_future(self._finish(writer, work, state))
@@ -267,9 +330,37 @@ class Engine:
                 await finishing
                 raise
 
-    async def _finish(self, writer: DossierWriter, work: _Work, state: RunState) -> None:
+    async def _part(
+        self, scope: Scope, source: Source, part: Part, writer: PartWriter
+    ) -> str | None:
+        """Fetch one part into the writer; the reason it failed, or None."""
+        try:
+            await source.fetch(scope, part, writer.sink(part))
+        except RunStopper:
+            raise
+        except DataverseError as exc:
+            _log.warning(
+                "part.failed",
+                contact=scope.contact_id,
+                part=part.key,
+                status=exc.status,
+                code=exc.code,
+                error=type(exc).__name__,
+            )
+            return str(exc)
+        except SarBulkError as exc:  # DossierError, SourceError, ...
+            _log.warning("part.failed", contact=scope.contact_id, part=part.key, error=str(exc))
+            return str(exc)
+        finally:
+            scope.part_done()
+        return None
+
+    async def _finish(self, writer: PartWriter, work: _Work, state: RunState) -> None:
         try:
             summary = await writer.complete()
+            sha256: Any = getattr(summary, "sha256", None)  # writer v2 reports it
+            if not isinstance(sha256, str):
+                sha256 = await asyncio.to_thread(file_sha256, summary.path)
         except (SarBulkError, OSError) as exc:
             await self._record_failure(work, state, {"*": f"writing the dossier failed: {exc}"})
             return
@@ -279,52 +370,22 @@ class Engine:
             dossier=summary.path.name,
             interactions=summary.total_interactions,
             zip_bytes=summary.zip_bytes,
+            sha256=sha256,
         )
         self.totals.succeeded += 1
         self.totals.interactions += summary.total_interactions
         self.totals.bytes_written += summary.zip_bytes
+        if work.replaces:
+            self.replaced_count += 1
+            if len(self.replaced) < MAX_LISTED:
+                self.replaced.append(work.contact_id)
+            _log.warning("dossier.replaced", contact=work.contact_id)
         _log.info("contact.done", contact=work.contact_id, interactions=summary.total_interactions)
 
     async def _record_failure(self, work: _Work, state: RunState, reasons: dict[str, str]) -> None:
         await asyncio.to_thread(state.mark_failed, work.contact_id, reasons)
         self.totals.fail(work.contact_id, reasons)
-        _log.warning("contact.failed", contact=work.contact_id, types=sorted(reasons))
-
-    async def _fetch_type(
-        self, work: _Work, itype: InteractionType, writer: DossierWriter
-    ) -> str | None:
-        """Fetch every page of one type into the writer; the reason it failed, or None."""
-        config = self.config
-        query = Query(
-            work.contact_id,
-            itype,
-            date_from=config.dates.wire_from,
-            date_to=config.dates.wire_to,
-            top=config.page_size,
-        )
-        pair = self.fetcher.for_pair(work.number)
-        try:
-            async for page in self.fetcher.client.pages(query, fetch=pair.fetch):
-                interactions = page.interactions
-                del page  # the loop variable would keep a big page alive past its writing
-                await writer.add_page(itype, interactions)
-                del interactions
-        except RunStopper:
-            raise
-        except DataverseError as exc:
-            _log.warning(
-                "type.failed",
-                contact=work.contact_id,
-                type=itype.value,
-                status=exc.status,
-                code=exc.code,
-                error=type(exc).__name__,
-            )
-            return str(exc)
-        except DossierError as exc:
-            _log.warning("type.failed", contact=work.contact_id, type=itype.value, error=str(exc))
-            return str(exc)
-        return None
+        _log.warning("contact.failed", contact=work.contact_id, parts=sorted(reasons))
 
 
 def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:
@@ -338,15 +399,24 @@ def _create_output(out: Path) -> None:
         out.chmod(0o700)
 
 
-def _matches(result: VerifyResult, config: RunConfig) -> bool:
-    """Does the dossier answer the same question as this run (org, types, dates)?"""
-    source = result.source or {}
-    return (
-        source.get("org_url") == config.org.base
-        and source.get("date_from") == config.dates.wire_from
-        and source.get("date_to") == config.dates.wire_to
-        and sorted(result.interaction_types) == sorted(t.value for t in config.types)
-    )
+def _question(config: RunConfig, part_keys: list[str]) -> dict[str, Any]:
+    """What a dossier of this run answers: org, dates, parts (sources and types), tables."""
+    return {
+        "org": config.org.base,
+        "date_from": config.dates.wire_from,
+        "date_to": config.dates.wire_to,
+        "parts": part_keys,
+        "custom_tables": [[t.name, t.entity_set, t.filter] for t in config.custom_tables],
+        "excluded_tables": sorted(config.excluded_tables),
+    }
+
+
+def _difference(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
+    """Which parts of the question differ, in words (no values: they may be long)."""
+    names = {"org": "org", "date_from": "dates", "date_to": "dates", "parts": "sources or types"}
+    keys = sorted(set(found) | set(wanted))
+    differ = {names.get(k, k.replace("_", " ")) for k in keys if found.get(k) != wanted.get(k)}
+    return "its " + ", ".join(sorted(differ)) + " differ" if differ else "it differs"
 
 
 def run_id_for(now: datetime) -> str:

@@ -30,12 +30,15 @@ from sar_bulk.dataverse.auth import TokenProvider
 from sar_bulk.dataverse.client import DataverseClient
 from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
-from sar_bulk.dataverse.preflight import preflight
+from sar_bulk.dataverse.preflight import SourcesCheck, probe_sources
 from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import ConfigError, InputError
 from sar_bulk.run.engine import Engine, RunResult, run_id_for
 from sar_bulk.run.progress import Progress
 from sar_bulk.run.report import report_name, summary_line, write_report
+from sar_bulk.sources.base import Source, SourceDeps
+from sar_bulk.sources.interactions import InteractionsSource
+from sar_bulk.sources.registry import build_many
 
 __all__ = ["ExitCode", "RunOutcome", "execute_run"]
 
@@ -80,19 +83,19 @@ async def execute_run(
     timeouts = Timeouts(request=config.timeout)
     try:
         async with create_session(timeouts) as session:
-            client = DataverseClient(
-                OrgHttp(session, config.org, tokens, timeouts=timeouts), max_pages=config.max_pages
-            )
-            check = await preflight(client, credential_name=credential_name)
-            if not check.can_run:
+            http = OrgHttp(session, config.org, tokens, timeouts=timeouts)
+            client = DataverseClient(http, max_pages=config.max_pages)
+            throttle = Throttle(config.throttle, clock=loop.time)
+            fetcher = Fetcher(client, throttle, config.retry)
+            sources, check = await _choose_sources(config, http, fetcher, credential_name)
+            if not sources:
                 print(f"sar-bulk: {check.message}", file=sys.stderr)
                 return RunOutcome(ExitCode.REFUSED, check.message, None)
-            throttle = Throttle(config.throttle, clock=loop.time)
-            throttle.count_request()  # the pre-flight call is in the org's window too
+            for _ in check.probes:  # each probe call is in the org's window too
+                throttle.count_request()
             if check.dop_hint:
                 throttle.on_success(check.dop_hint)
-            fetcher = Fetcher(client, throttle, config.retry)
-            engine = Engine(config, fetcher, run_id=run_id)
+            engine = Engine(config, sources, run_id=run_id)
             restore = _install_signals(loop, engine) if install_signal_handlers else _noop
             progress_task = _start_progress(engine, fetcher, progress_out, config.contacts)
             try:
@@ -103,6 +106,7 @@ async def execute_run(
                 # Whatever broke, leave a report that says so and what was done before it.
                 crashed = RunResult(engine.totals, engine.column, crashed=exc)
                 document = _report(config, run_id, crashed, fetcher, throttle, started_at, 0.0)
+                document |= _sources_report(engine, check)
                 await asyncio.to_thread(write_report, _report_path(config), document)
                 raise
             finally:
@@ -115,6 +119,7 @@ async def execute_run(
     seconds = time.monotonic() - started
     report = _report_path(config)
     document = _report(config, run_id, result, fetcher, throttle, started_at, seconds)
+    document |= _sources_report(engine, check)
     await asyncio.to_thread(write_report, report, document)
     summary = summary_line(
         result.totals,
@@ -129,6 +134,52 @@ async def execute_run(
         print(f"sar-bulk: run stopped: {result.stopped_by}", file=sys.stderr)
     _log.info("run.finished", exit_code=code, seconds=round(seconds, 1))
     return RunOutcome(code, summary, report)
+
+
+async def _choose_sources(
+    config: RunConfig, http: OrgHttp, fetcher: Fetcher, credential_name: str
+) -> tuple[list[Source], SourcesCheck]:
+    """Build the sources asked for and probe them: ``auto`` keeps every available one, a list
+    given by name must be available in full (else nothing runs)."""
+    loop = asyncio.get_running_loop()
+    deps = SourceDeps(
+        http=http,
+        fetcher=fetcher,
+        settings=config.source_settings,
+        now=lambda: datetime.now(UTC),
+        clock=loop.time,
+        sleep=asyncio.sleep,
+    )
+    built = build_many(config.sources, deps)
+    check = await probe_sources(built, credential_name=credential_name)
+    if not check.can_run:
+        return [], check
+    available = set(check.available)
+    if config.sources is not None and not available.issuperset(config.sources):
+        return [], SourcesCheck(
+            check.probes, f"not every source asked for can run: {check.message}"
+        )
+    chosen = [source for source in built if source.name in available]
+    _log.info("sources.chosen", sources=[s.name for s in chosen], said=check.message)
+    return chosen, check
+
+
+def _sources_report(engine: Engine, check: SourcesCheck) -> dict[str, Any]:
+    """The report's word on sources: what each probe said, what ran, what was replaced."""
+    repeats = sum(s.repeats for s in engine.sources if isinstance(s, InteractionsSource))
+    return {
+        "sources": [
+            {"source": p.source, "availability": p.availability.value, "detail": p.detail}
+            for p in check.probes
+        ],
+        "sources_used": [s.name for s in engine.sources],
+        "parts": [p.key for p in engine.parts],
+        "state_fingerprint": engine.fingerprint,
+        "replaced_dossiers": engine.replaced,
+        "replaced_count": engine.replaced_count,
+        "kept_other_question": engine.refused_count,
+        "repeated_rows": repeats,
+    }
 
 
 def _report_path(config: RunConfig) -> Path:

@@ -59,7 +59,7 @@ from sar_bulk.guids import is_canonical_guid
 
 __all__ = ["SCHEMA_VERSION", "Claim", "DoneRecord", "RunState", "Status"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 # Written to the header's application_id so a stray SQLite file is never mistaken for ours.
 _APPLICATION_ID: Final = 0x53415242  # "SARB"
 _BUSY_TIMEOUT_MS: Final = 60_000
@@ -71,8 +71,19 @@ _CHUNK: Final = 1_000
 _FAILED_PAGE: Final = 1_000
 _GUID: Final = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _CANONICAL_LINES: Final = re.compile(f"{_GUID}(?:\n{_GUID})*")
+_SHA256: Final = re.compile("[0-9a-f]{64}")
 _ADVICE: Final = "choose another output folder, or delete the file to start over"
 
+# Notes a contact's parts keep across runs (an export request's id, say): ContactScope.remember.
+_NOTES_TABLE: Final = """CREATE TABLE notes (
+        contact_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (contact_id, key)
+    ) WITHOUT ROWID"""
+# Schema 1 -> 2: the dossier's SHA-256 (evidence that the file on disk is the one written) and
+# the notes table. Old rows have no hash: their dossiers are still verified before adoption.
+_MIGRATE_1_TO_2: Final = ("ALTER TABLE contacts ADD COLUMN sha256 TEXT", _NOTES_TABLE)
 _SCHEMA: Final = (
     "CREATE TABLE fingerprints (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE)",
     "CREATE TABLE runs "
@@ -86,17 +97,20 @@ _SCHEMA: Final = (
         interactions INTEGER,
         zip_bytes INTEGER,
         finished_at TEXT,
-        reasons TEXT
+        reasons TEXT,
+        sha256 TEXT
     ) WITHOUT ROWID""",
+    _NOTES_TABLE,
 )
 _RECORD: Final = """
 INSERT OR REPLACE INTO contacts
-    (contact_id, status, fingerprint, run, dossier, interactions, zip_bytes, finished_at, reasons)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    (contact_id, status, fingerprint, run, dossier, interactions, zip_bytes, finished_at, reasons,
+     sha256)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # Only "?" marks are formatted into these, never a value (see _marks).
 _SELECT_DONE: Final = (
-    "SELECT contact_id, dossier, interactions, zip_bytes, finished_at FROM contacts "
+    "SELECT contact_id, dossier, interactions, zip_bytes, finished_at, sha256 FROM contacts "
     "WHERE status = 'done' AND fingerprint = ? AND contact_id IN ({marks})"
 )
 _ANY_DONE: Final = (
@@ -148,6 +162,8 @@ class DoneRecord:
     zip_bytes: int
     finished_at: str
     """ISO 8601 UTC, e.g. ``2026-05-09T07:35:25Z``."""
+    sha256: str | None = None
+    """Lower-case hex SHA-256 of the dossier as written (None for rows of schema 1)."""
 
 
 class RunState:
@@ -194,7 +210,7 @@ class RunState:
             _prepare(conn, path)
             with _write(conn):
                 if restart:
-                    for table in ("contacts", "runs", "fingerprints"):
+                    for table in ("notes", "contacts", "runs", "fingerprints"):
                         conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
                 fp, run = _lookup_ids(conn, fingerprint, run_id)
             return cls(path, conn, fp, run)
@@ -232,18 +248,48 @@ class RunState:
         self._record(contact_id, Status.PENDING)
 
     def mark_done(
-        self, contact_id: str, *, dossier: str, interactions: int, zip_bytes: int
+        self,
+        contact_id: str,
+        *,
+        dossier: str,
+        interactions: int,
+        zip_bytes: int,
+        sha256: str | None = None,
     ) -> None:
-        """Record a finished dossier; committed before this returns.
+        """Record a finished dossier and its SHA-256; committed before this returns.
 
-        Call it only once the dossier is complete on disk: resume trusts this row.
+        Call it only once the dossier is complete on disk: resume trusts this row, and adopts
+        the file only while its hash is still ``sha256``. The contact's notes are dropped:
+        they served the parts that wrote this dossier.
         """
         relative = PurePosixPath(dossier)
         if not dossier or relative.is_absolute() or ".." in relative.parts:
             raise ValueError(f"dossier {dossier!r} must be a path relative to the output folder")
         if interactions < 0 or zip_bytes < 0:
             raise ValueError("interactions and zip_bytes must not be negative")
-        self._record(contact_id, Status.DONE, dossier, interactions, zip_bytes, _utc_now())
+        if sha256 is not None and not _SHA256.fullmatch(sha256):
+            raise ValueError("sha256 must be 64 lower-case hex digits")
+        self._record(
+            contact_id, Status.DONE, dossier, interactions, zip_bytes, _utc_now(), sha256=sha256
+        )
+
+    def recall(self, contact_id: str, key: str) -> str | None:
+        """The note ``key`` kept for ``contact_id`` by this run or an earlier one, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT value FROM notes WHERE contact_id = ? AND key = ?", (contact_id, key)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def remember(self, contact_id: str, key: str, value: str) -> None:
+        """Keep a note for ``contact_id`` (committed before this returns)."""
+        if not key:
+            raise ValueError("a note needs a key")
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO notes (contact_id, key, value) VALUES (?, ?, ?)",
+                (contact_id, key, value),
+            )
 
     def mark_failed(self, contact_id: str, reasons: Mapping[str, str]) -> None:
         """Record a failed contact with a reason per interaction type (``"*"``: the contact)."""
@@ -310,13 +356,17 @@ class RunState:
         zip_bytes: int | None = None,
         finished_at: str | None = None,
         reasons: str | None = None,
+        sha256: str | None = None,
     ) -> None:
         """Write a claimed contact's row to the state file (committed), then to the seen set."""
         row = (contact_id, status, self._fp, self._run, dossier, interactions, zip_bytes)
         with self._lock:
             if not self._seen.has(contact_id):
                 raise KeyError(f"contact {contact_id} was not claimed by this run")
-            self._conn.execute(_RECORD, (*row, finished_at, reasons))
+            with _write(self._conn):
+                self._conn.execute(_RECORD, (*row, finished_at, reasons, sha256))
+                if status is Status.DONE:
+                    self._conn.execute("DELETE FROM notes WHERE contact_id = ?", (contact_id,))
             self._seen.set_status(contact_id, status)
 
 
@@ -430,7 +480,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     try:
         if not _is_blank(conn):
-            _check_header(conn, path)
+            _check_header(conn, path, migrate=True)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         if exc.sqlite_errorname not in {"SQLITE_NOTADB", "SQLITE_CORRUPT"}:
@@ -459,7 +509,8 @@ def _is_blank(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None
 
 
-def _check_header(conn: sqlite3.Connection, path: Path) -> None:
+def _check_header(conn: sqlite3.Connection, path: Path, *, migrate: bool = False) -> None:
+    """Refuse a file that is not ours or is newer; bring a schema-1 file up when ``migrate``."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if app_id != _APPLICATION_ID:
@@ -469,8 +520,21 @@ def _check_header(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} was written by a newer sar-bulk (state schema {version}, this one reads "
             f"{SCHEMA_VERSION}); upgrade sar-bulk, or delete the file to start over"
         )
+    if version == 1 and migrate:
+        _migrate_from_1(conn)
+        return
     if version != SCHEMA_VERSION:
         raise ConfigError(f"{path} has unknown state schema {version}; {_ADVICE}")
+
+
+def _migrate_from_1(conn: sqlite3.Connection) -> None:
+    """Bring a schema-1 file to schema 2 in one transaction (a shard may race us: re-check)."""
+    with _write(conn):
+        if conn.execute("PRAGMA user_version").fetchone()[0] != 1:
+            return
+        for statement in _MIGRATE_1_TO_2:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _lookup_ids(conn: sqlite3.Connection, fingerprint: str, run_id: str) -> tuple[int, int]:

@@ -1,0 +1,310 @@
+"""Generic Dataverse Web API requests: JSON reads, paging, creating a row, ranged downloads.
+
+Usage::
+
+    api = WebApi(deps.http, deps.fetcher.for_pair(scope.number), context, now=deps.now)
+    row = await api.get_json(api.url("contacts(<id>)"), FORMATTED)
+    async for rows in api.pages(api.url("leads?$filter=..."), page_size=5000):
+        await sink.add_rows("records/lead.json", rows)
+    created = await api.post_json(api.url("msdynmkt_gdprrequests"), {...})
+    result = await api.download(url, write=sink_writer, max_bytes=cap)
+
+Every request goes through ``OrgHttp.send`` (origin check, token, timeouts) inside the pair's
+``PairFetcher.call`` (the identity's throttle and retry policy), so one attempt function per
+request raises the error tree: ``classify_error`` for a non-2xx answer, except that a 404 here is
+a ``ResourceMissing`` (a table or a row, not the retired action: it must not stop the run), and
+``MalformedResponse`` for a 2xx whose body is not the expected JSON shape.
+
+Paging follows ``@odata.nextLink`` with ``Prefer: odata.maxpagesize=N``; a nextLink off the
+org's origin, one seen before (compared by digest, so memory stays small) or one page more than
+``max_pages`` stops with a ``PagingError``.
+
+Downloads ask for ``Range`` chunks and continue from what arrived (a server may send less than
+asked); ``x-ms-file-size`` gives the total, which must stay the same, stay under the cap and be
+met exactly. Chunks are handed to ``write`` as they come: memory holds one chunk.
+
+JSON is decoded by ``jsonexact.loads``, which keeps every digit of every number as sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+import orjson
+
+from sar_bulk.dataverse import jsonexact
+from sar_bulk.dataverse.client import classify_error
+from sar_bulk.dataverse.fetcher import PairFetcher
+from sar_bulk.dataverse.http import Answer, OrgHttp
+from sar_bulk.dataverse.jsonexact import JsonRefused
+from sar_bulk.errors import (
+    DataverseError,
+    MalformedResponse,
+    NotFound,
+    PagingError,
+    RequestContext,
+)
+
+__all__ = [
+    "FORMATTED_VALUES",
+    "MISSING_ROW",
+    "MISSING_SEGMENT",
+    "Download",
+    "ResourceMissing",
+    "TooLarge",
+    "WebApi",
+    "object_body",
+]
+
+_T = TypeVar("_T")
+
+MISSING_SEGMENT: Final = "0x80060888"  # "Resource not found for the segment": no such table
+MISSING_ROW: Final = "0x80040217"  # "... Does Not Exist": no such row
+FORMATTED_VALUES: Final = 'odata.include-annotations="OData.Community.Display.V1.FormattedValue"'
+_SIZE: Final = re.compile(r"[0-9]{1,18}")
+DEFAULT_CHUNK: Final = 4 * 1024 * 1024  # Dataverse's own recommended file chunk size
+
+
+class ResourceMissing(NotFound):
+    """404 from the Web API: no such table (``MISSING_SEGMENT``) or row (``MISSING_ROW``)."""
+
+    advice = "check that this org has the table and the row"
+
+    @property
+    def missing_table(self) -> bool:
+        return self.code == MISSING_SEGMENT
+
+    @property
+    def missing_row(self) -> bool:
+        return self.code == MISSING_ROW
+
+
+class TooLarge(DataverseError):
+    """A file larger than the configured cap: refused before it is downloaded."""
+
+    advice = "raise the size cap if the file is expected to be this large"
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """What a download brought: its size, SHA-256 and the name the server gave it."""
+
+    size: int
+    sha256: str
+    file_name: str | None
+
+
+class WebApi:
+    """Web API requests for one (contact, part), each inside the pair's throttle and retry."""
+
+    __slots__ = ("_context", "_http", "_now", "_pair")
+
+    def __init__(
+        self,
+        http: OrgHttp,
+        pair: PairFetcher,
+        context: RequestContext,
+        *,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._http = http
+        self._pair = pair
+        self._context = context
+        self._now = now
+
+    @property
+    def context(self) -> RequestContext:
+        """What these requests are about (for errors raised by a caller)."""
+        return self._context
+
+    def url(self, path: str) -> str:
+        """A v9.2 Web API URL on the org."""
+        return self._http.org.api_url(path)
+
+    async def call(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``attempt`` (built from ``send``) inside the pair's throttle and retry."""
+        return await self._pair.call(attempt)
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """One request, no retry: a non-2xx answer raises the error tree (for ``call``)."""
+        answer = await self._http.send(self._context, method, url, body=body, headers=headers)
+        self._check(self._context, answer)
+        return answer
+
+    async def get_json(
+        self, url: str, headers: Mapping[str, str] | None = None, *, page: int = 1
+    ) -> dict[str, Any]:
+        """GET ``url``; a 2xx must hold a JSON object."""
+        context = self._context if page == 1 else replace(self._context, page=page)
+
+        async def attempt() -> dict[str, Any]:
+            answer = await self._http.send(context, "GET", url, headers=headers)
+            self._check(context, answer)
+            return object_body(context, answer.body)
+
+        return await self._pair.call(attempt)
+
+    async def post_json(
+        self, url: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> Answer:
+        """POST a JSON body; the 2xx answer comes back as it is (204 carries OData-EntityId).
+
+        A POST that creates a row is retried only on what the fetcher retries; a caller that must
+        not create twice looks its row up first (see ``realtime``).
+        """
+        payload = orjson.dumps(body)
+        sent = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+        context = self._context
+
+        async def attempt() -> Answer:
+            answer = await self._http.send(context, "POST", url, body=payload, headers=sent)
+            self._check(context, answer)
+            return answer
+
+        return await self._pair.call(attempt)
+
+    async def pages(
+        self,
+        url: str,
+        *,
+        page_size: int,
+        prefer: tuple[str, ...] = (),
+        max_pages: int = 10_000,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The ``value`` rows of each page, following ``@odata.nextLink``."""
+        headers = {"Prefer": ", ".join((f"odata.maxpagesize={page_size}", *prefer))}
+        seen: set[bytes] = set()
+        number = 1
+        next_url: str | None = url
+        while next_url is not None:
+            document = await self.get_json(next_url, headers, page=number)
+            context = replace(self._context, page=number)
+            rows = document.get("value")
+            if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+                raise MalformedResponse(context, "the answer has no 'value' list of rows")
+            yield rows
+            link = document.get("@odata.nextLink")
+            if link is None or link == "":
+                return
+            if not isinstance(link, str):
+                raise MalformedResponse(context, "@odata.nextLink is not a string")
+            if not self._http.org.owns(link):
+                raise PagingError(context, "@odata.nextLink points off the org's origin")
+            digest = hashlib.sha256(link.encode("utf-8")).digest()
+            if digest in seen:
+                raise PagingError(context, "@odata.nextLink repeated an earlier page")
+            seen.add(digest)
+            number += 1
+            if number > max_pages:
+                raise PagingError(context, f"more than {max_pages} pages")
+            next_url = link
+
+    async def download(
+        self,
+        url: str,
+        *,
+        write: Callable[[bytes], Awaitable[None]],
+        max_bytes: int,
+        chunk: int = DEFAULT_CHUNK,
+    ) -> Download:
+        """Fetch a file column's ``$value`` in ``Range`` chunks into ``write``."""
+        offset = 0
+        total: int | None = None
+        name: str | None = None
+        digest = hashlib.sha256()
+        number = 1
+        while total is None or offset < total:
+            context = replace(self._context, page=number)
+            wanted = f"bytes={offset}-{offset + chunk - 1}"
+            answer = await self._ranged(context, url, wanted)
+            size = _file_size(context, answer)
+            if size > max_bytes:
+                raise TooLarge(context, f"the file has {size} bytes, above the cap of {max_bytes}")
+            if total is not None and size != total:
+                raise MalformedResponse(context, "x-ms-file-size changed between chunks")
+            total = size
+            name = name or answer.headers.get("x-ms-file-name")
+            body = answer.body
+            if answer.status == 200 and offset > 0:
+                raise MalformedResponse(context, "the server ignored Range after the first chunk")
+            if len(body) > chunk and answer.status == 206:
+                raise MalformedResponse(context, "a chunk came larger than asked")
+            if offset + len(body) > total:
+                raise MalformedResponse(context, "more bytes came than x-ms-file-size")
+            if not body and offset < total:
+                raise MalformedResponse(context, "an empty chunk before the end of the file")
+            digest.update(body)
+            await write(body)
+            offset += len(body)
+            number += 1
+            if answer.status == 200 and offset != total:
+                raise MalformedResponse(context, "the whole file came shorter than its size")
+        return Download(offset, digest.hexdigest(), name)
+
+    async def _ranged(self, context: RequestContext, url: str, wanted: str) -> Answer:
+        async def attempt() -> Answer:
+            answer = await self._http.send(context, "GET", url, headers={"Range": wanted})
+            if answer.status == 416 and _empty_file(answer):
+                # No byte range exists in an empty file: the answer is the whole (empty) file.
+                return Answer(206, {"x-ms-file-size": "0", **answer.headers}, b"")
+            self._check(context, answer)
+            return answer
+
+        return await self._pair.call(attempt)
+
+    def _check(self, context: RequestContext, answer: Answer) -> None:
+        if 200 <= answer.status < 300:
+            return
+        error = classify_error(context, answer.status, answer.headers, answer.body, self._now())
+        if answer.status == 404:
+            # classify_error speaks of the retired action; here a 404 is a table or a row, and
+            # neither may stop the run.
+            raise ResourceMissing(context, error.detail, status=error.status, code=error.code)
+        raise error
+
+
+def object_body(context: RequestContext, raw: bytes) -> dict[str, Any]:
+    """A 2xx body that must be a JSON object, else ``MalformedResponse``."""
+    try:
+        document = jsonexact.loads(raw)
+    except JsonRefused as exc:
+        raise MalformedResponse(
+            context, f"{len(raw)} bytes that are not usable JSON: {exc}"
+        ) from None
+    if not isinstance(document, dict):
+        raise MalformedResponse(context, "the answer is not a JSON object")
+    return document
+
+
+def _empty_file(answer: Answer) -> bool:
+    """A 416 that says the file has no bytes (``Content-Range: bytes */0``)."""
+    return answer.headers.get("Content-Range", "").replace(" ", "") == "bytes*/0"
+
+
+def _file_size(context: RequestContext, answer: Answer) -> int:
+    """The file's whole size: ``x-ms-file-size``, else ``Content-Range``'s total, else the body."""
+    text = answer.headers.get("x-ms-file-size")
+    if text is None:
+        content_range = answer.headers.get("Content-Range", "")
+        text = content_range.rpartition("/")[2] if "/" in content_range else None
+    if text is None:
+        if answer.status == 200:
+            return len(answer.body)
+        raise MalformedResponse(context, "a chunk came without x-ms-file-size")
+    text = text.strip()
+    # int() alone would take "+5", "1_000" and other digits than ASCII ones.
+    if not _SIZE.fullmatch(text):
+        raise MalformedResponse(context, "x-ms-file-size is not a byte count")
+    return int(text)

@@ -1,0 +1,247 @@
+"""The records source over real loopback HTTP against a scripted Web API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiohttp import web
+from webapi_support import (
+    DictScope,
+    DictSink,
+    Handler,
+    ScriptedOrg,
+    Seen,
+    error_response,
+    install_gdpr_metadata,
+    json_response,
+    scripted_org,
+    source_deps,
+)
+
+from sar_bulk.errors import ConfigError, RunStopper
+from sar_bulk.sources.base import Availability, CustomTable, Part, Source, SourceSettings
+from sar_bulk.sources.records import ContactMissing, RecordsSource, TableForbidden, identifiers
+
+CID = "6f1c2a3b-1111-4222-8333-444455556666"
+EMAIL = "o'brien+sar@example.org"
+PHONE = "+44 20 7946 0000"
+PART = Part("records", "records")
+CONTACT_BODY = (
+    b'{"@odata.context":"x","contactid":"' + CID.encode() + b'","creditlimit":1.10,'
+    b'"emailaddress1":"'
+    + EMAIL.encode()
+    + b'","emailaddress2":null,"telephone1":"'
+    + PHONE.encode()
+    + b'","mobilephone":"'
+    + PHONE.encode()
+    + b'"}'
+)
+
+
+def rows_for(expected_filter: str, rows: list[dict[str, object]]) -> Handler:
+    def handler(seen: Seen) -> web.Response:
+        assert seen.params["$filter"] == expected_filter, seen.params
+        return json_response({"value": rows})
+
+    return handler
+
+
+@pytest.fixture
+async def org() -> AsyncIterator[ScriptedOrg]:
+    async with scripted_org() as org:
+        org.on("GET", f"contacts({CID})", lambda s: web.Response(body=CONTACT_BODY))
+        org.on("GET", "leads", rows_for(f"_parentcontactid_value eq {CID}", [{"leadid": "l1"}]))
+        org.on("GET", "accounts", rows_for(f"_primarycontactid_value eq {CID}", []))
+
+        def activities(seen: Seen) -> web.Response:
+            if seen.params.get("page") == "2":
+                return json_response({"value": [{"activityid": "a2"}]})
+            assert seen.params["$filter"] == f"_regardingobjectid_value eq {CID}"
+            link = f"{org.base_url}/api/data/v9.2/activitypointers?page=2"
+            return json_response({"value": [{"activityid": "a1"}], "@odata.nextLink": link})
+
+        org.on("GET", "activitypointers", activities)
+        values = (
+            "(msdynmkt_contactpointvalue eq 'o''brien+sar@example.org' "
+            "or msdynmkt_contactpointvalue eq '+44 20 7946 0000')"
+        )
+        org.on(
+            "GET",
+            "msdynmkt_contactpointconsent4s",
+            rows_for(values, [{"msdynmkt_value": 534120001}]),
+        )
+        install_gdpr_metadata(org)
+        inputs = (
+            "(msdynmkt_dsrrequestinput eq 'o''brien+sar@example.org' "
+            "or msdynmkt_dsrrequestinput eq '+44 20 7946 0000')"
+        )
+        org.on("GET", "msdynmkt_gdprrequests", rows_for(inputs, [{"msdynmkt_name": "old"}]))
+        yield org
+
+
+async def test_every_table_is_stored_as_sent(org: ScriptedOrg) -> None:
+    sink = DictSink()
+    async with source_deps(org) as deps:
+        source: Source = RecordsSource(deps)  # mypy checks it meets the seam
+        assert source.parts() == (PART,)
+        await source.fetch(DictScope(CID), PART, sink)
+    assert orjson.dumps(sink.rows["records/contact.json"][0]) == CONTACT_BODY.replace(
+        b'"@odata.context":"x",', b'"@odata.context":"x",'
+    )
+    assert sink.rows["records/lead.json"] == [{"leadid": "l1"}]
+    assert sink.rows["records/activitypointer.json"] == [{"activityid": "a1"}, {"activityid": "a2"}]
+    assert "records/account.json" not in sink.rows
+    assert sink.notes["tables"] == {
+        "contact": 1,
+        "lead": 1,
+        "account": 0,
+        "activitypointer": 2,
+        "parent_account": 0,
+        "activityparty": "not present",  # the scripted org has no such entity set
+        "msdynmkt_contactpointconsent4": 1,
+        "msdynmkt_gdprrequest": 1,
+    }
+    contact = org.seen("GET", f"contacts({CID})")[0]
+    assert "FormattedValue" in contact.headers["Prefer"]
+    # 1 contact + 4 tables (+1 page) + consent + 3 metadata + earlier requests
+    assert len(org.log) == 11
+
+
+async def test_contact_row_and_metadata_are_fetched_once(org: ScriptedOrg) -> None:
+    async with source_deps(org) as deps:
+        source = RecordsSource(deps)
+        scope = DictScope(CID)
+        await source.fetch(scope, PART, DictSink())
+        await source.fetch(scope, PART, DictSink())
+        await source.fetch(DictScope(CID, number=2), PART, DictSink())
+    assert len(org.seen("GET", f"contacts({CID})")) == 2  # once per contact scope
+    assert len(org.seen("GET", "EntityDefinitions(LogicalName='msdynmkt_gdprrequest')")) == 1
+
+
+async def test_a_table_it_may_not_read_fails_the_part_unless_excluded(org: ScriptedOrg) -> None:
+    org.on(
+        "GET",
+        "leads",
+        lambda s: error_response(
+            403, "0x80040220", "Principal user is missing prvReadLead privilege"
+        ),
+    )
+    async with source_deps(org) as deps:
+        with pytest.raises(TableForbidden, match=r"lead \(leads\).*prvReadLead.*excluded_tables"):
+            await RecordsSource(deps).fetch(DictScope(CID), PART, DictSink())
+    org.log.clear()
+    sink = DictSink()
+    settings = SourceSettings(excluded_tables=frozenset({"lead"}))
+    async with source_deps(org, settings) as deps:
+        await RecordsSource(deps).fetch(DictScope(CID), PART, sink)
+    assert sink.notes["tables"]["lead"] == "excluded"  # type: ignore[index,call-overload]
+    assert not org.seen("GET", "leads")
+
+
+async def test_a_contact_that_does_not_exist_fails_the_part_only(org: ScriptedOrg) -> None:
+    other = "00000000-0000-4000-8000-000000000009"
+    org.on(
+        "GET",
+        f"contacts({other})",
+        lambda s: error_response(404, "0x80040217", "contact With Id = x Does Not Exist"),
+    )
+    async with source_deps(org) as deps:
+        with pytest.raises(ContactMissing, match="does not exist") as caught:
+            await RecordsSource(deps).fetch(DictScope(other), PART, DictSink())
+    assert not isinstance(caught.value, RunStopper)
+    assert len(org.log) == 1
+
+
+async def test_a_contact_without_email_or_phone_skips_the_keyed_tables(org: ScriptedOrg) -> None:
+    org.on(
+        "GET", f"contacts({CID})", lambda s: json_response({"contactid": CID, "emailaddress1": " "})
+    )
+    sink = DictSink()
+    async with source_deps(org) as deps:
+        await RecordsSource(deps).fetch(DictScope(CID), PART, sink)
+    assert not org.seen("GET", "msdynmkt_contactpointconsent4s")
+    assert not org.seen("GET", "msdynmkt_gdprrequests")
+    assert "no e-mail" in str(sink.notes["identifiers"])
+    assert sink.notes["tables"]["msdynmkt_contactpointconsent4"] == 0  # type: ignore[index,call-overload]
+
+
+async def test_custom_tables_run_per_email(org: ScriptedOrg) -> None:
+    org.on(
+        "GET",
+        f"contacts({CID})",
+        lambda s: json_response({"emailaddress1": "a@x.org", "emailaddress3": "b'@x.org"}),
+    )
+    seen_filters: list[str] = []
+
+    def cases(seen: Seen) -> web.Response:
+        seen_filters.append(seen.params["$filter"])
+        return json_response({"value": [{"f": seen.params["$filter"]}]})
+
+    org.on("GET", "incidents", cases)
+    for keyed in ("msdynmkt_contactpointconsent4s", "msdynmkt_gdprrequests"):
+        org.on("GET", keyed, lambda s: json_response({"value": []}))
+    org.on("GET", "new_things", cases)
+    settings = SourceSettings(
+        custom_tables=(
+            CustomTable("incident", "incidents", "_customerid_value eq {contact_id}"),
+            CustomTable("new_thing", "new_things", "new_email eq {email}"),
+        )
+    )
+    sink = DictSink()
+    async with source_deps(org, settings) as deps:
+        await RecordsSource(deps).fetch(DictScope(CID), PART, sink)
+    assert seen_filters == [
+        f"_customerid_value eq {CID}",
+        "new_email eq 'a@x.org'",
+        "new_email eq 'b''@x.org'",
+    ]
+    assert len(sink.rows["records/new_thing.json"]) == 2
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        CustomTable("x", "bad set", "a eq {contact_id}"),
+        CustomTable("x", "things", "a eq {emial}"),
+        CustomTable("x", "things", "a eq {email} or b eq {phone}"),
+        CustomTable("a/b", "things", "a eq {contact_id}"),
+    ],
+)
+async def test_a_bad_custom_table_is_a_config_error(org: ScriptedOrg, table: CustomTable) -> None:
+    async with source_deps(org, SourceSettings(custom_tables=(table,))) as deps:
+        with pytest.raises(ConfigError):
+            RecordsSource(deps)
+
+
+async def test_probe(org: ScriptedOrg) -> None:
+    async with source_deps(org) as deps:
+        source = RecordsSource(deps)
+        org.on("GET", "contacts", lambda s: json_response({"value": []}))
+        assert (await source.probe()).availability is Availability.AVAILABLE
+        assert org.log[-1].params == {
+            "$top": "1",
+            "$select": "contactid",
+            "$filter": "contactid eq 00000000-0000-0000-0000-000000000000",
+        }
+        org.on(
+            "GET", "contacts", lambda s: error_response(403, "0x80040220", "missing prvReadContact")
+        )
+        probe = await source.probe()
+        assert probe.availability is Availability.FORBIDDEN
+        assert "prvReadContact" in probe.detail
+        del org.routes[("GET", "contacts")]
+        assert (await source.probe()).availability is Availability.MISSING
+
+
+def test_identifiers_drop_blanks_and_repeats() -> None:
+    row = {
+        "emailaddress1": "a@x",
+        "emailaddress2": "",
+        "emailaddress3": "a@x",
+        "telephone2": "1",
+        "mobilephone": "1",
+        "telephone1": 5,
+    }
+    assert [(i.kind, i.value) for i in identifiers(row)] == [("email", "a@x"), ("phone", "1")]

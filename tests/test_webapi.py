@@ -1,0 +1,219 @@
+"""Web API helpers over real loopback HTTP: JSON, paging, errors, ranged downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiohttp import web
+from webapi_support import (
+    Handler,
+    ScriptedOrg,
+    Seen,
+    error_response,
+    json_response,
+    scripted_org,
+    source_deps,
+)
+
+from sar_bulk.dataverse.webapi import Download, ResourceMissing, TooLarge, WebApi
+from sar_bulk.errors import Forbidden, MalformedResponse, PagingError, RequestContext, RunStopper
+
+CONTEXT = RequestContext("00000000-0000-4000-8000-000000000001", "records")
+
+
+@pytest.fixture
+async def org() -> AsyncIterator[ScriptedOrg]:
+    async with scripted_org() as org:
+        yield org
+
+
+async def api_for(org: ScriptedOrg) -> AsyncIterator[WebApi]:
+    async with source_deps(org) as deps:
+        yield WebApi(deps.http, deps.fetcher.for_pair(1), CONTEXT, now=deps.now)
+
+
+@pytest.fixture
+async def api(org: ScriptedOrg) -> AsyncIterator[WebApi]:
+    async for value in api_for(org):
+        yield value
+
+
+async def test_get_json_keeps_every_digit(org: ScriptedOrg, api: WebApi) -> None:
+    org.on(
+        "GET", "contacts(1)", lambda s: web.Response(body=b'{"a": 1.10, "b": 12345678901234567890}')
+    )
+    document = await api.get_json(api.url("contacts(1)"))
+    assert orjson.dumps(document) == b'{"a":1.10,"b":12345678901234567890}'
+
+
+async def test_pages_follow_next_link_with_page_size(org: ScriptedOrg, api: WebApi) -> None:
+    def leads(seen: Seen) -> web.Response:
+        page = int(seen.params.get("page", "1"))
+        link = f"{org.base_url}/api/data/v9.2/leads?page={page + 1}" if page < 3 else None
+        body: dict[str, object] = {"value": [{"n": page}]}
+        if link:
+            body["@odata.nextLink"] = link
+        return json_response(body)
+
+    org.on("GET", "leads", leads)
+    pages = [
+        rows async for rows in api.pages(api.url("leads?$filter=x"), page_size=2, prefer=("p",))
+    ]
+    assert pages == [[{"n": 1}], [{"n": 2}], [{"n": 3}]]
+    assert [s.headers["Prefer"] for s in org.log] == ["odata.maxpagesize=2, p"] * 3
+
+
+@pytest.mark.parametrize(
+    ("link", "message"),
+    [
+        ("{base}/api/data/v9.2/leads?page=1", "repeated"),
+        ("https://elsewhere.example/api/data/v9.2/leads?page=2", "off the org"),
+    ],
+)
+async def test_pages_refuse_looping_or_foreign_links(
+    org: ScriptedOrg, api: WebApi, link: str, message: str
+) -> None:
+    def leads(seen: Seen) -> web.Response:
+        return json_response({"value": [], "@odata.nextLink": link.format(base=org.base_url)})
+
+    org.on("GET", "leads", leads)
+    with pytest.raises(PagingError, match=message):
+        async for _ in api.pages(api.url("leads"), page_size=5):
+            pass
+    assert all(not s.path.startswith("elsewhere") for s in org.log)
+
+
+async def test_pages_stop_at_max_pages(org: ScriptedOrg, api: WebApi) -> None:
+    def leads(seen: Seen) -> web.Response:
+        page = int(seen.params.get("page", "1"))
+        return json_response(
+            {"value": [], "@odata.nextLink": f"{org.base_url}/api/data/v9.2/leads?page={page + 1}"}
+        )
+
+    org.on("GET", "leads", leads)
+    with pytest.raises(PagingError, match="more than 4 pages"):
+        async for _ in api.pages(api.url("leads"), page_size=5, max_pages=4):
+            pass
+    assert len(org.log) == 4
+
+
+async def test_missing_table_is_not_found_and_does_not_stop_the_run(api: WebApi) -> None:
+    with pytest.raises(ResourceMissing) as caught:
+        await api.get_json(api.url("nosuchset"))
+    assert caught.value.missing_table
+    assert not caught.value.missing_row
+    assert not isinstance(caught.value, RunStopper)
+    assert "0x80060888" in str(caught.value)
+
+
+async def test_forbidden_and_malformed(org: ScriptedOrg, api: WebApi) -> None:
+    org.on("GET", "leads", lambda s: error_response(403, "0x80040220", "missing prvReadLead"))
+    with pytest.raises(Forbidden, match="prvReadLead"):
+        await api.get_json(api.url("leads"))
+    org.on("GET", "html", lambda s: web.Response(body=b"<html>proxy</html>"))
+    with pytest.raises(MalformedResponse):
+        await api.get_json(api.url("html"))
+    assert len(org.seen("GET", "html")) == 3  # retried up to the policy's attempts
+    org.on("GET", "list", lambda s: json_response([1, 2]))
+    with pytest.raises(MalformedResponse, match="not a JSON object"):
+        await api.get_json(api.url("list"))
+
+
+async def test_transient_answer_is_retried(org: ScriptedOrg, api: WebApi) -> None:
+    answers = [web.Response(status=503), json_response({"ok": True})]
+    org.on("GET", "flaky", lambda s: answers.pop(0))
+    assert await api.get_json(api.url("flaky")) == {"ok": True}
+
+
+def serve_file(data: bytes, *, server_chunk: int, size_header: str | None = None) -> Handler:
+    def handler(seen: Seen) -> web.Response:
+        match = re.fullmatch(r"bytes=(\d+)-(\d+)", seen.headers.get("Range", ""))
+        assert match, seen.headers
+        start, end = int(match.group(1)), int(match.group(2))
+        end = min(end, start + server_chunk - 1, len(data) - 1)
+        return web.Response(
+            status=206,
+            body=data[start : end + 1],
+            headers={
+                "x-ms-file-size": size_header or str(len(data)),
+                "x-ms-file-name": "gdpr_output.json",
+                "Content-Range": f"bytes {start}-{end}/{len(data)}",
+            },
+        )
+
+    return handler
+
+
+async def download(api: WebApi, *, chunk: int, cap: int = 10_000) -> tuple[bytes, Download]:
+    got = bytearray()
+
+    async def write(part: bytes) -> None:
+        got.extend(part)
+
+    result = await api.download(api.url("f(1)/col/$value"), write=write, max_bytes=cap, chunk=chunk)
+    return bytes(got), result
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk", "server_chunk"),
+    [(1000, 300, 300), (1000, 300, 128), (7, 300, 300), (900, 300, 300)],
+)
+async def test_download_continues_from_what_arrived(
+    org: ScriptedOrg, api: WebApi, size: int, chunk: int, server_chunk: int
+) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    org.on("GET", "f(1)/col/$value", serve_file(data, server_chunk=server_chunk))
+    got, result = await download(api, chunk=chunk)
+    assert got == data
+    assert result.size == size
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert result.file_name == "gdpr_output.json"
+    assert len(org.log) == -(-size // min(chunk, server_chunk))
+
+
+async def test_an_empty_file_is_an_empty_download(org: ScriptedOrg, api: WebApi) -> None:
+    org.on(
+        "GET",
+        "f(1)/col/$value",
+        lambda s: web.Response(status=416, headers={"Content-Range": "bytes */0"}),
+    )
+    got, result = await download(api, chunk=100)
+    assert got == b""
+    assert result.size == 0
+    assert result.sha256 == hashlib.sha256(b"").hexdigest()
+
+
+async def test_download_refuses_a_file_above_the_cap(org: ScriptedOrg, api: WebApi) -> None:
+    org.on("GET", "f(1)/col/$value", serve_file(b"x" * 500, server_chunk=100))
+    with pytest.raises(TooLarge, match="500 bytes, above the cap of 499"):
+        await download(api, chunk=100, cap=499)
+    assert len(org.log) == 1
+
+
+async def test_download_refuses_a_file_shorter_than_its_size(org: ScriptedOrg, api: WebApi) -> None:
+    org.on("GET", "f(1)/col/$value", serve_file(b"x" * 50, server_chunk=100, size_header="80"))
+    with pytest.raises(MalformedResponse, match="empty chunk"):
+        await download(api, chunk=100)
+
+
+async def test_download_takes_a_whole_file_when_range_is_ignored(
+    org: ScriptedOrg, api: WebApi
+) -> None:
+    org.on(
+        "GET",
+        "f(1)/col/$value",
+        lambda s: web.Response(body=b"{}", headers={"x-ms-file-size": "2"}),
+    )
+    got, _ = await download(api, chunk=100)
+    assert got == b"{}"
+    org.on(
+        "GET",
+        "f(1)/col/$value",
+        lambda s: web.Response(body=b"{}", headers={"x-ms-file-size": "+2"}),
+    )
+    with pytest.raises(MalformedResponse, match="byte count"):
+        await download(api, chunk=100)
