@@ -20,9 +20,10 @@ from typing import Any
 
 from sar_bulk._version import __version__
 from sar_bulk.config import RUN_OPTIONS, Option, RunConfig, resolve
-from sar_bulk.dataverse.auth import build_credential
+from sar_bulk.dataverse.auth import AuthKind, build_credential
 from sar_bulk.errors import ConfigError, CredentialError, InputError, SarBulkError
 from sar_bulk.logs import configure_logging
+from sar_bulk.output.url import is_container_url, storage_secrets
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.sources.interaction_types import ALL_TYPES
 
@@ -76,8 +77,18 @@ def _parser() -> argparse.ArgumentParser:
         _add_option(check, next(o for o in RUN_OPTIONS if o.name == name))
     check.add_argument("--config", type=Path, help="TOML file with settings")
 
-    verify = sub.add_parser("verify", help="check dossiers (zip files or folders of them)")
-    verify.add_argument("paths", nargs="+", metavar="PATH")
+    verify = sub.add_parser(
+        "verify", help="check dossiers (zip files, folders of them, or blob container URLs)"
+    )
+    verify.add_argument("paths", nargs="+", metavar="PATH|URL")
+    verify.add_argument(
+        "--auth",
+        type=AuthKind,
+        default=AuthKind.DEFAULT,
+        metavar="KIND",
+        help="for a container URL without AZURE_STORAGE_CONNECTION_STRING or "
+        "AZURE_STORAGE_SAS_TOKEN: " + ", ".join(AuthKind),
+    )
     verify.add_argument("--json", action="store_true", help="machine-readable result")
 
     simulate = sub.add_parser("simulate", help="serve the local simulator of the action")
@@ -117,26 +128,38 @@ def _start_logging(settings: dict[str, Any]) -> None:
     configure_logging(
         fmt=settings.get("log_format", "auto"),
         level=settings.get("log_level", "info"),
-        secrets=[os.environ.get(name) for name in _SECRET_VARIABLES],
+        secrets=[
+            *(os.environ.get(name) for name in _SECRET_VARIABLES),
+            *storage_secrets(os.environ),
+        ],
     )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sar_bulk.run.runner import execute_run
+    from sar_bulk.run.runner import RunOutcome, execute_run
 
     settings = _settings(args, RUN_OPTIONS)
     _start_logging(settings)
     config = RunConfig.from_settings(settings, os.environ)
     credential = build_credential(config.auth, os.environ)
     show_progress = not settings["no_progress"] and sys.stderr.isatty()
-    outcome = asyncio.run(
-        execute_run(
+    progress_out = sys.stderr if show_progress else None
+
+    async def run() -> RunOutcome:
+        output = None
+        if config.blob is not None:
+            from sar_bulk.output import open_target
+
+            output = open_target(config.blob, config.auth, os.environ)
+        return await execute_run(
             config,
             credential,
             credential_name=type(credential).__name__,
-            progress_out=sys.stderr if show_progress else None,
+            progress_out=progress_out,
+            output=output,
         )
-    )
+
+    outcome = asyncio.run(run())
     return outcome.code
 
 
@@ -161,7 +184,19 @@ def _demo(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from sar_bulk.dossier.verify import run_verify_command
 
-    return run_verify_command(args.paths, as_json=args.json, out=sys.stdout)
+    urls = [path for path in args.paths if is_container_url(path)]
+    if not urls:
+        return run_verify_command(args.paths, as_json=args.json, out=sys.stdout)
+    if len(urls) != len(args.paths):
+        raise ConfigError("verify either files and folders or container URLs, not both at once")
+    from sar_bulk.output.remote_verify import verify_containers
+
+    _start_logging({"log_level": "warning"})
+    return asyncio.run(
+        verify_containers(
+            urls, auth=args.auth, environ=os.environ, as_json=args.json, out=sys.stdout
+        )
+    )
 
 
 def _types(args: argparse.Namespace) -> int:

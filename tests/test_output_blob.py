@@ -21,16 +21,8 @@ from hypothesis import strategies as st
 
 from sar_bulk.dataverse.auth import AuthKind
 from sar_bulk.errors import ConfigError, OutputError, OutputUnreachable
-from sar_bulk.output import (
-    BlobTarget,
-    ContainerUrl,
-    LocalTarget,
-    OutputTarget,
-    Published,
-    open_target,
-    storage_secrets,
-)
-from sar_bulk.output.blob import storage_credential
+from sar_bulk.output import ContainerUrl, LocalTarget, OutputTarget, Published, open_target
+from sar_bulk.output.blob import BlobTarget, storage_credential, storage_secrets
 
 NAME = "0b5c7f4e-9a7d-4c35-8a0f-6c1c9b3a5e11.zip"
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import ipaddress
 import os
 import re
 import secrets
@@ -41,10 +40,9 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.core.credentials_async import AsyncTokenCredential
@@ -64,6 +62,15 @@ from azure.storage.blob.aio import ContainerClient
 from sar_bulk.dataverse.auth import AuthKind, build_credential
 from sar_bulk.errors import ConfigError, OutputError, OutputUnreachable
 from sar_bulk.output.target import Published, check_name
+from sar_bulk.output.url import (
+    _DEV_ACCOUNT,
+    _DEV_KEY,
+    CONNECTION_STRING_ENV,
+    SAS_TOKEN_ENV,
+    ContainerUrl,
+    _connection_string,
+    storage_secrets,
+)
 
 __all__ = [
     "CONNECTION_STRING_ENV",
@@ -71,140 +78,20 @@ __all__ = [
     "SAS_TOKEN_ENV",
     "STORAGE_SCOPE",
     "BlobTarget",
-    "ContainerUrl",
     "StorageCredential",
-    "is_container_url",
     "storage_credential",
     "storage_secrets",
 ]
 
-CONNECTION_STRING_ENV: Final = "AZURE_STORAGE_CONNECTION_STRING"
-SAS_TOKEN_ENV: Final = "AZURE_STORAGE_SAS_TOKEN"  # noqa: S105
 STORAGE_SCOPE: Final = "https://storage.azure.com/.default"
 DOSSIER_SCHEMA: Final = "sar-bulk/dossier/v1"
-# Azurite's documented, public development account: never a secret, only ever on loopback.
-_DEV_ACCOUNT: Final = "devstoreaccount1"
-_DEV_KEY: Final = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
 _CHUNK: Final = 4 << 20
 # Uploads at once per target: each holds one block in memory.
 _UPLOADS: Final = 8
-_CONTAINER: Final = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*$")
 _SHA256: Final = re.compile(r"^[0-9a-f]{64}$")
 _SIG: Final = re.compile(r"(?i)(sig=)[^&\s'\"]+")
 
 StorageCredential = AzureNamedKeyCredential | AzureSasCredential | AsyncTokenCredential
-
-
-def is_container_url(text: str) -> bool:
-    """Does ``--out`` name a container (a URL) rather than a folder?"""
-    return text.lower().startswith(("https://", "http://"))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerUrl:
-    """A container and a name prefix in it; ``prefix`` is empty or ends with ``/``."""
-
-    account_url: str
-    account: str
-    container: str
-    prefix: str
-
-    @property
-    def text(self) -> str:
-        """The URL as the user would write it (no secret is ever part of it)."""
-        return f"{self.account_url}/{self.container}/{self.prefix}".rstrip("/")
-
-    @property
-    def is_loopback(self) -> bool:
-        return _is_loopback(urlsplit(self.account_url).hostname or "")
-
-    @classmethod
-    def parse(cls, text: str) -> ContainerUrl:
-        """Check and split ``https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX]``.
-
-        Loopback hosts (Azurite) are path style: ``http://127.0.0.1:10000/ACCOUNT/CONTAINER``.
-        Raises ``ConfigError`` saying what is wrong; a SAS in the URL is refused (URLs end up in
-        logs and reports: put it in AZURE_STORAGE_SAS_TOKEN).
-        """
-        where = f"--out {text!r}"
-        try:
-            parts = urlsplit(text.strip())
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"{where} is not a valid URL: {exc}") from None
-        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-        if scheme not in ("https", "http") or not host:
-            raise ConfigError(f"{where}: a container URL starts with https://ACCOUNT.blob...")
-        if parts.username is not None or parts.password is not None:
-            raise ConfigError(f"{where}: a container URL holds no user or password")
-        if parts.query or parts.fragment:
-            raise ConfigError(
-                f"{where}: no query or fragment in the URL; put a SAS token in "
-                f"{SAS_TOKEN_ENV}, not in the URL (URLs are logged and reported)"
-            )
-        loopback = _is_loopback(host)
-        if scheme == "http" and not loopback:
-            raise ConfigError(
-                f"{where}: plain http is only for a local emulator on a loopback address; use https"
-            )
-        segments = [unquote(s) for s in parts.path.split("/") if s]
-        netloc = host if port is None else f"{host}:{port}"
-        if ":" in host:  # an IPv6 literal keeps its brackets
-            netloc = f"[{host}]" if port is None else f"[{host}]:{port}"
-        if loopback:
-            if len(segments) < 2:
-                raise ConfigError(
-                    f"{where}: a loopback URL is path style: http://HOST:PORT/ACCOUNT/CONTAINER"
-                )
-            account = segments.pop(0)
-            account_url = f"{scheme}://{netloc}/{account}"
-        else:
-            account = host.split(".")[0]
-            account_url = f"{scheme}://{netloc}"
-        if not segments:
-            raise ConfigError(f"{where}: name the container: {account_url}/CONTAINER[/PREFIX]")
-        container, prefix_parts = segments[0], segments[1:]
-        if not _CONTAINER.match(container):
-            raise ConfigError(
-                f"{where}: {container!r} is not a container name (3-63 lower-case letters, "
-                "digits and single hyphens, starting and ending with a letter or digit)"
-            )
-        for part in prefix_parts:
-            if part in (".", "..") or "\\" in part or any(ord(c) < 32 for c in part):
-                raise ConfigError(f"{where}: {part!r} cannot be part of a blob name prefix")
-        prefix = "".join(f"{part}/" for part in prefix_parts)
-        if len(prefix) > 900:
-            raise ConfigError(f"{where}: the prefix is too long for blob names")
-        return cls(account_url, account, container, prefix)
-
-
-def _connection_string(text: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for item in text.split(";"):
-        key, sep, value = item.strip().partition("=")
-        if sep:
-            fields[key.strip().lower()] = value.strip()
-    return fields
-
-
-def storage_secrets(environ: Mapping[str, str]) -> list[str]:
-    """Values to register with the log redactor: the variables and the key or SAS inside them."""
-    found = [environ.get(CONNECTION_STRING_ENV, ""), environ.get(SAS_TOKEN_ENV, "")]
-    fields = _connection_string(environ.get(CONNECTION_STRING_ENV, ""))
-    found += [fields.get("accountkey", ""), fields.get("sharedaccesssignature", "")]
-    found.append(environ.get(SAS_TOKEN_ENV, "").lstrip("?"))
-    return [value for value in found if value and value != _DEV_KEY]
 
 
 def storage_credential(

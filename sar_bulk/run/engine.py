@@ -24,6 +24,13 @@ renamed into place before the state says "done", so a kill at any instant loses 
 dossier. If a part fails for good, the contact is failed with a reason per part key and no
 dossier appears. A ``RunStopper`` (token refused, action missing, TLS failure) stops everything.
 
+With a blob container as output (``target``, see ``sar_bulk/output``) the dossier is assembled
+in the local work folder (``config.out``), then published: uploaded so that the blob appears
+only complete, and recorded "done" with its SHA-256 and etag. A resume asks the container for
+the blob's properties (no download, no request to the org) and skips the contact while etag and
+SHA-256 are the recorded ones; a blob the state does not know is downloaded and verified once,
+then adopted like a file on disk. A local ``--out`` keeps the writer's own rename into place.
+
 A complete dossier is never silently replaced: a valid one at the final name that answers
 another question (sources, types, dates, org, tables) fails its contact unless ``--replace``,
 and the report lists every dossier replaced. A done dossier is adopted on resume only while its
@@ -46,9 +53,12 @@ import orjson
 import structlog
 
 from sar_bulk.config import RunConfig
+from sar_bulk.dossier.format import dossier_file_name
 from sar_bulk.dossier.verify import VerifyResult, verify_dossier
 from sar_bulk.dossier.writer import dossier_path, remove_leftovers
-from sar_bulk.errors import ConfigError, DataverseError, RunStopper, SarBulkError
+from sar_bulk.errors import ConfigError, DataverseError, OutputError, RunStopper, SarBulkError
+from sar_bulk.guids import is_canonical_guid
+from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
 from sar_bulk.run.report import MAX_LISTED, RunTotals
 from sar_bulk.run.run_lock import RunLock
@@ -60,6 +70,7 @@ from sar_bulk.sources.base import Part, Source
 __all__ = ["Engine", "RunResult", "run_id_for"]
 
 _BATCH = 500
+_LOOKUPS = 16  # blob property reads at once while claiming (container output)
 _E = TypeVar("_E", bound=BaseException)
 _log = structlog.get_logger("sar_bulk.run.engine")
 
@@ -80,6 +91,7 @@ class RunResult:
 class _Work:
     contact_id: str
     replaces: bool = False  # a valid dossier answering another question is at the final name
+    overwrites: bool = False  # something else is at the final blob name: publish replaces it
 
 
 class Engine:
@@ -93,8 +105,11 @@ class Engine:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         open_stream: Callable[[str], BinaryIO] = open_contacts,
         run_id: str | None = None,
+        target: OutputTarget | None = None,
     ) -> None:
         self.config = config
+        # Where dossiers are published when it is not the work folder itself (a container).
+        self.target = target if config.blob is not None else None
         self.sources = tuple(sources)
         self._parts: tuple[tuple[Source, Part], ...] = tuple(
             (source, part) for source in self.sources for part in source.parts()
@@ -149,6 +164,12 @@ class Engine:
         )
         if removed:
             _log.info("leftovers.removed", count=removed)
+        if self.target is not None:
+            staged = await asyncio.to_thread(
+                _remove_staged, config.out, config.shard.owns if config.shard else None
+            )
+            if staged:
+                _log.info("staged.removed", count=staged)
         state = await asyncio.to_thread(
             RunState.open,
             config.state,
@@ -196,7 +217,7 @@ class Engine:
                 ids = self._accept(batch)
                 if not ids:
                     continue
-                for work in await asyncio.to_thread(self._claim, state, ids):
+                for work in await self._claims(state, ids):
                     number += 1
                     await slots.admit()
                     scope = Scope(work.contact_id, number, state, slots)
@@ -215,6 +236,95 @@ class Engine:
             else:
                 self.totals.other_shards += 1
         return ids
+
+    async def _claims(self, state: RunState, ids: list[str]) -> list[_Work]:
+        """What to fetch of a batch: from the state and the folder, or the container."""
+        if self.target is None:
+            return await asyncio.to_thread(self._claim, state, ids)
+        claimed = await asyncio.to_thread(self._claim_state, state, ids)
+        todo: list[_Work] = []
+        # HEAD requests a few at a time: a resume of many contacts should not take one round
+        # trip each in a row, nor open hundreds of connections at once.
+        for start in range(0, len(claimed), _LOOKUPS):
+            found = await asyncio.gather(
+                *(self._check_blob(state, c, d) for c, d in claimed[start : start + _LOOKUPS])
+            )
+            todo.extend(work for work in found if work is not None)
+        return todo
+
+    def _claim_state(self, state: RunState, ids: list[str]) -> list[tuple[str, DoneRecord | None]]:
+        """Container output: duplicates out, each other id with its done record (a thread)."""
+        claimed: list[tuple[str, DoneRecord | None]] = []
+        for contact_id, (claim, done) in zip(ids, state.claim_many(ids), strict=True):
+            if claim is Claim.DUPLICATE:
+                self.totals.duplicates += 1
+                continue
+            self.totals.contacts += 1
+            claimed.append((contact_id, done if claim is Claim.DONE else None))
+        return claimed
+
+    async def _check_blob(
+        self, state: RunState, contact_id: str, done: DoneRecord | None
+    ) -> _Work | None:
+        """Skip, adopt, refuse or fetch one contact, by what its blob's properties say."""
+        assert self.target is not None
+        name = dossier_file_name(contact_id)
+        try:
+            found = await self.target.lookup(name)
+            if done is not None:
+                if (
+                    found is not None
+                    and found.sha256 == done.sha256
+                    and (done.etag is None or found.etag == done.etag)
+                ):
+                    self.totals.skipped_done += 1
+                    return None
+                _log.warning(
+                    "dossier.changed",
+                    dossier=name,
+                    why="the blob is missing or not the one recorded when it was published; "
+                    "fetching again",
+                )
+                await asyncio.to_thread(state.reopen, contact_id)
+                return _Work(contact_id, overwrites=found is not None)
+            if found is None:
+                return _Work(contact_id)
+            # Published by a run killed before it could record it: verify the blob once.
+            try:
+                async with self.target.open_for_verify(name) as path:
+                    result: VerifyResult | None = await asyncio.to_thread(verify_dossier, path)
+            except OutputError as exc:
+                _log.warning("dossier.invalid", dossier=name, error=str(exc))
+                result = None
+        except OutputError as exc:
+            await self._record_failure(_Work(contact_id), state, {"*": str(exc)})
+            return None
+        if result is None or not result.ok:
+            return _Work(contact_id, overwrites=True)
+        if question_of(result) == self.question:
+            if self.config.restart:
+                return _Work(contact_id, overwrites=True)
+            await asyncio.to_thread(
+                state.mark_done,
+                contact_id,
+                dossier=name,
+                interactions=result.total_interactions or 0,
+                zip_bytes=found.size,
+                sha256=found.sha256,
+                etag=found.etag,
+            )
+            self.totals.skipped_done += 1
+            return None
+        if self.config.replace:
+            return _Work(contact_id, replaces=True, overwrites=True)
+        reason = (
+            f"{name} in {self.target.description} is a complete dossier answering another "
+            f"question ({_difference(question_of(result), self.question)}); it was left as it "
+            "is. Give --replace to replace it, or choose another container or prefix"
+        )
+        await self._record_failure(_Work(contact_id), state, {"*": reason})
+        self.refused_count += 1
+        return None
 
     def _claim(self, state: RunState, ids: list[str]) -> list[_Work]:
         """Sort a batch into duplicates, already done, refused and to do (runs in a thread)."""
@@ -364,6 +474,23 @@ class Engine:
         except (SarBulkError, OSError) as exc:
             await self._record_failure(work, state, {"*": f"writing the dossier failed: {exc}"})
             return
+        etag: str | None = None
+        if self.target is not None:
+            try:
+                published = await self.target.publish(
+                    summary.path,
+                    summary.path.name,
+                    sha256=sha256,
+                    replace=work.replaces or work.overwrites,
+                )
+            except OutputError as exc:
+                reason = f"publishing the dossier failed: {exc}"
+                await self._record_failure(work, state, {"*": reason})
+                return
+            finally:
+                # Staged only: published, or fetched again by the next run.
+                await asyncio.to_thread(summary.path.unlink, missing_ok=True)
+            etag = published.etag
         await asyncio.to_thread(
             state.mark_done,
             work.contact_id,
@@ -371,6 +498,7 @@ class Engine:
             interactions=summary.total_interactions,
             zip_bytes=summary.zip_bytes,
             sha256=sha256,
+            etag=etag,
         )
         self.totals.succeeded += 1
         self.totals.interactions += summary.total_interactions
@@ -390,6 +518,18 @@ class Engine:
 
 def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:
     return list(islice(rows, _BATCH))
+
+
+def _remove_staged(folder: Path, owns: Callable[[str], bool] | None) -> int:
+    """Container output: dossiers a killed run staged but never published (fetched again)."""
+    removed = 0
+    for entry in os.scandir(folder):
+        contact = entry.name.removesuffix(".zip")
+        mine = owns is None or (is_canonical_guid(contact) and owns(contact))
+        if entry.name.endswith(".zip") and mine and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+            removed += 1
+    return removed
 
 
 def _create_output(out: Path) -> None:

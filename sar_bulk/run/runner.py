@@ -32,7 +32,8 @@ from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.preflight import SourcesCheck, probe_sources
 from sar_bulk.dataverse.throttle import Throttle
-from sar_bulk.errors import ConfigError, InputError
+from sar_bulk.errors import ConfigError, InputError, OutputError
+from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.engine import Engine, RunResult, run_id_for
 from sar_bulk.run.progress import Progress
 from sar_bulk.run.report import report_name, summary_line, write_report
@@ -72,8 +73,41 @@ async def execute_run(
     progress_out: TextIO | None,
     out: TextIO = sys.stdout,
     install_signal_handlers: bool = True,
+    output: OutputTarget | None = None,
 ) -> RunOutcome:
-    """Run ``config`` to the end and return its exit code; the credential is closed here."""
+    """Run ``config`` to the end and return its exit code; credential and output closed here.
+
+    ``output`` is the blob container of ``config.blob`` (None for a folder ``--out``). It is
+    checked before the org is: a container that does not answer or refuses the credential ends
+    the run with exit 3 before any request to the org, like an org that cannot be reached. Once
+    the run is under way, a store that stops answering fails the contacts it could not take
+    (exit 1, each with the reason), and the next run resumes them.
+    """
+    try:
+        return await _execute(
+            config,
+            credential,
+            credential_name=credential_name,
+            progress_out=progress_out,
+            out=out,
+            install_signal_handlers=install_signal_handlers,
+            output=output,
+        )
+    finally:
+        if output is not None:
+            await output.close()
+
+
+async def _execute(
+    config: RunConfig,
+    credential: AsyncTokenCredential,
+    *,
+    credential_name: str,
+    progress_out: TextIO | None,
+    out: TextIO,
+    install_signal_handlers: bool,
+    output: OutputTarget | None,
+) -> RunOutcome:
     loop = asyncio.get_running_loop()
     started_at = datetime.now(UTC)
     started = time.monotonic()
@@ -82,6 +116,12 @@ async def execute_run(
     tokens = TokenProvider(credential, config.org.scope, describe=credential_name)
     timeouts = Timeouts(request=config.timeout)
     try:
+        if output is not None:
+            try:
+                await output.prepare()
+            except OutputError as exc:
+                print(f"sar-bulk: {exc}", file=sys.stderr)
+                return RunOutcome(ExitCode.REFUSED, str(exc), None)
         async with create_session(timeouts) as session:
             http = OrgHttp(session, config.org, tokens, timeouts=timeouts)
             client = DataverseClient(http, max_pages=config.max_pages)
@@ -95,7 +135,7 @@ async def execute_run(
                 throttle.count_request()
             if check.dop_hint:
                 throttle.on_success(check.dop_hint)
-            engine = Engine(config, sources, run_id=run_id)
+            engine = Engine(config, sources, run_id=run_id, target=output)
             restore = _install_signals(loop, engine) if install_signal_handlers else _noop
             progress_task = _start_progress(engine, fetcher, progress_out, config.contacts)
             try:
@@ -108,6 +148,7 @@ async def execute_run(
                 document = _report(config, run_id, crashed, fetcher, throttle, started_at, 0.0)
                 document |= _sources_report(engine, check)
                 await asyncio.to_thread(write_report, _report_path(config), document)
+                await _upload_report(output, _report_path(config))
                 raise
             finally:
                 restore()
@@ -130,6 +171,11 @@ async def execute_run(
     code = _exit_code(result)
     print(summary, file=out)
     print(f"report: {report}", file=out)
+    if output is not None:
+        if await _upload_report(output, report):
+            print(f"report: {output.description}/{report.name}", file=out)
+        elif code == ExitCode.OK:
+            code = ExitCode.INCOMPLETE
     if result.stopped_by is not None:
         print(f"sar-bulk: run stopped: {result.stopped_by}", file=sys.stderr)
     _log.info("run.finished", exit_code=code, seconds=round(seconds, 1))
@@ -180,6 +226,19 @@ def _sources_report(engine: Engine, check: SourcesCheck) -> dict[str, Any]:
         "kept_other_question": engine.refused_count,
         "repeated_rows": repeats,
     }
+
+
+async def _upload_report(output: OutputTarget | None, report: Path) -> bool:
+    """Put the report written in the work folder next to the dossiers too; False if it failed."""
+    if output is None:
+        return True
+    try:
+        body = await asyncio.to_thread(report.read_bytes)
+        await output.put_report(report.name, body)
+    except (OutputError, OSError) as exc:
+        print(f"sar-bulk: the report stays only at {report}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _report_path(config: RunConfig) -> Path:

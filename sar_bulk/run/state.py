@@ -59,7 +59,7 @@ from sar_bulk.guids import is_canonical_guid
 
 __all__ = ["SCHEMA_VERSION", "Claim", "DoneRecord", "RunState", "Status"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 # Written to the header's application_id so a stray SQLite file is never mistaken for ours.
 _APPLICATION_ID: Final = 0x53415242  # "SARB"
 _BUSY_TIMEOUT_MS: Final = 60_000
@@ -84,6 +84,9 @@ _NOTES_TABLE: Final = """CREATE TABLE notes (
 # Schema 1 -> 2: the dossier's SHA-256 (evidence that the file on disk is the one written) and
 # the notes table. Old rows have no hash: their dossiers are still verified before adoption.
 _MIGRATE_1_TO_2: Final = ("ALTER TABLE contacts ADD COLUMN sha256 TEXT", _NOTES_TABLE)
+# Schema 2 -> 3: the etag of a dossier published to a blob container (None for a folder).
+_MIGRATE_2_TO_3: Final = ("ALTER TABLE contacts ADD COLUMN etag TEXT",)
+_MIGRATIONS: Final = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
 _SCHEMA: Final = (
     "CREATE TABLE fingerprints (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE)",
     "CREATE TABLE runs "
@@ -98,19 +101,21 @@ _SCHEMA: Final = (
         zip_bytes INTEGER,
         finished_at TEXT,
         reasons TEXT,
-        sha256 TEXT
+        sha256 TEXT,
+        etag TEXT
     ) WITHOUT ROWID""",
     _NOTES_TABLE,
 )
 _RECORD: Final = """
 INSERT OR REPLACE INTO contacts
     (contact_id, status, fingerprint, run, dossier, interactions, zip_bytes, finished_at, reasons,
-     sha256)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+     sha256, etag)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # Only "?" marks are formatted into these, never a value (see _marks).
 _SELECT_DONE: Final = (
-    "SELECT contact_id, dossier, interactions, zip_bytes, finished_at, sha256 FROM contacts "
+    "SELECT contact_id, dossier, interactions, zip_bytes, finished_at, sha256, etag "
+    "FROM contacts "
     "WHERE status = 'done' AND fingerprint = ? AND contact_id IN ({marks})"
 )
 _ANY_DONE: Final = (
@@ -164,6 +169,8 @@ class DoneRecord:
     """ISO 8601 UTC, e.g. ``2026-05-09T07:35:25Z``."""
     sha256: str | None = None
     """Lower-case hex SHA-256 of the dossier as written (None for rows of schema 1)."""
+    etag: str | None = None
+    """The blob's etag when the dossier was published to a container (None for a folder)."""
 
 
 class RunState:
@@ -255,8 +262,10 @@ class RunState:
         interactions: int,
         zip_bytes: int,
         sha256: str | None = None,
+        etag: str | None = None,
     ) -> None:
-        """Record a finished dossier and its SHA-256; committed before this returns.
+        """Record a finished dossier, its SHA-256 and (blob output) its etag; committed before
+        this returns.
 
         Call it only once the dossier is complete on disk: resume trusts this row, and adopts
         the file only while its hash is still ``sha256``. The contact's notes are dropped:
@@ -270,7 +279,14 @@ class RunState:
         if sha256 is not None and not _SHA256.fullmatch(sha256):
             raise ValueError("sha256 must be 64 lower-case hex digits")
         self._record(
-            contact_id, Status.DONE, dossier, interactions, zip_bytes, _utc_now(), sha256=sha256
+            contact_id,
+            Status.DONE,
+            dossier,
+            interactions,
+            zip_bytes,
+            _utc_now(),
+            sha256=sha256,
+            etag=etag,
         )
 
     def recall(self, contact_id: str, key: str) -> str | None:
@@ -357,6 +373,7 @@ class RunState:
         finished_at: str | None = None,
         reasons: str | None = None,
         sha256: str | None = None,
+        etag: str | None = None,
     ) -> None:
         """Write a claimed contact's row to the state file (committed), then to the seen set."""
         row = (contact_id, status, self._fp, self._run, dossier, interactions, zip_bytes)
@@ -364,7 +381,7 @@ class RunState:
             if not self._seen.has(contact_id):
                 raise KeyError(f"contact {contact_id} was not claimed by this run")
             with _write(self._conn):
-                self._conn.execute(_RECORD, (*row, finished_at, reasons, sha256))
+                self._conn.execute(_RECORD, (*row, finished_at, reasons, sha256, etag))
                 if status is Status.DONE:
                     self._conn.execute("DELETE FROM notes WHERE contact_id = ?", (contact_id,))
             self._seen.set_status(contact_id, status)
@@ -510,7 +527,7 @@ def _is_blank(conn: sqlite3.Connection) -> bool:
 
 
 def _check_header(conn: sqlite3.Connection, path: Path, *, migrate: bool = False) -> None:
-    """Refuse a file that is not ours or is newer; bring a schema-1 file up when ``migrate``."""
+    """Refuse a file that is not ours or is newer; bring an older schema up when ``migrate``."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if app_id != _APPLICATION_ID:
@@ -520,21 +537,22 @@ def _check_header(conn: sqlite3.Connection, path: Path, *, migrate: bool = False
             f"{path} was written by a newer sar-bulk (state schema {version}, this one reads "
             f"{SCHEMA_VERSION}); upgrade sar-bulk, or delete the file to start over"
         )
-    if version == 1 and migrate:
-        _migrate_from_1(conn)
+    if version in _MIGRATIONS and migrate:
+        _migrate(conn)
         return
     if version != SCHEMA_VERSION:
         raise ConfigError(f"{path} has unknown state schema {version}; {_ADVICE}")
 
 
-def _migrate_from_1(conn: sqlite3.Connection) -> None:
-    """Bring a schema-1 file to schema 2 in one transaction (a shard may race us: re-check)."""
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older file to this schema in one transaction (a shard may race us: re-check)."""
     with _write(conn):
-        if conn.execute("PRAGMA user_version").fetchone()[0] != 1:
-            return
-        for statement in _MIGRATE_1_TO_2:
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        while version in _MIGRATIONS:
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
+        conn.execute(f"PRAGMA user_version = {version}")
 
 
 def _lookup_ids(conn: sqlite3.Connection, fingerprint: str, run_id: str) -> tuple[int, int]:
