@@ -150,7 +150,14 @@ def _run(args: argparse.Namespace) -> int:
         if config.blob is not None:
             from sar_bulk.output import open_target
 
-            output = open_target(config.blob, config.auth, os.environ)
+            # The storage client retries on the run's own backoff (--retry-base).
+            output = open_target(
+                config.blob,
+                config.auth,
+                os.environ,
+                backoff=config.retry.base,
+                timeout=config.timeout,
+            )
         return await execute_run(
             config,
             credential,

@@ -31,16 +31,24 @@ __all__ = [
 
 
 def open_target(
-    out: ContainerUrl | Path | str, auth: AuthKind, environ: Mapping[str, str]
+    out: ContainerUrl | Path | str,
+    auth: AuthKind,
+    environ: Mapping[str, str],
+    *,
+    backoff: float = 2.0,
+    timeout: float = 60.0,
 ) -> OutputTarget:
     """The target ``--out`` names: a container URL, or a folder (nothing goes over the network).
 
-    Raises ``ConfigError`` for an unusable URL or credential.
+    ``backoff`` is the storage client's first wait before a retry (3 retries, growing) and
+    ``timeout`` its read timeout per request. Raises ``ConfigError`` for an unusable URL or
+    credential.
     """
     if isinstance(out, str):
         out = ContainerUrl.parse(out) if is_container_url(out) else Path(out)
     if isinstance(out, ContainerUrl):
         from sar_bulk.output.blob import BlobTarget, storage_credential
 
-        return BlobTarget(out, storage_credential(out, auth, environ))
+        credential = storage_credential(out, auth, environ)
+        return BlobTarget(out, credential, backoff=backoff, timeout=timeout)
     return LocalTarget(out)

@@ -34,6 +34,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import random
 import re
 import secrets
 import shutil
@@ -57,7 +58,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.storage.blob import BlobBlock, ContentSettings
-from azure.storage.blob.aio import ContainerClient
+from azure.storage.blob.aio import ContainerClient, ExponentialRetry
 
 from sar_bulk.dataverse.auth import AuthKind, build_credential
 from sar_bulk.errors import ConfigError, OutputError, OutputUnreachable
@@ -133,6 +134,22 @@ def storage_credential(
     return build_credential(auth, environ)
 
 
+class _Backoff(ExponentialRetry):
+    """Waits ``first`` x 2^n seconds, +-25 % jitter, before retry n (n = 0, 1, ...).
+
+    The SDK's own formula adds ``increment_base ** n`` whole seconds to the first wait, which
+    makes every failed call to a stopped store cost 14 s or more whatever the first wait is.
+    """
+
+    def __init__(self, first: float, retries: int) -> None:
+        super().__init__(initial_backoff=0, increment_base=2, retry_total=retries)
+        self._first = first
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        wait: float = self._first * 2 ** int(settings["count"])
+        return wait * random.uniform(0.75, 1.25)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -165,15 +182,12 @@ class BlobTarget:
         self._credential = credential
         self._uploads = asyncio.Semaphore(_UPLOADS)
         # The SDK retries what its policy calls retryable (timeouts, 500/503, dropped
-        # connections) with exponential backoff: initial_backoff, then x increment_base.
+        # connections, refused connects); our policy only sets how long it waits.
         self._client = ContainerClient(
             url.account_url,
             url.container,
             credential=credential,
-            retry_total=retries,
-            initial_backoff=backoff,
-            increment_base=2,
-            random_jitter_range=1,
+            retry_policy=_Backoff(backoff, retries),
             connection_timeout=min(timeout, 20.0),
             read_timeout=timeout,
         )
@@ -297,12 +311,12 @@ class BlobTarget:
             raise self._failure(what, exc) from None
         finally:
             await asyncio.to_thread(handle.close)
-        etag = str(result["etag"])
+        etag = _etag(result["etag"])
         stored_md5 = properties.content_settings.content_md5
         problems = [
             text
             for bad, text in (
-                (properties.etag != etag, "it was replaced right after the commit"),
+                (_etag(properties.etag) != etag, "it was replaced right after the commit"),
                 (properties.size != size, f"its size is {properties.size}, not {size}"),
                 (bytes(stored_md5 or b"") != md5.digest(), "its Content-MD5 is not ours"),
                 (properties.metadata.get("sha256") != digest, "its sha256 metadata is not ours"),
@@ -328,7 +342,7 @@ class BlobTarget:
         return Published(
             name,
             recorded if _SHA256.match(recorded) else "",
-            str(properties.etag),
+            _etag(properties.etag),
             int(properties.size),
         )
 
@@ -408,6 +422,11 @@ class BlobTarget:
         close = getattr(self._credential, "close", None)
         if close is not None:
             await close()
+
+
+def _etag(value: object) -> str:
+    """Etags without their quotes: HTTP headers quote them, container listings do not."""
+    return str(value).strip('"')
 
 
 def _write_block(handle: IO[bytes], chunk: bytes, sha: Any, md5: Any) -> None:
