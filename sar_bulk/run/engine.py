@@ -433,7 +433,7 @@ class Engine:
             await scope.resume()  # assembling takes a window slot like fetching does
             # Once assembly starts, a thread renames the zip into place whatever happens to
             # this task: let it finish and record it even when the run is being stopped.
-            finishing = asyncio.ensure_future(self._finish(writer, work, state))
+            finishing = asyncio.ensure_future(self._finish(writer, work, state, scope))
             try:
                 await asyncio.shield(finishing)
             except asyncio.CancelledError:
@@ -465,7 +465,7 @@ class Engine:
             scope.part_done()
         return None
 
-    async def _finish(self, writer: PartWriter, work: _Work, state: RunState) -> None:
+    async def _finish(self, writer: PartWriter, work: _Work, state: RunState, scope: Scope) -> None:
         try:
             summary = await writer.complete()
             sha256: Any = getattr(summary, "sha256", None)  # writer v2 reports it
@@ -476,6 +476,9 @@ class Engine:
             return
         etag: str | None = None
         if self.target is not None:
+            # Uploading asks nothing of the org: give the window slot to the next contact (the
+            # target bounds uploads at once; the alive slot still bounds contacts in memory).
+            scope.part_done()
             try:
                 published = await self.target.publish(
                     summary.path,
