@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import socket
 import statistics
 import subprocess
@@ -52,15 +53,17 @@ def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"nothing answered on port {port}")
 
 
-def _run(args: list[str], env: dict[str, str]) -> float:
+def _run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one sar-bulk process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    result = subprocess.run(
-        [*CLI, *args], env=env, capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
     if result.returncode != 0:
         raise SystemExit(f"sar-bulk exited {result.returncode}:\n{result.stderr[-3000:]}")
-    return seconds
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 def main() -> int:
@@ -108,8 +111,8 @@ def main() -> int:
         common = ["run", "--auth", "static-token", "--org", org, "--contacts", str(contacts),
                   "--sources", "interactions", "--no-progress", "--rate", "1000",
                   "--log-level", "warning"]  # fmt: skip
-        local: list[float] = []
-        blob: list[float] = []
+        local: list[tuple[float, float]] = []
+        blob: list[tuple[float, float]] = []
         for n in range(options.repeat):
             local.append(_run([*common, "--out", str(work / f"local-{n}")], env))
             blob.append(
@@ -118,7 +121,11 @@ def main() -> int:
                     blob_env,
                 )
             )
-            print(f"run {n + 1}: local {local[-1]:.2f} s, blob {blob[-1]:.2f} s", file=sys.stderr)
+            print(
+                f"run {n + 1}: local {local[-1][0]:.2f} s (cpu {local[-1][1]:.2f} s), "
+                f"blob {blob[-1][0]:.2f} s (cpu {blob[-1][1]:.2f} s)",
+                file=sys.stderr,
+            )
     finally:
         for process in (simulator, azurite):
             process.terminate()
@@ -126,11 +133,13 @@ def main() -> int:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
-    local_s, blob_s = statistics.median(local), statistics.median(blob)
+    local_s, blob_s = (statistics.median(w for w, _ in runs) for runs in (local, blob))
+    local_cpu, blob_cpu = (statistics.median(c for _, c in runs) for runs in (local, blob))
     print(
         f"{options.contacts} contacts, simulator latency {options.latency * 1000:.0f} ms, "
         f"median of {options.repeat}: local {local_s:.2f} s, blob (Azurite) {blob_s:.2f} s, "
-        f"ratio {blob_s / local_s:.3f}"
+        f"ratio {blob_s / local_s:.3f}; sar-bulk CPU local {local_cpu:.2f} s, "
+        f"blob {blob_cpu:.2f} s"
     )
     return 0
 

@@ -146,6 +146,15 @@ async def test_a_run_publishes_resumes_and_verifies_from_the_container(
             k: v for k, v in blobs.items() if k != "run-report.json"
         }
 
+        # A run killed between a commit and its "done" row: with no state at all, every blob is
+        # downloaded and verified once, then adopted; the org is asked for nothing.
+        adopted = await run_cli(_args(sim.base_url, csv, url, tmp_path / "new-work"), env=env)
+        assert adopted.code == 0, adopted.explain()
+        assert "6 already done" in adopted.stdout
+        assert _contact_requests(sim) == fetched
+        rows = _state_rows(tmp_path / "new-work")
+        assert all(rows[cid] == ("done", *reversed(blobs[f"{cid}.zip"])) for cid in ids)
+
         verified = await run_cli(["verify", url], env=cli_env(**azurite.env()))
         assert verified.code == 0, verified.explain()
         assert "verified 6 dossier(s): 6 valid, 0 invalid" in verified.stdout
@@ -242,14 +251,19 @@ async def test_an_unreachable_container_stops_before_the_org_is_asked(tmp_path: 
     dead = Azurite(tmp_path / "azurite")  # never started: nothing listens on its port
     csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contact_ids(2, 23)])
     url = dead.container_url(CONTAINER, PREFIX)
+    key = "bm90LXRoZS1kZXYta2V5LWJ1dC1hLXJlYWwtc2VjcmV0"
+    env = token_env(
+        AZURE_STORAGE_CONNECTION_STRING=dead.connection_string.replace(ACCOUNT_KEY, key)
+    )
     async with Simulator(unlimited(seed=23)) as sim:
         result = await run_cli(
-            _args(sim.base_url, csv, url, tmp_path / "work"), env=token_env(**dead.env())
+            _args(sim.base_url, csv, url, tmp_path / "work", "--log-level", "debug"), env=env
         )
         requests = sim.counters()["total"]["ok"]
     assert result.code == 3, result.explain()
     assert f"opening the container in container {url} failed: no answer" in result.stderr
     assert requests == 0
+    assert key not in result.stdout + result.stderr
 
 
 async def test_a_static_token_alone_cannot_write_to_a_container(tmp_path: Path) -> None:

@@ -110,6 +110,9 @@ class Engine:
         self.config = config
         # Where dossiers are published when it is not the work folder itself (a container).
         self.target = target if config.blob is not None else None
+        # Did the container hold any dossier when the run started? If not, a contact the state
+        # does not know cannot have one either: no need to ask the container about it.
+        self._published_before = True
         self.sources = tuple(sources)
         self._parts: tuple[tuple[Source, Part], ...] = tuple(
             (source, part) for source in self.sources for part in source.parts()
@@ -165,6 +168,7 @@ class Engine:
         if removed:
             _log.info("leftovers.removed", count=removed)
         if self.target is not None:
+            self._published_before = await _holds_dossiers(self.target)
             staged = await asyncio.to_thread(
                 _remove_staged, config.out, config.shard.owns if config.shard else None
             )
@@ -269,6 +273,8 @@ class Engine:
         """Skip, adopt, refuse or fetch one contact, by what its blob's properties say."""
         assert self.target is not None
         name = dossier_file_name(contact_id)
+        if done is None and not self._published_before:
+            return _Work(contact_id)  # publish refuses to overwrite if one appeared since
         try:
             found = await self.target.lookup(name)
             if done is not None:
@@ -521,6 +527,19 @@ class Engine:
 
 def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:
     return list(islice(rows, _BATCH))
+
+
+async def _holds_dossiers(target: OutputTarget) -> bool:
+    """Is there at least one dossier in the target (reads one listing page, mostly)?"""
+    names = target.list_dossiers()
+    try:
+        async for _ in names:
+            return True
+        return False
+    finally:
+        close = getattr(names, "aclose", None)  # an async generator: stop its listing now
+        if close is not None:
+            await close()
 
 
 def _remove_staged(folder: Path, owns: Callable[[str], bool] | None) -> int:
