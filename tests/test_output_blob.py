@@ -19,6 +19,7 @@ from azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
 from sar_bulk.dataverse.auth import AuthKind
 from sar_bulk.errors import ConfigError, OutputError, OutputUnreachable
 from sar_bulk.output import ContainerUrl, LocalTarget, OutputTarget, Published, open_target
@@ -373,3 +374,32 @@ def test_credentials_come_from_the_environment() -> None:
     local = ContainerUrl.parse("http://127.0.0.1:1/devstoreaccount1/sar")
     with pytest.raises(ConfigError, match="only sent over https"):
         storage_credential(local, AuthKind.DEFAULT, {})
+
+
+def _settings(**flags: str) -> dict[str, object]:
+    base = {"org": "https://contoso.crm4.dynamics.com", "contacts": "c.csv"}
+    return resolve(RUN_OPTIONS, flags=base | flags, environ={}, config_file=None)
+
+
+def test_a_container_out_gets_a_local_work_folder() -> None:
+    config = RunConfig.from_settings(
+        _settings(out="https://acme.blob.core.windows.net/sar/nightly/x"), {}
+    )
+    assert config.blob == ContainerUrl.parse("https://acme.blob.core.windows.net/sar/nightly/x")
+    assert config.out == Path("sar-bulk-work/acme/sar/nightly/x")
+    assert config.state == config.out / ".sar-bulk" / "state.sqlite"
+    assert config.public_parameters()["out"] == "https://acme.blob.core.windows.net/sar/nightly/x"
+    assert config.public_parameters()["work"] == "sar-bulk-work/acme/sar/nightly/x"
+
+    chosen = RunConfig.from_settings(
+        _settings(out="https://acme.blob.core.windows.net/sar", work="/var/sar"), {}
+    )
+    assert (chosen.out, chosen.state) == (Path("/var/sar"), Path("/var/sar/.sar-bulk/state.sqlite"))
+
+    folder = RunConfig.from_settings(_settings(out="dossiers"), {})
+    assert (folder.blob, folder.out) == (None, Path("dossiers"))
+    assert folder.public_parameters()["work"] is None
+    with pytest.raises(ConfigError, match="--work is for a container --out"):
+        RunConfig.from_settings(_settings(out="dossiers", work="w"), {})
+    with pytest.raises(ConfigError, match=r"^--out: 'http://example.com/c' is not valid: plain"):
+        RunConfig.from_settings(_settings(out="http://example.com/c"), {})

@@ -61,6 +61,7 @@ from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import ContainerClient, ExponentialRetry
 
 from sar_bulk.dataverse.auth import AuthKind, build_credential
+from sar_bulk.dossier.format import SCHEMA as DOSSIER_SCHEMA
 from sar_bulk.errors import ConfigError, OutputError, OutputUnreachable
 from sar_bulk.output.target import Published, check_name
 from sar_bulk.output.url import (
@@ -72,10 +73,10 @@ from sar_bulk.output.url import (
     _connection_string,
     storage_secrets,
 )
+from sar_bulk.run.report import REPORT_SCHEMA
 
 __all__ = [
     "CONNECTION_STRING_ENV",
-    "DOSSIER_SCHEMA",
     "SAS_TOKEN_ENV",
     "STORAGE_SCOPE",
     "BlobTarget",
@@ -85,7 +86,6 @@ __all__ = [
 ]
 
 STORAGE_SCOPE: Final = "https://storage.azure.com/.default"
-DOSSIER_SCHEMA: Final = "sar-bulk/dossier/v1"
 _CHUNK: Final = 4 << 20
 # Uploads at once per target: each holds one block in memory.
 _UPLOADS: Final = 8
@@ -244,7 +244,7 @@ class BlobTarget:
         key = self._key(name)
         async with self._uploads:
             published = await self._upload(
-                Path(staged), key, name, "application/zip", sha256, replace
+                Path(staged), key, name, ("application/zip", DOSSIER_SCHEMA), sha256, replace
             )
         await asyncio.to_thread(Path(staged).unlink, missing_ok=True)
         return published
@@ -254,7 +254,7 @@ class BlobTarget:
         staged: Path,
         key: str,
         name: str,
-        content_type: str,
+        kind: tuple[str, str],  # content type, and the schema named in the metadata
         expected: str | None,
         replace: bool,
     ) -> Published:
@@ -293,9 +293,9 @@ class BlobTarget:
             result = await blob.commit_block_list(
                 blocks,
                 content_settings=ContentSettings(
-                    content_type=content_type, content_md5=bytearray(md5.digest())
+                    content_type=kind[0], content_md5=bytearray(md5.digest())
                 ),
-                metadata={"sha256": digest, "sar_bulk_schema": DOSSIER_SCHEMA},
+                metadata={"sha256": digest, "sar_bulk_schema": kind[1]},
                 **condition,
             )
             what = f"checking {name} after upload"
@@ -403,7 +403,8 @@ class BlobTarget:
             staged = folder / name
             await asyncio.to_thread(staged.write_bytes, body)
             async with self._uploads:
-                return await self._upload(staged, key, name, "application/json", None, True)
+                kind = ("application/json", REPORT_SCHEMA)
+                return await self._upload(staged, key, name, kind, None, True)
         finally:
             await asyncio.to_thread(shutil.rmtree, folder, True)
 

@@ -75,29 +75,29 @@ class ContainerUrl:
         """Check and split ``https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX]``.
 
         Loopback hosts (Azurite) are path style: ``http://127.0.0.1:10000/ACCOUNT/CONTAINER``.
-        Raises ``ConfigError`` saying what is wrong; a SAS in the URL is refused (URLs end up in
+        Raises ``ConfigError`` saying what is wrong (the caller names the URL); a SAS in the URL
+        is refused (URLs end up in
         logs and reports: put it in AZURE_STORAGE_SAS_TOKEN).
         """
-        where = f"--out {text!r}"
         try:
             parts = urlsplit(text.strip())
             port = parts.port
         except ValueError as exc:
-            raise ConfigError(f"{where} is not a valid URL: {exc}") from None
+            raise ConfigError(f"not a valid URL: {exc}") from None
         scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
         if scheme not in ("https", "http") or not host:
-            raise ConfigError(f"{where}: a container URL starts with https://ACCOUNT.blob...")
+            raise ConfigError("a container URL starts with https://ACCOUNT.blob...")
         if parts.username is not None or parts.password is not None:
-            raise ConfigError(f"{where}: a container URL holds no user or password")
+            raise ConfigError("a container URL holds no user or password")
         if parts.query or parts.fragment:
             raise ConfigError(
-                f"{where}: no query or fragment in the URL; put a SAS token in "
+                f"no query or fragment in the URL; put a SAS token in "
                 f"{SAS_TOKEN_ENV}, not in the URL (URLs are logged and reported)"
             )
         loopback = _is_loopback(host)
         if scheme == "http" and not loopback:
             raise ConfigError(
-                f"{where}: plain http is only for a local emulator on a loopback address; use https"
+                "plain http is only for a local emulator on a loopback address; use https"
             )
         segments = [unquote(s) for s in parts.path.split("/") if s]
         netloc = host if port is None else f"{host}:{port}"
@@ -106,7 +106,7 @@ class ContainerUrl:
         if loopback:
             if len(segments) < 2:
                 raise ConfigError(
-                    f"{where}: a loopback URL is path style: http://HOST:PORT/ACCOUNT/CONTAINER"
+                    "a loopback URL is path style: http://HOST:PORT/ACCOUNT/CONTAINER"
                 )
             account = segments.pop(0)
             account_url = f"{scheme}://{netloc}/{account}"
@@ -114,19 +114,19 @@ class ContainerUrl:
             account = host.split(".")[0]
             account_url = f"{scheme}://{netloc}"
         if not segments:
-            raise ConfigError(f"{where}: name the container: {account_url}/CONTAINER[/PREFIX]")
+            raise ConfigError(f"name the container: {account_url}/CONTAINER[/PREFIX]")
         container, prefix_parts = segments[0], segments[1:]
         if not _CONTAINER.match(container):
             raise ConfigError(
-                f"{where}: {container!r} is not a container name (3-63 lower-case letters, "
+                f"{container!r} is not a container name (3-63 lower-case letters, "
                 "digits and single hyphens, starting and ending with a letter or digit)"
             )
         for part in prefix_parts:
             if part in (".", "..") or "\\" in part or any(ord(c) < 32 for c in part):
-                raise ConfigError(f"{where}: {part!r} cannot be part of a blob name prefix")
+                raise ConfigError(f"{part!r} cannot be part of a blob name prefix")
         prefix = "".join(f"{part}/" for part in prefix_parts)
         if len(prefix) > 900:
-            raise ConfigError(f"{where}: the prefix is too long for blob names")
+            raise ConfigError("the prefix is too long for blob names")
         return cls(account_url, account, container, prefix)
 
 
