@@ -1,8 +1,9 @@
-# sar-bulk in a container: one-shot runs and Kubernetes (Indexed) Jobs.
+# sar-bulk in a container: one-shot runs and Kubernetes (Indexed) Jobs (deploy/kubernetes/).
 #   docker build -t sar-bulk .
-#   docker run --rm -e AZURE_TENANT_ID -e AZURE_CLIENT_ID -e AZURE_CLIENT_SECRET \
-#     -v "$PWD/data:/data" sar-bulk run --auth client-secret --org https://contoso.crm4.dynamics.com \
-#     --contacts /data/requests.csv --out /data/dossiers
+#   docker run --rm --read-only --tmpfs /tmp -e AZURE_TENANT_ID -e AZURE_CLIENT_ID \
+#     -e AZURE_CLIENT_SECRET -v "$PWD/data:/data" sar-bulk run --auth client-secret \
+#     --org https://contoso.crm4.dynamics.com --contacts /data/requests.csv --out /data/dossiers
+# It runs as uid 10001: ./data must be writable by it (or add --user "$(id -u):$(id -g)").
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -10,17 +11,36 @@ COPY sar_bulk ./sar_bulk
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 sar
+# tini as PID 1: a process that is PID 1 ignores SIGTERM until it installs a handler, so a pod
+# stopped while sar-bulk starts up would wait out its whole grace period; tini forwards the
+# signal and reaps. (Kubernetes: see deploy/kubernetes/.)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 sar \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin sar
 COPY --from=build /wheels /wheels
+# pip compiles the bytecode here, at build time: at run time nothing is written to the image.
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-USER sar
+# Numeric, so Kubernetes can check runAsNonRoot against the image itself.
+USER 10001:10001
 WORKDIR /data
 # Containers: no developer credential probes, JSON logs (stderr is not a terminal), no progress.
 # glibc otherwise raises its mmap threshold over a long run and keeps freed page buffers in its
 # heaps: with this, peak RSS stays flat from 1,000 to 10,000 contacts (see README, Performance).
+# The root filesystem may be read-only: every write goes to /data (a volume: dossiers, state,
+# report, metrics textfile) or /tmp (a volume too in Kubernetes: SQLite's temporary database,
+# and HOME for any library that would cache under ~). azure-identity and MSAL keep their
+# token caches in memory unless asked to persist them (sar-bulk never asks).
 ENV AZURE_TOKEN_CREDENTIALS=prod \
     SAR_BULK_NO_PROGRESS=true \
     PYTHONUNBUFFERED=1 \
-    MALLOC_MMAP_THRESHOLD_=131072
-ENTRYPOINT ["sar-bulk"]
+    PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_MMAP_THRESHOLD_=131072 \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    SQLITE_TMPDIR=/tmp
+# The metrics port the Kubernetes manifests give --metrics-port.
+EXPOSE 9464
+ENTRYPOINT ["tini", "--", "sar-bulk"]
 CMD ["--help"]

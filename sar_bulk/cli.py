@@ -2,6 +2,10 @@
 
 Exit codes: 0 everything done; 1 rows rejected, contacts failed or dossiers invalid; 2 usage or
 configuration error; 3 token refused, identity forbidden or action missing; 130/143 interrupted.
+
+Every message printed here goes through the process's redactor (``logs.scrub``): an error's text
+may quote the server, and the server may have echoed the token. A closed standard output
+(``sar-bulk types | head -1``) ends the command quietly with exit 0.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 import types
 import typing
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +27,49 @@ from sar_bulk._version import __version__
 from sar_bulk.config import RUN_OPTIONS, Option, RunConfig, resolve
 from sar_bulk.dataverse.auth import AuthKind, build_credential
 from sar_bulk.errors import ConfigError, CredentialError, InputError, SarBulkError
-from sar_bulk.logs import configure_logging
+from sar_bulk.logs import configure_logging, scrub, secrets_from_environ
 from sar_bulk.output.url import is_container_url, storage_secrets
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.sources.interaction_types import ALL_TYPES
 
 __all__ = ["main"]
 
-_SECRET_VARIABLES = ("SAR_BULK_TOKEN", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD")
+# What leaving a run option unset means, for ``run --help``.
+_UNSET_MEANS: dict[str, str] = {
+    "org": "none, required",
+    "contacts": "none, required",
+    "date_from": "no start",
+    "date_to": "no end",
+    "page_size": "the action's own",
+    "shard": "no sharding",
+    "shard_count": "no sharding",
+}
+
+# What each simulator setting does, for ``simulate --help`` (the flags come from its dataclass).
+_SIMULATOR_HELP: dict[str, str] = {
+    "seed": "seed of the synthetic data: the same seed gives the same org",
+    "heavy_fraction": "share of contacts with very many interactions",
+    "page_size": "most interactions per page when the request sends no Top",
+    "token_prefix": "tokens must start with this to be accepted",
+    "token_lifetime": "seconds a token is accepted after its first use (unset: forever)",
+    "action_missing": "answer as an org without the action installed (404)",
+    "request_limit": "requests per identity in the sliding window (429 beyond)",
+    "window_seconds": "length of the service-protection window in seconds",
+    "concurrency_limit": "requests in flight per identity (429 beyond)",
+    "execution_time_limit": "seconds of server time per identity per window (unset: no limit)",
+    "concurrency_retry_after": "Retry-After seconds of a concurrency 429",
+    "retry_after_format": "Retry-After as seconds, fractional or http-date",
+    "dop_hint": "x-ms-dop-hint header value (recommended parallel requests)",
+    "latency": "seconds every answer takes",
+    "latency_jitter": "random extra seconds, up to this, per answer",
+    "fault_500": "share of requests answered 500",
+    "fault_502": "share of requests answered 502",
+    "fault_503": "share of requests answered 503",
+    "fault_drop": "share of requests whose connection is dropped",
+    "fault_slow": "share of requests answered only after --slow-seconds",
+    "fault_malformed": "share of requests answered with a broken body",
+    "slow_seconds": "delay of a 'slow' fault in seconds",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,16 +83,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (ConfigError, InputError) as exc:
-        print(f"sar-bulk: {exc}", file=sys.stderr)
+        print(f"sar-bulk: {scrub(str(exc))}", file=sys.stderr)
         return ExitCode.USAGE
     except CredentialError as exc:
-        print(f"sar-bulk: {exc}", file=sys.stderr)
+        print(f"sar-bulk: {scrub(str(exc))}", file=sys.stderr)
         return ExitCode.REFUSED
     except SarBulkError as exc:
-        print(f"sar-bulk: {exc}", file=sys.stderr)
+        print(f"sar-bulk: {scrub(str(exc))}", file=sys.stderr)
         return ExitCode.INCOMPLETE
     except KeyboardInterrupt:
         return ExitCode.SIGINT
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``| head``): stop quietly, as ``cat`` does.
+
+    Python would print a second BrokenPipeError when it flushes stdout at exit; pointing stdout
+    at /dev/null first leaves nothing to flush.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return ExitCode.OK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sar-bulk {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="fetch every contact of a CSV into dossiers")
+    run = sub.add_parser(
+        "run",
+        help="fetch every contact of a CSV into dossiers",
+        description="Fetch every contact of a CSV into dossiers. Each setting may also come from "
+        "its environment variable or the --config file; a flag wins over both.",
+    )
     run.add_argument("--config", type=Path, help="TOML file with settings (see configs/)")
     for option in RUN_OPTIONS:
         _add_option(run, option)
@@ -71,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole job against the built-in simulator")
     demo.add_argument("--out", type=Path, default=Path("sar-bulk-demo"), help="output folder")
     demo.add_argument("--no-progress", action="store_true", help="no progress line")
+    demo.add_argument(
+        "--org-kind",
+        choices=("realtime", "outbound", "both", "dataverse"),  # the simulator's org kinds
+        default="realtime",
+        help="the simulated org: today's cloud org (realtime), the outbound era, both, or a "
+        "Dataverse org without marketing (default: realtime)",
+    )
 
     check = sub.add_parser("check", help="pre-flight: can this org and identity run the action?")
     for name in ("org", "auth", "timeout"):
@@ -91,15 +157,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="machine-readable result")
 
-    simulate = sub.add_parser("simulate", help="serve the local simulator of the action")
-    simulate.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
-    simulate.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    simulate = sub.add_parser(
+        "simulate",
+        help="serve the local simulator of the action",
+        description="Serve a simulated Dataverse org on loopback. It accepts any bearer token "
+        "that starts with the token prefix ('sim' unless --token-prefix says otherwise), e.g. "
+        "SAR_BULK_TOKEN=sim-me.1 with --auth static-token; the part before the first '.' is "
+        "the identity its limits count against.",
+    )
+    simulate.add_argument(
+        "--host", default="127.0.0.1", help="loopback address to listen on (default: 127.0.0.1)"
+    )
+    simulate.add_argument(
+        "--port", default="8765", help="port, 0 for any free port (default: 8765)"
+    )
     simulate.add_argument(
         "--heavy",
         action="append",
         default=[],
         metavar="CONTACT=N",
-        help="give CONTACT N interactions (repeatable)",
+        help="give CONTACT N interactions (repeatable; default: none)",
+    )
+    simulate.add_argument(
+        "--hostile",
+        action="append",
+        default=[],
+        metavar="CONTACT=KIND",
+        help="make every answer about CONTACT misbehave as KIND (repeatable; default: none; "
+        f"kinds: {', '.join(sorted(_hostile_kinds()))})",
     )
     _add_simulator_options(simulate)
 
@@ -109,8 +194,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    """A TCP port; checked here, not by argparse, so a bad one is one line, not the usage."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {text!r} is not a port number: use 0 to 65535 (0: any free)")
+    return port
+
+
+def _hostile_kinds() -> list[str]:
+    from sar_bulk.simulator.hostile import KINDS
+
+    return list(KINDS)
+
+
+def _shown_default(value: Any) -> str:
+    """A default as a person reads it: 6h rather than 21600.0, none rather than frozenset()."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, (frozenset, tuple, list)):
+        return ", ".join(sorted(map(str, value))) or "none"
+    if isinstance(value, float) and value >= 3600 and value % 3600 == 0:
+        return f"{value / 3600:g}h"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
-    help_text = f"{option.help} [env {option.env}]"
+    # The default is shown by hand: argparse's own default must stay None, so that resolve()
+    # can tell a flag that was not given from one that was (flag > environment > file).
+    default = ""
+    if not option.is_switch and "default" not in option.help:
+        if option.default is not None:
+            shown = _shown_default(option.default)
+        else:
+            shown = _UNSET_MEANS.get(option.name, "unset")
+        default = f" (default: {shown})"
+    help_text = f"{option.help}{default} [env {option.env}]".replace("%", "%%")
     if option.is_switch:
         parser.add_argument(option.flag, dest=option.name, action="store_true", help=help_text)
     else:
@@ -128,24 +252,24 @@ def _start_logging(settings: dict[str, Any]) -> None:
     configure_logging(
         fmt=settings.get("log_format", "auto"),
         level=settings.get("log_level", "info"),
-        secrets=[
-            *(os.environ.get(name) for name in _SECRET_VARIABLES),
-            *storage_secrets(os.environ),
-        ],
+        # The storage connection string's name says nothing secret, but it holds a key.
+        secrets=[*secrets_from_environ(os.environ), *storage_secrets(os.environ)],
     )
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sar_bulk.run.metrics import MetricsSettings, RunMetrics, run_with_metrics
     from sar_bulk.run.runner import RunOutcome, execute_run
 
     settings = _settings(args, RUN_OPTIONS)
     _start_logging(settings)
     config = RunConfig.from_settings(settings, os.environ)
+    metrics = MetricsSettings.from_settings(settings)
     credential = build_credential(config.auth, os.environ)
     show_progress = not settings["no_progress"] and sys.stderr.isatty()
     progress_out = sys.stderr if show_progress else None
 
-    async def run() -> RunOutcome:
+    async def run(watch: RunMetrics | None) -> RunOutcome:
         output = None
         if config.blob is not None:
             from sar_bulk.output import open_target
@@ -163,10 +287,11 @@ def _run(args: argparse.Namespace) -> int:
             credential,
             credential_name=type(credential).__name__,
             progress_out=progress_out,
+            metrics=watch,
             output=output,
         )
 
-    outcome = asyncio.run(run())
+    outcome = asyncio.run(run_with_metrics(metrics, shard=config.shard, run=run))
     return outcome.code
 
 
@@ -185,7 +310,9 @@ def _demo(args: argparse.Namespace) -> int:
     _start_logging({"log_level": "warning"})
     show_progress = not args.no_progress and sys.stderr.isatty()
     progress_out = sys.stderr if show_progress else None
-    return asyncio.run(run_demo(args.out, progress_out=progress_out, out=sys.stdout))
+    return asyncio.run(
+        run_demo(args.out, progress_out=progress_out, out=sys.stdout, org_kind=args.org_kind)
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -207,14 +334,15 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _types(args: argparse.Namespace) -> int:
-    for itype in ALL_TYPES:
-        print(itype.value)
+    sys.stdout.write("".join(f"{itype.value}\n" for itype in ALL_TYPES))
+    sys.stdout.flush()  # a closed pipe shows here, inside main's handler, not at exit
     return ExitCode.OK
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from sar_bulk.simulator import SimulatorConfig, serve_forever
 
+    port = _port(args.port)
     values = {name: getattr(args, name) for name in _simulator_fields()}
     heavy: dict[str, int] = {}
     for item in args.heavy:
@@ -223,18 +351,40 @@ def _simulate(args: argparse.Namespace) -> int:
             heavy[contact] = int(count)
         except ValueError:
             raise ConfigError(f"--heavy {item!r}: use CONTACT=N") from None
+    hostile: dict[str, str] = {}
+    for item in args.hostile:
+        contact, _, kind = item.partition("=")
+        if not contact or not kind:
+            raise ConfigError(f"--hostile {item!r}: use CONTACT=KIND")
+        hostile[contact] = kind
     try:
         config = SimulatorConfig(
-            **{k: v for k, v in values.items() if v is not None}, heavy_contacts=heavy
+            **{k: v for k, v in values.items() if v is not None},
+            heavy_contacts=heavy,
+            hostile_contacts=hostile,
         )
     except ValueError as exc:
         raise ConfigError(f"simulator settings: {exc}") from None
 
     def ready(url: str) -> None:
         print(f"simulator listening on {url} (Ctrl-C stops it)", flush=True)
+        print(
+            f"tokens: any bearer token starting with {config.token_prefix!r} is accepted, e.g. "
+            f"SAR_BULK_TOKEN={config.token_prefix}-me.1 sar-bulk run --auth static-token "
+            f"--org {url} ...; the part before the first '.' is the identity",
+            flush=True,
+        )
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(config, args.host, args.port, ready=ready))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_forever(config, args.host, port, ready=ready))
+    except ValueError as exc:  # not a loopback address
+        raise ConfigError(f"--host {args.host!r}: {exc}") from None
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise ConfigError(
+            f"cannot listen on {args.host}:{port}: {exc.strerror or exc}; "
+            "choose another --port (0: any free port) or --host"
+        ) from None
     return ExitCode.OK
 
 
@@ -256,12 +406,34 @@ def _simulator_fields() -> dict[str, type]:
 
 
 def _add_simulator_options(parser: argparse.ArgumentParser) -> None:
+    from sar_bulk.simulator import SimulatorConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SimulatorConfig)}
     for name, kind in _simulator_fields().items():
         flag = "--" + name.replace("_", "-")
+        described = _SIMULATOR_HELP.get(name, f"see SimulatorConfig.{name}")
+        # argparse's default stays None (unset: the dataclass decides); the help shows the
+        # dataclass's default instead, which is what an unset flag means.
+        shown = defaults.get(name)
+        help_text = f"{described} (default: {'unset' if shown is None else shown})"
         if kind is bool:
-            parser.add_argument(flag, dest=name, action="store_const", const=True, default=None)
+            parser.add_argument(
+                flag,
+                dest=name,
+                action="store_const",
+                const=True,
+                default=None,
+                help=help_text.replace("%", "%%"),
+            )
         else:
-            parser.add_argument(flag, dest=name, type=kind, default=None, metavar=kind.__name__)
+            parser.add_argument(
+                flag,
+                dest=name,
+                type=kind,
+                default=None,
+                metavar=kind.__name__,
+                help=help_text.replace("%", "%%"),
+            )
 
 
 _COMMANDS = {

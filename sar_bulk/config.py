@@ -26,6 +26,7 @@ from typing import Any, Final
 import orjson
 
 from sar_bulk.dataverse.auth import AuthKind
+from sar_bulk.dataverse.http import DEFAULT_MAX_ANSWER_BYTES
 from sar_bulk.dataverse.org import OrgUrl
 from sar_bulk.dataverse.retry import RetryPolicy
 from sar_bulk.dataverse.throttle import MAX_CONCURRENCY, ThrottleSettings
@@ -109,6 +110,13 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _auth_kind(text: str) -> AuthKind:
+    try:
+        return AuthKind(text)
+    except ValueError:
+        raise ValueError(f"must be one of {', '.join(AuthKind)}") from None
+
+
 def _text(text: str) -> str:
     return text
 
@@ -143,9 +151,22 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(name.strip() for name in text.split(",") if name.strip())
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port, 0 to 65535 (0: any free port, logged)")
+    return value
+
+
+def _prom_file(text: str) -> Path:
+    if not text.endswith(".prom"):
+        raise ValueError("must end in .prom (node_exporter's textfile collector reads only those)")
+    return Path(text)
+
+
 RUN_OPTIONS: tuple[Option, ...] = (
     Option("org", _text, None, "organisation URL, e.g. https://contoso.crm4.dynamics.com", "URL"),
-    Option("auth", AuthKind, AuthKind.DEFAULT, "credential: " + ", ".join(AuthKind), "KIND"),
+    Option("auth", _auth_kind, AuthKind.DEFAULT, "credential: " + ", ".join(AuthKind), "KIND"),
     Option("contacts", _text, None, "CSV of contact ids ('-' reads standard input)", "PATH"),
     Option("id_column", _text, None, "name of the id column (default: detected)", "NAME"),
     Option("types", _text, "all", "'all' or a comma list of interaction types", "LIST"),
@@ -200,9 +221,28 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("retry_attempts", _positive_int, 8, "failed tries of a transient fault per page", "N"),
     Option("retry_budget", _positive_float, 900.0, "seconds one type may spend waiting", "S"),
     Option("max_pages", _positive_int, 10_000, "pages per contact and type before giving up", "N"),
+    Option(
+        "retry_after_cap",
+        _positive_float,
+        300.0,
+        "longest Retry-After obeyed in seconds; longer ones are clamped and logged",
+        "S",
+    ),
+    Option(
+        "max_answer_bytes",
+        _positive_int,
+        DEFAULT_MAX_ANSWER_BYTES,
+        "largest answer read, after decompression; a larger one fails its part",
+        "BYTES",
+    ),
     Option("log_format", _choice("auto", "json", "console"), "auto", "auto, json or console"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
     Option("no_progress", _switch, False, "no progress line on the terminal", is_switch=True),
+    # Prometheus metrics of the run (sar_bulk/run/metrics.py): served while it runs, and/or
+    # written at its end for node_exporter's textfile collector.
+    Option("metrics_port", _port, None, "serve /metrics on this port (0: any)", "PORT"),
+    Option("metrics_host", _text, "127.0.0.1", "address the metrics port listens on", "HOST"),
+    Option("metrics_textfile", _prom_file, None, "write metrics here at the end", "PATH.prom"),
 )
 
 
@@ -348,6 +388,7 @@ class RunConfig:
     realtime_wait: float = 6 * 3600.0
     realtime_poll: float = 30.0
     max_parked: int = 10_000
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
     # A container URL: dossiers and the report are published there, while ``out`` is the local
     # work folder (state, staged dossiers, a copy of the report). None: ``out`` is the output.
     blob: ContainerUrl | None = None
@@ -395,7 +436,11 @@ class RunConfig:
             state=settings["state"] or out / ".sar-bulk" / _state_name(shard),
             restart=settings["restart"],
             shard=shard,
-            throttle=ThrottleSettings(rate=settings["rate"], concurrency=settings["concurrency"]),
+            throttle=ThrottleSettings(
+                rate=settings["rate"],
+                concurrency=settings["concurrency"],
+                retry_after_cap=settings["retry_after_cap"],
+            ),
             retry=retry,
             window=settings["window"],
             timeout=settings["timeout"],
@@ -407,6 +452,7 @@ class RunConfig:
             realtime_wait=settings["realtime_wait"],
             realtime_poll=settings["realtime_poll"],
             max_parked=settings["max_parked"],
+            max_answer_bytes=settings["max_answer_bytes"],
             blob=blob,
         )
 
@@ -471,6 +517,8 @@ class RunConfig:
                 "budget": self.retry.budget,
             },
             "max_pages": self.max_pages,
+            "retry_after_cap": self.throttle.retry_after_cap,
+            "max_answer_bytes": self.max_answer_bytes,
             "sources": list(self.sources) if self.sources is not None else AUTO,
             "replace": self.replace,
             "custom_tables": [

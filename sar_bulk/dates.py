@@ -2,6 +2,10 @@
 
 The action takes ``DateFrom``/``DateTo`` as **MM-DD-YYYY**. Users may type that or ISO
 ``YYYY-MM-DD``; anything else, an impossible date, or a start after the end is a ``ConfigError``.
+
+``DateRange.in_words()`` ("from 4 March 2024 to 30 June 2024") goes into the run's first log line
+and its report: 03-04-2024 is 4 March to the action but 3 April to most of Europe, and a misread
+range is only visible when the dates are spelled out.
 """
 
 from __future__ import annotations
@@ -12,7 +16,23 @@ from datetime import date
 
 from sar_bulk.errors import ConfigError
 
-__all__ = ["DateRange", "parse_date", "to_wire"]
+__all__ = ["DateRange", "in_words", "parse_date", "to_wire"]
+
+# English month names, not the locale's: the words must read the same on every machine.
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 _US = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
 _ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
@@ -36,6 +56,11 @@ def parse_date(text: str, *, option: str = "date") -> date:
 def to_wire(day: date) -> str:
     """The MM-DD-YYYY form the action expects."""
     return f"{day.month:02d}-{day.day:02d}-{day.year:04d}"
+
+
+def in_words(day: date) -> str:
+    """``4 March 2024``: day, month name, year, so neither order can be misread."""
+    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +91,13 @@ class DateRange:
     @property
     def wire_to(self) -> str | None:
         return to_wire(self.end) if self.end else None
+
+    def in_words(self) -> str:
+        """The range spelled out: ``from 4 March 2024 to 30 June 2024``, or ``all dates``."""
+        if self.start and self.end:
+            return f"from {in_words(self.start)} to {in_words(self.end)}"
+        if self.start:
+            return f"from {in_words(self.start)} on"
+        if self.end:
+            return f"up to {in_words(self.end)}"
+        return "all dates"

@@ -2,24 +2,37 @@
 
 It starts the simulator in this process on a free loopback port, runs the engine over the sample
 contact list that ships with the package (200 contacts, three of them heavy), writes dossiers to
-the output folder, verifies every one of them and prints the summary. No credentials and no
-network beyond loopback. The simulator's limits are scaled in time (a 10-second window) and the
-engine is told a slightly higher rate than the simulator allows, so pacing and a throttle or two
-are visible within well under a minute.
+the output folder, verifies every one of them and prints the summary and what each source found.
+No credentials and no network beyond loopback.
+
+By default the simulated org is a cloud org as it is today (``--org-kind realtime``): the action
+is retired, so the answer comes from the contact's Dataverse rows and real-time journeys' export
+requests (which the simulator completes after a few seconds). ``--org-kind outbound`` is an org
+of the outbound-marketing era, ``both`` has everything, ``dataverse`` is a Sales/Service org.
+The simulator's limits are scaled in time (a 10-second window) and the engine is told a slightly
+higher rate than the simulator allows, so pacing and a throttle or two are visible within about
+a minute.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import zipfile
+from collections import Counter
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import TextIO
+
+import orjson
 
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
 from sar_bulk.dataverse.auth import StaticTokenCredential
 from sar_bulk.dossier.verify import iter_dossiers, verify_dossier
 from sar_bulk.run.runner import ExitCode, execute_run
 from sar_bulk.simulator import Simulator, SimulatorConfig
+from sar_bulk.simulator.tables import OrgKind
 
 __all__ = ["DEMO_SIMULATOR", "demo_contacts", "run_demo"]
 
@@ -37,7 +50,10 @@ DEMO_SIMULATOR = SimulatorConfig(
     dop_hint=16,
     latency=0.002,
     latency_jitter=0.004,
+    org_kind="realtime",
+    realtime_delay=3.0,
 )
+
 # What the engine is told: a little more than the simulator allows, as happens against an org
 # whose limits are lower than the documented defaults.
 DEMO_RATE = 330.0
@@ -48,14 +64,17 @@ def demo_contacts() -> Path:
     return Path(str(resources.files("sar_bulk") / "data" / "demo-contacts.csv"))
 
 
-async def run_demo(out_dir: Path, *, progress_out: TextIO | None, out: TextIO) -> int:
-    """Run the demo into ``out_dir``; returns the exit code."""
+async def run_demo(
+    out_dir: Path, *, progress_out: TextIO | None, out: TextIO, org_kind: OrgKind = "realtime"
+) -> int:
+    """Run the demo into ``out_dir`` against an org of ``org_kind``; returns the exit code."""
+    simulated = dataclasses.replace(DEMO_SIMULATOR, org_kind=org_kind)
     print(
-        f"sar-bulk demo: simulator with {DEMO_SIMULATOR.request_limit} requests per "
-        f"{DEMO_SIMULATOR.window_seconds:g} s; engine told {DEMO_RATE:g} requests/s",
+        f"sar-bulk demo: a simulated {_KIND_WORDS[org_kind]}, {simulated.request_limit} requests "
+        f"per {simulated.window_seconds:g} s; engine told {DEMO_RATE:g} requests/s",
         file=out,
     )
-    async with Simulator(DEMO_SIMULATOR) as simulator:
+    async with Simulator(simulated) as simulator:
         flags = {
             "org": simulator.base_url,
             "contacts": str(demo_contacts()),
@@ -63,6 +82,7 @@ async def run_demo(out_dir: Path, *, progress_out: TextIO | None, out: TextIO) -
             "rate": str(DEMO_RATE),
             "restart": True,
             "auth": "static-token",
+            "realtime_poll": "1",
         }
         settings = resolve(RUN_OPTIONS, flags=flags, environ={}, config_file=None)
         config = RunConfig.from_settings(settings, {})
@@ -79,6 +99,9 @@ async def run_demo(out_dir: Path, *, progress_out: TextIO | None, out: TextIO) -
         f"{counters['throttled']} throttled (429), max {counters['max_in_flight']} in flight",
         file=out,
     )
+    if outcome.report is not None:
+        for line in _sources_said(outcome.report):
+            print(line, file=out)
     if outcome.code not in (ExitCode.OK, ExitCode.INCOMPLETE):
         return outcome.code
     results = [verify_dossier(path) for path in iter_dossiers([out_dir])]
@@ -90,4 +113,58 @@ async def run_demo(out_dir: Path, *, progress_out: TextIO | None, out: TextIO) -
     )
     for result in bad:
         print(f"  {result.path.name}: {'; '.join(result.problems)}", file=out)
+    for line in _found_by_source(r.path for r in results if r.ok):
+        print(line, file=out)
     return ExitCode.INCOMPLETE if bad else outcome.code
+
+
+_KIND_WORDS = {
+    "realtime": "cloud org as it is today (action retired, real-time journeys)",
+    "outbound": "org of the outbound-marketing era (the action, no real-time journeys)",
+    "both": "org with the action and real-time journeys",
+    "dataverse": "Dataverse org without marketing (Sales, Service)",
+}
+
+
+def _sources_said(report: Path) -> list[str]:
+    """What each source's pre-flight probe said, first sentence only."""
+    probes = orjson.loads(report.read_bytes()).get("sources", [])
+    lines = ["sources:"]
+    for probe in probes:
+        detail = str(probe.get("detail") or "").split(". ")[0]
+        lines.append(
+            f"  {probe['source']}: {probe['availability']}" + (f" ({detail})" * bool(detail))
+        )
+    return lines if probes else []
+
+
+def _found_by_source(dossiers: Iterable[Path]) -> list[str]:
+    """What each source found, summed over the dossiers' manifests (rows, files, contacts)."""
+    rows: Counter[str] = Counter()
+    files: Counter[str] = Counter()
+    contacts: Counter[str] = Counter()
+    for path in dossiers:
+        with zipfile.ZipFile(path) as archive:
+            manifest = orjson.loads(archive.read("manifest.json"))
+        for source in manifest["sources"]:
+            name = source["source"]
+            found = False
+            for part in source["parts"]:
+                for entry in part["entries"]:
+                    found = True
+                    if entry["kind"] == "rows":
+                        rows[name] += entry["rows"] or 0
+                    else:
+                        files[name] += 1
+            contacts[name] += found
+    if not contacts:
+        return []
+    lines = ["what each source found:"]
+    for name in contacts:
+        held = " and ".join(
+            f"{count:,} {noun}"
+            for count, noun in ((rows[name], "rows"), (files[name], "files"))
+            if count
+        )
+        lines.append(f"  {name}: {held}, for {contacts[name]} contacts")
+    return lines

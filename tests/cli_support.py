@@ -59,7 +59,9 @@ def token_env(token: str = SIM_TOKEN, **extra: str) -> dict[str, str]:
 
 
 def run_args(org: str, contacts: Path, out: Path, *extra: str) -> list[str]:
-    """``sar-bulk run`` arguments for a static-token run with fast retries."""
+    """``sar-bulk run`` arguments for a static-token run with fast retries (the action's source
+    only, unless ``extra`` gives ``--sources``)."""
+    sources = [] if "--sources" in extra else ["--sources", "interactions"]
     return [
         "run",
         "--auth",
@@ -72,6 +74,7 @@ def run_args(org: str, contacts: Path, out: Path, *extra: str) -> list[str]:
         str(out),
         "--no-progress",
         *FAST,
+        *sources,
         *extra,
     ]
 

@@ -107,9 +107,14 @@ def write_csv(path: Path, lines: list[str], *, bom: bool = False, newline: str =
 
 
 def run_config(simulator: Simulator, contacts: Path, out: Path, **flags: Any) -> RunConfig:
-    """A RunConfig for the simulator, as the CLI would build it from these flags."""
+    """A RunConfig for the simulator, as the CLI would build it from these flags.
+
+    The action's source only unless ``sources`` says otherwise: most tests are about it, and
+    ``auto`` would also wait for the simulated org's real-time exports.
+    """
     given: dict[str, Any] = {
         "org": simulator.base_url,
+        "sources": "interactions",
         "contacts": str(contacts),
         "out": str(out),
         "rate": "5000",
@@ -207,7 +212,7 @@ def assert_exact_dossiers(
         assert result.ok, f"{path.name}: {result.problems}"
         with zipfile.ZipFile(path) as archive:
             manifest = orjson.loads(archive.read("manifest.json"))
-        listed = {entry["interaction_type"] for entry in manifest["interactions"]}
+        listed = set(manifest["question"]["interaction_types"])
         assert listed == {t.value for t in types}, f"{contact}: types differ"
         compared += assert_exact_dossier(dataset, path, contact, types, date_from, date_to)
     return compared

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
+import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
-from cli_support import run_cli, simulate_command, token_env
+from cli_support import CLI, cli_env, run_cli, simulate_command, token_env
 
+from sar_bulk.cli import _parser
 from sar_bulk.sources.interaction_types import ALL_TYPES
 
 TOKEN = "sim-cli.1"
@@ -103,11 +109,15 @@ async def test_check_names_a_refused_token_without_showing_it(simulator_url: str
 
 
 async def test_check_says_plainly_that_the_action_is_gone() -> None:
-    async with simulate_command("--action-missing") as url:
+    # Today's cloud org: the action is gone, the Dataverse rows and real-time journeys remain.
+    async with simulate_command("--org-kind", "realtime") as url:
         result = await run_cli(_static_token("check", url), env=token_env(TOKEN))
-    assert result.code == 3
-    assert "action-missing" in result.stdout
+    assert result.code == 0
+    assert ": ready: " in result.stdout
+    assert "interactions: missing" in result.stdout
     assert "retired" in result.stdout
+    assert "records: available" in result.stdout
+    assert "realtime: available" in result.stdout
 
 
 async def test_run_writes_dossiers_and_a_report(simulator_url: str, tmp_path: Path) -> None:
@@ -153,3 +163,119 @@ async def test_demo_runs_from_scratch_and_verifies(tmp_path: Path) -> None:
     assert "verified 200 dossiers" in result.stdout
     assert "all valid" in result.stdout
     assert len(list((tmp_path / "demo").glob("*.zip"))) == 200
+    # Today's cloud org by default: the action is retired, the other two sources answer.
+    assert "cloud org as it is today" in result.stdout
+    assert "interactions: missing" in result.stdout + result.stderr
+    assert re.search(r"records: [\d,]+ rows, for 200 contacts", result.stdout)
+    assert re.search(r"realtime: [\d,]+ files, for \d+ contacts", result.stdout)
+
+
+async def test_demo_of_an_outbound_org_finds_interactions(tmp_path: Path) -> None:
+    result = await run_cli(
+        ["demo", "--out", str(tmp_path / "demo"), "--no-progress", "--org-kind", "outbound"],
+        time_limit=300,
+    )
+    assert result.code == 0, result.stdout + result.stderr
+    assert "verified 200 dossiers" in result.stdout
+    assert re.search(r"interactions: [\d,]+ rows, for \d+ contacts", result.stdout)
+    assert "realtime:" not in result.stdout.split("what each source found:")[1]
+
+
+# -- what a new user meets first ------------------------------------------------------------
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    parser = _parser()
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    found: argparse.ArgumentParser = sub.choices[name]
+    return found
+
+
+@pytest.mark.parametrize("command", ["run", "simulate"])
+def test_every_flag_is_described_with_its_default(command: str) -> None:
+    for action in _subparser(command)._actions:
+        if action.dest in ("help", "config") or not action.option_strings:
+            continue
+        assert action.help, f"{command} {action.option_strings[0]} has no description"
+        if not isinstance(action, argparse._StoreTrueAction):  # a switch is off unless given
+            assert "default" in action.help, f"{command} {action.option_strings[0]}: no default"
+
+
+async def test_simulate_says_how_to_form_a_token_it_accepts() -> None:
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "simulate",
+        "--port",
+        "0",
+        "--token-prefix",
+        "lab",
+        env=cli_env(),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        listening = await asyncio.wait_for(process.stdout.readline(), 30)
+        rule = await asyncio.wait_for(process.stdout.readline(), 30)
+    finally:
+        process.terminate()
+        await process.wait()
+    assert b"listening on http://127.0.0.1:" in listening
+    assert b"starting with 'lab'" in rule
+    assert b"SAR_BULK_TOKEN=lab-me.1" in rule
+
+
+def _taken_port() -> socket.socket:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.bind(("127.0.0.1", 0))
+    probe.listen()
+    return probe
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--host", "192.0.2.1"], "only listens on loopback"),
+        (["--host", "no-such-host.invalid"], "only listens on loopback"),
+        (["--port", "70000"], "not a port number"),
+        (["--port", "eighty"], "not a port number"),
+        (["--port", "TAKEN"], "cannot listen on 127.0.0.1:"),
+    ],
+)
+async def test_a_bad_simulator_address_is_one_line_and_exit_2(
+    flags: list[str], message: str
+) -> None:
+    with _taken_port() as taken:
+        port = str(taken.getsockname()[1])
+        result = await run_cli(["simulate", *(port if f == "TAKEN" else f for f in flags)])
+    assert result.code == 2, result.explain()
+    assert len(result.stderr.splitlines()) == 1, result.explain()
+    assert message in result.stderr
+
+
+async def test_an_unknown_auth_kind_lists_the_valid_ones() -> None:
+    result = await run_cli(["run", "--org", "https://x.crm.dynamics.com", "--auth", "bogus"])
+    assert result.code == 2
+    assert len(result.stderr.splitlines()) == 1
+    for kind in ("client-secret", "managed-identity", "static-token"):
+        assert kind in result.stderr
+
+
+async def test_types_into_a_closed_pipe_ends_quietly() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before a byte is written: `| head -0`, say
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *CLI,
+            "types",
+            env=cli_env(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0
+    assert stderr == b""

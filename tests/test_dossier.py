@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -25,16 +26,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sar_bulk.dossier import writer as dossier
-from sar_bulk.dossier.format import PARTIAL_PREFIX, entry_name
+from sar_bulk.dossier import spool as dossier
+from sar_bulk.dossier.format import PARTIAL_PREFIX
+from sar_bulk.dossier.format import interactions_entry as entry_name
 from sar_bulk.dossier.verify import verify_dossier
 from sar_bulk.dossier.writer import (
     DossierRequest,
     DossierWriter,
+    Question,
     dossier_path,
     remove_leftovers,
 )
 from sar_bulk.errors import DossierError
+from sar_bulk.sources.base import Part
 from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 CONTACT = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -72,7 +76,7 @@ def _interaction(kind: InteractionType, seq: int, contact: str = CONTACT) -> dic
 
 
 def _request(*types: InteractionType, **kwargs: Any) -> DossierRequest:
-    return DossierRequest(CONTACT, types or ALL_TYPES, ORG, **kwargs)
+    return DossierRequest.for_interactions(CONTACT, types or ALL_TYPES, ORG, **kwargs)
 
 
 def _entry(path: Path, kind: InteractionType) -> list[dict[str, Any]]:
@@ -80,6 +84,13 @@ def _entry(path: Path, kind: InteractionType) -> list[dict[str, Any]]:
         items = orjson.loads(archive.read(entry_name(kind)))
     assert isinstance(items, list)
     return items
+
+
+def _parts(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parts of the interactions source, in manifest order."""
+    (interactions,) = [s for s in manifest["sources"] if s["source"] == "interactions"]
+    parts: list[dict[str, Any]] = interactions["parts"]
+    return parts
 
 
 def _manifest(path: Path) -> dict[str, Any]:
@@ -128,19 +139,19 @@ async def test_interleaved_pages_of_all_40_types_land_in_their_entries_in_server
     assert summary.path == tmp_path / f"{CONTACT}.zip"
     assert summary.total_interactions == seq
     manifest = _manifest(summary.path)
-    rows = manifest["interactions"]
-    assert [row["interaction_type"] for row in rows] == [t.value for t in ALL_TYPES]
+    rows = _parts(manifest)
+    assert [row["part"] for row in rows] == [t.value for t in ALL_TYPES]
     with zipfile.ZipFile(summary.path) as archive:
         names = archive.namelist()
     for number, (kind, row) in enumerate(zip(ALL_TYPES, rows, strict=True)):
         assert row["pages"] == number % 4 + 1
-        assert row["count"] == len(expected[kind]) == summary.counts[kind]
+        assert row["rows"] == len(expected[kind]) == summary.counts[f"interactions/{kind}"]
         if expected[kind]:
             assert _entry(summary.path, kind) == expected[kind]
-            assert row["path"] == entry_name(kind)
+            assert [e["name"] for e in row["entries"]] == [entry_name(kind)]
         else:
             assert entry_name(kind) not in names
-            assert (row["path"], row["sha256"], row["bytes"]) == (None, None, 0)
+            assert row["entries"] == []
     assert verify_dossier(summary.path).ok
 
 
@@ -166,16 +177,27 @@ async def test_layout_member_order_and_fixed_member_metadata(tmp_path: Path) -> 
         assert info.date_time == (1980, 1, 1, 0, 0, 0)
         assert info.external_attr >> 16 == 0o600
     manifest = _manifest(path)
-    assert manifest["schema"] == "sar-bulk/dossier/v1"
+    assert manifest["schema"] == "sar-bulk/dossier/v2"
     assert manifest["contact_id"] == CONTACT
     assert manifest["generated_at"] == "2024-05-06T07:08:09Z"
     assert manifest["tool"]["name"] == "sar-bulk"
-    assert manifest["source"] == {
+    assert manifest["question"] == {
         "org_url": ORG,
-        "action": "msdyncrm_LoadInteractionsPublic",
+        "sources": ["interactions"],
+        "interaction_types": ["EmailOpened", "EmailSent", "WebsiteVisited"],  # canonical
         "date_from": None,
         "date_to": None,
+        "custom_tables": [],
+        "excluded_tables": [],
     }
+    readme_bytes = readme.encode("utf-8")
+    assert manifest["readme"] == {
+        "name": "README.txt",
+        "sha256": hashlib.sha256(readme_bytes).hexdigest(),
+        "bytes": len(readme_bytes),
+    }
+    assert "records" in readme  # a subset question says what was not searched
+    assert "Interaction types not searched" in readme
     assert manifest["total_interactions"] == 3
     assert CONTACT in readme
     assert "you opened an e-mail" in readme  # the meaning of a requested type, even at 0
@@ -190,8 +212,10 @@ async def test_entry_is_one_compact_object_per_line(tmp_path: Path) -> None:
         data = archive.read("interactions/EmailSent.json")
     assert data == b"[\n" + b",\n".join(orjson.dumps(i) for i in items) + b"\n]\n"
     manifest = _manifest(path)
-    assert manifest["interactions"][0]["bytes"] == len(data)
-    assert manifest["interactions"][0]["pages"] == 3
+    (entry,) = _parts(manifest)[0]["entries"]
+    assert entry["bytes"] == len(data)
+    assert entry["pages"] == 3
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 async def test_dates_are_recorded_as_sent_and_readable_in_the_readme(tmp_path: Path) -> None:
@@ -200,8 +224,8 @@ async def test_dates_are_recorded_as_sent_and_readable_in_the_readme(tmp_path: P
         await writer.add_page(T.EmailSent, [])
         summary = await writer.complete()
     manifest = _manifest(summary.path)
-    assert manifest["source"]["date_from"] == "01-31-2024"
-    assert manifest["source"]["date_to"] == "12-01-2024"
+    assert manifest["question"]["date_from"] == "01-31-2024"
+    assert manifest["question"]["date_to"] == "12-01-2024"
     with zipfile.ZipFile(summary.path) as archive:
         readme = archive.read("README.txt").decode()
     assert "from 2024-01-31 to 2024-12-01" in readme
@@ -260,7 +284,7 @@ async def test_an_interaction_without_contact_id_or_not_an_object_is_refused(
 async def test_complete_refuses_a_requested_type_without_any_page(tmp_path: Path) -> None:
     async with DossierWriter(tmp_path, _request(T.EmailSent, T.EmailOpened)) as writer:
         await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)])
-        with pytest.raises(DossierError, match="no page came for EmailOpened"):
+        with pytest.raises(DossierError, match="no data came for interactions/EmailOpened"):
             await writer.complete()
     assert os.listdir(tmp_path) == []
 
@@ -280,7 +304,7 @@ async def test_a_page_of_a_type_not_requested_is_refused_and_complete_fails(
 @pytest.mark.parametrize("contact", ["../../etc/passwd", CONTACT.upper(), "{" + CONTACT + "}", ""])
 def test_only_a_canonical_contact_id_reaches_a_path(tmp_path: Path, contact: str) -> None:
     with pytest.raises(DossierError, match="canonical"):
-        DossierRequest(contact, (T.EmailSent,), ORG)
+        DossierRequest.for_interactions(contact, (T.EmailSent,), ORG)
     with pytest.raises(DossierError, match="canonical"):
         dossier_path(tmp_path, contact)
 
@@ -298,7 +322,7 @@ def test_a_malformed_request_is_refused(
     types: tuple[Any, ...], kwargs: dict[str, str], match: str
 ) -> None:
     with pytest.raises(DossierError, match=match):
-        DossierRequest(CONTACT, types, ORG, **kwargs)
+        DossierRequest.for_interactions(CONTACT, types, ORG, **kwargs)
 
 
 async def test_writing_twice_gives_identical_entries_and_zips_that_differ_only_in_time(
@@ -323,6 +347,7 @@ async def test_writing_twice_gives_identical_entries_and_zips_that_differ_only_i
                     b.file_size,
                 )
                 assert _raw_member(first, a) == _raw_member(second, b)
+        one_readme = one.read("README.txt")
         readme_diff = [
             (x, y)
             for x, y in zip(
@@ -338,6 +363,8 @@ async def test_writing_twice_gives_identical_entries_and_zips_that_differ_only_i
         "2024-05-06T07:08:01Z",
         "2024-05-06T07:08:02Z",
     ]
+    # README.txt says when it was prepared, so its hash differs too, and nothing else.
+    assert [m.pop("readme")["bytes"] for m in manifests] == [len(one_readme), len(one_readme)]
     assert manifests[0] == manifests[1]
 
 
@@ -461,25 +488,30 @@ async def test_a_cancelled_page_breaks_the_writer_and_abort_waits_for_the_thread
 ) -> None:
     import threading
 
-    entered, release = threading.Event(), threading.Event()
-    real_encode = dossier._encode_page
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+    real_append = dossier.Spool._append
 
-    def slow_encode(interactions: Any, contact_id: str) -> list[bytes]:
+    def slow_append(self: Any, spool: Any, chunks: Any) -> None:
+        # Runs in the writer's worker thread (the page spills to disk): the loop stays free.
         entered.set()
         release.wait(10)
-        return real_encode(interactions, contact_id)
+        real_append(self, spool, chunks)
+        finished.set()
 
-    monkeypatch.setattr(dossier, "_encode_page", slow_encode)
+    monkeypatch.setattr(dossier.Spool, "_append", slow_append)
     writer = DossierWriter(tmp_path, _request(T.EmailSent))
     task = asyncio.create_task(writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)]))
     await asyncio.to_thread(entered.wait, 10)
+    assert entered.is_set()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert not finished.is_set()  # the cancel came while the thread was still writing
     with pytest.raises(DossierError, match="broken"):
         await writer.complete()
     release.set()  # the thread now writes its page; abort must wait for it, then delete
     await writer.abort()
+    assert finished.is_set()
     assert os.listdir(tmp_path) == []
 
 
@@ -487,7 +519,8 @@ KILL_MID_ASSEMBLY = textwrap.dedent(
     """
     import asyncio, os, signal, sys
     from pathlib import Path
-    from sar_bulk.dossier import writer as dossier
+    from sar_bulk.dossier import spool as dossier
+    from sar_bulk.dossier import writer
     from sar_bulk.sources.interaction_types import InteractionType as T
 
     def copy_then_die(source, target):
@@ -500,11 +533,13 @@ KILL_MID_ASSEMBLY = textwrap.dedent(
     contact = sys.argv[2]
 
     async def main():
-        request = dossier.DossierRequest(contact, (T.EmailSent,), "https://org.example")
-        writer = dossier.DossierWriter(Path(sys.argv[1]), request)
+        request = writer.DossierRequest.for_interactions(
+            contact, (T.EmailSent,), "https://org.example"
+        )
+        dossier_writer = writer.DossierWriter(Path(sys.argv[1]), request)
         page = [{"ContactId": contact, "Seq": n, "Pad": "x" * 100} for n in range(500)]
-        await writer.add_page(T.EmailSent, page)
-        await writer.complete()
+        await dossier_writer.add_page(T.EmailSent, page)
+        await dossier_writer.complete()
 
     asyncio.run(main())
     """
@@ -547,6 +582,8 @@ async def test_large_entries_switch_to_zip64(
         assert info.extra[:2] == b"\x01\x00"  # the ZIP64 extra field
         assert archive.testzip() is None
     assert _entry(path, T.EmailSent) == items
+    # ZIP64 extra fields, 24-byte data descriptors and the ZIP64 end records pass the strict check.
+    assert verify_dossier(path).problems == ()
     _assert_unzip_accepts(path)
 
 
@@ -572,7 +609,7 @@ async def test_memory_is_bounded_by_a_page_not_by_the_contact(tmp_path: Path) ->
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    data_bytes = sum(row["bytes"] for row in _manifest(summary.path)["interactions"])
+    data_bytes = sum(e["bytes"] for row in _parts(_manifest(summary.path)) for e in row["entries"])
     assert summary.total_interactions == total
     assert data_bytes > 40_000_000  # the contact is far bigger than the bound below
     assert peak < 16_000_000, f"peak {peak} bytes for {data_bytes} bytes of interactions"
@@ -613,15 +650,17 @@ def test_arbitrary_json_objects_round_trip_through_the_zip(
             expected = [item for page in kind_pages for item in page]
             if expected:
                 assert _entry(path, kind) == expected
-            row = next(r for r in manifest["interactions"] if r["interaction_type"] == kind)
-            assert (row["count"], row["pages"]) == (len(expected), len(kind_pages))
+            row = next(r for r in _parts(manifest) if r["part"] == kind)
+            assert (row["rows"], row["pages"]) == (len(expected), len(kind_pages))
         assert verify_dossier(path).ok
 
 
 async def test_integers_beyond_64_bits_are_written_exactly(tmp_path: Path) -> None:
     contact = "5b7e3f7b-1d3a-4f5b-9c1e-2a3b4c5d6e7f"
     item = {"ContactId": contact, "Big": 123456789012345678901234567890, "Text": "Zürich"}
-    request = DossierRequest(contact, (InteractionType.EmailSent,), "https://x.crm.dynamics.com")
+    request = DossierRequest.for_interactions(
+        contact, (InteractionType.EmailSent,), "https://x.crm.dynamics.com"
+    )
     async with DossierWriter(tmp_path, request) as writer:
         await writer.add_page(InteractionType.EmailSent, [item])
         summary = await writer.complete()
@@ -632,7 +671,7 @@ async def test_integers_beyond_64_bits_are_written_exactly(tmp_path: Path) -> No
 
 
 async def test_a_small_contact_never_touches_the_disk_before_assembly(tmp_path: Path) -> None:
-    request = DossierRequest(CONTACT, ALL_TYPES, "https://x.crm.dynamics.com")
+    request = DossierRequest.for_interactions(CONTACT, ALL_TYPES, "https://x.crm.dynamics.com")
     async with DossierWriter(tmp_path, request) as writer:
         for itype in ALL_TYPES:
             await writer.add_page(itype, [_interaction(itype, 1)])
@@ -645,7 +684,7 @@ async def test_a_small_contact_never_touches_the_disk_before_assembly(tmp_path: 
 
 async def test_pages_past_the_memory_bound_spill_to_disk_in_order(tmp_path: Path) -> None:
     types = (T.EmailSent, T.EmailOpened)
-    request = DossierRequest(CONTACT, types, "https://x.crm.dynamics.com")
+    request = DossierRequest.for_interactions(CONTACT, types, "https://x.crm.dynamics.com")
     sent: dict[InteractionType, list[dict[str, Any]]] = {t: [] for t in types}
     async with DossierWriter(tmp_path, request) as writer:
         for page in range(40):  # about 40 x 2 x 20 x 200 bytes: well past the bound
@@ -663,3 +702,239 @@ async def test_pages_past_the_memory_bound_spill_to_disk_in_order(tmp_path: Path
             assert orjson.loads(archive.read(entry_name(itype))) == sent[itype]
     assert verify_dossier(summary.path).ok
     assert not [n for n in os.listdir(tmp_path) if n.startswith(PARTIAL_PREFIX)]
+
+
+# --- Parts: records (JSON lines) and realtime (verbatim files) next to interactions ---
+
+RECORDS = Part("records", "records")
+REALTIME = Part("realtime", "realtime")
+ALL_SOURCES = ("interactions", "records", "realtime")
+
+
+def _parts_request(
+    *types: InteractionType, sources: tuple[str, ...] = ALL_SOURCES
+) -> DossierRequest:
+    parts = [Part("interactions", t.value) for t in types]
+    parts += [Part(s, s) for s in sources if s != "interactions"]
+    question = Question(ORG, sources, tuple(t.value for t in types))
+    return DossierRequest(CONTACT, tuple(parts), question)
+
+
+async def test_records_rows_are_json_lines_with_fragment_numbers_written_verbatim(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        {"contactid": CONTACT, "revenue": orjson.Fragment(b"1234.5000"), "name": "Zoë"},
+        {"contactid": CONTACT, "big": orjson.Fragment(b"123456789012345678901234567890")},
+    ]
+    async with DossierWriter(tmp_path, _parts_request(T.EmailSent), now=_at) as writer:
+        await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)])
+        records = writer.sink(RECORDS)
+        await records.add_rows("records/contact.json", rows[:1])
+        await records.add_rows("records/contact.json", [])
+        await records.add_rows("records/contact.json", rows[1:])
+        records.note("tables_absent", ["msdynmkt_consent"])
+        records.note("a_first", 1)
+        writer.sink(REALTIME)  # fetched, found nothing
+        summary = await writer.complete()
+    with zipfile.ZipFile(summary.path) as archive:
+        data = archive.read("records/contact.json")
+        names = archive.namelist()
+        readme = archive.read("README.txt").decode()
+    assert (
+        data
+        == (
+            f'{{"contactid":"{CONTACT}","revenue":1234.5000,"name":"Zoë"}}\n'
+            f'{{"contactid":"{CONTACT}","big":123456789012345678901234567890}}\n'
+        ).encode()
+    )
+    assert names == ["README.txt", "manifest.json", entry_name(T.EmailSent), "records/contact.json"]
+    manifest = _manifest(summary.path)
+    (records_group,) = [s for s in manifest["sources"] if s["source"] == "records"]
+    (part,) = records_group["parts"]
+    assert part["notes"] == {"a_first": 1, "tables_absent": ["msdynmkt_consent"]}
+    assert list(part["notes"]) == ["a_first", "tables_absent"]  # sorted: deterministic
+    assert (part["pages"], part["rows"], part["status"]) == (3, 2, "complete")
+    assert part["entries"] == [
+        {
+            "name": "records/contact.json",
+            "kind": "rows",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "rows": 2,
+            "pages": 3,
+        }
+    ]
+    (realtime_group,) = [s for s in manifest["sources"] if s["source"] == "realtime"]
+    assert realtime_group["parts"][0]["entries"] == []
+    assert "realtime" in readme
+    assert "nothing found" in readme
+    assert (summary.total_interactions, summary.total_rows) == (1, 3)
+    assert summary.counts == {"interactions/EmailSent": 1, "records": 2, "realtime": 0}
+    assert verify_dossier(summary.path, expected_sha256=summary.sha256).ok
+
+
+async def test_a_realtime_file_is_streamed_verbatim_with_bounded_memory(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    chunk = bytes(rng.getrandbits(8) for _ in range(1 << 16))  # incompressible
+    chunks, sha = 384, hashlib.sha256()  # 24 MiB in 64 KiB chunks
+    tracemalloc.start()
+    try:
+        async with DossierWriter(tmp_path, _parts_request(sources=("realtime",))) as writer:
+            sink = writer.sink(REALTIME)
+            for n in range(chunks):
+                piece = bytes([n % 256]) + chunk[1:]
+                sha.update(piece)
+                await sink.add_file("realtime/jane@example.com.json", piece)
+            summary = await writer.complete()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000, f"peak {peak} bytes for a 24 MiB file"
+    with zipfile.ZipFile(summary.path) as archive:
+        with archive.open("realtime/jane@example.com.json") as member:
+            got = hashlib.sha256()
+            while block := member.read(1 << 20):
+                got.update(block)
+        infos = archive.infolist()
+    assert got.hexdigest() == sha.hexdigest()
+    assert all(info.flag_bits & 0x08 for info in infos)  # streamed: data descriptors
+    assert summary.sha256 == hashlib.sha256(summary.path.read_bytes()).hexdigest()
+    assert summary.zip_bytes == summary.path.stat().st_size
+    assert verify_dossier(summary.path).ok
+
+
+async def test_parts_and_entries_land_in_a_fixed_order_whatever_the_arrival_order(
+    tmp_path: Path,
+) -> None:
+    async def write(folder: Path, reverse: bool) -> bytes:
+        request = _parts_request(T.EmailSent, T.WebsiteVisited)
+        steps: list[tuple[Part, str, Any]] = [
+            (
+                Part("interactions", "WebsiteVisited"),
+                entry_name(T.WebsiteVisited),
+                [_interaction(T.WebsiteVisited, 1)],
+            ),
+            (
+                Part("interactions", "EmailSent"),
+                entry_name(T.EmailSent),
+                [_interaction(T.EmailSent, 2)],
+            ),
+            (RECORDS, "records/lead.json", [{"leadid": 1}]),
+            (RECORDS, "records/contact.json", [{"contactid": CONTACT}]),
+            (REALTIME, "realtime/b.json", b"b"),
+            (REALTIME, "realtime/a.json", b"a"),
+        ]
+        async with DossierWriter(folder, request, now=_at) as writer:
+            for part, entry, data in reversed(steps) if reverse else steps:
+                sink = writer.sink(part)
+                if isinstance(data, bytes):
+                    await sink.add_file(entry, data)
+                else:
+                    await sink.add_rows(entry, data)
+            summary = await writer.complete()
+        return summary.path.read_bytes()
+
+    first = await write(tmp_path / "a", reverse=False)
+    assert first == await write(tmp_path / "b", reverse=True)
+    with zipfile.ZipFile(tmp_path / "a" / f"{CONTACT}.zip") as archive:
+        assert archive.namelist() == [
+            "README.txt",
+            "manifest.json",
+            "interactions/EmailSent.json",
+            "interactions/WebsiteVisited.json",
+            "records/contact.json",
+            "records/lead.json",
+            "realtime/a.json",
+            "realtime/b.json",
+        ]
+
+
+async def test_complete_refuses_a_part_that_never_opened_its_sink(tmp_path: Path) -> None:
+    async with DossierWriter(tmp_path, _parts_request(T.EmailSent)) as writer:
+        await writer.add_page(T.EmailSent, [])
+        writer.sink(RECORDS)
+        with pytest.raises(DossierError, match="no data came for realtime"):
+            await writer.complete()
+        with pytest.raises(DossierError, match="not requested"):
+            writer.sink(Part("records", "other"))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("parts", "question", "match"),
+    [
+        ((), Question(ORG, ("records",)), "at least one part"),
+        ((RECORDS, RECORDS), Question(ORG, ("records",)), "twice"),
+        ((RECORDS,), Question(ORG, ("records", "realtime")), "asks realtime but no part"),
+        ((REALTIME,), Question(ORG, ("records",)), "source the question does not ask"),
+        ((Part("interactions", "Nope"),), Question(ORG, ("interactions",)), "no interaction"),
+        (
+            (Part("interactions", "EmailSent"),),
+            Question(ORG, ("interactions",), ("EmailSent", "EmailOpened")),
+            "not the question's interaction types",
+        ),
+        ((Part("Bad/Name", "x"),), Question(ORG, ("Bad/Name",)), "not allowed"),
+    ],
+)
+def test_a_malformed_parts_request_is_refused(
+    parts: tuple[Part, ...], question: Question, match: str
+) -> None:
+    with pytest.raises(DossierError, match=match):
+        DossierRequest(CONTACT, parts, question)
+
+
+async def test_the_readme_names_what_a_subset_question_did_not_search(tmp_path: Path) -> None:
+    request = _parts_request(T.EmailSent, sources=("interactions", "records"))
+    async with DossierWriter(tmp_path, request, now=_at) as writer:
+        await writer.add_page(T.EmailSent, [])
+        writer.sink(RECORDS)
+        summary = await writer.complete()
+    with zipfile.ZipFile(summary.path) as archive:
+        readme = archive.read("README.txt").decode()
+    assert "Sources not searched: realtime" in readme
+    not_searched = readme[readme.index("Interaction types not searched") :].split("\r\n\r\n")[0]
+    assert "EmailOpened" in not_searched
+    assert "WebsiteVisited" in not_searched
+    assert "EmailSent" not in not_searched
+    assert "marketing interactions" in readme
+    assert "rows of named tables" in readme
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pages=st.lists(
+        st.lists(st.dictionaries(st.text(), json_values, max_size=6), max_size=5),
+        min_size=1,
+        max_size=4,
+    ),
+    export=st.lists(st.binary(max_size=300), max_size=4),
+)
+def test_arbitrary_records_rows_and_file_chunks_round_trip(
+    pages: list[list[dict[str, Any]]], export: list[bytes]
+) -> None:
+    async def write(folder: Path) -> Path:
+        async with DossierWriter(folder, _parts_request(sources=("records", "realtime"))) as writer:
+            records, realtime = writer.sink(RECORDS), writer.sink(REALTIME)
+            for page in pages:
+                await records.add_rows("records/table.json", page)
+            for chunk in export:
+                await realtime.add_file("realtime/export.json", chunk)
+            return (await writer.complete()).path
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = asyncio.run(write(Path(folder)))
+        rows = [row for page in pages for row in page]
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if rows:
+                lines = archive.read("records/table.json").splitlines()
+                assert [orjson.loads(line) for line in lines] == rows
+            else:
+                assert "records/table.json" not in names
+            if export:
+                assert archive.read("realtime/export.json") == b"".join(export)
+            else:
+                assert "realtime/export.json" not in names
+        assert verify_dossier(path).problems == ()

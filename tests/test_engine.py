@@ -105,9 +105,11 @@ async def test_date_range_and_types_are_sent_and_honoured(tmp_path: Path) -> Non
         assert_exact_dossier(sim.dataset, path, cid, types, start, end)
     with zipfile.ZipFile(tmp_path / "out" / f"{ids[0]}.zip") as archive:
         manifest = orjson.loads(archive.read("manifest.json"))
-    assert manifest["source"]["date_from"] == "03-01-2021"
-    assert manifest["source"]["date_to"] == "06-30-2022"
-    assert [e["interaction_type"] for e in manifest["interactions"]] == [t.value for t in types]
+    assert manifest["question"]["date_from"] == "03-01-2021"
+    assert manifest["question"]["date_to"] == "06-30-2022"
+    assert manifest["question"]["interaction_types"] == [t.value for t in types]
+    (interactions,) = manifest["sources"]
+    assert [p["part"] for p in interactions["parts"]] == [t.value for t in types]
     full = sum(dataset.count(ids[0], t) for t in types)
     assert 0 < manifest["total_interactions"] < full
 
@@ -197,21 +199,20 @@ async def test_missing_action_stops_at_once_with_exit_3(tmp_path: Path) -> None:
     assert outcome.code == ExitCode.REFUSED
     assert "retired" in outcome.summary
     assert requests == 1
-    # auto: what each source said, the ones this build lacks included.
     assert "interactions: missing" in outcome.summary
-    assert "records: missing" in outcome.summary
 
 
-async def test_a_source_named_but_not_in_this_build_is_a_usage_error(tmp_path: Path) -> None:
-    from sar_bulk.errors import ConfigError
-
-    async with Simulator(unlimited(seed=2)) as sim:
+async def test_a_source_named_that_the_org_lacks_stops_before_any_contact(tmp_path: Path) -> None:
+    # An org of the outbound era: the action, no real-time journeys.
+    async with Simulator(unlimited(seed=2, org_kind="outbound")) as sim:
         csv = write_csv(tmp_path / "c.csv", contact_ids(2))
         config = run_config(sim, csv, tmp_path / "out", sources="interactions,realtime")
-        with pytest.raises(ConfigError, match="realtime source is not part"):
-            await run_engine(config)
-        requests = sim.counters()["total"]["requests"]
-    assert requests == 0
+        outcome = await run_engine(config)
+        served = sim.counters()["total"]["ok"]
+    assert outcome.code == ExitCode.REFUSED
+    assert "realtime: missing (this org has no real-time journeys" in outcome.summary
+    assert served <= 2  # the probes only: no contact was fetched
+    assert not list((tmp_path / "out").glob("*.zip"))
 
 
 async def test_a_type_that_fails_for_good_fails_the_contact_only(tmp_path: Path) -> None:
@@ -345,7 +346,8 @@ async def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> Non
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", contact_ids(1))
         config = run_config(sim, csv, tmp_path / "out")
-        held = RunLock.acquire(config.state.with_suffix(".lock"))
+        config.out.mkdir(mode=0o700)
+        held = RunLock.for_folder(config.out, shard=None)
         try:
             with pytest.raises(ConfigError, match="another sar-bulk run holds"):
                 await run_engine(config)

@@ -323,6 +323,14 @@ async def test_run_fails_the_contact_sent_a_gzip_bomb(tmp_path: Path) -> None:
     assert str(64 * 1024 * 1024) in reason
 
 
+async def test_the_answer_cap_is_the_flag_s(tmp_path: Path) -> None:
+    # --max-answer-bytes reaches the HTTP client: the reason names the cap that was given.
+    sim, report = await run_with("gzip-bomb", tmp_path, max_answer_bytes=1_000_000)
+    reason = assert_only_hostile_failed(sim, report, tmp_path)
+    assert "1000000" in reason
+    assert report["parameters"]["max_answer_bytes"] == 1_000_000
+
+
 def test_an_over_long_skip_token_is_refused() -> None:
     raw = orjson.dumps({"Data": "[]", "NextSkipToken": "x" * (MAX_SKIP_TOKEN + 1)})
     with pytest.raises(OverLimit, match=str(MAX_SKIP_TOKEN)):

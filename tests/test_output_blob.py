@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
 from sar_bulk.dataverse.auth import AuthKind
+from sar_bulk.dossier.format import SCHEMA as DOSSIER_SCHEMA
 from sar_bulk.errors import ConfigError, OutputError, OutputUnreachable
 from sar_bulk.output import ContainerUrl, LocalTarget, OutputTarget, Published, open_target
 from sar_bulk.output.blob import BlobTarget, storage_credential, storage_secrets
@@ -96,7 +97,7 @@ async def test_publish_lookup_verify_round_trip(azurite: Azurite, tmp_path: Path
             properties = await container.get_blob_client(f"run-1/{NAME}").get_blob_properties()
         assert properties.metadata == {
             "sha256": published.sha256,
-            "sar_bulk_schema": "sar-bulk/dossier/v1",
+            "sar_bulk_schema": DOSSIER_SCHEMA,
         }
         stored_md5 = properties.content_settings.content_md5
         assert stored_md5 is not None

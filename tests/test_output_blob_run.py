@@ -49,7 +49,7 @@ def _args(org: str, contacts: Path, url: str, work: Path, *extra: str) -> list[s
         url,
         "--work",
         str(work),
-        # Writer v1 holds interactions only; records and realtime come with writer v2.
+        # The interactions only: assert_exact_dossier compares them with the simulator's truth.
         "--sources",
         "interactions",
         "--no-progress",

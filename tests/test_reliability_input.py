@@ -124,9 +124,12 @@ async def test_hostile_rows_are_reported_and_the_good_ones_finish(tmp_path: Path
     # "a", "a/b" and "a/b/work" were made by the test; nothing else may appear or change.
     made_by_test = {"a", "a/b", "a/b/work"}
     assert {k: v for k, v in after.items() if k not in made_by_test} == before
-    assert {p.name for p in out.iterdir()} == {".sar-bulk", "run-report.json"} | {
-        f"{c}.zip" for c in good
-    }
+    assert {p.name for p in out.iterdir()} == {
+        ".sar-bulk",
+        ".sar-bulk.lock",
+        "reports",
+        "run-report.json",
+    } | {f"{c}.zip" for c in good}
 
     report = read_report(out)
     rejected = report["rejected_rows"]
@@ -140,7 +143,7 @@ async def test_hostile_rows_are_reported_and_the_good_ones_finish(tmp_path: Path
     assert all(len(value) <= 40 for value in previews.values())
     totals = report["totals"]
     assert (totals["rejected"], totals["duplicates"], totals["succeeded"]) == (12, 1, 3)
-    assert report["outcome"] == "incomplete"
+    assert report["outcome"] == "complete, 12 rows rejected"
     # The report names lines, never carries the 100 KB value.
     assert (out / "run-report.json").stat().st_size < 20_000
     assert b"a" * 100 not in (out / "run-report.json").read_bytes()

@@ -163,6 +163,8 @@ async def test_a_signal_stops_the_run_with_a_report_and_the_rerun_completes(
         assert process.returncode == code, log.read_text()
         report = read_report(out)
         assert report["outcome"] == outcome
+        # The summary line says so too, not only the report.
+        assert f"interrupted ({signum.name}): " in log.read_text()
         finished = dossier_names(out)
         assert 0 < len(finished) < len(contacts), "the signal came after the run had ended"
         # A dossier whose last write was already under way when the signal came is finished

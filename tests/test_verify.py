@@ -1,4 +1,8 @@
-"""The verifier: a good dossier passes, each kind of damage or tampering is named."""
+"""The verifier: a good dossier passes, each kind of damage or tampering is named.
+
+Strict: the zip must have exactly the writer's layout, every member matches its hash. Dossiers of
+the earlier format v1 still verify (built here by a small v1 writer, ``_v1_dossier``).
+"""
 
 from __future__ import annotations
 
@@ -16,15 +20,31 @@ from typing import Any
 import orjson
 import pytest
 
-from sar_bulk.dossier.format import entry_name, member_info
-from sar_bulk.dossier.verify import iter_dossiers, run_verify_command, verify_dossier
-from sar_bulk.dossier.writer import DossierRequest, DossierWriter
+from sar_bulk.dossier import format_v1
+from sar_bulk.dossier.format import interactions_entry as entry_name
+from sar_bulk.dossier.format import member_info, question_matches
+from sar_bulk.dossier.verify import (
+    file_sha256,
+    iter_dossiers,
+    run_verify_command,
+    verify_dossier,
+)
+from sar_bulk.dossier.writer import DossierRequest, DossierWriter, Question
+from sar_bulk.sources.base import Part
 from sar_bulk.sources.interaction_types import InteractionType
 
 CONTACT = "0f8fad5b-d9cb-469f-a165-70867728950e"
 OTHER = "11111111-2222-3333-4444-555555555555"
 T = InteractionType
 SENT = entry_name(T.EmailSent)
+CONTACT_ROWS = "records/contact.json"
+EXPORT = "realtime/jane@example.com.json"
+TYPES = (T.EmailSent, T.EmailOpened, T.WebsiteVisited)
+PARTS = (
+    *(Part("interactions", t.value) for t in TYPES),
+    Part("records", "records"),
+    Part("realtime", "realtime"),
+)
 
 
 def _interaction(kind: InteractionType, seq: int, contact: str = CONTACT) -> dict[str, Any]:
@@ -38,7 +58,10 @@ def _interaction(kind: InteractionType, seq: int, contact: str = CONTACT) -> dic
 
 
 async def _dossier(out: Path, contact: str = CONTACT, count: int = 30) -> Path:
-    request = DossierRequest(contact, (T.EmailSent, T.EmailOpened, T.WebsiteVisited), "https://o")
+    question = Question(
+        "https://o", ("interactions", "records", "realtime"), tuple(t.value for t in TYPES)
+    )
+    request = DossierRequest(contact, PARTS, question)
     now = datetime(2024, 5, 6, tzinfo=UTC)
     async with DossierWriter(out, request, now=lambda: now) as writer:
         for start in range(0, count, 500):
@@ -48,13 +71,55 @@ async def _dossier(out: Path, contact: str = CONTACT, count: int = 30) -> Path:
             await writer.add_page(T.EmailSent, page)
         await writer.add_page(T.EmailOpened, [])
         await writer.add_page(T.WebsiteVisited, [_interaction(T.WebsiteVisited, 0, contact)])
+        records = writer.sink(Part("records", "records"))
+        await records.add_rows(CONTACT_ROWS, [{"contactid": contact, "n": n} for n in range(3)])
+        records.note("tables_absent", ["msdynmkt_consent"])
+        export = writer.sink(Part("realtime", "realtime"))
+        await export.add_file(EXPORT, b'{"verbatim": ')
+        await export.add_file(EXPORT, b"true}")
         summary = await writer.complete()
+    assert summary.sha256 == file_sha256(summary.path)
     return summary.path
+
+
+def _v1_dossier(out: Path, contact: str = CONTACT) -> Path:
+    """A dossier exactly as sar-bulk wrote format v1 (seekable zip, no README hash)."""
+    items = [_interaction(T.EmailSent, n, contact) for n in range(4)]
+    data = format_v1.ENTRY_OPEN
+    data += format_v1.ENTRY_SEPARATOR.join(orjson.dumps(i) for i in items)
+    data += format_v1.ENTRY_CLOSE
+    stats = [
+        format_v1.EntryStats(T.EmailSent, 4, 1, hashlib.sha256(data).hexdigest(), len(data)),
+        format_v1.EntryStats(T.EmailOpened, 0, 1, None, 0),
+    ]
+    manifest = format_v1.build_manifest(
+        contact_id=contact,
+        generated_at="2024-05-06T00:00:00Z",
+        tool_version="0.1.0",
+        org_url="https://o",
+        date_from=None,
+        date_to="12-31-2024",
+        entries=stats,
+    )
+    manifest_data = format_v1.manifest_bytes(manifest)
+    readme = format_v1.readme_text(manifest).encode()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{contact}.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(member_info("README.txt", len(readme)), readme)
+        archive.writestr(member_info("manifest.json", len(manifest_data)), manifest_data)
+        archive.writestr(member_info(SENT, len(data)), data)
+    return path
 
 
 @pytest.fixture
 async def good(tmp_path: Path) -> Path:
     return await _dossier(tmp_path / "out")
+
+
+@pytest.fixture
+def v1(tmp_path: Path) -> Path:
+    return _v1_dossier(tmp_path / "v1")
 
 
 def _members(path: Path) -> dict[str, bytes]:
@@ -82,15 +147,24 @@ def _tamper(path: Path, change: Callable[[dict[str, bytes], dict[str, Any]], obj
     return _rebuild(path, members)
 
 
+def _part(manifest: dict[str, Any], key: str) -> dict[str, Any]:
+    parts = [p for group in manifest["sources"] for p in group["parts"]]
+    return next(p for p in parts if p["key"] == key)
+
+
 def _row(manifest: dict[str, Any], kind: InteractionType) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = manifest["interactions"]
-    return next(r for r in rows if r["interaction_type"] == kind.value)
+    return _part(manifest, f"interactions/{kind.value}")
+
+
+def _listed(manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    entries = [e for g in manifest["sources"] for p in g["parts"] for e in p["entries"]]
+    return next(e for e in entries if e["name"] == name)
 
 
 def _reseal(members: dict[str, bytes], manifest: dict[str, Any], name: str, data: bytes) -> None:
     """Replace an entry and update its sha256 and size: only content checks can catch it."""
     members[name] = data
-    row = next(r for r in manifest["interactions"] if r["path"] == name)
+    row = _listed(manifest, name)
     row["sha256"] = hashlib.sha256(data).hexdigest()
     row["bytes"] = len(data)
 
@@ -109,6 +183,143 @@ def test_a_good_dossier_passes(good: Path) -> None:
     assert result.contact_id == CONTACT
     assert result.total_interactions == 31
     assert result.path == good
+    assert result.schema == "sar-bulk/dossier/v2"
+    assert result.source == {"org_url": "https://o", "date_from": None, "date_to": None}
+    assert result.interaction_types == ("EmailSent", "EmailOpened", "WebsiteVisited")
+    assert result.question is not None
+    assert result.question["sources"] == ["interactions", "records", "realtime"]
+    assert result.sha256 is None  # only computed when a hash is expected
+
+
+def test_the_question_of_a_dossier_is_compared_as_sets(good: Path, v1: Path) -> None:
+    found = verify_dossier(good).question
+    types = ("WebsiteVisited", "EmailOpened", "EmailSent")  # another order, same question
+    asked = Question("https://o", ("realtime", "records", "interactions"), types)
+    assert question_matches(found, asked)
+    assert not question_matches(found, Question("https://o", ("interactions",), types))
+    assert not question_matches(found, Question("https://other", asked.sources, types))
+    assert not question_matches(found, Question("https://o", asked.sources, types, "01-01-2024"))
+    assert not question_matches(found, Question("https://o", asked.sources, types[:2]))
+    assert not question_matches(None, asked)
+    v1_question = Question("https://o", ("interactions",), ("EmailSent", "EmailOpened"))
+    assert not question_matches(verify_dossier(v1).question, v1_question)  # v1 has date_to
+    dated = Question(
+        "https://o", ("interactions",), ("EmailSent", "EmailOpened"), None, "12-31-2024"
+    )
+    assert question_matches(verify_dossier(v1).question, dated)
+
+
+def test_the_whole_file_hash_is_checked_when_given(good: Path) -> None:
+    digest = file_sha256(good)
+    assert digest == hashlib.sha256(good.read_bytes()).hexdigest()
+    result = verify_dossier(good, expected_sha256=digest.upper())
+    assert (result.ok, result.sha256) == (True, digest)
+    wrong = verify_dossier(good, expected_sha256="0" * 64)
+    assert not wrong.ok
+    assert wrong.problems == ("the file's sha256 is not the expected one (it was changed)",)
+
+
+def test_bytes_prepended_to_the_zip_are_caught(good: Path) -> None:
+    good.write_bytes(b"#!/bin/sh\necho hi\n" + good.read_bytes())
+    assert "bytes before the first member" in _problems(good)
+
+
+def test_bytes_appended_to_the_zip_are_caught(good: Path) -> None:
+    good.write_bytes(good.read_bytes() + b"hidden payload")
+    assert "bytes after the end of the zip" in _problems(good)
+
+
+def test_a_zip_comment_is_caught(good: Path) -> None:
+    with zipfile.ZipFile(good, "a") as archive:
+        archive.comment = b"hello"
+    assert "the zip has a comment" in _problems(good)
+
+
+def test_an_edited_readme_is_caught(good: Path) -> None:
+    members = _members(good)
+    members["README.txt"] = members["README.txt"].replace(b"Organisation", b"Organization")
+    _rebuild(good, members)
+    assert _problems(good) == "README.txt does not match its sha256 in the manifest"
+
+
+def test_members_out_of_order_are_caught(good: Path) -> None:
+    members = _members(good)
+    reordered = {"manifest.json": members.pop("manifest.json"), **members}
+    _rebuild(good, reordered)
+    assert "members are not in the writer's order" in _problems(good)
+
+
+def test_a_rebuilt_zip_with_the_same_members_still_verifies(good: Path) -> None:
+    _rebuild(good, _members(good))  # another writer's layout (no data descriptors) is fine
+    assert verify_dossier(good).ok
+
+
+def test_a_changed_records_row_or_export_file_is_caught(good: Path) -> None:
+    members = _members(good)
+    members[CONTACT_ROWS] = members[CONTACT_ROWS].replace(b'"n":1', b'"n":7')
+    members[EXPORT] = members[EXPORT].replace(b"true", b"fals")
+    _rebuild(good, members)
+    problems = _problems(good)
+    assert f"{CONTACT_ROWS} does not match its sha256" in problems
+    assert f"{EXPORT} does not match its sha256" in problems
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b'{"n":1}\n{"n":2}\n', "holds 2 rows, the manifest says 3"),
+        (b'{"n":1}\n{"n":2}\n{"n":3}', "last line does not end with a newline"),
+        (b'{"n":1}\n[2]\n{"n":3}\n', "1 value(s) that are not objects"),
+        (b'{"n":1}\n{"n":\n2}\n', "line 2 is not one whole JSON value"),
+    ],
+)
+def test_broken_json_lines_are_named(good: Path, data: bytes, expected: str) -> None:
+    _tamper(good, lambda members, manifest: _reseal(members, manifest, CONTACT_ROWS, data))
+    assert expected in _problems(good)
+
+
+def test_an_asked_type_or_source_without_its_part_is_caught(good: Path) -> None:
+    def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        manifest["question"]["interaction_types"].append("EmailClicked")
+        manifest["question"]["sources"].remove("realtime")
+
+    _tamper(good, change)
+    problems = _problems(good)
+    assert "asked interaction types lack a part: EmailClicked" in problems
+    assert "source realtime was not asked" in problems
+
+
+def test_an_entry_name_a_part_may_not_write_is_caught(good: Path) -> None:
+    def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        _listed(manifest, EXPORT)["name"] = "realtime/.."
+
+    _tamper(good, change)
+    assert "has a name that is not allowed" in _problems(good)
+
+
+def test_a_v1_dossier_still_verifies(v1: Path) -> None:
+    result = verify_dossier(v1)
+    assert result.problems == ()
+    assert result.schema == "sar-bulk/dossier/v1"
+    assert result.total_interactions == 4
+    assert result.source is not None
+    assert result.source["date_to"] == "12-31-2024"
+    assert result.interaction_types == ("EmailOpened", "EmailSent")  # canonical order
+    assert result.question is not None
+    assert result.question["sources"] == ["interactions"]
+
+
+def test_a_v1_dossier_with_an_edited_readme_prepended_or_appended_data_fails(v1: Path) -> None:
+    original = v1.read_bytes()
+    v1.write_bytes(b"x" * 10 + original)
+    assert "bytes before the first member" in _problems(v1)
+    v1.write_bytes(original + b"x" * 10)
+    assert "bytes after the end of the zip" in _problems(v1)
+    v1.write_bytes(original)
+    members = _members(v1)
+    members["README.txt"] = members["README.txt"].replace(b"Period", b"Periods")
+    _rebuild(v1, members)
+    assert _problems(v1) == "README.txt is not the one its manifest produces (changed)"
 
 
 def test_a_flipped_byte_in_the_file_is_caught(good: Path) -> None:
@@ -137,16 +348,20 @@ def test_a_missing_entry_is_caught(good: Path) -> None:
 
 def test_a_wrong_count_is_caught(good: Path) -> None:
     def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
-        _row(manifest, T.EmailSent)["count"] = 29
+        _listed(manifest, SENT)["rows"] = 29
+        _row(manifest, T.EmailSent)["rows"] = 29
         manifest["total_interactions"] = 30  # consistent totals: only the entry can tell
+        manifest["total_rows"] = 33
 
     _tamper(good, change)
     assert _problems(good) == f"{SENT} holds 30 interactions, the manifest says 29"
 
 
 def test_totals_that_do_not_add_up_are_caught(good: Path) -> None:
-    _tamper(good, lambda members, manifest: manifest.update(total_interactions=5))
-    assert "total_interactions is 5 but the counts add up to 31" in _problems(good)
+    _tamper(good, lambda members, manifest: manifest.update(total_interactions=5, total_rows=1))
+    problems = _problems(good)
+    assert "total_interactions is 5 but the interactions add up to 31" in problems
+    assert "total_rows is 1 but the rows add up to 34" in problems
 
 
 def test_an_interaction_of_another_contact_is_caught(good: Path) -> None:
@@ -192,27 +407,27 @@ def test_a_wrong_file_name_is_caught(good: Path) -> None:
     assert f"file is named '{OTHER}.zip' but holds contact {CONTACT}" in _problems(renamed)
 
 
-def test_path_must_be_null_exactly_when_count_is_zero(good: Path) -> None:
+def test_an_entry_without_rows_is_caught(good: Path) -> None:
     def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
-        _row(manifest, T.EmailOpened)["path"] = entry_name(T.EmailOpened)
+        _listed(manifest, SENT)["rows"] = 0
 
     _tamper(good, change)
-    assert "has count 0, so path and sha256 must be null" in _problems(good)
+    assert "rows, pages and bytes must be whole numbers >= 1" in _problems(good)
 
 
-def test_a_listed_entry_without_path_is_caught(good: Path) -> None:
+def test_an_entry_under_another_name_is_caught(good: Path) -> None:
     def change(members: dict[str, bytes], manifest: dict[str, Any]) -> None:
-        _row(manifest, T.WebsiteVisited)["path"] = None
+        _listed(manifest, entry_name(T.WebsiteVisited))["name"] = "interactions/Other.json"
 
     _tamper(good, change)
     problems = _problems(good)
-    assert "path must be 'interactions/WebsiteVisited.json'" in problems
+    assert "writes only rows to interactions/WebsiteVisited.json" in problems
     assert "unexpected member 'interactions/WebsiteVisited.json'" in problems
 
 
-def test_types_out_of_canonical_order_are_caught(good: Path) -> None:
-    _tamper(good, lambda members, manifest: manifest["interactions"].reverse())
-    assert "out of canonical order" in _problems(good)
+def test_parts_out_of_order_are_caught(good: Path) -> None:
+    _tamper(good, lambda members, manifest: manifest["sources"][0]["parts"].reverse())
+    assert "is repeated or out of order" in _problems(good)
 
 
 @pytest.mark.parametrize(
@@ -223,13 +438,18 @@ def test_types_out_of_canonical_order_are_caught(good: Path) -> None:
         (lambda m: m.update(extra=1), "unexpected field(s) extra"),
         (lambda m: m.update(contact_id=CONTACT.upper()), "contact_id is not"),
         (lambda m: m.update(generated_at="yesterday"), "generated_at is not"),
-        (lambda m: m["source"].update(action="x"), "source.action"),
-        (lambda m: m["source"].update(date_from="2024-01-01"), "source.date_from"),
-        (lambda m: m["interactions"][0].update(count=True), "count is not a whole number"),
-        (lambda m: m["interactions"][0].update(pages=0), "pages is not a whole number >= 1"),
-        (lambda m: m["interactions"][1].update(sha256="XYZ"), "sha256 is not 64"),
-        (lambda m: m["interactions"][0].update(interaction_type="Nope"), "names no interaction"),
-        (lambda m: m.update(interactions=[]), "interactions is not a non-empty list"),
+        (lambda m: m["question"].update(org_url=1), "question.org_url"),
+        (lambda m: m["question"].update(date_from="2024-01-01"), "question.date_from"),
+        (lambda m: m["question"].update(interaction_types=["Nope"]), "distinct interaction"),
+        (lambda m: m["readme"].update(sha256="x"), "readme must name README.txt"),
+        (lambda m: m["sources"][0]["parts"][0].update(status="failed"), "status is not"),
+        (lambda m: m["sources"][0]["parts"][0].update(pages=-1), "pages is not a whole number"),
+        (lambda m: m["sources"][0]["parts"][1].update(key="x"), "key must be"),
+        (lambda m: m["sources"][2]["parts"][0].update(notes=[]), "notes is not an object"),
+        (lambda m: _listed(m, SENT).update(sha256="XYZ"), "sha256 is not 64"),
+        (lambda m: _listed(m, EXPORT).update(rows=1), "is a file: rows and pages must be null"),
+        (lambda m: m["sources"][0]["parts"][0].update(part="Nope"), "names no interaction"),
+        (lambda m: m.update(sources=[]), "sources is not a non-empty list"),
     ],
 )
 def test_schema_violations_in_the_manifest_are_caught(
@@ -267,7 +487,7 @@ def test_an_entry_in_another_json_layout_is_reported_not_loaded(good: Path) -> N
         _reseal(members, manifest, SENT, orjson.dumps(items))  # valid JSON, all on one line
 
     _tamper(good, change)
-    assert f"{SENT} is not a v1 JSON array" in _problems(good)
+    assert f"{SENT} is not a JSON array of one object per line" in _problems(good)
 
 
 @pytest.mark.parametrize(

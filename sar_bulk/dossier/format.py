@@ -1,41 +1,42 @@
-"""The dossier format ``sar-bulk/dossier/v1``: the one place that says what a dossier holds.
+"""The dossier format ``sar-bulk/dossier/v2``: the one place that says what a dossier holds.
 
-The writer (``dossier.py``) builds dossiers from these definitions and the verifier
-(``verify.py``) checks them against the same definitions, so the two cannot drift apart.
+The writer (``writer.py``) builds dossiers from these definitions and the verifier (``verify.py``)
+checks them against the same definitions, so the two cannot drift apart. The earlier format v1
+(interactions only) lives in ``format_v1.py`` for the verifier.
 
 A dossier is ``<contact-id>.zip`` (lower-case canonical GUID) with these members, in this order:
 
-1. ``README.txt``: a plain-language page for the data subject (UTF-8, CRLF line ends so that any
-   text editor shows it properly).
-2. ``manifest.json``: what the dossier holds, with the sha256 and size of every entry.
-3. ``interactions/<InteractionType>.json`` for each requested type that has interactions, in the
-   canonical order of the 40 types.
+1. ``README.txt``: a plain-language page for the data subject (UTF-8, CRLF line ends).
+2. ``manifest.json``: the question that was asked, then the parts grouped by source, each with
+   its entries (name, sha256, bytes, rows, pages), its notes and its status; plus the sha256 of
+   README.txt. Every member but the manifest itself is hashed there.
+3. The entries, part by part in a fixed order (sources ``interactions``, ``records``,
+   ``realtime``, then any other by name; interaction types in their canonical order; other parts
+   by name), and within a part by entry name:
 
-README and manifest come first so that someone who opens the zip in a file manager sees them at
-the top. Every member has the fixed timestamp 1980-01-01 00:00:00, mode 0600 and DEFLATE
-compression, so the interaction entries are byte-identical for the same server data.
+   - ``interactions/<Type>.json``: a JSON array with one compact object per line (as in v1);
+   - ``records/<table>.json`` and any other rows entry: JSON lines, one compact row per line;
+   - ``realtime/...`` and any other file entry: the bytes exactly as the org sent them.
 
-An interaction entry is a JSON array with **one compact JSON object per line**::
+A rows entry exists only when it holds at least one row; a file entry exists once a chunk came
+(even an empty one). Every member has the fixed timestamp 1980-01-01 00:00:00, mode 0600 and
+DEFLATE compression, so entries are byte-identical for the same server data.
 
-    [
-    {"InteractionId":"...","ContactId":"...",...},
-    {"InteractionId":"...","ContactId":"...",...}
-    ]
+Usage::
 
-That is still plain JSON, it is friendlier to read, and it lets the verifier parse a 500 MB entry
-line by line with bounded memory. Compact JSON never holds a raw newline (strings escape it), so
-each line is exactly one interaction. The objects are the server's, field for field, in the
-server's order across pages.
+    view = DossierView(contact_id, generated_at, question, parts)
+    readme = readme_text(view).encode()
+    manifest = build_manifest(view, readme_sha256=..., readme_bytes=len(readme), tool_version=v)
 """
 
 from __future__ import annotations
 
 import re
 import zipfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Final
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Final, Literal, Protocol
 
 import orjson
 
@@ -43,68 +44,238 @@ from sar_bulk.guids import canonical_guid
 from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 __all__ = [
-    "ACTION",
     "ENTRY_CLOSE",
     "ENTRY_OPEN",
     "ENTRY_SEPARATOR",
+    "KNOWN_SOURCES",
     "MANIFEST_NAME",
     "PARTIAL_PREFIX",
     "README_NAME",
     "SCHEMA",
     "TOOL_NAME",
-    "EntryStats",
+    "DossierView",
+    "EntryView",
+    "PartLike",
+    "PartRef",
+    "PartView",
+    "Question",
     "build_manifest",
     "contact_matches",
     "dossier_file_name",
-    "entry_name",
+    "entry_problem",
     "format_timestamp",
+    "interactions_entry",
     "manifest_bytes",
     "member_info",
+    "part_order",
+    "question_matches",
     "readme_text",
+    "rows_layout",
 ]
 
-SCHEMA: Final = "sar-bulk/dossier/v1"
-ACTION: Final = "msdyncrm_LoadInteractionsPublic"
+SCHEMA: Final = "sar-bulk/dossier/v2"
 TOOL_NAME: Final = "sar-bulk"
 README_NAME: Final = "README.txt"
 MANIFEST_NAME: Final = "manifest.json"
-ENTRY_FOLDER: Final = "interactions/"
+INTERACTIONS: Final = "interactions"
 
 # Temporary files and folders of an unfinished write start with this, so the next run can find
 # and remove them and nobody mistakes them for dossiers.
 PARTIAL_PREFIX: Final = ".sar-bulk-partial-"
 
-# An entry is ENTRY_OPEN + objects joined by ENTRY_SEPARATOR + ENTRY_CLOSE.
+# An interactions entry is ENTRY_OPEN + objects joined by ENTRY_SEPARATOR + ENTRY_CLOSE.
 ENTRY_OPEN: Final = b"[\n"
 ENTRY_SEPARATOR: Final = b",\n"
 ENTRY_CLOSE: Final = b"\n]\n"
+# Any other rows entry is JSON lines: every row ends with a newline.
+_LINES: Final = (b"", b"\n", b"\n")
+
+# What each source is, in plain words, in the order the dossier lists them.
+KNOWN_SOURCES: Final[Mapping[str, str]] = {
+    INTERACTIONS: "marketing interactions (e-mails sent, opened, clicked, web visits, ...)"
+    " recorded by Dynamics 365 Customer Insights - Journeys, by type",
+    "records": "rows of named tables that hold you: your contact record, leads, accounts,"
+    " activities, consent, earlier subject requests and tables the organisation added",
+    "realtime": "the export file that real-time journeys produce for a subject request,"
+    " one per e-mail address or phone number of yours, exactly as it was produced",
+}
+
+Kind = Literal["rows", "file"]
 
 # The earliest time a zip header can hold; fixed so that entries do not depend on the clock.
 MEMBER_DATE_TIME: Final = (1980, 1, 1, 0, 0, 0)
 _UNIX: Final = 3  # "made by" system in the central directory: makes the mode bits meaningful
 _MEMBER_MODE: Final = 0o600
+_SEGMENT: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+_SOURCE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_WIRE_DATE: Final = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
+_TYPE_INDEX: Final = {t.value: i for i, t in enumerate(ALL_TYPES)}
 
-_WIRE_DATE = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
+
+class PartLike(Protocol):
+    """What the format needs of a part: ``sources.base.Part`` is one. A protocol, so that the
+    verifier does not import the sources (and with them the HTTP client) to check a file."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
-class EntryStats:
-    """What the manifest says about one requested type."""
+class PartRef:
+    """A part as the verifier reads it from a manifest (same ``key`` rule as ``Part``)."""
 
-    interaction_type: InteractionType
-    count: int
-    pages: int
-    sha256: str | None  # of the entry's bytes; None when count is 0 (no entry)
-    bytes: int  # size of the entry; 0 when count is 0
+    source: str
+    name: str
 
     @property
-    def path(self) -> str | None:
-        return entry_name(self.interaction_type) if self.count else None
+    def key(self) -> str:
+        return self.source if self.name == self.source else f"{self.source}/{self.name}"
 
 
-def entry_name(interaction_type: InteractionType) -> str:
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What was asked for the contact; the manifest records it and a resumed run compares it."""
+
+    org_url: str
+    sources: tuple[str, ...]
+    interaction_types: tuple[str, ...] = ()  # canonical order; empty when interactions not asked
+    date_from: str | None = None  # as sent, MM-DD-YYYY
+    date_to: str | None = None
+    custom_tables: tuple[str, ...] = ()
+    excluded_tables: tuple[str, ...] = ()  # tables the operator chose not to export
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "org_url": self.org_url,
+            "sources": list(self.sources),
+            "interaction_types": list(self.interaction_types),
+            "date_from": self.date_from,
+            "date_to": self.date_to,
+            "custom_tables": list(self.custom_tables),
+            "excluded_tables": list(self.excluded_tables),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who asked and when, as far as the run knows (optional CSV columns, the contact's record).
+
+    ``received`` is the day the request arrived; ``due`` the day the answer is owed (one month
+    later, Article 12(3) GDPR, or up to three with ``extension_reason``).
+    """
+
+    name: str | None = None
+    received: date | None = None
+    due: date | None = None
+    extension_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryView:
+    """One entry as the manifest and README see it."""
+
+    name: str
+    kind: Kind
+    sha256: str
+    bytes: int
+    rows: int | None  # rows entries only
+    pages: int | None  # rows entries only: how many add_rows calls fed it
+
+
+@dataclass(frozen=True, slots=True)
+class PartView:
+    part: PartLike
+    pages: int  # add_rows calls of the part, empty ones included
+    entries: tuple[EntryView, ...]
+    notes: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(e.rows or 0 for e in self.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class DossierView:
+    """The small view of a dossier that README.txt and the manifest are built from."""
+
+    contact_id: str
+    generated_at: str
+    question: Question
+    parts: tuple[PartView, ...]  # in part_order
+
+    @property
+    def total_interactions(self) -> int:
+        return sum(p.rows for p in self.parts if p.part.source == INTERACTIONS)
+
+
+def question_matches(found: Mapping[str, Any] | None, asked: Question) -> bool:
+    """Does a dossier whose manifest holds the question ``found`` answer ``asked``?
+
+    ``found`` is ``VerifyResult.question`` (v1 dossiers get a derived one). Lists compare as
+    sets: the order a question was written in does not change what it asks.
+    """
+    if not isinstance(found, Mapping):
+        return False
+    expected = asked.as_json()
+    for key, value in expected.items():
+        got = found.get(key)
+        if isinstance(value, list):
+            if not isinstance(got, list) or sorted(map(str, got)) != sorted(value):
+                return False
+        elif got != value:
+            return False
+    return True
+
+
+def part_order(part: PartLike) -> tuple[int, str, int, str]:
+    """Sort key of parts: known sources first, in their order; types in canonical order."""
+    known = list(KNOWN_SOURCES)
+    rank = known.index(part.source) if part.source in known else len(known)
+    return (rank, part.source, _TYPE_INDEX.get(part.name, -1), part.name)
+
+
+def interactions_entry(interaction_type: InteractionType | str) -> str:
     """Member name of a type's entry (only ever built from the enum, never from input)."""
-    return f"{ENTRY_FOLDER}{InteractionType(interaction_type).value}.json"
+    return f"{INTERACTIONS}/{InteractionType(interaction_type).value}.json"
+
+
+def rows_layout(source: str) -> tuple[bytes, bytes, bytes]:
+    """(open, separator, close) of a rows entry of ``source``."""
+    if source == INTERACTIONS:
+        return ENTRY_OPEN, ENTRY_SEPARATOR, ENTRY_CLOSE
+    return _LINES
+
+
+def source_problem(source: str) -> str | None:
+    return None if _SOURCE.match(source) else f"source name {source!r} is not allowed"
+
+
+def entry_problem(part: PartLike, entry: str, kind: Kind) -> str | None:
+    """Why ``entry`` cannot be a member of ``part`` (None when it can).
+
+    Names are ``<source>/<segment>[/<segment>]`` with plain segments, so no entry can escape
+    its folder, hide (leading dot) or collide with README.txt or manifest.json.
+    """
+    if part.source == INTERACTIONS:
+        if part.name not in _TYPE_INDEX:
+            return f"part {part.key} names no interaction type"
+        if kind != "rows" or entry != interactions_entry(part.name):
+            return f"part {part.key} writes only rows to {interactions_entry(part.name)}"
+        return None
+    segments = entry.split("/")
+    if segments[0] != part.source or not 2 <= len(segments) <= 3:
+        return f"entry {entry!r} of part {part.key} must be {part.source}/<name>"
+    if not all(_SEGMENT.match(s) for s in segments[1:]):
+        return f"entry {entry!r} of part {part.key} has a name that is not allowed"
+    if kind == "rows" and not entry.endswith(".json"):
+        return f"rows entry {entry!r} of part {part.key} must end with .json"
+    return None
 
 
 def dossier_file_name(contact_id: str) -> str:
@@ -145,41 +316,47 @@ def contact_matches(value: object, contact_id: str) -> bool:
         return False
 
 
+def _entry_json(entry: EntryView) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "kind": entry.kind,
+        "sha256": entry.sha256,
+        "bytes": entry.bytes,
+        "rows": entry.rows,
+        "pages": entry.pages,
+    }
+
+
 def build_manifest(
-    *,
-    contact_id: str,
-    generated_at: str,
-    tool_version: str,
-    org_url: str,
-    date_from: str | None,
-    date_to: str | None,
-    entries: Sequence[EntryStats],
+    view: DossierView, *, readme_sha256: str, readme_bytes: int, tool_version: str
 ) -> dict[str, Any]:
-    """The manifest as a dict, keys in the documented order, entries in canonical type order."""
-    ordered = sorted(entries, key=lambda e: ALL_TYPES.index(e.interaction_type))
+    """The manifest as a dict, keys in the documented order, parts grouped by source."""
+    sources: list[dict[str, Any]] = []
+    for part_view in view.parts:
+        part = part_view.part
+        if not sources or sources[-1]["source"] != part.source:
+            sources.append({"source": part.source, "parts": []})
+        sources[-1]["parts"].append(
+            {
+                "part": part.name,
+                "key": part.key,
+                "status": "complete",
+                "pages": part_view.pages,
+                "rows": part_view.rows,
+                "entries": [_entry_json(e) for e in part_view.entries],
+                "notes": dict(sorted(part_view.notes.items())),
+            }
+        )
     return {
         "schema": SCHEMA,
-        "contact_id": contact_id,
-        "generated_at": generated_at,
+        "contact_id": view.contact_id,
+        "generated_at": view.generated_at,
         "tool": {"name": TOOL_NAME, "version": tool_version},
-        "source": {
-            "org_url": org_url,
-            "action": ACTION,
-            "date_from": date_from,
-            "date_to": date_to,
-        },
-        "interactions": [
-            {
-                "interaction_type": e.interaction_type.value,
-                "count": e.count,
-                "pages": e.pages,
-                "path": e.path,
-                "sha256": e.sha256,
-                "bytes": e.bytes,
-            }
-            for e in ordered
-        ],
-        "total_interactions": sum(e.count for e in ordered),
+        "question": view.question.as_json(),
+        "readme": {"name": README_NAME, "sha256": readme_sha256, "bytes": readme_bytes},
+        "sources": sources,
+        "total_interactions": view.total_interactions,
+        "total_rows": sum(p.rows for p in view.parts),
     }
 
 
@@ -197,7 +374,7 @@ def _readable_day(wire: str) -> str:
     return f"{year}-{month}-{day}"
 
 
-def _period(date_from: str | None, date_to: str | None) -> str:
+def period(date_from: str | None, date_to: str | None) -> str:
     if date_from and date_to:
         return f"from {_readable_day(date_from)} to {_readable_day(date_to)} (whole days, UTC)"
     if date_from:
@@ -207,53 +384,127 @@ def _period(date_from: str | None, date_to: str | None) -> str:
     return "everything recorded (no date range was set)"
 
 
-def readme_text(manifest: Mapping[str, Any]) -> str:
-    """README.txt for the data subject, built from the manifest so the two always agree."""
-    source = manifest["source"]
-    rows = manifest["interactions"]
-    width = max(len("Type"), *(len(row["interaction_type"]) for row in rows))
-    table = [f"  {'Type':<{width}}  {'Count':>9}  Meaning"]
-    for row in rows:
-        meaning = InteractionType(row["interaction_type"]).meaning
-        table.append(f"  {row['interaction_type']:<{width}}  {row['count']:>9,}  {meaning}")
-    table.append(f"  {'Total':<{width}}  {manifest['total_interactions']:>9,}")
+def _wrapped(text: str, indent: str, width: int = 78) -> list[str]:
+    lines: list[str] = []
+    current = indent
+    for word in text.split():
+        if len(current) + len(word) + 1 > width and current.strip():
+            lines.append(current.rstrip())
+            current = indent
+        current += word + " "
+    lines.append(current.rstrip())
+    return lines
+
+
+def _not_searched(question: Question) -> list[str]:
+    """Plain lines naming what a subset question left out (issue 8 item 11)."""
+    lines: list[str] = []
+    skipped = [s for s in KNOWN_SOURCES if s not in question.sources]
+    if skipped:
+        lines.append(f"  Sources not searched: {', '.join(skipped)}")
+    if INTERACTIONS in question.sources:
+        asked = set(question.interaction_types)
+        left = [t.value for t in ALL_TYPES if t.value not in asked]
+        if left:
+            lines.extend(_wrapped("Interaction types not searched: " + ", ".join(left), "  "))
+    return lines
+
+
+def _part_lines(part_view: PartView) -> list[str]:
+    part = part_view.part
+    if part.source == INTERACTIONS:
+        meaning = InteractionType(part.name).meaning
+        return [f"  {part.name:<32}{part_view.rows:>9,} interaction(s)  {meaning}"]
+    if not part_view.entries:
+        return [f"  {part.key:<32}nothing found"]
+    lines: list[str] = []
+    for entry in part_view.entries:
+        size = f"{entry.rows:,} row(s)" if entry.rows is not None else f"{entry.bytes:,} bytes"
+        lines.append(f"  {entry.name:<32}{size:>16}")
+    return lines
+
+
+_FOLDERS: Final = {
+    INTERACTIONS: (
+        "interactions/<Type>.json",
+        "your interactions of one type (a JSON array, one per",
+        "line); a file exists only for types that have interactions",
+    ),
+    "records": (
+        "records/<table>.json",
+        "rows of one table that hold you (JSON lines: one row",
+        "per line)",
+    ),
+    "realtime": ("realtime/...", "export files of real-time journeys, unchanged", ""),
+}
+
+
+def _folder_lines(question: Question) -> list[str]:
+    """The folders of the sources that were searched, each with what its files hold."""
+    lines: list[str] = []
+    for source in question.sources:
+        name, first, second = _FOLDERS.get(source, (f"{source}/...", "data of this source", ""))
+        lines.append(f"  {name:<28}{first}")
+        if second:
+            lines.append(f"  {'':<28}{second}")
+    return lines
+
+
+def readme_text(view: DossierView) -> str:
+    """README.txt for the data subject, from the small view of the dossier (plain and exact)."""
+    question = view.question
     lines = [
-        "Your marketing interaction data",
-        "===============================",
+        "Your personal data",
+        "==================",
         "",
         "This file answers a request for a copy of your personal data (a subject access",
-        "request, Article 15 GDPR). It holds the marketing interactions that the organisation",
-        "below recorded about you in Dynamics 365 Marketing, exactly as that system returned them.",
+        "request, Article 15 GDPR). It holds what the organisation below keeps about you in",
+        "Dynamics 365, exactly as that system returned it.",
         "",
-        f"Your contact id:  {manifest['contact_id']}",
-        f"Period covered:   {_period(source['date_from'], source['date_to'])}",
-        f"Organisation:     {source['org_url']}",
-        f"Prepared on:      {manifest['generated_at']} (UTC)",
+        f"Your contact id:  {view.contact_id}",
+        f"Period covered:   {period(question.date_from, question.date_to)}",
+        f"Organisation:     {question.org_url}",
+        f"Prepared on:      {view.generated_at} (UTC)",
         "",
-        "Interactions by type",
-        "--------------------",
+        "What was searched",
+        "-----------------",
         "",
-        *table,
+    ]
+    for source in question.sources:
+        meaning = KNOWN_SOURCES.get(source, "data of another kind")
+        lines.extend(_wrapped(f"{source}: {meaning}.", "  "))
+    if question.custom_tables:
+        lines.extend(
+            _wrapped("Tables named by the organisation: " + ", ".join(question.custom_tables), "  ")
+        )
+    if question.excluded_tables:
+        excluded = ", ".join(question.excluded_tables)
+        lines.extend(_wrapped(f"Tables left out on purpose by the organisation: {excluded}", "  "))
+    lines.extend(_not_searched(question) or ["  Everything sar-bulk can search was searched."])
+    lines += ["", "What was found", "--------------", ""]
+    for part_view in view.parts:
+        lines.extend(_part_lines(part_view))
+    lines += [
+        f"  {'Total interactions':<32}{view.total_interactions:>9,}",
         "",
         "What is in this file",
         "--------------------",
         "",
         f"  {README_NAME:<28}this page",
-        f"  {MANIFEST_NAME:<28}a technical list of the contents, with a sha256 checksum of",
-        f"  {'':<28}each file, so anyone can check that nothing was changed",
-        f"  {ENTRY_FOLDER + '<Type>.json':<28}your interactions of one type; a file exists only",
-        f"  {'':<28}for types that have interactions",
+        f"  {MANIFEST_NAME:<28}a technical list of the contents: the question that was",
+        f"  {'':<28}asked, and a sha256 checksum of every other file here, this",
+        f"  {'':<28}page included. It cannot hold a checksum of itself: to check",
+        f"  {'':<28}it, compare the sha256 of the whole .zip file with the one",
+        f"  {'':<28}the organisation gives you.",
+        *_folder_lines(question),
         "",
-        "How to open the interaction files",
-        "---------------------------------",
+        "How to open the files",
+        "---------------------",
         "",
-        "The files in the interactions folder are JSON, a plain-text format. Any text editor",
-        "(Notepad, TextEdit, gedit) opens them; a web browser such as Firefox shows them as a",
-        "readable, foldable tree when you drag a file into its window. Each line between the",
-        "opening [ and the closing ] is one interaction. Field names say what they hold, for",
-        'example "Timestamp" (when it happened, in UTC) or "EmailAddressUsed".',
-        "Spreadsheet programs such as Excel (Data > Get Data > From File > From JSON) can",
-        "import them as a table.",
+        "The .json files are JSON, a plain-text format. Any text editor (Notepad, TextEdit,",
+        "gedit) opens them; a web browser such as Firefox shows an interactions file as a",
+        "readable, foldable tree when you drag it into its window. Field names say what they",
+        'hold, for example "Timestamp" (when it happened, in UTC) or "EmailAddressUsed".',
         "",
     ]
     return "\r\n".join(lines)

@@ -1,51 +1,75 @@
 """Check that a dossier is complete and unchanged, and the ``verify`` command around it.
 
+The zip layout check lives in ``zip_layout.py`` and the manifest schema checks in
+``manifest_check.py``; this module reads the members and runs the command.
+
 Anyone who receives a dossier (the data subject, an auditor, the organisation before sending it)
-can run ``sar-bulk verify`` to learn whether it is exactly what sar-bulk wrote. Checked:
+can run ``sar-bulk verify`` to learn whether it is exactly what sar-bulk wrote. Strict: the file
+must have exactly the layout the writer makes, so anything added, removed or changed is named.
 
-- the zip opens and every member's CRC holds (each member is read to its end, which is what
-  ``ZipFile.testzip`` does, in the same single pass that hashes the entries);
-- ``manifest.json`` follows ``sar-bulk/dossier/v1``: required fields and their types, types in
-  canonical order without repeats, ``path``/``sha256`` null exactly when ``count`` is 0, totals
-  that add up;
-- every listed entry exists with the stated sha256, size and count, is a JSON array of objects,
-  and every object's ``ContactId`` (any case, braces ignored) is the manifest's contact;
-- there are no other members, no member twice, and the file is named after the contact.
+- Layout: the file starts with the first member's local header and ends with the end of
+  central directory record, with no zip comment; members follow one another with nothing in
+  between, the central directory lists exactly them, in order: README.txt, manifest.json, then
+  the entries in the order the manifest lists them. Every member's CRC holds (each is read to
+  its end in the same single pass that hashes it).
+- ``manifest.json`` follows its schema (``sar-bulk/dossier/v2``, or v1 for dossiers written
+  before): the question, parts grouped by source in their fixed order, entries with names their
+  part may write, counts that add up; every asked interaction type and source has its part.
+- Every member but the manifest matches its sha256 and size in the manifest (v1 has no hash of
+  README.txt, so there it must be byte for byte the README its manifest produces); row counts
+  match line counts; every interaction's ``ContactId`` (any case, braces ignored) is the
+  manifest's contact; the file is named after the contact.
+- ``verify_dossier(path, expected_sha256=...)`` also compares the whole file's sha256 (the one
+  the writer's summary gave, or the sender's): the only check that covers manifest.json itself.
 
-Memory stays bounded however big an entry is: entries are read in 256 KiB chunks and, because v1
-puts one interaction per line, parsed one line at a time. An entry laid out differently is
-reported as a problem rather than loaded whole.
+Memory stays bounded however big an entry is: entries are read in 256 KiB chunks and, because
+rows are one per line, parsed one line at a time. An entry laid out differently is reported as a
+problem rather than loaded whole.
+
+Usage::
+
+    result = verify_dossier(path, expected_sha256=summary.sha256)
+    if not result.ok: print(result.problems)
+    result.question          # what the dossier answers (v2 form, also for v1)
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import struct
 import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, TextIO, TypeGuard
+from typing import Any, Final, TextIO
 
 import orjson
 
+from sar_bulk.dossier import format_v1
 from sar_bulk.dossier.format import (
-    ACTION,
     MANIFEST_NAME,
     PARTIAL_PREFIX,
     README_NAME,
-    SCHEMA,
     contact_matches,
     dossier_file_name,
-    entry_name,
 )
-from sar_bulk.guids import is_canonical_guid
-from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
+from sar_bulk.dossier.manifest_check import (
+    NO_MANIFEST,
+    CheckedManifest,
+    ExpectedEntry,
+    check_manifest,
+)
+from sar_bulk.dossier.zip_layout import layout_problems
 
-__all__ = ["VerifyResult", "iter_dossiers", "run_verify_command", "verify_dossier"]
+__all__ = [
+    "VerifyResult",
+    "file_sha256",
+    "iter_dossiers",
+    "run_verify_command",
+    "verify_dossier",
+]
 
 EXIT_VALID: Final = 0
 EXIT_INVALID: Final = 1
@@ -53,7 +77,8 @@ EXIT_USAGE: Final = 2
 
 _CHUNK: Final = 256 << 10
 _MAX_TEXT_MEMBER: Final = 4 << 20  # README and manifest are a few kB; more is not a dossier
-_MAX_LINE: Final = 16 << 20  # one interaction is a few kB; a longer line is not v1 layout
+_MAX_MANIFEST: Final = 64 << 20  # v2 lists parts and notes: larger, still bounded
+_MAX_LINE: Final = 16 << 20  # one row is a few kB; a longer line is not our layout
 # What a damaged or hostile zip can raise while it is read.
 _ZIP_ERRORS: Final = (
     zipfile.BadZipFile,
@@ -64,22 +89,8 @@ _ZIP_ERRORS: Final = (
     NotImplementedError,
     RuntimeError,
     ValueError,
+    struct.error,
 )
-_TOP_FIELDS: Final = (
-    "schema",
-    "contact_id",
-    "generated_at",
-    "tool",
-    "source",
-    "interactions",
-    "total_interactions",
-)
-_SOURCE_FIELDS: Final = ("org_url", "action", "date_from", "date_to")
-_ENTRY_FIELDS: Final = ("interaction_type", "count", "pages", "path", "sha256", "bytes")
-_GENERATED_AT: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-_WIRE_DATE: Final = re.compile(r"^\d{2}-\d{2}-\d{4}$")
-_SHA256: Final = re.compile(r"^[0-9a-f]{64}$")
-_CANONICAL_INDEX: Final = {t.value: i for i, t in enumerate(ALL_TYPES)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,178 +102,27 @@ class VerifyResult:
     contact_id: str | None
     total_interactions: int | None
     problems: tuple[str, ...]
-    # What the dossier answers (from its manifest), so a caller can compare without re-reading.
+    # What the dossier answers (from its manifest), so a caller can compare without re-reading:
+    # ``source`` holds org_url, date_from and date_to (v1's shape, also for v2), and
+    # ``question`` the v2 question (derived for v1: sources ["interactions"], no tables).
     source: Mapping[str, Any] | None = None
     interaction_types: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """What the manifest promises about one interaction entry."""
-
-    interaction_type: str
-    count: int
-    sha256: str
-    bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Manifest:
-    contact_id: str | None
-    total_interactions: int | None
-    entries: dict[str, _Entry]  # by member name
-    source: Mapping[str, Any] | None = None
-    interaction_types: tuple[str, ...] = ()
-
-
-_NO_MANIFEST: Final = _Manifest(None, None, {})
-
-
-def _is_count(value: object, minimum: int = 0) -> TypeGuard[int]:
-    return type(value) is int and value >= minimum  # bool is an int subclass: not a count
+    schema: str | None = None
+    question: Mapping[str, Any] | None = None
+    sha256: str | None = None  # of the whole file, when expected_sha256 was given
 
 
 def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class _ManifestCheck:
-    """Schema checks of manifest.json; appends one problem per broken rule."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-
-    def _fields(self, where: str, value: object, fields: tuple[str, ...]) -> dict[str, Any] | None:
-        if not isinstance(value, dict):
-            self.problems.append(f"manifest: {where} is not an object")
-            return None
-        missing = [f for f in fields if f not in value]
-        extra = sorted(str(f) for f in value if f not in fields)
-        if missing:
-            self.problems.append(f"manifest: {where} lacks {', '.join(missing)}")
-        if extra:
-            self.problems.append(f"manifest: {where} has unexpected field(s) {', '.join(extra)}")
-        return value
-
-    def run(self, manifest: object) -> _Manifest:
-        top = self._fields("the top level", manifest, _TOP_FIELDS)
-        if top is None:
-            return _Manifest(None, None, {})
-        if top.get("schema") != SCHEMA:
-            self.problems.append(f"manifest: schema is not {SCHEMA!r}")
-        contact_id = top.get("contact_id")
-        if not isinstance(contact_id, str) or not is_canonical_guid(contact_id):
-            self.problems.append("manifest: contact_id is not a lower-case canonical GUID")
-            contact_id = None
-        self._generated_at(top.get("generated_at"))
-        tool = self._fields("tool", top.get("tool"), ("name", "version"))
-        if tool is not None and not all(isinstance(tool.get(k), str) for k in ("name", "version")):
-            self.problems.append("manifest: tool name and version must be strings")
-        source = self._source(top.get("source"))
-        listed = top.get("interactions")
-        entries, counted = self._interactions(listed)
-        total = top.get("total_interactions")
-        if not _is_count(total):
-            self.problems.append("manifest: total_interactions is not a whole number >= 0")
-            total = None
-        elif counted is not None and total != counted:
-            self.problems.append(
-                f"manifest: total_interactions is {total} but the counts add up to {counted}"
-            )
-        types = tuple(
-            row["interaction_type"]
-            for row in (listed if isinstance(listed, list) else [])
-            if isinstance(row, dict) and isinstance(row.get("interaction_type"), str)
-        )
-        return _Manifest(contact_id, total, entries, source, types)
-
-    def _generated_at(self, value: object) -> None:
-        try:
-            ok = isinstance(value, str) and bool(_GENERATED_AT.match(value))
-            if ok:
-                datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ")
-        except ValueError:
-            ok = False
-        if not ok:
-            self.problems.append(
-                "manifest: generated_at is not a UTC time like 2024-01-31T12:00:00Z"
-            )
-
-    def _source(self, value: object) -> dict[str, Any] | None:
-        source = self._fields("source", value, _SOURCE_FIELDS)
-        if source is None:
-            return None
-        if not isinstance(source.get("org_url"), str):
-            self.problems.append("manifest: source.org_url is not a string")
-        if source.get("action") != ACTION:
-            self.problems.append(f"manifest: source.action is not {ACTION!r}")
-        for name in ("date_from", "date_to"):
-            date = source.get(name)
-            if date is not None and not (isinstance(date, str) and _WIRE_DATE.match(date)):
-                self.problems.append(f"manifest: source.{name} is neither null nor MM-DD-YYYY")
-        return source
-
-    def _interactions(self, value: object) -> tuple[dict[str, _Entry], int | None]:
-        """Entries by member name, and the sum of the counts (None if any count is broken)."""
-        if not isinstance(value, list) or not value:
-            self.problems.append("manifest: interactions is not a non-empty list")
-            return {}, None
-        entries: dict[str, _Entry] = {}
-        total: int | None = 0
-        last = -1
-        for number, raw in enumerate(value):
-            row = self._fields(f"interactions[{number}]", raw, _ENTRY_FIELDS)
-            if row is None:
-                total = None
-                continue
-            name = row.get("interaction_type")
-            where = f"interactions[{number}] ({name})"
-            index = _CANONICAL_INDEX.get(name) if isinstance(name, str) else None
-            if index is None:
-                self.problems.append(f"manifest: interactions[{number}] names no interaction type")
-            elif index <= last:
-                self.problems.append(f"manifest: {where} is repeated or out of canonical order")
-            else:
-                last = index
-            count = row.get("count")
-            if not _is_count(count):
-                self.problems.append(f"manifest: {where} count is not a whole number >= 0")
-                total = None
-            elif total is not None:
-                total += count
-            if not _is_count(row.get("pages"), 1):
-                self.problems.append(f"manifest: {where} pages is not a whole number >= 1")
-            if index is not None and _is_count(count):
-                entry = self._entry(where, ALL_TYPES[index], count, row)
-                if entry is not None:
-                    entries[entry_name(ALL_TYPES[index])] = entry
-        return entries, total
-
-    def _entry(
-        self, where: str, kind: InteractionType, count: int, row: dict[str, Any]
-    ) -> _Entry | None:
-        path, sha, size = row.get("path"), row.get("sha256"), row.get("bytes")
-        if count == 0:
-            if path is not None or sha is not None or size != 0:
-                self.problems.append(
-                    f"manifest: {where} has count 0, so path and sha256 must be null and bytes 0"
-                )
-            return None
-        broken = False
-        if path != entry_name(kind):
-            self.problems.append(f"manifest: {where} path must be {entry_name(kind)!r}")
-            broken = True
-        if not isinstance(sha, str) or not _SHA256.match(sha):
-            self.problems.append(f"manifest: {where} sha256 is not 64 lower-case hex digits")
-            broken = True
-        if not _is_count(size, 1):
-            self.problems.append(f"manifest: {where} bytes is not a whole number >= 1")
-            broken = True
-        if broken:
-            return None
-        assert isinstance(sha, str)
-        assert isinstance(size, int)
-        return _Entry(kind.value, count, sha, size)
+def file_sha256(path: Path) -> str:
+    """The sha256 of a whole file, read in chunks (never held whole)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 class _ArrayLines:
@@ -321,6 +181,33 @@ class _ArrayLines:
             self.error = "it does not end with a closing ]"
 
 
+class _JsonLines:
+    """Parses a JSON-lines entry one line at a time: one JSON object per line, each ended."""
+
+    __slots__ = ("count", "error", "line", "non_objects")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.non_objects = 0
+        self.line = 0
+        self.error: str | None = None
+
+    def feed(self, raw: bytes) -> None:
+        self.line += 1
+        try:
+            item = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.error = f"line {self.line} is not one whole JSON value (one row per line)"
+            return
+        self.count += 1
+        if type(item) is not dict:
+            self.non_objects += 1
+
+    def finish(self, rest: bytes) -> None:
+        if self.error is None and rest:
+            self.error = "its last line does not end with a newline"
+
+
 class _Checker:
     """One pass over one open zip, collecting problems."""
 
@@ -329,13 +216,15 @@ class _Checker:
         self.path = path
         self.problems: list[str] = []
 
-    def run(self) -> _Manifest:
+    def run(self) -> CheckedManifest:
         infos = self.archive.infolist()
         names = Counter(info.filename for info in infos)
         for name, seen in names.items():
             if seen > 1:
                 self.problems.append(f"member {name!r} appears {seen} times")
+        before = len(self.problems)
         manifest = self._manifest(names)
+        manifest_ok = len(self.problems) == before
         if manifest.contact_id is not None:
             expected_name = dossier_file_name(manifest.contact_id)
             if self.path.name != expected_name:
@@ -343,9 +232,16 @@ class _Checker:
                     f"file is named {self.path.name!r} but holds contact {manifest.contact_id} "
                     f"(expected {expected_name!r})"
                 )
-        wanted = {README_NAME, MANIFEST_NAME, *manifest.entries}
-        self.problems.extend(f"member {n!r} is missing" for n in sorted(wanted - set(names)))
-        self.problems.extend(f"unexpected member {n!r}" for n in sorted(set(names) - wanted))
+        wanted = [README_NAME, MANIFEST_NAME, *manifest.entries]
+        missing = sorted(set(wanted) - set(names))
+        unexpected = sorted(set(names) - set(wanted))
+        self.problems.extend(f"member {n!r} is missing" for n in missing)
+        self.problems.extend(f"unexpected member {n!r}" for n in unexpected)
+        if not (missing or unexpected) and [i.filename for i in infos] != wanted:
+            self.problems.append(
+                "members are not in the writer's order (README.txt, manifest.json, then the "
+                "entries as the manifest lists them)"
+            )
         done: set[str] = set()
         for info in infos:
             if info.filename in done:
@@ -354,15 +250,15 @@ class _Checker:
             if info.filename == MANIFEST_NAME:
                 continue  # already read in full, which checked its CRC
             if info.filename == README_NAME:
-                self._readme(info, manifest.contact_id)
+                self._readme(info, manifest, manifest_ok)
             elif info.filename in manifest.entries:
                 self._entry(info, manifest.entries[info.filename], manifest.contact_id)
             else:
                 self._drain(info)
         return manifest
 
-    def _read_text_member(self, info: zipfile.ZipInfo) -> bytes | None:
-        if info.file_size > _MAX_TEXT_MEMBER:
+    def _read_text_member(self, info: zipfile.ZipInfo, limit: int) -> bytes | None:
+        if info.file_size > limit:
             self.problems.append(f"{info.filename} is too large ({info.file_size} bytes)")
             return None
         try:
@@ -371,22 +267,24 @@ class _Checker:
             self.problems.append(f"{info.filename} is damaged: {_reason(exc)}")
             return None
 
-    def _manifest(self, names: Counter[str]) -> _Manifest:
+    def _manifest(self, names: Counter[str]) -> CheckedManifest:
         """The checked manifest; an unreadable one is reported once, not once per field."""
         if MANIFEST_NAME not in names:
-            return _NO_MANIFEST  # reported with the other missing members
-        data = self._read_text_member(self.archive.getinfo(MANIFEST_NAME))
+            return NO_MANIFEST  # reported with the other missing members
+        data = self._read_text_member(self.archive.getinfo(MANIFEST_NAME), _MAX_MANIFEST)
         if data is None:
-            return _NO_MANIFEST
+            return NO_MANIFEST
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
             self.problems.append("manifest.json is not valid JSON")
-            return _NO_MANIFEST
-        return _ManifestCheck(self.problems).run(parsed)
+            return NO_MANIFEST
+        return check_manifest(parsed, self.problems)
 
-    def _readme(self, info: zipfile.ZipInfo, contact_id: str | None) -> None:
-        data = self._read_text_member(info)
+    def _readme(self, info: zipfile.ZipInfo, manifest: CheckedManifest, manifest_ok: bool) -> None:
+        if manifest.readme is not None:  # v2: hashed in the manifest like any entry
+            self._entry(info, manifest.readme, None)
+        data = self._read_text_member(info, _MAX_TEXT_MEMBER)
         if data is None:
             return
         try:
@@ -394,8 +292,15 @@ class _Checker:
         except UnicodeDecodeError:
             self.problems.append("README.txt is not UTF-8 text")
             return
-        if contact_id is not None and contact_id not in text:
+        if manifest.contact_id is not None and manifest.contact_id not in text:
             self.problems.append("README.txt does not name the contact of the manifest")
+        elif (
+            # v1 did not hash its README; it is a function of the manifest, so rebuild it.
+            manifest.schema == format_v1.SCHEMA
+            and manifest_ok
+            and text != format_v1.readme_text(manifest.raw)
+        ):
+            self.problems.append("README.txt is not the one its manifest produces (changed)")
 
     def _drain(self, info: zipfile.ZipInfo) -> None:
         """Read a member to its end so that a damaged one is reported too."""
@@ -406,71 +311,103 @@ class _Checker:
         except _ZIP_ERRORS as exc:
             self.problems.append(f"{info.filename} is damaged: {_reason(exc)}")
 
-    def _entry(self, info: zipfile.ZipInfo, entry: _Entry, contact_id: str | None) -> None:
+    def _entry(self, info: zipfile.ZipInfo, entry: ExpectedEntry, contact_id: str | None) -> None:
         name = info.filename
         sha = hashlib.sha256()
         size = 0
-        lines = _ArrayLines(contact_id)
+        lines: _ArrayLines | _JsonLines | None = None
+        if entry.layout == "array":
+            lines = _ArrayLines(contact_id)
+        elif entry.layout == "lines":
+            lines = _JsonLines()
         pending = b""
         try:
             with self.archive.open(info) as member:
                 while chunk := member.read(_CHUNK):
                     sha.update(chunk)
                     size += len(chunk)
-                    if lines.error is not None:
+                    if lines is None or lines.error is not None:
                         continue  # keep hashing; the layout is already reported
                     parts = (pending + chunk).split(b"\n")
                     pending = parts.pop()
                     for part in parts:
                         lines.feed(part)
+                        if lines.error is not None:
+                            break  # the first broken line is the one to name
                     if len(pending) > _MAX_LINE:
                         lines.error = f"a line longer than {_MAX_LINE} bytes"
         except _ZIP_ERRORS as exc:
             self.problems.append(f"{name} is damaged: {_reason(exc)}")
             return
-        if lines.error is None:
-            if pending:
-                lines.feed(pending)
-            lines.finish()
         if size != entry.bytes:
             self.problems.append(f"{name} has {size} bytes, the manifest says {entry.bytes}")
         if sha.hexdigest() != entry.sha256:
             self.problems.append(f"{name} does not match its sha256 in the manifest")
+        if isinstance(lines, _ArrayLines):
+            if lines.error is None:
+                if pending:
+                    lines.feed(pending)
+                lines.finish()
+            self._rows(name, lines, entry, "is not a JSON array of one object per line")
+            if lines.error is None and lines.foreign:
+                self.problems.append(
+                    f"{name} holds {lines.foreign} interaction(s) whose ContactId is missing or "
+                    "names another contact"
+                )
+        elif isinstance(lines, _JsonLines):
+            if lines.error is None:
+                lines.finish(pending)
+            self._rows(name, lines, entry, "is not JSON lines")
+
+    def _rows(
+        self, name: str, lines: _ArrayLines | _JsonLines, entry: ExpectedEntry, layout: str
+    ) -> None:
         if lines.error is not None:
-            self.problems.append(f"{name} is not a v1 JSON array: {lines.error}")
+            self.problems.append(f"{name} {layout}: {lines.error}")
             return
         if lines.count != entry.count:
+            what = "interactions" if isinstance(lines, _ArrayLines) else "rows"
             self.problems.append(
-                f"{name} holds {lines.count} interactions, the manifest says {entry.count}"
+                f"{name} holds {lines.count} {what}, the manifest says {entry.count}"
             )
         if lines.non_objects:
             self.problems.append(f"{name} holds {lines.non_objects} value(s) that are not objects")
-        if lines.foreign:
-            self.problems.append(
-                f"{name} holds {lines.foreign} interaction(s) whose ContactId is missing or "
-                "names another contact"
-            )
 
 
-def verify_dossier(path: Path) -> VerifyResult:
-    """Check one dossier file; never raises for a bad file (that is what ``problems`` says)."""
+def verify_dossier(path: Path, expected_sha256: str | None = None) -> VerifyResult:
+    """Check one dossier file; never raises for a bad file (that is what ``problems`` says).
+
+    With ``expected_sha256`` the whole file's sha256 must be that too (and is returned).
+    """
     path = Path(path)
+    problems: list[str] = []
+    digest: str | None = None
     try:
-        archive = zipfile.ZipFile(path)
+        if expected_sha256 is not None:
+            digest = file_sha256(path)
+            if digest != expected_sha256.lower():
+                problems.append("the file's sha256 is not the expected one (it was changed)")
+        with open(path, "rb") as stream:
+            archive = zipfile.ZipFile(stream)
+            with archive:
+                problems.extend(layout_problems(stream, archive.infolist(), archive.start_dir))
+                checker = _Checker(archive, path)
+                manifest = checker.run()
     except _ZIP_ERRORS as exc:
-        return VerifyResult(path, False, None, None, (f"not a readable zip file: {_reason(exc)}",))
-    with archive:
-        checker = _Checker(archive, path)
-        manifest = checker.run()
-    problems = tuple(checker.problems)
+        problems.append(f"not a readable zip file: {_reason(exc)}")
+        return VerifyResult(path, False, None, None, tuple(problems), sha256=digest)
+    problems.extend(checker.problems)
     return VerifyResult(
         path,
         not problems,
         manifest.contact_id,
         manifest.total_interactions,
-        problems,
+        tuple(problems),
         manifest.source,
         manifest.interaction_types,
+        manifest.schema,
+        manifest.question,
+        digest,
     )
 
 

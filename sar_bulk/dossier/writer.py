@@ -1,16 +1,20 @@
-"""Write one contact's dossier: spool pages to disk as they arrive, then assemble the zip.
+"""Write one contact's dossier: each part spools what it finds, then the zip is assembled.
 
-Why spool: zipfile writes one member at a time, while the engine fetches the 40 types of a contact
-concurrently and a single contact can have a million interactions. So every page is appended to
-a per-type file in a private folder next to the output (same file system, so the final rename is
-atomic) and the zip is built only when every requested type is done. Memory stays at about one
-page however big the contact is.
+Why spool: zipfile writes one member at a time, while the engine fetches a contact's parts
+(40 interaction types, records, real-time exports) concurrently and one part can hold a million
+rows or a large export file. So every page of rows and every chunk of a file is appended to its
+entry's spool: in memory while the contact is small (``MEMORY_SPOOL_BYTES`` in all), then in
+files in a private folder next to the output (same file system, so the final rename is atomic).
+The zip is built only when every part is done. Memory stays at about one page or chunk.
 
 Usage::
 
-    async with DossierWriter(out_dir, DossierRequest(contact_id, types, org_url)) as writer:
-        await writer.add_page(InteractionType.EmailSent, page)   # any type, any order
-        ...
+    request = DossierRequest(contact_id, parts, question)
+    async with DossierWriter(out_dir, request) as writer:
+        sink = writer.sink(Part("records", "records"))      # one PartSink per part
+        await sink.add_rows("records/contact.json", rows)  # any part, any order
+        await sink.add_file("realtime/a@b.json", chunk)
+        sink.note("tables_absent", ["msdynmkt_consent"])
         summary = await writer.complete()   # leaving the block without this discards everything
 
 Guarantees:
@@ -22,69 +26,58 @@ Guarantees:
 - Dossiers are created 0600 and folders the writer creates 0700, whatever the umask.
 - Every interaction must name this contact in ``ContactId``; a page that holds another
   contact's interaction is refused, because a dossier must never disclose someone else's data.
+- One row that cannot be written (a lone surrogate, nesting too deep, no memory, a value that
+  is not JSON) raises ``DossierError`` naming contact and part, never its content; the writer is
+  then broken: ``complete`` is refused and ``abort`` cleans up. Nothing else is affected.
+- The summary carries the zip's sha256, computed from the bytes as they are written (the zip
+  is written as a stream, members with data descriptors, so nothing is read back).
 
-The format itself (member names, manifest, README) lives in ``dossier_format.py``.
+The format itself (member names, manifest, README) lives in ``format.py``, the spool and the
+assembly of the zip in ``spool.py``, private files and leftovers in ``files.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
-import json
-import os
 import re
-import secrets
-import shutil
-import zipfile
-import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 
-from sar_bulk._version import __version__
+from sar_bulk.dossier.files import dossier_path, remove_leftovers, require_canonical
 from sar_bulk.dossier.format import (
-    ENTRY_CLOSE,
-    ENTRY_OPEN,
-    ENTRY_SEPARATOR,
-    MANIFEST_NAME,
-    PARTIAL_PREFIX,
-    README_NAME,
-    EntryStats,
-    build_manifest,
-    contact_matches,
-    dossier_file_name,
-    entry_name,
+    INTERACTIONS,
+    Question,
+    Subject,
     format_timestamp,
-    manifest_bytes,
-    member_info,
-    readme_text,
+    interactions_entry,
+    source_problem,
 )
+from sar_bulk.dossier.spool import DossierSummary, Spool, encode_rows
 from sar_bulk.errors import DossierError
-from sar_bulk.guids import is_canonical_guid
+from sar_bulk.sources.base import JsonValue, Part, PartSink
 from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 __all__ = [
     "DossierRequest",
     "DossierSummary",
     "DossierWriter",
+    "Question",
+    "Subject",
     "dossier_path",
     "remove_leftovers",
 ]
 
-_FILE_MODE: Final = 0o600
-_DIR_MODE: Final = 0o700
-_CHUNK: Final = 1 << 20
-# A contact's pages stay in memory up to this many bytes, then spill to its spool folder.
-MEMORY_SPOOL_BYTES: Final = 256 * 1024
-# Pages up to this many interactions are encoded on the event loop (microseconds of work).
+# Pages up to this many rows are encoded on the event loop (microseconds of work).
 _INLINE_ITEMS: Final = 64
 _WIRE_DATE: Final = re.compile(r"^\d{2}-\d{2}-\d{4}$")
+_TYPES: Final = frozenset(t.value for t in ALL_TYPES)
 _T = TypeVar("_T")
 
 
@@ -92,387 +85,99 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _require_canonical(contact_id: str) -> None:
-    if not is_canonical_guid(contact_id):
-        raise DossierError(
-            "a dossier needs the contact id in canonical form (lower-case dashed GUID); "
-            "normalise it with canonical_guid first"
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class DossierRequest:
-    """What was asked for one contact; the manifest records it."""
+    """What one contact's dossier will hold (``parts``) and what was asked (``question``)."""
 
     contact_id: str
-    interaction_types: tuple[InteractionType, ...]
-    org_url: str
-    date_from: str | None = None  # as sent, MM-DD-YYYY
-    date_to: str | None = None
+    parts: tuple[Part, ...]
+    question: Question
+    subject: Subject = field(default_factory=Subject)
 
     def __post_init__(self) -> None:
-        _require_canonical(self.contact_id)
-        if not self.interaction_types:
-            raise DossierError("a dossier needs at least one interaction type")
-        if not all(isinstance(t, InteractionType) for t in self.interaction_types):
-            raise DossierError("interaction_types must be InteractionType members")
-        if len(set(self.interaction_types)) != len(self.interaction_types):
-            raise DossierError("interaction_types lists a type twice")
-        for name, value in (("date_from", self.date_from), ("date_to", self.date_to)):
+        require_canonical(self.contact_id)
+        if not self.parts:
+            raise DossierError("a dossier needs at least one part")
+        if not all(isinstance(p, Part) for p in self.parts):
+            raise DossierError("parts must be Part values")
+        if len(set(self.parts)) != len(self.parts):
+            raise DossierError("parts lists a part twice")
+        for part in self.parts:
+            if problem := source_problem(part.source):
+                raise DossierError(problem)
+            if part.source == INTERACTIONS and part.name not in _TYPES:
+                raise DossierError(f"part {part.key} names no interaction type")
+            if part.source not in self.question.sources:
+                raise DossierError(f"part {part.key} is of a source the question does not ask")
+        question = self.question
+        # The manifest must answer the question exactly: verify checks the same two rules.
+        sources = {p.source for p in self.parts}
+        if unanswered := [s for s in question.sources if s not in sources]:
+            raise DossierError(f"the question asks {', '.join(unanswered)} but no part fetches it")
+        types = {p.name for p in self.parts if p.source == INTERACTIONS}
+        if INTERACTIONS in sources and types != set(question.interaction_types):
+            raise DossierError("the interactions parts are not the question's interaction types")
+        for name, value in (("date_from", question.date_from), ("date_to", question.date_to)):
             if value is not None and not _WIRE_DATE.match(value):
                 raise DossierError(f"{name} must be sent as MM-DD-YYYY")
 
-
-@dataclass(frozen=True, slots=True)
-class DossierSummary:
-    """What was written: enough for the run report and the state file."""
-
-    path: Path
-    contact_id: str
-    total_interactions: int
-    counts: dict[InteractionType, int]
-    zip_bytes: int
-
-
-def dossier_path(out_dir: Path, contact_id: str) -> Path:
-    """Where the dossier of ``contact_id`` lives; refuses anything but a canonical GUID."""
-    _require_canonical(contact_id)
-    return Path(out_dir) / dossier_file_name(contact_id)
-
-
-def remove_leftovers(out_dir: Path, owns: Callable[[str], bool] | None = None) -> int:
-    """Delete what interrupted writes left in ``out_dir``; returns how many items went.
-
-    Only names starting with ``.sar-bulk-partial-`` are touched, and with ``owns`` only those of
-    contacts it accepts (shards sharing a folder each clean their own). Call it before any
-    writer of this run starts: it would also remove the spool of a writer that is running.
-    """
-    try:
-        entries = list(os.scandir(out_dir))
-    except FileNotFoundError:
-        return 0
-    except OSError as exc:
-        raise DossierError(f"cannot list output folder {out_dir}: {exc.strerror}") from exc
-    removed = 0
-    for entry in entries:
-        if not entry.name.startswith(PARTIAL_PREFIX):
-            continue
-        contact = entry.name[len(PARTIAL_PREFIX) : len(PARTIAL_PREFIX) + 36]
-        if owns is not None and not (is_canonical_guid(contact) and owns(contact)):
-            continue
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise DossierError(
-                f"cannot remove leftover {entry.path} of an interrupted run: {exc.strerror}; "
-                "remove it by hand"
-            ) from exc
-        removed += 1
-    return removed
-
-
-def _ensure_folder(path: Path) -> None:
-    """Create ``path`` and missing parents as 0700 (set explicitly: umask may be anything)."""
-    missing: list[Path] = []
-    current = path
-    while not current.exists() and current.parent != current:
-        missing.append(current)
-        current = current.parent
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, _DIR_MODE)
-        except FileExistsError:
-            continue
-        os.chmod(folder, _DIR_MODE)
-    if not path.is_dir():
-        raise DossierError(f"output folder {path} exists but is not a folder")
-
-
-def _create_private(path: Path) -> int:
-    """A new 0600 file; fails if the name exists (never follows or reuses someone's file)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, _FILE_MODE)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _fsync_folder(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_quietly(path: Path) -> None:
-    """Best-effort clean-up: what stays behind has a partial name and goes at the next run."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except OSError:
-        pass
-
-
-def _encode_page(interactions: Sequence[Mapping[str, Any]], contact_id: str) -> list[bytes]:
-    """One compact JSON line per interaction, unchanged; refuses other contacts' data."""
-    lines: list[bytes] = []
-    for item in interactions:
-        obj = item
-        if type(obj) is not dict:
-            if not isinstance(obj, Mapping):
-                raise DossierError(f"an interaction of contact {contact_id} is not a JSON object")
-            obj = dict(obj)
-        if not contact_matches(obj.get("ContactId"), contact_id):
-            raise DossierError(
-                f"a page for contact {contact_id} holds an interaction whose ContactId is "
-                "missing or names another contact; it is not written to protect that person"
-            )
-        try:
-            # A copy of exactly the right size: orjson's result keeps its ~4 KiB output buffer,
-            # so a page of 5,000 lines of ~400 bytes would otherwise hold ~20 MB, not ~2 MB.
-            lines.append(bytes(memoryview(orjson.dumps(obj))))
-        except orjson.JSONEncodeError:
-            lines.append(_dumps_exact(obj, contact_id))
-    return lines
-
-
-def _dumps_exact(obj: Mapping[str, Any], contact_id: str) -> bytes:
-    """The standard library's compact JSON, for what orjson refuses (integers beyond 64 bits)."""
-    try:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise DossierError(
-            f"an interaction of contact {contact_id} cannot be written as JSON: {exc}"
-        ) from None
-    return text.encode("utf-8")
-
-
-def _copy_entry(source: IO[bytes], target: IO[bytes]) -> None:
-    """Stream a spool file into its zip member (a seam the tests use to interrupt assembly)."""
-    shutil.copyfileobj(source, target, _CHUNK)
-
-
-class _TypeSpool:
-    """One type's pages so far: held in memory or spooled to a file, with running hash and CRC."""
-
-    __slots__ = ("count", "crc", "file", "held", "items_bytes", "pages", "sha")
-
-    def __init__(self) -> None:
-        self.pages = 0
-        self.count = 0
-        self.items_bytes = 0
-        self.file: Path | None = None
-        self.held: list[bytes] = []
-        # Hash and CRC of the entry as it will be: opening bracket now, closing one at the end.
-        self.sha = hashlib.sha256(ENTRY_OPEN)
-        self.crc = zlib.crc32(ENTRY_OPEN)
-
-    @property
-    def entry_bytes(self) -> int:
-        return len(ENTRY_OPEN) + self.items_bytes + len(ENTRY_CLOSE)
-
-    def chunks_for(self, lines: list[bytes]) -> tuple[bytes, ...]:
-        """The bytes a page adds to the entry; pages after the first start with a separator."""
-        joined = ENTRY_SEPARATOR.join(lines)
-        return (ENTRY_SEPARATOR, joined) if self.count else (joined,)
-
-    def account(self, chunks: tuple[bytes, ...], items: int) -> None:
-        for chunk in chunks:
-            self.sha.update(chunk)
-            self.crc = zlib.crc32(chunk, self.crc)
-            self.items_bytes += len(chunk)
-        self.count += items
-
-    def stats(self, interaction_type: InteractionType) -> EntryStats:
-        if not self.count:
-            return EntryStats(interaction_type, 0, self.pages, None, 0)
-        sha = self.sha.copy()
-        sha.update(ENTRY_CLOSE)
-        return EntryStats(
-            interaction_type, self.count, self.pages, sha.hexdigest(), self.entry_bytes
-        )
-
-    def entry_crc(self) -> int:
-        return zlib.crc32(ENTRY_CLOSE, self.crc)
-
-
-class _Spool:
-    """The pages of one contact until assembly.
-
-    Most contacts are small: their pages stay in memory, up to ``MEMORY_SPOOL_BYTES`` per
-    contact, and never touch the disk before the zip is written (no spool folder, no thread hop
-    per page). The first page that would pass that bound spills everything to files in a
-    private folder, and from then on every page goes to disk, so memory stays bounded by the
-    bound plus one page however big the contact is. ``hold`` runs on the event loop (it does no
-    I/O); every other method runs in a worker thread, one call at a time.
-    """
-
-    def __init__(self, out_dir: Path, request: DossierRequest) -> None:
-        self.out_dir = out_dir
-        self.request = request
-        self.types = {t: _TypeSpool() for t in ALL_TYPES if t in request.interaction_types}
-        self._partial = f"{PARTIAL_PREFIX}{request.contact_id}-{secrets.token_hex(4)}"
-        self._folder: Path | None = None  # created when the pages spill to disk
-        self._zip = out_dir / f"{self._partial}.zip"
-        self._held_bytes = 0
-
-    def hold(self, interaction_type: InteractionType, lines: list[bytes]) -> bool:
-        """Keep a page in memory if the bound allows; False when it must go to disk."""
-        spool = self.types[interaction_type]
-        if lines:
-            chunks = spool.chunks_for(lines)
-            size = sum(len(chunk) for chunk in chunks)
-            if self._folder is not None or self._held_bytes + size > MEMORY_SPOOL_BYTES:
-                return False
-            spool.held.extend(chunks)
-            self._held_bytes += size
-            spool.account(chunks, len(lines))
-        spool.pages += 1
-        return True
-
-    def add(
-        self, interaction_type: InteractionType, interactions: Sequence[Mapping[str, Any]]
-    ) -> None:
-        lines = _encode_page(interactions, self.request.contact_id)
-        if not self.hold(interaction_type, lines):
-            self.write(interaction_type, lines)
-
-    def write(self, interaction_type: InteractionType, lines: list[bytes]) -> None:
-        """Append a page to its spool file, spilling what memory holds first."""
-        spool = self.types[interaction_type]
-        self._spill()
-        chunks = spool.chunks_for(lines)
-        self._append(spool, interaction_type, chunks)
-        spool.account(chunks, len(lines))
-        spool.pages += 1
-
-    def _spill(self) -> None:
-        if self._folder is not None:
-            return
-        _ensure_folder(self.out_dir)
-        folder = self.out_dir / self._partial
-        os.mkdir(folder, _DIR_MODE)
-        os.chmod(folder, _DIR_MODE)
-        self._folder = folder
-        for interaction_type, spool in self.types.items():
-            if spool.held:
-                self._append(spool, interaction_type, tuple(spool.held))
-                spool.held.clear()
-        self._held_bytes = 0
-
-    def _append(
-        self, spool: _TypeSpool, interaction_type: InteractionType, chunks: tuple[bytes, ...]
-    ) -> None:
-        # Open per page rather than holding up to 40 descriptors per contact: with many
-        # contacts in flight that would exhaust the process's file limit, and an open is cheap.
-        assert self._folder is not None
-        if spool.file is None:
-            spool.file = self._folder / f"{interaction_type.value}.part"
-            fd = _create_private(spool.file)
-        else:
-            fd = os.open(spool.file, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with open(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-
-    def assemble(self, generated_at: str) -> DossierSummary:
-        """Build the zip under a partial name, make it durable, rename it, drop the spool."""
-        request = self.request
-        _ensure_folder(self.out_dir)
-        stats = [spool.stats(t) for t, spool in self.types.items()]
-        manifest = build_manifest(
-            contact_id=request.contact_id,
-            generated_at=generated_at,
-            tool_version=__version__,
-            org_url=request.org_url,
-            date_from=request.date_from,
-            date_to=request.date_to,
-            entries=stats,
-        )
-        manifest_data = manifest_bytes(manifest)
-        readme_data = readme_text(manifest).encode("utf-8")
-        final = dossier_path(self.out_dir, request.contact_id)
-        fd = _create_private(self._zip)
-        try:
-            with open(fd, "wb", buffering=_CHUNK) as raw:
-                with zipfile.ZipFile(raw, "w", allowZip64=True) as archive:
-                    archive.writestr(member_info(README_NAME, len(readme_data)), readme_data)
-                    archive.writestr(member_info(MANIFEST_NAME, len(manifest_data)), manifest_data)
-                    for interaction_type, spool in self.types.items():
-                        if spool.count:
-                            self._write_entry(archive, interaction_type, spool)
-                raw.flush()
-                os.fsync(raw.fileno())
-                zip_bytes = raw.tell()
-            os.replace(self._zip, final)
-        except BaseException:
-            _remove_quietly(self._zip)
-            raise
-        _fsync_folder(self.out_dir)
-        self.discard()
-        return DossierSummary(
-            path=final,
-            contact_id=request.contact_id,
-            total_interactions=manifest["total_interactions"],
-            counts={s.interaction_type: s.count for s in stats},
-            zip_bytes=zip_bytes,
-        )
-
-    def _write_entry(
-        self, archive: zipfile.ZipFile, interaction_type: InteractionType, spool: _TypeSpool
-    ) -> None:
-        # The exact size is known, so zipfile switches to ZIP64 by itself when it is needed.
-        info = member_info(entry_name(interaction_type), spool.entry_bytes)
-        with archive.open(info, "w") as target:
-            target.write(ENTRY_OPEN)
-            if spool.file is None:
-                target.writelines(spool.held)
-            else:
-                with open(spool.file, "rb") as source:
-                    _copy_entry(source, target)
-            target.write(ENTRY_CLOSE)
-        # The manifest's sha256 was taken while spooling; the CRC zipfile just computed over
-        # the bytes read back must agree, or the spool changed on disk.
-        if info.file_size != spool.entry_bytes or spool.entry_crc() != info.CRC:
-            raise DossierError(
-                f"the spool of {interaction_type} for contact {self.request.contact_id} "
-                "changed on disk while the dossier was assembled; run again"
-            )
-
-    def discard(self) -> None:
-        for spool in self.types.values():
-            spool.held.clear()
-        if self._folder is not None:
-            _remove_quietly(self._folder)
-        _remove_quietly(self._zip)
+    @classmethod
+    def for_interactions(
+        cls,
+        contact_id: str,
+        interaction_types: Sequence[InteractionType],
+        org_url: str,
+        date_from: str | None = None,
+        date_to: str | None = None,
+    ) -> DossierRequest:
+        """The request of the interactions-only engine: one part per interaction type."""
+        if not interaction_types:
+            raise DossierError("a dossier needs at least one interaction type")
+        if not all(isinstance(t, InteractionType) for t in interaction_types):
+            raise DossierError("interaction_types must be InteractionType members")
+        if len(set(interaction_types)) != len(interaction_types):
+            raise DossierError("interaction_types lists a type twice")
+        ordered = tuple(t.value for t in ALL_TYPES if t in interaction_types)
+        question = Question(org_url, (INTERACTIONS,), ordered, date_from, date_to)
+        return cls(contact_id, tuple(Part(INTERACTIONS, t) for t in ordered), question)
 
 
 class _State(enum.Enum):
     OPEN = "open"
+    ASSEMBLING = "assembling"  # complete() is writing the zip
     BROKEN = "broken"  # a write failed or was cancelled half-way: only abort() is left
     DONE = "done"
     ABORTED = "aborted"
 
 
-class DossierWriter:
-    """Collects one contact's pages and turns them into ``<out>/<contact-id>.zip``.
+class _PartSink:
+    """The ``PartSink`` of one part: every call goes to the writer, tagged with the part."""
 
-    Pages of one type must be added in server order; types may interleave freely. Calls are
-    serialised per writer (each is one hop to a worker thread), so concurrent calls are safe.
+    __slots__ = ("_part", "_writer")
+
+    def __init__(self, writer: DossierWriter, part: Part) -> None:
+        self._writer = writer
+        self._part = part
+
+    async def add_rows(self, entry: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        await self._writer._add_rows(self._part, entry, rows)
+
+    async def add_file(self, entry: str, chunk: bytes) -> None:
+        await self._writer._add_file(self._part, entry, chunk)
+
+    def note(self, key: str, value: JsonValue) -> None:
+        self._writer._note(self._part, key, value)
+
+
+class DossierWriter:
+    """Collects one contact's parts and turns them into ``<out>/<contact-id>.zip``.
+
+    Rows of one entry must be added in server order; parts and entries may interleave freely.
+    Calls are serialised per writer (each is at most one hop to a worker thread), so concurrent
+    calls from the parts of a contact are safe.
     """
 
-    __slots__ = ("_inflight", "_lock", "_now", "_spool", "_state", "_unrequested")
+    __slots__ = ("_inflight", "_lock", "_now", "_opened", "_spool", "_state", "_unrequested")
 
     def __init__(
         self,
@@ -481,12 +186,13 @@ class DossierWriter:
         *,
         now: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self._spool = _Spool(Path(out_dir), request)
+        self._spool = Spool(Path(out_dir), request)
         self._now = now
         self._lock = asyncio.Lock()
         self._state = _State.OPEN
         self._inflight: asyncio.Future[Any] | None = None
-        self._unrequested: set[InteractionType] = set()
+        self._unrequested: set[str] = set()
+        self._opened: set[Part] = set()
 
     @property
     def contact_id(self) -> str:
@@ -504,39 +210,104 @@ class DossierWriter:
         if self._state is not _State.DONE:
             await self.abort()
 
+    def sink(self, part: Part) -> PartSink:
+        """Where ``part`` writes; a part not in the request is refused (and fails complete)."""
+        if part not in self._spool.pages:
+            self._unrequested.add(getattr(part, "key", repr(part)))
+            raise DossierError(
+                f"part {getattr(part, 'key', part)!r} came for contact {self.contact_id}, "
+                "but it was not requested"
+            )
+        self._opened.add(part)
+        return _PartSink(self, part)
+
     async def add_page(
         self, interaction_type: InteractionType, interactions: Sequence[Mapping[str, Any]]
     ) -> None:
+        """Compatibility for the interactions-only engine: one page of one type's part."""
+        try:
+            kind = InteractionType(interaction_type)
+        except ValueError:
+            raise DossierError(f"{interaction_type!r} is not an interaction type") from None
+        sink = self.sink(Part(INTERACTIONS, kind.value))
+        await sink.add_rows(interactions_entry(kind), interactions)
+
+    def _where(self, part: Part) -> str:
+        return f"part {part.key} of contact {self.contact_id}"
+
+    async def _add_rows(self, part: Part, entry: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Spool one page (empty pages count too): in memory while the contact is small, then
         on disk; a small page is encoded here, a big one in the worker thread."""
-        kind = self._requested(interaction_type)
         async with self._lock:
-            self._require_open("add a page to")
-            if len(interactions) > _INLINE_ITEMS:
-                await self._in_thread(self._spool.add, kind, interactions)
-                return
+            self._require_open("add rows to")
             try:
-                lines = _encode_page(interactions, self.contact_id)
+                spool = self._spool.entry(part, entry, "rows")
+            except DossierError:
+                self._state = _State.BROKEN
+                raise
+            self._spool.pages[part] += 1
+            spool.pages += 1
+            where = self._where(part)
+            if len(rows) > _INLINE_ITEMS:
+                await self._in_thread(self._spool.add_rows, spool, rows, where)
+                return
+            contact = self.contact_id if part.source == INTERACTIONS else None
+            try:
+                lines = encode_rows(rows, contact, where)
             except DossierError:
                 self._state = _State.BROKEN  # as when the thread refuses a page
                 raise
-            if not self._spool.hold(kind, lines):
-                await self._in_thread(self._spool.write, kind, lines)
+            if lines:
+                chunks = spool.chunks_for(lines)
+                if not self._spool.hold(spool, chunks, len(lines)):
+                    await self._in_thread(self._spool.write, spool, chunks, len(lines))
+
+    async def _add_file(self, part: Part, entry: str, chunk: bytes) -> None:
+        """Append a chunk of a verbatim file: held while small, else written in the thread."""
+        async with self._lock:
+            self._require_open("add a file to")
+            try:
+                if not isinstance(chunk, bytes | bytearray | memoryview):
+                    raise DossierError(f"a chunk of {self._where(part)} is not bytes")
+                spool = self._spool.entry(part, entry, "file")
+            except DossierError:
+                self._state = _State.BROKEN
+                raise
+            data = (bytes(chunk),)
+            if not self._spool.hold(spool, data, 0):
+                await self._in_thread(self._spool.write, spool, data, 0)
+
+    def _note(self, part: Part, key: str, value: JsonValue) -> None:
+        self._require_open("note on")
+        try:
+            if not isinstance(key, str) or not key:
+                raise DossierError(f"a note of {self._where(part)} has no name")
+            orjson.dumps(value)  # refuse now what the manifest could not hold later
+        except Exception as exc:
+            self._state = _State.BROKEN
+            if isinstance(exc, DossierError):
+                raise
+            raise DossierError(
+                f"a note of {self._where(part)} cannot be written as JSON ({type(exc).__name__})"
+            ) from None
+        self._spool.notes[part][key] = value
 
     async def complete(self) -> DossierSummary:
-        """Every requested type is done: write the zip (in a thread) and return what it holds."""
+        """Every part is done: write the zip (in a thread) and return what it holds."""
         async with self._lock:
             self._require_open("complete")
             contact = self.contact_id
             if self._unrequested:
                 names = ", ".join(sorted(self._unrequested))
-                raise DossierError(f"pages came for types not requested for {contact}: {names}")
-            missing = [t.value for t, spool in self._spool.types.items() if not spool.pages]
+                raise DossierError(f"data came for parts not requested for {contact}: {names}")
+            missing = [p.key for p in self._spool.request.parts if p not in self._opened]
             if missing:
                 raise DossierError(
-                    f"the dossier of {contact} is incomplete: no page came for {', '.join(missing)}"
+                    f"the dossier of {contact} is incomplete: no data came for {', '.join(missing)}"
                 )
             generated_at = format_timestamp(self._now())
+            # No note or row may change the parts while the thread reads them.
+            self._state = _State.ASSEMBLING
             summary = await self._in_thread(self._spool.assemble, generated_at)
             self._state = _State.DONE
             return summary
@@ -551,19 +322,6 @@ class DossierWriter:
                 return
             self._state = _State.ABORTED
             await asyncio.to_thread(self._spool.discard)
-
-    def _requested(self, interaction_type: InteractionType) -> InteractionType:
-        try:
-            kind = InteractionType(interaction_type)
-        except ValueError:
-            raise DossierError(f"{interaction_type!r} is not an interaction type") from None
-        if kind not in self._spool.types:
-            self._unrequested.add(kind)
-            raise DossierError(
-                f"a page of {kind} came for contact {self.contact_id}, "
-                "but that type was not requested"
-            )
-        return kind
 
     def _require_open(self, action: str) -> None:
         if self._state is not _State.OPEN:

@@ -14,12 +14,15 @@ Usage::
 
 The rules, in the order they apply:
 
-* Bytes: UTF-8 with or without BOM. Lines end in CRLF, LF or a lone CR; line numbers count physical
-  lines, and a record that spans lines (a quoted field with a line break) is reported at the line
-  where it starts. Blank lines (and rows whose cells are all blank) are skipped silently.
+* Bytes: UTF-8 with or without BOM, or UTF-16 with a BOM (Excel's "Unicode text", which is also
+  tab-separated), decoded as a stream to UTF-8 before the rules below, so nothing else changes.
+  A UTF-32 BOM, or a start full of NUL bytes (UTF-16 without a BOM), is refused at once with an
+  ``InputError`` naming the encoding. Lines end in CRLF, LF or a lone CR; line numbers count
+  physical lines, and a record that spans lines (a quoted field with a line break) is reported at
+  the line where it starts. Blank lines (and rows whose cells are all blank) are skipped silently.
 * A physical line longer than ``max_line_bytes`` is never held whole: its rest is read and dropped
-  in chunks and the row is rejected. A line that is not UTF-8 is rejected. Both leave the rows
-  after them untouched.
+  in chunks and the row is rejected. A line that is not UTF-8 is rejected (and a file with no
+  valid id says the encoding may be why). Both leave the rows after them untouched.
 * Delimiter: comma, unless the first line (quoted parts ignored) has no comma but a semicolon
   (Excel in some locales) or, failing that, a tab.
 * Id column: the header named by ``id_column`` (any case); otherwise the first header found of
@@ -39,6 +42,7 @@ The rules, in the order they apply:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import re
 import sys
@@ -68,11 +72,59 @@ PREVIEW_CHARS: Final = 40
 
 _CHUNK: Final = 16 * 1024
 _BOM: Final = b"\xef\xbb\xbf"
+# Longest first: a UTF-32 LE BOM starts with the UTF-16 LE one.
+_REFUSED_BOMS: Final = ((b"\xff\xfe\x00\x00", "UTF-32 LE"), (b"\x00\x00\xfe\xff", "UTF-32 BE"))
+_UTF16_BOMS: Final = ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+# Bytes looked at to tell UTF-16 without a BOM: text in it has a NUL in every other byte.
+_NUL_SAMPLE: Final = 512
+_SAVE_AS: Final = "save it as UTF-8 (Excel: 'CSV UTF-8') or as UTF-16 with a byte-order mark"
 # Bytes of an overlong line kept for its preview: enough for 40 characters of UTF-8.
 _HEAD: Final = 4 * PREVIEW_CHARS
 # Rejected lines held while sniffing, so a file of nothing but bad lines cannot grow the buffer.
 _MAX_BUFFERED: Final = 20 * SNIFF_ROWS
 _QUOTED: Final = re.compile(r'"[^"]*"')
+
+
+class _Utf16ToUtf8:
+    """A ``read`` that turns a UTF-16 stream into UTF-8, a chunk at a time (bounded memory).
+
+    Unpaired surrogates become U+FFFD, so the row holding one is rejected as "not a GUID"
+    instead of the whole file failing.
+    """
+
+    __slots__ = ("_decoder", "_done", "_pending", "_read")
+
+    def __init__(self, read: Callable[[int], bytes], head: bytes, encoding: str) -> None:
+        self._read = read
+        self._pending = head
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        self._done = False
+
+    def read(self, size: int) -> bytes:
+        while not self._done:
+            raw, self._pending = (self._pending or self._read(size)), b""
+            if raw:
+                text = self._decoder.decode(raw)
+            else:
+                text = self._decoder.decode(b"", final=True)
+                self._done = True
+            if text:
+                return text.encode("utf-8")
+        return b""
+
+
+def _looks_like_utf16(head: bytes) -> bool:
+    """Text in UTF-16 without a BOM: mostly NUL in every other byte, and not in the others.
+
+    Latin text (headers, GUIDs, delimiters) in UTF-16 has a NUL as the high byte of each code
+    unit; UTF-8 text never holds a NUL at all.
+    """
+    sample = head[: _NUL_SAMPLE - _NUL_SAMPLE % 2]
+    if len(sample) < 4:
+        return False
+    even, odd = sample[0::2], sample[1::2]
+    nul_even, nul_odd = even.count(0) / len(even), odd.count(0) / len(odd)
+    return max(nul_even, nul_odd) >= 0.75 and min(nul_even, nul_odd) <= 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +285,7 @@ class ContactReader:
         self._consumed: list[_Line] = []
         self._failure: InputError | None = None
         self._started = False
+        self._not_utf8 = 0
 
     @property
     def column_description(self) -> str:
@@ -266,9 +319,8 @@ class ContactReader:
 
     def _physical_lines(self) -> Iterator[bytes | _Overlong]:
         """Every physical line without its terminator, in chunks so no line is held whole."""
-        read = self._stream.read
         limit = self._max_line_bytes
-        pending, eof = self._read_past_bom(read)
+        pending, eof, read = self._read_past_bom(self._stream.read)
         carry = b""
         skip_lf = False  # the previous chunk ended in CR: a LF at the start finishes that CRLF
         while True:
@@ -303,23 +355,38 @@ class ContactReader:
         if carry:
             yield carry
 
-    @staticmethod
-    def _read_past_bom(read: Callable[[int], bytes]) -> tuple[bytes, bool]:
-        """The first chunk without a UTF-8 BOM, and whether the stream already ended."""
+    def _read_past_bom(
+        self, read: Callable[[int], bytes]
+    ) -> tuple[bytes, bool, Callable[[int], bytes]]:
+        """The first chunk past any BOM, whether the stream already ended, and the ``read`` for
+        the rest (a UTF-16 file is decoded to UTF-8 on the way). Raises ``InputError`` for an
+        encoding the reader cannot take."""
         chunk = read(_CHUNK)
         if not chunk:
-            return b"", True
+            return b"", True, read
         eof = False
-        # A pipe may hand out fewer than three bytes at a time.
-        while len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+        # A pipe may hand out fewer bytes at a time than a BOM has (UTF-32's has four).
+        while len(chunk) < 4:
             more = read(_CHUNK)
             if not more:
                 eof = True
                 break
             chunk += more
         if chunk.startswith(_BOM):
-            chunk = chunk[len(_BOM) :]
-        return chunk, eof
+            return chunk[len(_BOM) :], eof, read
+        for bom, name in _REFUSED_BOMS:
+            if chunk.startswith(bom):
+                raise InputError(f"{self._source} is {name} text, which is not read: {_SAVE_AS}")
+        for bom, encoding in _UTF16_BOMS:
+            if chunk.startswith(bom):
+                source = _Utf16ToUtf8(read, chunk[len(bom) :], encoding)
+                return source.read(_CHUNK), False, source.read
+        if _looks_like_utf16(chunk):
+            raise InputError(
+                f"{self._source} looks like UTF-16 without a byte-order mark (or is not text "
+                f"at all): {_SAVE_AS}"
+            )
+        return chunk, eof, read
 
     @staticmethod
     def _discard_rest_of_line(read: Callable[[int], bytes]) -> tuple[bytes, bool, bool]:
@@ -372,6 +439,7 @@ class ContactReader:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
+                self._not_utf8 += 1
                 yield RejectedRow(line_no, "not UTF-8", _preview_bytes(raw))
                 continue
             if delimiter is None:
@@ -571,7 +639,13 @@ class ContactReader:
             valid += 1
             yield ContactRow(line_no, contact_id)
         if not valid:
+            encoding = (
+                f"; {self._not_utf8} of them are not UTF-8, so the file may be in another "
+                f"encoding: {_SAVE_AS}"
+                if self._not_utf8
+                else ""
+            )
             raise InputError(
                 f"{self._source} has no contact ids: all {self.rows_read} rows were rejected "
-                "(see the rejected rows for why)"
+                f"(see the rejected rows for why){encoding}"
             )

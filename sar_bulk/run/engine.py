@@ -53,18 +53,28 @@ import orjson
 import structlog
 
 from sar_bulk.config import RunConfig
-from sar_bulk.dossier.format import dossier_file_name
-from sar_bulk.dossier.verify import VerifyResult, verify_dossier
-from sar_bulk.dossier.writer import dossier_path, remove_leftovers
+from sar_bulk.dossier.format import (
+    INTERACTIONS,
+    dossier_file_name,
+    part_order,
+    question_matches,
+)
+from sar_bulk.dossier.verify import VerifyResult, file_sha256, verify_dossier
+from sar_bulk.dossier.writer import (
+    DossierRequest,
+    DossierWriter,
+    Question,
+    dossier_path,
+    remove_leftovers,
+)
 from sar_bulk.errors import ConfigError, DataverseError, OutputError, RunStopper, SarBulkError
 from sar_bulk.guids import is_canonical_guid
 from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
+from sar_bulk.run.paths import create_private_folder
 from sar_bulk.run.report import MAX_LISTED, RunTotals
-from sar_bulk.run.run_lock import RunLock
 from sar_bulk.run.scope import Scope, Slots
 from sar_bulk.run.state import Claim, DoneRecord, RunState
-from sar_bulk.run.writer_adapter import PartWriter, file_sha256, open_writer, question_of
 from sar_bulk.sources.base import Part, Source
 
 __all__ = ["Engine", "RunResult", "run_id_for"]
@@ -122,7 +132,7 @@ class Engine:
         keys = [part.key for _, part in self._parts]
         if len(set(keys)) != len(keys):
             raise ConfigError("two sources name the same part: " + ", ".join(sorted(keys)))
-        self.question = _question(config, sorted(keys))
+        self.question = _question(config, [part for _, part in self._parts])
         self.fingerprint = hashlib.sha256(
             orjson.dumps({"config": config.fingerprint, "parts": sorted(keys)})
         ).hexdigest()
@@ -151,17 +161,12 @@ class Engine:
             self._main.cancel()
 
     async def run(self) -> RunResult:
-        """Process every contact; returns when done, stopped or interrupted."""
-        config = self.config
-        await asyncio.to_thread(_create_output, config.out)
-        lock = await asyncio.to_thread(RunLock.acquire, config.state.with_suffix(".lock"))
-        try:
-            return await self._run_locked()
-        finally:
-            lock.release()
+        """Process every contact; returns when done, stopped or interrupted.
 
-    async def _run_locked(self) -> RunResult:
+        The caller holds the output folder's lock (``RunLock.for_folder``, as the runner does).
+        """
         config = self.config
+        await asyncio.to_thread(create_private_folder, config.out)
         removed = await asyncio.to_thread(
             remove_leftovers, config.out, config.shard.owns if config.shard else None
         )
@@ -307,7 +312,7 @@ class Engine:
             return None
         if result is None or not result.ok:
             return _Work(contact_id, overwrites=True)
-        if question_of(result) == self.question:
+        if question_matches(result.question, self.question):
             if self.config.restart:
                 return _Work(contact_id, overwrites=True)
             await asyncio.to_thread(
@@ -325,7 +330,8 @@ class Engine:
             return _Work(contact_id, replaces=True, overwrites=True)
         reason = (
             f"{name} in {self.target.description} is a complete dossier answering another "
-            f"question ({_difference(question_of(result), self.question)}); it was left as it "
+            f"question ({_difference(result.question or {}, self.question.as_json())}); it was "
+            "left as it "
             "is. Give --replace to replace it, or choose another container or prefix"
         )
         await self._record_failure(_Work(contact_id), state, {"*": reason})
@@ -353,7 +359,7 @@ class Engine:
             if found is None:
                 todo.append(_Work(contact_id))
                 continue
-            if question_of(found) == self.question:
+            if question_matches(found.question, self.question):
                 if self.config.restart:
                     todo.append(_Work(contact_id))
                     continue
@@ -371,7 +377,8 @@ class Engine:
             else:
                 reason = (
                     f"{path.name} is a complete dossier answering another question "
-                    f"({_difference(question_of(found), self.question)}); it was left as it is. "
+                    f"({_difference(found.question or {}, self.question.as_json())}); it was left "
+                    "as it is. "
                     "Give --replace to replace it, or choose another output folder"
                 )
                 state.mark_failed(contact_id, {"*": reason})
@@ -416,11 +423,9 @@ class Engine:
             scope.close()
 
     async def _answer(self, work: _Work, scope: Scope, state: RunState) -> None:
-        parts = self.parts
+        request = DossierRequest(work.contact_id, self.parts, self.question)
         try:
-            writer = open_writer(
-                self.config.out, work.contact_id, parts, self.question, now=self._now
-            )
+            writer = DossierWriter(self.config.out, request, now=self._now)
         except SarBulkError as exc:
             await self._record_failure(work, state, {"*": str(exc)})
             return
@@ -447,7 +452,7 @@ class Engine:
                 raise
 
     async def _part(
-        self, scope: Scope, source: Source, part: Part, writer: PartWriter
+        self, scope: Scope, source: Source, part: Part, writer: DossierWriter
     ) -> str | None:
         """Fetch one part into the writer; the reason it failed, or None."""
         try:
@@ -471,12 +476,11 @@ class Engine:
             scope.part_done()
         return None
 
-    async def _finish(self, writer: PartWriter, work: _Work, state: RunState, scope: Scope) -> None:
+    async def _finish(
+        self, writer: DossierWriter, work: _Work, state: RunState, scope: Scope
+    ) -> None:
         try:
             summary = await writer.complete()
-            sha256: Any = getattr(summary, "sha256", None)  # writer v2 reports it
-            if not isinstance(sha256, str):
-                sha256 = await asyncio.to_thread(file_sha256, summary.path)
         except (SarBulkError, OSError) as exc:
             await self._record_failure(work, state, {"*": f"writing the dossier failed: {exc}"})
             return
@@ -489,7 +493,7 @@ class Engine:
                 published = await self.target.publish(
                     summary.path,
                     summary.path.name,
-                    sha256=sha256,
+                    sha256=summary.sha256,
                     replace=work.replaces or work.overwrites,
                 )
             except OutputError as exc:
@@ -506,11 +510,12 @@ class Engine:
             dossier=summary.path.name,
             interactions=summary.total_interactions,
             zip_bytes=summary.zip_bytes,
-            sha256=sha256,
+            sha256=summary.sha256,
             etag=etag,
         )
         self.totals.succeeded += 1
         self.totals.interactions += summary.total_interactions
+        self.totals.rows += summary.total_rows
         self.totals.bytes_written += summary.zip_bytes
         if work.replaces:
             self.replaced_count += 1
@@ -554,30 +559,40 @@ def _remove_staged(folder: Path, owns: Callable[[str], bool] | None) -> int:
     return removed
 
 
-def _create_output(out: Path) -> None:
-    """Create the output folder readable by the owner only (mkdir's mode obeys the umask)."""
-    if not out.exists():
-        out.mkdir(parents=True)
-        out.chmod(0o700)
-
-
-def _question(config: RunConfig, part_keys: list[str]) -> dict[str, Any]:
-    """What a dossier of this run answers: org, dates, parts (sources and types), tables."""
-    return {
-        "org": config.org.base,
-        "date_from": config.dates.wire_from,
-        "date_to": config.dates.wire_to,
-        "parts": part_keys,
-        "custom_tables": [[t.name, t.entity_set, t.filter] for t in config.custom_tables],
-        "excluded_tables": sorted(config.excluded_tables),
-    }
+def _question(config: RunConfig, parts: Sequence[Part]) -> Question:
+    """What a dossier of this run answers: org, dates, sources, types, tables."""
+    ordered = sorted(parts, key=part_order)
+    return Question(
+        org_url=config.org.base,
+        sources=tuple(dict.fromkeys(p.source for p in ordered)),
+        interaction_types=tuple(p.name for p in ordered if p.source == INTERACTIONS),
+        date_from=config.dates.wire_from,
+        date_to=config.dates.wire_to,
+        # The whole definition, so a changed filter is another question too.
+        custom_tables=tuple(
+            f"{t.name}: {t.entity_set}?$filter={t.filter}" for t in config.custom_tables
+        ),
+        excluded_tables=tuple(sorted(config.excluded_tables)),
+    )
 
 
 def _difference(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
     """Which parts of the question differ, in words (no values: they may be long)."""
-    names = {"org": "org", "date_from": "dates", "date_to": "dates", "parts": "sources or types"}
-    keys = sorted(set(found) | set(wanted))
-    differ = {names.get(k, k.replace("_", " ")) for k in keys if found.get(k) != wanted.get(k)}
+    names = {
+        "org_url": "org",
+        "date_from": "dates",
+        "date_to": "dates",
+        "sources": "sources or types",
+        "interaction_types": "sources or types",
+    }
+
+    def same(key: str) -> bool:
+        got, want = found.get(key), wanted.get(key)
+        if isinstance(got, list) and isinstance(want, list):
+            return sorted(map(str, got)) == sorted(map(str, want))
+        return bool(got == want)
+
+    differ = {names.get(k, k.replace("_", " ")) for k in wanted if not same(k)}
     return "its " + ", ".join(sorted(differ)) + " differ" if differ else "it differs"
 
 

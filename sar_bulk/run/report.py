@@ -1,13 +1,26 @@
 """What a run did: the totals the engine counts, ``run-report.json`` and the summary line.
 
-The report is written atomically (temporary name, fsync, rename) with mode 0600, like the
-dossiers: it lists contact ids, which are personal data. It holds no interaction content and no
-secret: parameters come from ``RunConfig.public_parameters``, which holds none.
+Usage::
+
+    path = write_reports(out, report_name(shard), run_id, document)   # blocking: use a thread
+    print(summary_line(totals, requests=n, throttled=t, seconds=s, interrupted="SIGINT"))
+
+Each run keeps its own report in ``OUT/reports/`` (``run-report-<run_id>.json``), and the latest
+is also at the known name ``OUT/run-report.json``, so a resume does not erase the record of the
+run before it. Both are written atomically (temporary file, fsync, rename) with mode 0600, like
+the dossiers: a report lists contact ids, which are personal data. The temporary file has an
+unpredictable name and is opened with ``O_EXCL | O_NOFOLLOW``, so nothing planted in the folder
+can redirect the write. A report holds no interaction content and no secret: parameters come from
+``RunConfig.public_parameters``, which holds none, and every string of the document goes through
+the process's redactor before it is written (a failure reason may quote the server).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +28,23 @@ from typing import Any
 import orjson
 
 from sar_bulk._version import __version__
+from sar_bulk.errors import ConfigError
+from sar_bulk.logs import scrub_value
 from sar_bulk.run.contacts import RejectedRow
 
-__all__ = ["REPORT_SCHEMA", "RunTotals", "report_name", "summary_line", "write_report"]
+__all__ = [
+    "HISTORY_FOLDER",
+    "REPORT_SCHEMA",
+    "RunTotals",
+    "history_name",
+    "outcome_text",
+    "report_name",
+    "summary_line",
+    "write_report",
+    "write_reports",
+]
+
+HISTORY_FOLDER = "reports"
 
 REPORT_SCHEMA = "sar-bulk/run-report/v1"
 # A file of millions of bad rows must not make the report (or memory) grow without bound.
@@ -37,6 +64,7 @@ class RunTotals:
     failed: int = 0
     skipped_done: int = 0
     interactions: int = 0
+    rows: int = 0  # rows of every source, interactions included
     bytes_written: int = 0
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)
     failed_contacts: list[dict[str, Any]] = field(default_factory=list)
@@ -66,31 +94,99 @@ def report_name(shard: str | None) -> str:
     return f"run-report.shard-{index}-of-{count}.json"
 
 
+def history_name(name: str, run_id: str) -> str:
+    """This run's own report name: ``run-report-<run_id>.json`` (shards keep their part)."""
+    return f"{name.removesuffix('.json')}-{run_id}.json"
+
+
+def write_reports(out: Path, name: str, run_id: str, document: dict[str, Any]) -> Path:
+    """Write the run's own report under ``OUT/reports/`` and the latest at ``OUT/name``.
+
+    Returns the latest report's path. Blocking: call it from a thread.
+    """
+    body = _render(document)
+    history = out / HISTORY_FOLDER
+    _private_folder(history)
+    own = history / history_name(name, run_id)
+    # Run ids tell seconds and processes apart; two runs of one process in one second (tests,
+    # a library user) must not overwrite each other's record either.
+    serial = 1
+    while own.exists() or own.is_symlink():
+        serial += 1
+        own = history / history_name(name, f"{run_id}-{serial}")
+    _write_atomically(own, body)
+    latest = out / name
+    _write_atomically(latest, body)
+    return latest
+
+
 def write_report(path: Path, document: dict[str, Any]) -> None:
-    """Write the report atomically with mode 0600 (blocking: call it from a thread)."""
-    body = orjson.dumps(
-        {"schema": REPORT_SCHEMA, "tool": {"name": "sar-bulk", "version": __version__}} | document,
-        option=orjson.OPT_INDENT_2,
-    )
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write one report atomically with mode 0600 (blocking: call it from a thread)."""
+    _write_atomically(path, _render(document))
+
+
+def _render(document: dict[str, Any]) -> bytes:
+    header = {"schema": REPORT_SCHEMA, "tool": {"name": "sar-bulk", "version": __version__}}
+    return orjson.dumps(scrub_value(header | document), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def _private_folder(path: Path) -> None:
+    """Create ``path`` (0700) unless it exists; refuse anything there that is not a folder."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    status = os.lstat(path)
+    if not stat.S_ISDIR(status.st_mode):
+        raise ConfigError(f"{path} is not a folder (a link or a file?): remove it")
+
+
+def _write_atomically(path: Path, body: bytes) -> None:
+    # An unpredictable name, created exclusively and never through a link: nothing planted in
+    # the folder beforehand can take the write elsewhere or be overwritten by it.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(body + b"\n")
+            handle.write(body)
             handle.flush()
             os.fsync(handle.fileno())
+        # rename() replaces a link at ``path`` itself; it never writes through it.
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
 
 
-def summary_line(totals: RunTotals, *, requests: int, throttled: int, seconds: float) -> str:
-    """One line for the end of a run."""
+def summary_line(
+    totals: RunTotals,
+    *,
+    requests: int,
+    throttled: int,
+    seconds: float,
+    interrupted: str | None = None,
+) -> str:
+    """One line for the end of a run; it starts with "interrupted (SIGINT): " after a signal."""
     share = f"{100.0 * throttled / requests:.1f}%" if requests else "0%"
+    prefix = f"interrupted ({interrupted}): " if interrupted else ""
     return (
-        f"{totals.succeeded} dossiers written, {totals.failed} contacts failed, "
+        f"{prefix}{totals.succeeded} dossiers written, {totals.failed} contacts failed, "
         f"{totals.skipped_done} already done, {totals.rejected} rows rejected, "
-        f"{totals.duplicates} duplicates; {totals.interactions} interactions; "
+        f"{totals.duplicates} duplicates; {totals.rows} rows ({totals.interactions} interactions); "
         f"{requests} requests ({throttled} throttled, {share}) in {seconds:.1f} s"
     )
+
+
+def outcome_text(totals: RunTotals) -> str:
+    """``complete``, ``complete, 1 row rejected`` or ``incomplete, 2 contacts failed``.
+
+    Rejected rows are the CSV's fault, not the run's: every usable contact was answered.
+    """
+    rejected = _count(totals.rejected, "row", "rejected")
+    if totals.failed:
+        failed = _count(totals.failed, "contact", "failed")
+        return f"incomplete, {failed}" + (f", {rejected}" if totals.rejected else "")
+    return "complete" + (f", {rejected}" if totals.rejected else "")
+
+
+def _count(n: int, noun: str, verb: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'} {verb}"

@@ -7,6 +7,12 @@ Usage::
 This is the one place that owns the run's resources: the single ``aiohttp.ClientSession``, the
 credential (closed once at the end), the signal handlers, the progress task. Everything it builds
 is passed in to the parts below it, so tests can build the same parts around a simulator.
+
+Before the first request it checks ``--out`` and ``--state`` (``paths.py``), creates the output
+folder (0700) and locks it (``run_lock.py``): a run that cannot write its results, or that
+would collide with another run, costs the org nothing. Every token the credential issues is
+registered with the process's redactor (``logs.REDACTOR``) the moment it is handed out, so a
+server that echoes it back cannot make it reach a log, the report, the state or the terminal.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -33,10 +40,14 @@ from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.preflight import SourcesCheck, probe_sources
 from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import ConfigError, InputError, OutputError
+from sar_bulk.logs import REDACTOR, scrub
 from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.engine import Engine, RunResult, run_id_for
+from sar_bulk.run.metrics import RunMetrics
+from sar_bulk.run.paths import check_run_paths, create_private_folder
 from sar_bulk.run.progress import Progress
-from sar_bulk.run.report import report_name, summary_line, write_report
+from sar_bulk.run.report import outcome_text, report_name, summary_line, write_reports
+from sar_bulk.run.run_lock import RunLock
 from sar_bulk.sources.base import Source, SourceDeps
 from sar_bulk.sources.interactions import InteractionsSource
 from sar_bulk.sources.registry import build_many
@@ -58,6 +69,22 @@ class ExitCode:
 _SIGNAL_EXIT = {"SIGINT": ExitCode.SIGINT, "SIGTERM": ExitCode.SIGTERM}
 
 
+class RedactingTokenProvider(TokenProvider):
+    """A ``TokenProvider`` that tells the process's redactor every token it hands out."""
+
+    __slots__ = ()
+
+    async def token(self) -> str:
+        value = await super().token()
+        REDACTOR.add(value)
+        return value
+
+    async def refresh_after_rejection(self, rejected: str) -> str:
+        value = await super().refresh_after_rejection(rejected)
+        REDACTOR.add(value)
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
     code: int
@@ -73,6 +100,7 @@ async def execute_run(
     progress_out: TextIO | None,
     out: TextIO = sys.stdout,
     install_signal_handlers: bool = True,
+    metrics: RunMetrics | None = None,
     output: OutputTarget | None = None,
 ) -> RunOutcome:
     """Run ``config`` to the end and return its exit code; credential and output closed here.
@@ -91,6 +119,7 @@ async def execute_run(
             progress_out=progress_out,
             out=out,
             install_signal_handlers=install_signal_handlers,
+            metrics=metrics,
             output=output,
         )
     finally:
@@ -106,14 +135,58 @@ async def _execute(
     progress_out: TextIO | None,
     out: TextIO,
     install_signal_handlers: bool,
+    metrics: RunMetrics | None,
     output: OutputTarget | None,
 ) -> RunOutcome:
-    loop = asyncio.get_running_loop()
     started_at = datetime.now(UTC)
     started = time.monotonic()
     run_id = run_id_for(started_at)
     structlog.contextvars.bind_contextvars(run_id=run_id)
-    tokens = TokenProvider(credential, config.org.scope, describe=credential_name)
+    shard = str(config.shard) if config.shard else None
+    try:
+        # Before any request and before any folder: a run that cannot write stops here.
+        await asyncio.to_thread(check_run_paths, config.out, config.state)
+        await asyncio.to_thread(create_private_folder, config.out)
+        folder_lock = await asyncio.to_thread(RunLock.for_folder, config.out, shard=shard)
+    except BaseException:
+        await credential.close()
+        raise
+    try:
+        return await _locked_run(
+            config,
+            credential,
+            credential_name=credential_name,
+            progress_out=progress_out,
+            out=out,
+            install_signal_handlers=install_signal_handlers,
+            run_id=run_id,
+            started_at=started_at,
+            started=started,
+            metrics=metrics,
+            output=output,
+        )
+    finally:
+        folder_lock.release()
+
+
+async def _locked_run(
+    config: RunConfig,
+    credential: AsyncTokenCredential,
+    *,
+    credential_name: str,
+    progress_out: TextIO | None,
+    out: TextIO,
+    install_signal_handlers: bool,
+    run_id: str,
+    started_at: datetime,
+    started: float,
+    metrics: RunMetrics | None,
+    output: OutputTarget | None,
+) -> RunOutcome:
+    loop = asyncio.get_running_loop()
+    # The dates in words: an MM-DD range misread as DD-MM shows in the first line.
+    _log.info("run.started", dates=config.dates.in_words(), out=str(config.out))
+    tokens = RedactingTokenProvider(credential, config.org.scope, describe=credential_name)
     timeouts = Timeouts(request=config.timeout)
     try:
         if output is not None:
@@ -123,19 +196,28 @@ async def _execute(
                 print(f"sar-bulk: {exc}", file=sys.stderr)
                 return RunOutcome(ExitCode.REFUSED, str(exc), None)
         async with create_session(timeouts) as session:
-            http = OrgHttp(session, config.org, tokens, timeouts=timeouts)
+            http = OrgHttp(
+                session,
+                config.org,
+                tokens,
+                timeouts=timeouts,
+                max_answer_bytes=config.max_answer_bytes,
+            )
             client = DataverseClient(http, max_pages=config.max_pages)
             throttle = Throttle(config.throttle, clock=loop.time)
             fetcher = Fetcher(client, throttle, config.retry)
             sources, check = await _choose_sources(config, http, fetcher, credential_name)
             if not sources:
-                print(f"sar-bulk: {check.message}", file=sys.stderr)
-                return RunOutcome(ExitCode.REFUSED, check.message, None)
+                message = scrub(check.message)
+                print(f"sar-bulk: {message}", file=sys.stderr)
+                return RunOutcome(ExitCode.REFUSED, message, None)
             for _ in check.probes:  # each probe call is in the org's window too
                 throttle.count_request()
             if check.dop_hint:
                 throttle.on_success(check.dop_hint)
             engine = Engine(config, sources, run_id=run_id, target=output)
+            if metrics is not None:  # served and written around the run: run_with_metrics
+                metrics.watch(totals=engine.totals, fetcher=fetcher)
             restore = _install_signals(loop, engine) if install_signal_handlers else _noop
             progress_task = _start_progress(engine, fetcher, progress_out, config.contacts)
             try:
@@ -147,8 +229,8 @@ async def _execute(
                 crashed = RunResult(engine.totals, engine.column, crashed=exc)
                 document = _report(config, run_id, crashed, fetcher, throttle, started_at, 0.0)
                 document |= _sources_report(engine, check)
-                await asyncio.to_thread(write_report, _report_path(config), document)
-                await _upload_report(output, _report_path(config))
+                written = await asyncio.to_thread(_write_reports, config, run_id, document)
+                await _upload_report(output, written)
                 raise
             finally:
                 restore()
@@ -158,15 +240,17 @@ async def _execute(
     finally:
         await tokens.close()
     seconds = time.monotonic() - started
-    report = _report_path(config)
     document = _report(config, run_id, result, fetcher, throttle, started_at, seconds)
     document |= _sources_report(engine, check)
-    await asyncio.to_thread(write_report, report, document)
-    summary = summary_line(
-        result.totals,
-        requests=fetcher.stats.requests,
-        throttled=fetcher.stats.throttled,
-        seconds=seconds,
+    report = await asyncio.to_thread(_write_reports, config, run_id, document)
+    summary = scrub(
+        summary_line(
+            result.totals,
+            requests=fetcher.stats.requests,
+            throttled=fetcher.stats.throttled,
+            seconds=seconds,
+            interrupted=result.interrupted_by,
+        )
     )
     code = _exit_code(result)
     print(summary, file=out)
@@ -177,7 +261,7 @@ async def _execute(
         elif code == ExitCode.OK:
             code = ExitCode.INCOMPLETE
     if result.stopped_by is not None:
-        print(f"sar-bulk: run stopped: {result.stopped_by}", file=sys.stderr)
+        print(f"sar-bulk: run stopped: {scrub(str(result.stopped_by))}", file=sys.stderr)
     _log.info("run.finished", exit_code=code, seconds=round(seconds, 1))
     return RunOutcome(code, summary, report)
 
@@ -236,13 +320,14 @@ async def _upload_report(output: OutputTarget | None, report: Path) -> bool:
         body = await asyncio.to_thread(report.read_bytes)
         await output.put_report(report.name, body)
     except (OutputError, OSError) as exc:
-        print(f"sar-bulk: the report stays only at {report}: {exc}", file=sys.stderr)
+        print(f"sar-bulk: the report stays only at {report}: {scrub(str(exc))}", file=sys.stderr)
         return False
     return True
 
 
-def _report_path(config: RunConfig) -> Path:
-    return config.out / report_name(str(config.shard) if config.shard else None)
+def _write_reports(config: RunConfig, run_id: str, document: dict[str, Any]) -> Path:
+    name = report_name(str(config.shard) if config.shard else None)
+    return write_reports(config.out, name, run_id, document)
 
 
 def _exit_code(result: RunResult) -> int:
@@ -273,6 +358,7 @@ def _report(
         "finished_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "seconds": round(seconds, 3),
         "outcome": _outcome(result),
+        "dates": config.dates.in_words(),
         "id_column": result.column,
         "totals": {
             "rows_read": totals.rows_read,
@@ -289,6 +375,7 @@ def _report(
             "retries": stats.retries,
             "faults": stats.faults,
             "interactions": totals.interactions,
+            "rows": totals.rows,
             "bytes_written": totals.bytes_written,
         },
         "rejected_rows": totals.rejected_rows,
@@ -311,7 +398,7 @@ def _outcome(result: RunResult) -> str:
         return "stopped"
     if result.interrupted_by is not None:
         return f"interrupted ({result.interrupted_by})"
-    return "complete" if not (result.totals.failed or result.totals.rejected) else "incomplete"
+    return outcome_text(result.totals)
 
 
 def _noop() -> None:
@@ -372,8 +459,16 @@ def _set_expected(progress: Progress, counting: asyncio.Task[int]) -> None:
 
 
 def _count_lines(path: Path) -> int:
+    # Only a regular file can be read twice: counting a pipe (``<(zcat ids.gz)``, a FIFO) would
+    # take rows away from the reader, and even opening one can lose what its writer sent.
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("not a regular file: no line count for the ETA")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError("not a regular file: no line count for the ETA")
     lines = 0
-    with path.open("rb") as handle:
+    with os.fdopen(fd, "rb") as handle:
         while chunk := handle.read(1 << 20):
             lines += chunk.count(b"\n")
     return lines

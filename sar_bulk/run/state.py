@@ -43,6 +43,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -56,6 +57,7 @@ from uuid import UUID
 
 from sar_bulk.errors import ConfigError
 from sar_bulk.guids import is_canonical_guid
+from sar_bulk.logs import scrub_value
 
 __all__ = ["SCHEMA_VERSION", "Claim", "DoneRecord", "RunState", "Status"]
 
@@ -311,7 +313,8 @@ class RunState:
         """Record a failed contact with a reason per interaction type (``"*"``: the contact)."""
         if not reasons:
             raise ValueError("a failed contact needs at least one reason")
-        text = json.dumps(dict(reasons), sort_keys=True, ensure_ascii=False)
+        # A reason may quote the server, which may have echoed the token: redact before storing.
+        text = json.dumps(scrub_value(dict(reasons)), sort_keys=True, ensure_ascii=False)
         self._record(contact_id, Status.FAILED, reasons=text)
 
     def status_counts(self) -> dict[str, int]:
@@ -476,15 +479,24 @@ def _create_private(path: Path) -> None:
     """Create the parent folder (0700) and the file (0600) unless they exist.
 
     Only what this function creates gets these modes: a folder the user chose is left alone.
-    SQLite gives the -wal and -shm files the mode of the database file.
+    SQLite gives the -wal and -shm files the mode of the database file. What is already there is
+    untrusted: the file is created with ``O_EXCL | O_NOFOLLOW``, and an existing one must be a
+    regular file, not a link, a device or a FIFO (SQLite would follow or block on those).
     """
     parent = path.parent
     if not parent.is_dir():
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         parent.chmod(0o700)  # mkdir's mode is filtered by the umask
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, flags, 0o600)
     except FileExistsError:
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(
+                f"the state file {path} is not a regular file (a link, a device or a pipe?); "
+                f"{_ADVICE}"
+            ) from None
         return
     try:
         os.fchmod(fd, 0o600)

@@ -243,6 +243,18 @@ _retry_after_past_date = _throttled_with(
     lambda: email.utils.formatdate(time.time() - 3600, usegmt=True)
 )
 
+
+async def _echo_token(ctx: HostileContext) -> web.StreamResponse:
+    """A 400 in Dataverse's error shape whose message repeats the bearer token it received.
+
+    Servers (and proxies) that echo the request in an error are common; the client keeps an
+    error's message as its detail, so this is how a token could reach a report or a log.
+    """
+    # The token bare, without "Bearer" before it: only knowing the value can catch it.
+    message = f"Invalid request for contact {ctx.contact_id}; the token was {ctx.token}"
+    return replies.error(400, "0x80040203", message)
+
+
 KINDS: dict[str, HostileAnswer] = {
     "no-data": _no_data,
     "value-shape": _value_shape,
@@ -262,6 +274,8 @@ KINDS: dict[str, HostileAnswer] = {
     "retry-after-negative": _retry_after_negative,
     "retry-after-garbage": _retry_after_garbage,
     "retry-after-past-date": _retry_after_past_date,
+    # Secrets the client must never repeat (files and secrets).
+    "echo-token": _echo_token,
 }
 
 

@@ -1,0 +1,421 @@
+"""The spool of one contact's dossier: entries held in memory or on disk, then the zip.
+
+Used by ``writer.py`` (which serialises calls and runs the blocking ones in a thread)::
+
+    spool = Spool(out_dir, request)
+    entry = spool.entry(part, "records/contact.json", "rows")
+    lines = encode_rows(rows, None, "part records of contact ...")
+    if not spool.hold(entry, entry.chunks_for(lines), len(lines)):
+        spool.write(entry, entry.chunks_for(lines), len(lines))     # in a worker thread
+    summary = spool.assemble(generated_at)                          # in a worker thread
+
+Each entry keeps a running sha256 and CRC of its bytes as they will be in the zip, so the
+manifest is known before assembly and a spool file changed on disk is caught before the rename.
+The zip is written as a stream through ``_HashingStream``, so its sha256 comes for free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import zipfile
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final
+
+import orjson
+
+from sar_bulk._version import __version__
+from sar_bulk.dossier.files import (
+    DIR_MODE,
+    create_private,
+    dossier_path,
+    ensure_folder,
+    fsync_folder,
+    remove_quietly,
+)
+from sar_bulk.dossier.format import (
+    INTERACTIONS,
+    MANIFEST_NAME,
+    PARTIAL_PREFIX,
+    README_NAME,
+    DossierView,
+    EntryView,
+    Kind,
+    PartView,
+    build_manifest,
+    contact_matches,
+    entry_problem,
+    manifest_bytes,
+    member_info,
+    part_order,
+    readme_text,
+    rows_layout,
+)
+from sar_bulk.errors import DossierError
+from sar_bulk.sources.base import Part
+
+if TYPE_CHECKING:
+    from sar_bulk.dossier.writer import DossierRequest
+
+__all__ = ["MEMORY_SPOOL_BYTES", "DossierSummary", "EntrySpool", "Spool", "encode_rows"]
+
+_CHUNK: Final = 1 << 20
+# A contact's data stays in memory up to this many bytes, then spills to its spool folder.
+MEMORY_SPOOL_BYTES: Final = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DossierSummary:
+    """What was written: enough for the run report and the state file."""
+
+    path: Path
+    contact_id: str
+    total_interactions: int
+    total_rows: int  # rows of every part, interactions included
+    counts: dict[str, int]  # rows by part key
+    zip_bytes: int
+    sha256: str  # of the whole zip, as written
+
+
+def encode_rows(
+    rows: Sequence[Mapping[str, Any]], contact_id: str | None, where: str
+) -> list[bytes]:
+    """One compact JSON line per row, unchanged; a row that cannot be written fails the part.
+
+    ``contact_id`` is given for interactions: each must name the contact. Any failure (a lone
+    surrogate, nesting too deep, no memory, a value that is not JSON) becomes a ``DossierError``
+    that names ``where`` (contact and part) and the kind of failure, never the content.
+    """
+    try:
+        return _encode(rows, contact_id, where)
+    except DossierError:
+        raise
+    except Exception as exc:
+        raise DossierError(
+            f"a row of {where} cannot be written as JSON ({type(exc).__name__}); "
+            "the part fails and no dossier is written for this contact"
+        ) from None
+
+
+def _encode(rows: Sequence[Mapping[str, Any]], contact_id: str | None, where: str) -> list[bytes]:
+    lines: list[bytes] = []
+    for item in rows:
+        obj = item
+        if type(obj) is not dict:
+            if not isinstance(obj, Mapping):
+                raise DossierError(f"a row of {where} is not a JSON object")
+            obj = dict(obj)
+        if contact_id is not None and not contact_matches(obj.get("ContactId"), contact_id):
+            raise DossierError(
+                f"a page of {where} holds an interaction whose ContactId is missing or names "
+                "another contact; it is not written to protect that person"
+            )
+        try:
+            # A copy of exactly the right size: orjson's result keeps its ~4 KiB output buffer,
+            # so a page of 5,000 lines of ~400 bytes would otherwise hold ~20 MB, not ~2 MB.
+            lines.append(bytes(memoryview(orjson.dumps(obj))))
+        except orjson.JSONEncodeError as exc:
+            if "64-bit" not in str(exc):
+                raise
+            lines.append(_dumps_exact(obj))
+    return lines
+
+
+def _dumps_exact(obj: Mapping[str, Any]) -> bytes:
+    """The standard library's compact JSON, for integers beyond 64 bits (orjson refuses them)."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8")
+
+
+def _copy_entry(source: IO[bytes], target: IO[bytes]) -> None:
+    """Stream a spool file into its zip member (a seam the tests use to interrupt assembly)."""
+    shutil.copyfileobj(source, target, _CHUNK)
+
+
+class _HashingStream:
+    """The zip's output: writes through to the file and hashes every byte on the way.
+
+    It cannot seek, so zipfile streams members with data descriptors instead of going back to
+    patch local headers: what was hashed is exactly what is in the file.
+    """
+
+    __slots__ = ("out", "sha", "size")
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.out.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        raise OSError("the dossier is written as a stream")
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def close(self) -> None:
+        """The file is closed by its owner, after the fsync."""
+
+
+class EntrySpool:
+    """One entry so far: held in memory or spooled to a file, with running hash and CRC."""
+
+    __slots__ = (
+        "close",
+        "crc",
+        "data_bytes",
+        "file",
+        "held",
+        "kind",
+        "name",
+        "number",
+        "open",
+        "pages",
+        "part",
+        "rows",
+        "separator",
+        "sha",
+    )
+
+    def __init__(self, number: int, part: Part, name: str, kind: Kind) -> None:
+        self.number = number
+        self.part = part
+        self.name = name
+        self.kind = kind
+        if kind == "rows":
+            self.open, self.separator, self.close = rows_layout(part.source)
+        else:
+            self.open = self.separator = self.close = b""
+        self.pages = 0
+        self.rows = 0
+        self.data_bytes = 0
+        self.file: Path | None = None
+        self.held: list[bytes] = []
+        # Hash and CRC of the entry as it will be: opening now, closing at the end.
+        self.sha = hashlib.sha256(self.open)
+        self.crc = zlib.crc32(self.open)
+
+    @property
+    def entry_bytes(self) -> int:
+        return len(self.open) + self.data_bytes + len(self.close)
+
+    @property
+    def written(self) -> bool:
+        """A rows entry exists once it has a row; a file entry once a chunk came."""
+        return self.rows > 0 if self.kind == "rows" else True
+
+    def chunks_for(self, lines: list[bytes]) -> tuple[bytes, ...]:
+        """The bytes rows add to the entry; rows after the first start with a separator."""
+        joined = self.separator.join(lines)
+        return (self.separator, joined) if self.rows else (joined,)
+
+    def account(self, chunks: tuple[bytes, ...], rows: int) -> None:
+        for chunk in chunks:
+            self.sha.update(chunk)
+            self.crc = zlib.crc32(chunk, self.crc)
+            self.data_bytes += len(chunk)
+        self.rows += rows
+
+    def view(self) -> EntryView:
+        sha = self.sha.copy()
+        sha.update(self.close)
+        rows = self.kind == "rows"
+        return EntryView(
+            self.name,
+            self.kind,
+            sha.hexdigest(),
+            self.entry_bytes,
+            self.rows if rows else None,
+            self.pages if rows else None,
+        )
+
+    def entry_crc(self) -> int:
+        return zlib.crc32(self.close, self.crc)
+
+
+class Spool:
+    """The entries of one contact until assembly.
+
+    Most contacts are small: their data stays in memory, up to ``MEMORY_SPOOL_BYTES`` per
+    contact, and never touches the disk before the zip is written (no spool folder, no thread
+    hop per page). The first page or chunk that would pass that bound spills everything to
+    files in a private folder, and from then on everything goes to disk, so memory stays
+    bounded by the bound plus one page however big the contact is. ``hold`` and ``entry`` run
+    on the event loop (no I/O); every other method runs in a worker thread, one call at a time.
+    """
+
+    def __init__(self, out_dir: Path, request: DossierRequest) -> None:
+        self.out_dir = out_dir
+        self.request = request
+        self.entries: dict[str, EntrySpool] = {}
+        self.pages: dict[Part, int] = dict.fromkeys(request.parts, 0)
+        self.notes: dict[Part, dict[str, Any]] = {p: {} for p in request.parts}
+        self._partial = f"{PARTIAL_PREFIX}{request.contact_id}-{secrets.token_hex(4)}"
+        self._folder: Path | None = None  # created when the data spills to disk
+        self._zip = out_dir / f"{self._partial}.zip"
+        self._held_bytes = 0
+
+    def entry(self, part: Part, name: str, kind: Kind) -> EntrySpool:
+        """The spool of ``name``, created on first use; a name belongs to one part and kind."""
+        spool = self.entries.get(name)
+        if spool is None:
+            if problem := entry_problem(part, name, kind):
+                raise DossierError(f"{problem} (contact {self.request.contact_id})")
+            spool = self.entries[name] = EntrySpool(len(self.entries), part, name, kind)
+        elif spool.part != part or spool.kind != kind:
+            raise DossierError(
+                f"entry {name!r} of contact {self.request.contact_id} is already written by "
+                f"part {spool.part.key} as {spool.kind}"
+            )
+        return spool
+
+    def hold(self, spool: EntrySpool, chunks: tuple[bytes, ...], rows: int) -> bool:
+        """Keep data in memory if the bound allows; False when it must go to disk."""
+        size = sum(len(chunk) for chunk in chunks)
+        if size and (self._folder is not None or self._held_bytes + size > MEMORY_SPOOL_BYTES):
+            return False
+        spool.held.extend(c for c in chunks if c)
+        self._held_bytes += size
+        spool.account(chunks, rows)
+        return True
+
+    def add_rows(self, spool: EntrySpool, rows: Sequence[Mapping[str, Any]], where: str) -> None:
+        """Encode and spool a big page (in the worker thread)."""
+        contact = self.request.contact_id if spool.part.source == INTERACTIONS else None
+        lines = encode_rows(rows, contact, where)
+        if lines:
+            chunks = spool.chunks_for(lines)
+            if not self.hold(spool, chunks, len(lines)):
+                self.write(spool, chunks, len(lines))
+
+    def write(self, spool: EntrySpool, chunks: tuple[bytes, ...], rows: int) -> None:
+        """Append to the entry's spool file, spilling what memory holds first."""
+        self._spill()
+        self._append(spool, chunks)
+        spool.account(chunks, rows)
+
+    def _spill(self) -> None:
+        if self._folder is not None:
+            return
+        ensure_folder(self.out_dir)
+        folder = self.out_dir / self._partial
+        os.mkdir(folder, DIR_MODE)
+        os.chmod(folder, DIR_MODE)
+        self._folder = folder
+        for spool in self.entries.values():
+            if spool.held:
+                self._append(spool, tuple(spool.held))
+                spool.held.clear()
+        self._held_bytes = 0
+
+    def _append(self, spool: EntrySpool, chunks: tuple[bytes, ...]) -> None:
+        # Open per page rather than holding a descriptor per entry: with many contacts in
+        # flight that would exhaust the process's file limit, and an open is cheap.
+        assert self._folder is not None
+        if spool.file is None:
+            spool.file = self._folder / f"{spool.number}.part"
+            fd = create_private(spool.file)
+        else:
+            fd = os.open(spool.file, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+
+    def view(self, generated_at: str) -> tuple[DossierView, list[EntrySpool]]:
+        """The dossier as README and manifest see it, and its entries in member order."""
+        parts: list[PartView] = []
+        members: list[EntrySpool] = []
+        for part in sorted(self.request.parts, key=part_order):
+            entries = sorted(
+                (s for s in self.entries.values() if s.part == part and s.written),
+                key=lambda s: s.name,
+            )
+            members.extend(entries)
+            views = tuple(s.view() for s in entries)
+            parts.append(PartView(part, self.pages[part], views, self.notes[part]))
+        request = self.request
+        view = DossierView(request.contact_id, generated_at, request.question, tuple(parts))
+        return view, members
+
+    def assemble(self, generated_at: str) -> DossierSummary:
+        """Build the zip under a partial name, make it durable, rename it, drop the spool."""
+        request = self.request
+        ensure_folder(self.out_dir)
+        view, members = self.view(generated_at)
+        readme_data = readme_text(view).encode("utf-8")
+        manifest = build_manifest(
+            view,
+            readme_sha256=hashlib.sha256(readme_data).hexdigest(),
+            readme_bytes=len(readme_data),
+            tool_version=__version__,
+        )
+        manifest_data = manifest_bytes(manifest)
+        final = dossier_path(self.out_dir, request.contact_id)
+        fd = create_private(self._zip)
+        try:
+            with open(fd, "wb", buffering=_CHUNK) as raw:
+                stream = _HashingStream(raw)
+                with zipfile.ZipFile(stream, "w", allowZip64=True) as archive:
+                    archive.writestr(member_info(README_NAME, len(readme_data)), readme_data)
+                    archive.writestr(member_info(MANIFEST_NAME, len(manifest_data)), manifest_data)
+                    for spool in members:
+                        self._write_entry(archive, spool)
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.replace(self._zip, final)
+        except BaseException:
+            remove_quietly(self._zip)
+            raise
+        fsync_folder(self.out_dir)
+        self.discard()
+        return DossierSummary(
+            path=final,
+            contact_id=request.contact_id,
+            total_interactions=view.total_interactions,
+            total_rows=manifest["total_rows"],
+            counts={p.part.key: p.rows for p in view.parts},
+            zip_bytes=stream.size,
+            sha256=stream.sha.hexdigest(),
+        )
+
+    def _write_entry(self, archive: zipfile.ZipFile, spool: EntrySpool) -> None:
+        # The exact size is known, so zipfile switches to ZIP64 by itself when it is needed.
+        info = member_info(spool.name, spool.entry_bytes)
+        with archive.open(info, "w") as target:
+            target.write(spool.open)
+            if spool.file is None:
+                target.writelines(spool.held)
+            else:
+                with open(spool.file, "rb") as source:
+                    _copy_entry(source, target)
+            target.write(spool.close)
+        # The manifest's sha256 was taken while spooling; the CRC zipfile just computed over
+        # the bytes read back must agree, or the spool changed on disk.
+        if info.file_size != spool.entry_bytes or spool.entry_crc() != info.CRC:
+            raise DossierError(
+                f"the spool of {spool.name} for contact {self.request.contact_id} "
+                "changed on disk while the dossier was assembled; run again"
+            )
+
+    def discard(self) -> None:
+        for spool in self.entries.values():
+            spool.held.clear()
+        if self._folder is not None:
+            remove_quietly(self._folder)
+        remove_quietly(self._zip)

@@ -1,0 +1,110 @@
+"""Is a zip laid out exactly as the dossier writer lays it out? (a part of ``verify``)
+
+zipfile reads a zip leniently: it finds members through the central directory at the end and
+ignores whatever else the file holds, so data prepended or appended to a dossier, or bytes
+smuggled between members, would go unnoticed. This check walks the records themselves: the
+first local header at offset 0, each member right after the one before (its data descriptor
+included when it has one), the central directory right after the last member, then the ZIP64 end
+records when present, then the end record with no comment as the last 22 bytes of the file.
+
+Usage::
+
+    problems = layout_problems(stream, archive.infolist(), archive.start_dir)
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import IO, Final
+from zipfile import ZipInfo
+
+__all__ = ["layout_problems"]
+
+# Zip records (APPNOTE 4.3): signatures and fixed sizes the layout check reads.
+_LOCAL: Final = b"PK\x03\x04"
+_DESCRIPTOR: Final = b"PK\x07\x08"
+_EOCD: Final = b"PK\x05\x06"
+_EOCD64: Final = b"PK\x06\x06"
+_LOCATOR64: Final = b"PK\x06\x07"
+_EOCD_SIZE: Final = 22
+_LOCATOR64_SIZE: Final = 20
+_EOCD64_SIZE: Final = 56
+_LOCAL_SIZE: Final = 30
+_DATA_DESCRIPTOR_FLAG: Final = 0x08
+
+
+def layout_problems(stream: IO[bytes], infos: Sequence[ZipInfo], start_dir: int) -> list[str]:
+    """The file holds exactly its members and central directory: nothing before, between or
+    after them, no zip comment. ``infos`` in central-directory order."""
+    problems: list[str] = []
+    size = stream.seek(0, 2)
+    stream.seek(0)
+    if stream.read(4) != _LOCAL or not infos or infos[0].header_offset != 0:
+        problems.append("there are bytes before the first member (data was prepended)")
+    # The end record is last: its comment length (the final 2 bytes of a comment-free record)
+    # must be 0 and its signature exactly 22 bytes before the end.
+    tail_size = min(size, _EOCD_SIZE + 0xFFFF)
+    stream.seek(size - tail_size)
+    tail = stream.read(tail_size)
+    at = tail.rfind(_EOCD)
+    if at < 0:
+        return [*problems, "no end of central directory record"]
+    eocd = size - tail_size + at
+    comment = struct.unpack("<H", tail[at + 20 : at + 22])[0] if at + 22 <= len(tail) else 0
+    if comment:
+        problems.append("the zip has a comment (a dossier has none)")
+    if eocd + _EOCD_SIZE + comment != size:
+        problems.append("there are bytes after the end of the zip (data was appended)")
+    cd_size, cd_offset = struct.unpack("<LL", tail[at + 12 : at + 20])
+    cd_end = eocd
+    stream.seek(max(eocd - _LOCATOR64_SIZE, 0))
+    locator = stream.read(_LOCATOR64_SIZE)
+    # zipfile writes the ZIP64 end records whenever an offset passes ZIP64_LIMIT, and then the
+    # central directory ends where they begin (as zipfile itself finds them: by the locator).
+    if locator[:4] == _LOCATOR64 or cd_offset == 0xFFFFFFFF or cd_size == 0xFFFFFFFF:
+        record_at = struct.unpack("<Q", locator[8:16])[0] if len(locator) == 20 else -1
+        stream.seek(max(record_at, 0))
+        record = stream.read(_EOCD64_SIZE)
+        if (
+            locator[:4] != _LOCATOR64
+            or record[:4] != _EOCD64
+            or record_at + _EOCD64_SIZE != eocd - _LOCATOR64_SIZE
+        ):
+            return [*problems, "the ZIP64 end records are not where the writer puts them"]
+        cd_size, cd_offset = struct.unpack("<QQ", record[40:56])
+        cd_end = record_at
+    if cd_offset != start_dir or cd_offset + cd_size != cd_end:
+        problems.append("the central directory is not where its end record says")
+    position = 0
+    for info in infos:
+        if info.header_offset != position:
+            problems.append(f"member {info.filename!r} does not follow the one before it")
+            return problems
+        stream.seek(position)
+        header = stream.read(_LOCAL_SIZE)
+        if len(header) != _LOCAL_SIZE or header[:4] != _LOCAL:
+            problems.append(f"member {info.filename!r} has no local header")
+            return problems
+        flags = struct.unpack("<H", header[6:8])[0]
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        extra = stream.read(name_len + extra_len)[name_len:]
+        position += _LOCAL_SIZE + name_len + extra_len + info.compress_size
+        if flags & _DATA_DESCRIPTOR_FLAG:
+            stream.seek(position)
+            if stream.read(4) != _DESCRIPTOR:
+                problems.append(f"member {info.filename!r} lacks its data descriptor")
+                return problems
+            position += 24 if _has_zip64_extra(extra) else 16
+    if position != start_dir:
+        problems.append("there are bytes between the last member and the central directory")
+    return problems
+
+
+def _has_zip64_extra(extra: bytes) -> bool:
+    while len(extra) >= 4:
+        tag, length = struct.unpack("<HH", extra[:4])
+        if tag == 0x0001:
+            return True
+        extra = extra[4 + length :]
+    return False
