@@ -156,6 +156,17 @@ def _parser() -> argparse.ArgumentParser:
         "AZURE_STORAGE_SAS_TOKEN: " + ", ".join(AuthKind),
     )
     verify.add_argument("--json", action="store_true", help="machine-readable result")
+    verify.add_argument(
+        "--identity",
+        type=Path,
+        metavar="FILE",
+        help="age identity file (AGE-SECRET-KEY-1... lines) to open .zip.age dossiers",
+    )
+    verify.add_argument(
+        "--passphrase-env",
+        metavar="NAME",
+        help="open .zip.age dossiers with the passphrase held by this environment variable",
+    )
 
     simulate = sub.add_parser(
         "simulate",
@@ -237,6 +248,14 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     help_text = f"{option.help}{default} [env {option.env}]".replace("%", "%%")
     if option.is_switch:
         parser.add_argument(option.flag, dest=option.name, action="store_true", help=help_text)
+    elif option.repeatable:
+        parser.add_argument(
+            option.flag,
+            dest=option.name,
+            action="append",
+            metavar=option.metavar or "VALUE",
+            help=help_text,
+        )
     else:
         parser.add_argument(
             option.flag, dest=option.name, metavar=option.metavar or "VALUE", help=help_text
@@ -252,8 +271,13 @@ def _start_logging(settings: dict[str, Any]) -> None:
     configure_logging(
         fmt=settings.get("log_format", "auto"),
         level=settings.get("log_level", "info"),
-        # The storage connection string's name says nothing secret, but it holds a key.
-        secrets=[*secrets_from_environ(os.environ), *storage_secrets(os.environ)],
+        secrets=[
+            *secrets_from_environ(os.environ),
+            # The dossiers' passphrase, in whatever variable --encrypt-passphrase-env names.
+            os.environ.get(settings.get("encrypt_passphrase_env") or ""),
+            # The storage connection string's name says nothing secret, but it holds a key.
+            *storage_secrets(os.environ),
+        ],
     )
 
 
@@ -316,13 +340,25 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from sar_bulk.dossier.encryption import Decryptor
     from sar_bulk.dossier.verify import run_verify_command
 
+    if args.identity is not None and args.passphrase_env is not None:
+        raise ConfigError("give --identity or --passphrase-env, not both")
+    decryptor = None
+    if args.identity is not None:
+        decryptor = Decryptor.from_identity_file(args.identity)
+    elif args.passphrase_env is not None:
+        decryptor = Decryptor.from_passphrase_env(args.passphrase_env, os.environ)
     urls = [path for path in args.paths if is_container_url(path)]
     if not urls:
-        return run_verify_command(args.paths, as_json=args.json, out=sys.stdout)
+        return run_verify_command(
+            args.paths, as_json=args.json, out=sys.stdout, decryptor=decryptor
+        )
     if len(urls) != len(args.paths):
         raise ConfigError("verify either files and folders or container URLs, not both at once")
+    if decryptor is not None:
+        raise ConfigError("verify of encrypted dossiers in a container is not supported yet")
     from sar_bulk.output.remote_verify import verify_containers
 
     _start_logging({"log_level": "warning"})

@@ -19,7 +19,7 @@ import hashlib
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,6 +31,7 @@ from sar_bulk.dataverse.org import OrgUrl
 from sar_bulk.dataverse.retry import RetryPolicy
 from sar_bulk.dataverse.throttle import MAX_CONCURRENCY, ThrottleSettings
 from sar_bulk.dates import DateRange
+from sar_bulk.dossier.encryption import Encryptor
 from sar_bulk.errors import ConfigError
 from sar_bulk.output.url import ContainerUrl, is_container_url
 from sar_bulk.sharding import Shard
@@ -54,6 +55,7 @@ class Option:
     help: str
     metavar: str | None = None
     is_switch: bool = False
+    repeatable: bool = False  # the flag may be given again; variable and TOML take a comma list
 
     @property
     def flag(self) -> str:
@@ -147,6 +149,11 @@ def _sources(text: str) -> str:
     return text
 
 
+def _text_list(text: str) -> tuple[str, ...]:
+    """Comma-separated values (repeated flags arrive joined by commas), order kept."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 def _names(text: str) -> frozenset[str]:
     return frozenset(name.strip() for name in text.split(",") if name.strip())
 
@@ -238,6 +245,22 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("log_format", _choice("auto", "json", "console"), "auto", "auto, json or console"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
     Option("no_progress", _switch, False, "no progress line on the terminal", is_switch=True),
+    Option(
+        "encrypt_to",
+        _text_list,
+        (),
+        "write <id>.zip.age encrypted to this age recipient (age1... or an ssh-ed25519/"
+        "ssh-rsa public key); repeatable, each recipient can decrypt",
+        "RECIPIENT",
+        repeatable=True,
+    ),
+    Option(
+        "encrypt_passphrase_env",
+        _text,
+        None,
+        "write <id>.zip.age encrypted with the passphrase held by this environment variable",
+        "NAME",
+    ),
     # Prometheus metrics of the run (sar_bulk/run/metrics.py): served while it runs, and/or
     # written at its end for node_exporter's textfile collector.
     Option("metrics_port", _port, None, "serve /metrics on this port (0: any)", "PORT"),
@@ -389,6 +412,8 @@ class RunConfig:
     realtime_poll: float = 30.0
     max_parked: int = 10_000
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+    # Protected delivery (--encrypt-to / --encrypt-passphrase-env); None: plain <id>.zip.
+    encryptor: Encryptor | None = field(default=None, compare=False, repr=False)
     # A container URL: dossiers and the report are published there, while ``out`` is the local
     # work folder (state, staged dossiers, a copy of the report). None: ``out`` is the output.
     blob: ContainerUrl | None = None
@@ -453,6 +478,9 @@ class RunConfig:
             realtime_poll=settings["realtime_poll"],
             max_parked=settings["max_parked"],
             max_answer_bytes=settings["max_answer_bytes"],
+            encryptor=Encryptor.from_settings(
+                settings.get("encrypt_to", ()), settings.get("encrypt_passphrase_env"), environ
+            ),
             blob=blob,
         )
 
@@ -529,5 +557,6 @@ class RunConfig:
             "realtime_wait": self.realtime_wait,
             "realtime_poll": self.realtime_poll,
             "max_parked": self.max_parked,
+            "encryption": self.encryptor.description if self.encryptor else None,
             "fingerprint": self.fingerprint,
         }

@@ -31,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import orjson
 
 from sar_bulk._version import __version__
+from sar_bulk.dossier.encryption import ENCRYPTED_SUFFIX, Encryptor
 from sar_bulk.dossier.files import (
     DIR_MODE,
     create_private,
@@ -79,8 +80,9 @@ class DossierSummary:
     total_interactions: int
     total_rows: int  # rows of every part, interactions included
     counts: dict[str, int]  # rows by part key
-    zip_bytes: int
-    sha256: str  # of the whole zip, as written
+    zip_bytes: int  # of the file at ``path`` (the .zip.age one when encrypting)
+    sha256: str  # of the file at ``path``, as written
+    inner_sha256: str | None = None  # encrypted: the zip's inside the .zip.age file
 
 
 def encode_rows(
@@ -260,9 +262,12 @@ class Spool:
     on the event loop (no I/O); every other method runs in a worker thread, one call at a time.
     """
 
-    def __init__(self, out_dir: Path, request: DossierRequest) -> None:
+    def __init__(
+        self, out_dir: Path, request: DossierRequest, encryptor: Encryptor | None = None
+    ) -> None:
         self.out_dir = out_dir
         self.request = request
+        self.encryptor = encryptor
         self.entries: dict[str, EntrySpool] = {}
         self.pages: dict[Part, int] = dict.fromkeys(request.parts, 0)
         self.notes: dict[Part, dict[str, Any]] = {p: {} for p in request.parts}
@@ -378,7 +383,15 @@ class Spool:
                         self._write_entry(archive, spool)
                 raw.flush()
                 os.fsync(raw.fileno())
-            os.replace(self._zip, final)
+            size, sha256, inner_sha256 = stream.size, stream.sha.hexdigest(), None
+            if self.encryptor is None:
+                os.replace(self._zip, final)
+            else:
+                # The same zip, sealed: encrypted beside it, renamed onto <id>.zip.age, and the
+                # plaintext removed (seal never leaves it behind, whatever fails).
+                final = final.with_name(final.name + ENCRYPTED_SUFFIX)
+                inner_sha256 = sha256
+                sha256, size = self.encryptor.seal(self._zip, final)
         except BaseException:
             remove_quietly(self._zip)
             raise
@@ -390,8 +403,9 @@ class Spool:
             total_interactions=view.total_interactions,
             total_rows=manifest["total_rows"],
             counts={p.part.key: p.rows for p in view.parts},
-            zip_bytes=stream.size,
-            sha256=stream.sha.hexdigest(),
+            zip_bytes=size,
+            sha256=sha256,
+            inner_sha256=inner_sha256,
         )
 
     def _write_entry(self, archive: zipfile.ZipFile, spool: EntrySpool) -> None:

@@ -35,8 +35,10 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
+import tempfile
 import zipfile
 import zlib
 from collections import Counter
@@ -48,6 +50,7 @@ from typing import Any, Final, TextIO
 import orjson
 
 from sar_bulk.dossier import format_v1
+from sar_bulk.dossier.encryption import ENCRYPTED_SUFFIX, Decryptor, is_encrypted_name
 from sar_bulk.dossier.format import (
     MANIFEST_NAME,
     PARTIAL_PREFIX,
@@ -62,6 +65,7 @@ from sar_bulk.dossier.manifest_check import (
     check_manifest,
 )
 from sar_bulk.dossier.zip_layout import layout_problems
+from sar_bulk.errors import DossierError
 
 __all__ = [
     "VerifyResult",
@@ -76,6 +80,8 @@ EXIT_INVALID: Final = 1
 EXIT_USAGE: Final = 2
 
 _CHUNK: Final = 256 << 10
+LOCKED_ADVICE: Final = "give --identity FILE, or --passphrase-env NAME"
+LOCKED: Final = f"encrypted, not checked: {LOCKED_ADVICE}"
 _MAX_TEXT_MEMBER: Final = 4 << 20  # README and manifest are a few kB; more is not a dossier
 _MAX_MANIFEST: Final = 64 << 20  # v2 lists parts and notes: larger, still bounded
 _MAX_LINE: Final = 16 << 20  # one row is a few kB; a longer line is not our layout
@@ -110,6 +116,8 @@ class VerifyResult:
     schema: str | None = None
     question: Mapping[str, Any] | None = None
     sha256: str | None = None  # of the whole file, when expected_sha256 was given
+    encrypted: bool = False  # a .zip.age file: the verdict is on the zip inside it
+    locked: bool = False  # encrypted and not checked: no identity or passphrase was given
 
 
 def _reason(exc: BaseException) -> str:
@@ -374,12 +382,19 @@ class _Checker:
             self.problems.append(f"{name} holds {lines.non_objects} value(s) that are not objects")
 
 
-def verify_dossier(path: Path, expected_sha256: str | None = None) -> VerifyResult:
+def verify_dossier(
+    path: Path, expected_sha256: str | None = None, *, decryptor: Decryptor | None = None
+) -> VerifyResult:
     """Check one dossier file; never raises for a bad file (that is what ``problems`` says).
 
     With ``expected_sha256`` the whole file's sha256 must be that too (and is returned).
+    An encrypted dossier (``<id>.zip.age``) is decrypted with ``decryptor`` and the zip inside
+    is checked (``expected_sha256`` is then the encrypted file's); without a decryptor it is
+    ``locked``: not ok, and not known to be bad either.
     """
     path = Path(path)
+    if is_encrypted_name(path.name):
+        return _verify_encrypted(path, expected_sha256, decryptor)
     problems: list[str] = []
     digest: str | None = None
     try:
@@ -411,6 +426,59 @@ def verify_dossier(path: Path, expected_sha256: str | None = None) -> VerifyResu
     )
 
 
+def _verify_encrypted(
+    path: Path, expected_sha256: str | None, decryptor: Decryptor | None
+) -> VerifyResult:
+    problems: list[str] = []
+    digest: str | None = None
+    if expected_sha256 is not None:
+        try:
+            digest = file_sha256(path)
+        except OSError as exc:
+            return _encrypted_failure(path, f"cannot be read: {exc.strerror or exc}", None)
+        if digest != expected_sha256.lower():
+            problems.append("the file's sha256 is not the expected one (it was changed)")
+    if decryptor is None:
+        return VerifyResult(
+            path,
+            False,
+            None,
+            None,
+            (*problems, LOCKED),
+            sha256=digest,
+            encrypted=True,
+            locked=not problems,  # a changed file is invalid, whatever is inside
+        )
+    # A private folder (mkdtemp: 0700) holds the plaintext under the dossier's own name, which
+    # the check compares with the contact; it is removed however the check ends.
+    with tempfile.TemporaryDirectory(prefix="sar-bulk-verify-") as scratch:
+        inner = Path(scratch) / path.name.removesuffix(ENCRYPTED_SUFFIX)
+        try:
+            decryptor.decrypt_to(path, inner)
+        except DossierError as exc:
+            return _encrypted_failure(path, str(exc), digest, problems)
+        except OSError as exc:
+            reason = f"cannot be read or decrypted: {exc.strerror or exc}"
+            return _encrypted_failure(path, reason, digest, problems)
+        result = verify_dossier(inner)
+    problems.extend(result.problems)
+    return dataclasses.replace(
+        result,
+        path=path,
+        ok=not problems,
+        problems=tuple(problems),
+        sha256=digest,
+        encrypted=True,
+    )
+
+
+def _encrypted_failure(
+    path: Path, problem: str, digest: str | None, earlier: Sequence[str] = ()
+) -> VerifyResult:
+    problems = (*earlier, problem)
+    return VerifyResult(path, False, None, None, problems, sha256=digest, encrypted=True)
+
+
 def iter_dossiers(paths: Sequence[Path]) -> Iterator[Path]:
     """The files to verify: each file as given, and the ``*.zip`` directly inside each folder.
 
@@ -421,7 +489,7 @@ def iter_dossiers(paths: Sequence[Path]) -> Iterator[Path]:
             yield from sorted(
                 child
                 for child in path.iterdir()
-                if child.name.endswith(".zip")
+                if (child.name.endswith(".zip") or is_encrypted_name(child.name))
                 and not child.name.startswith(PARTIAL_PREFIX)
                 and child.is_file()
             )
@@ -436,26 +504,31 @@ def _result_json(result: VerifyResult) -> dict[str, Any]:
         "contact_id": result.contact_id,
         "total_interactions": result.total_interactions,
         "problems": list(result.problems),
-    }
+    } | ({"encrypted": True, "checked": not result.locked} if result.encrypted else {})
 
 
 def _report(out: TextIO, as_json: bool, results: list[VerifyResult], error: str | None) -> None:
     valid = sum(r.ok for r in results)
+    locked = sum(r.locked for r in results)
+    invalid = len(results) - valid - locked
     if as_json:
         document = {
             "ok": error is None and valid == len(results),
             "error": error,
-            "checked": len(results),
+            "checked": len(results) - locked,
             "valid": valid,
-            "invalid": len(results) - valid,
+            "invalid": invalid,
+            # Only where encrypted dossiers were given: the plain document keeps its shape.
+            **({"locked": locked} if any(r.encrypted for r in results) else {}),
             "dossiers": [_result_json(r) for r in results],
         }
         out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif error is not None:
         out.write(f"error: {error}\n")
     else:
+        not_checked = f", {locked} encrypted and not checked ({LOCKED_ADVICE})" if locked else ""
         out.write(
-            f"verified {len(results)} dossier(s): {valid} valid, {len(results) - valid} invalid\n"
+            f"verified {len(results)} dossier(s): {valid} valid, {invalid} invalid{not_checked}\n"
         )
 
 
@@ -465,10 +538,14 @@ def _line(result: VerifyResult) -> str:
             f"ok       {result.path}  contact {result.contact_id}, "
             f"{result.total_interactions} interaction(s)\n"
         )
+    if result.locked:
+        return f"LOCKED   {result.path}: {LOCKED}\n"
     return f"INVALID  {result.path}: {'; '.join(result.problems)}\n"
 
 
-def run_verify_command(paths: Sequence[str], *, as_json: bool, out: TextIO) -> int:
+def run_verify_command(
+    paths: Sequence[str], *, as_json: bool, out: TextIO, decryptor: Decryptor | None = None
+) -> int:
     """``sar-bulk verify PATH...``: exit 0 when all are valid, 1 when any is not, 2 on misuse.
 
     Misuse is: no path, a path that does not exist, or a folder without a single dossier.
@@ -485,7 +562,7 @@ def run_verify_command(paths: Sequence[str], *, as_json: bool, out: TextIO) -> i
             return EXIT_USAGE
         found = list(iter_dossiers([path]))
         if path.is_dir() and not found:
-            _report(out, as_json, [], f"{text}: folder holds no dossiers (*.zip)")
+            _report(out, as_json, [], f"{text}: folder holds no dossiers (*.zip, *.zip.age)")
             return EXIT_USAGE
         for found_path in found:
             if found_path not in seen:
@@ -493,7 +570,7 @@ def run_verify_command(paths: Sequence[str], *, as_json: bool, out: TextIO) -> i
                 targets.append(found_path)
     results: list[VerifyResult] = []
     for target in targets:
-        result = verify_dossier(target)
+        result = verify_dossier(target, decryptor=decryptor)
         results.append(result)
         if not as_json:
             out.write(_line(result))

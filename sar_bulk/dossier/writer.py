@@ -50,6 +50,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
+from sar_bulk.dossier.encryption import Encryptor
 from sar_bulk.dossier.files import dossier_path, remove_leftovers, require_canonical
 from sar_bulk.dossier.format import (
     INTERACTIONS,
@@ -185,8 +186,10 @@ class DossierWriter:
         request: DossierRequest,
         *,
         now: Callable[[], datetime] = _utc_now,
+        encryptor: Encryptor | None = None,
     ) -> None:
-        self._spool = Spool(Path(out_dir), request)
+        # With an encryptor the finished zip becomes <contact-id>.zip.age (encryption.py).
+        self._spool = Spool(Path(out_dir), request, encryptor)
         self._now = now
         self._lock = asyncio.Lock()
         self._state = _State.OPEN

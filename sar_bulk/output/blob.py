@@ -413,7 +413,7 @@ class BlobTarget:
         try:
             async for item in self._client.list_blobs(name_starts_with=prefix or None):
                 rest = str(item.name)[len(prefix) :]
-                if rest.endswith(".zip") and "/" not in rest and not rest.startswith("."):
+                if rest.endswith(_DOSSIER_ENDINGS) and "/" not in rest and not rest.startswith("."):
                     yield rest
         except AzureError as exc:
             raise self._failure("listing the dossiers", exc) from None
@@ -423,6 +423,9 @@ class BlobTarget:
         close = getattr(self._credential, "close", None)
         if close is not None:
             await close()
+
+
+_DOSSIER_ENDINGS: Final = (".zip", ".zip.age")  # plain, or encrypted (--encrypt-to)
 
 
 def _etag(value: object) -> str:

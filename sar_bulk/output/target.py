@@ -97,7 +97,7 @@ class OutputTarget(Protocol):
         ...
 
     def list_dossiers(self) -> AsyncIterator[str]:
-        """The names of the dossiers (``*.zip``) directly under the target, sorted."""
+        """The names of the dossiers (``*.zip``, ``*.zip.age``) directly under the target."""
         ...
 
     async def close(self) -> None:
@@ -240,7 +240,7 @@ class LocalTarget:
             return sorted(
                 entry.name
                 for entry in os.scandir(self.folder)
-                if entry.name.endswith(".zip")
+                if entry.name.endswith((".zip", ".zip.age"))
                 and not entry.name.startswith(".")
                 and entry.is_file(follow_symlinks=False)
             )

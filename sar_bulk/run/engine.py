@@ -40,6 +40,7 @@ SHA-256 is the one the state recorded when it was written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -53,9 +54,9 @@ import orjson
 import structlog
 
 from sar_bulk.config import RunConfig
+from sar_bulk.dossier.encryption import ENCRYPTED_SUFFIX
 from sar_bulk.dossier.format import (
     INTERACTIONS,
-    dossier_file_name,
     part_order,
     question_matches,
 )
@@ -213,6 +214,8 @@ class Engine:
                     stream.close()
         finally:
             await asyncio.to_thread(state.close)
+            if config.encryptor is not None:
+                await asyncio.to_thread(config.encryptor.close)  # its passphrase child process
         return RunResult(self.totals, self.column, self._interrupted_by, stopped_by)
 
     async def _process(self, reader: ContactReader, state: RunState) -> None:
@@ -277,7 +280,7 @@ class Engine:
     ) -> _Work | None:
         """Skip, adopt, refuse or fetch one contact, by what its blob's properties say."""
         assert self.target is not None
-        name = dossier_file_name(contact_id)
+        name = self._paths(contact_id)[0].name  # <id>.zip, or <id>.zip.age when encrypting
         if done is None and not self._published_before:
             return _Work(contact_id)  # publish refuses to overwrite if one appeared since
         try:
@@ -300,6 +303,10 @@ class Engine:
                 return _Work(contact_id, overwrites=found is not None)
             if found is None:
                 return _Work(contact_id)
+            if self.config.encryptor:
+                # Encrypted for others: it cannot be checked here, so it is written again (as
+                # with a folder, only a dossier whose SHA-256 the state recorded is adopted).
+                return _Work(contact_id, overwrites=True)
             # Published by a run killed before it could record it: verify the blob once.
             try:
                 async with self.target.open_for_verify(name) as path:
@@ -346,7 +353,17 @@ class Engine:
                 self.totals.duplicates += 1
                 continue
             self.totals.contacts += 1
-            path = dossier_path(self.config.out, contact_id)
+            path, other = self._paths(contact_id)
+            if other.exists():
+                # Plain where this run encrypts, or encrypted where it does not: which one the
+                # recipient should get is the user's call, never made silently.
+                if self.config.replace:
+                    if claim is Claim.DONE:
+                        state.reopen(contact_id)
+                    todo.append(_Work(contact_id, replaces=True))
+                else:
+                    self._refuse_other_form(state, contact_id, other, recorded=done is not None)
+                continue
             if claim is Claim.DONE and done is not None:
                 if self._still_done(path, done):
                     self.totals.skipped_done += 1
@@ -387,9 +404,43 @@ class Engine:
                 _log.warning("dossier.kept", contact=contact_id, dossier=path.name)
         return todo
 
+    def _paths(self, contact_id: str) -> tuple[Path, Path]:
+        """Where this run writes the contact's dossier, and where the other form would be."""
+        plain = dossier_path(self.config.out, contact_id)
+        encrypted = plain.with_name(plain.name + ENCRYPTED_SUFFIX)
+        return (encrypted, plain) if self.config.encryptor else (plain, encrypted)
+
+    def _refuse_other_form(
+        self, state: RunState, contact_id: str, other: Path, *, recorded: bool
+    ) -> None:
+        if self.config.encryptor:
+            reason = (
+                f"{other.name} is an unencrypted dossier, but this run encrypts; it was left as "
+                "it is. Give --replace to replace it by an encrypted one (the plain file is "
+                "then removed), or choose another output folder"
+            )
+        else:
+            reason = (
+                f"{other.name} is an encrypted dossier, but this run does not encrypt; it was "
+                "left as it is. Give --encrypt-to or --encrypt-passphrase-env as before, or "
+                "--replace to replace it by a plain one"
+            )
+        if not recorded:
+            state.mark_failed(contact_id, {"*": reason})
+        # A recorded dossier keeps its row: a run asked the earlier way still adopts it.
+        self.totals.fail(contact_id, {"*": reason})
+        self.refused_count += 1
+        _log.warning("dossier.kept", contact=contact_id, dossier=other.name)
+
     def _valid(self, path: Path) -> VerifyResult | None:
         """The verification of a valid dossier at ``path`` (any question), or None."""
         if not path.exists():
+            return None
+        if self.config.encryptor:
+            # Encrypted for others: this run cannot open it to check it. Only a dossier whose
+            # SHA-256 the state recorded is adopted; one a killed run renamed into place just
+            # before recording it is written again (the new file replaces it).
+            _log.warning("dossier.unrecorded", dossier=path.name, why="fetched again")
             return None
         result = verify_dossier(path)
         if not result.ok:
@@ -425,7 +476,9 @@ class Engine:
     async def _answer(self, work: _Work, scope: Scope, state: RunState) -> None:
         request = DossierRequest(work.contact_id, self.parts, self.question)
         try:
-            writer = DossierWriter(self.config.out, request, now=self._now)
+            writer = DossierWriter(
+                self.config.out, request, now=self._now, encryptor=self.config.encryptor
+            )
         except SarBulkError as exc:
             await self._record_failure(work, state, {"*": str(exc)})
             return
@@ -518,6 +571,9 @@ class Engine:
         self.totals.rows += summary.total_rows
         self.totals.bytes_written += summary.zip_bytes
         if work.replaces:
+            # The other form (plain vs encrypted) is what was replaced: it must not stay beside.
+            _, other = self._paths(work.contact_id)
+            await asyncio.to_thread(_remove_replaced, other)
             self.replaced_count += 1
             if len(self.replaced) < MAX_LISTED:
                 self.replaced.append(work.contact_id)
@@ -528,6 +584,11 @@ class Engine:
         await asyncio.to_thread(state.mark_failed, work.contact_id, reasons)
         self.totals.fail(work.contact_id, reasons)
         _log.warning("contact.failed", contact=work.contact_id, parts=sorted(reasons))
+
+
+def _remove_replaced(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:
@@ -551,9 +612,10 @@ def _remove_staged(folder: Path, owns: Callable[[str], bool] | None) -> int:
     """Container output: dossiers a killed run staged but never published (fetched again)."""
     removed = 0
     for entry in os.scandir(folder):
-        contact = entry.name.removesuffix(".zip")
+        contact = entry.name.removesuffix(ENCRYPTED_SUFFIX).removesuffix(".zip")
+        staged = entry.name.endswith((".zip", ".zip" + ENCRYPTED_SUFFIX))
         mine = owns is None or (is_canonical_guid(contact) and owns(contact))
-        if entry.name.endswith(".zip") and mine and entry.is_file(follow_symlinks=False):
+        if staged and mine and entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)
             removed += 1
     return removed
