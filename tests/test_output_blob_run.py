@@ -280,3 +280,29 @@ def _target(azurite: Azurite) -> BlobTarget:
     url = ContainerUrl.parse(azurite.container_url(CONTAINER, PREFIX))
     credential = storage_credential(url, AuthKind.DEFAULT, azurite.env())
     return BlobTarget(url, credential, retries=1, backoff=0.05)
+
+
+async def test_encrypted_dossiers_are_published_and_resumed(
+    azurite: Azurite, tmp_path: Path
+) -> None:
+    ids = contact_ids(2, 25)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *ids])
+    url = azurite.container_url(CONTAINER, PREFIX)
+    passphrase = "correct horse battery staple, blob edition"
+    env = token_env(DOSSIER_PASS=passphrase, **azurite.env())
+    args = _args("", csv, url, tmp_path / "work", "--encrypt-passphrase-env", "DOSSIER_PASS")
+    async with Simulator(unlimited(seed=25)) as sim:
+        args[args.index("--org") + 1] = sim.base_url
+        first = await run_cli(args, env=env)
+        assert first.code == 0, first.explain()
+        blobs = await _blobs(azurite)
+        assert set(blobs) == {f"{cid}.zip.age" for cid in ids} | {"run-report.json"}
+        fetched = _contact_requests(sim)
+        second = await run_cli(args, env=env)
+        assert second.code == 0, second.explain()
+        assert "2 already done" in second.stdout
+        assert _contact_requests(sim) == fetched
+    for cid in ids:
+        body = await _download_bytes(azurite, f"{cid}.zip.age")
+        assert passphrase.encode() not in body
+        assert not body.startswith(b"PK"), "an encrypted dossier, not a plain zip"
