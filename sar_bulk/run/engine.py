@@ -55,11 +55,7 @@ import structlog
 
 from sar_bulk.config import RunConfig
 from sar_bulk.dossier.encryption import ENCRYPTED_SUFFIX
-from sar_bulk.dossier.format import (
-    INTERACTIONS,
-    part_order,
-    question_matches,
-)
+from sar_bulk.dossier.format import INTERACTIONS, part_order, question_matches
 from sar_bulk.dossier.verify import VerifyResult, file_sha256, verify_dossier
 from sar_bulk.dossier.writer import (
     DossierRequest,
@@ -338,8 +334,7 @@ class Engine:
         reason = (
             f"{name} in {self.target.description} is a complete dossier answering another "
             f"question ({_difference(result.question or {}, self.question.as_json())}); it was "
-            "left as it "
-            "is. Give --replace to replace it, or choose another container or prefix"
+            "left as it is. Give --replace to replace it, or choose another container or prefix"
         )
         await self._record_failure(_Work(contact_id), state, {"*": reason})
         self.refused_count += 1
