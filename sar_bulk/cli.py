@@ -2,6 +2,8 @@
 
 Exit codes: 0 everything done; 1 rows rejected, contacts failed or dossiers invalid; 2 usage or
 configuration error; 3 token refused, identity forbidden or action missing; 130/143 interrupted.
+``status``: 0, or 1 when a request is overdue (so a monitoring job can alert on it), 2 when there
+is no state to read.
 
 Every message printed here goes through the process's redactor (``logs.scrub``): an error's text
 may quote the server, and the server may have echoed the token. A closed standard output
@@ -43,6 +45,10 @@ _UNSET_MEANS: dict[str, str] = {
     "page_size": "the action's own",
     "shard": "no sharding",
     "shard_count": "no sharding",
+    "received_column": "a header received, received_on, request_received or date_received",
+    "received_format": "ISO, YYYY-MM-DD",
+    "extension_column": "a header extension_reason or extension",
+    "name_column": "a header name, full_name or fullname",
 }
 
 # What each simulator setting does, for ``simulate --help`` (the flags come from its dataclass).
@@ -202,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("types", help="print the 40 interaction types, one a line")
     init = sub.add_parser("init", help="write a commented config template (never overwrites)")
     init.add_argument("path", nargs="?", type=Path, default=None, metavar="PATH")
+    _status_parser(sub)
     return parser
 
 
@@ -491,6 +498,55 @@ def _init(args: argparse.Namespace) -> int:
 
 
 _COMMANDS["init"] = _init
+
+
+# -- status: done/failed/pending and the deadlines at risk, read-only from the state ------------
+def _status(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from sar_bulk.run.status import read_status, render_text, state_files
+
+    if args.state is None and args.out is None:
+        raise ConfigError("give the output folder (sar-bulk status OUT) or --state PATH")
+    files = [args.state] if args.state is not None else state_files(args.out)
+    report = read_status(files, today=datetime.now(UTC).date(), limit=args.limit)
+    if args.json:
+        print(scrub(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode()))
+    else:
+        print(scrub(render_text(report)))
+    return ExitCode.INCOMPLETE if report.overdue else ExitCode.OK
+
+
+def _status_parser(sub: Any) -> None:
+    status = sub.add_parser(
+        "status",
+        help="done, failed and pending contacts and the deadlines at risk (read-only)",
+        description="Read the state of a run (read-only: safe while the run goes on) and print "
+        "how many contacts are done, failed and pending, and the requests not answered yet, "
+        "overdue first, then due within 7 days, then the next ones. Exit 1 when a request is "
+        "overdue.",
+    )
+    status.add_argument("out", nargs="?", type=Path, metavar="OUT", help="the run's --out folder")
+    status.add_argument("--state", type=Path, metavar="PATH", help="a state file instead of OUT's")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--limit", type=_limit, default=20, metavar="N", help="requests listed (default: 20)"
+    )
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of requests (0 or more)")
+    return value
+
+
+_COMMANDS["status"] = _status
 
 
 if __name__ == "__main__":

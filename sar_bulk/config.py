@@ -20,6 +20,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -171,6 +172,18 @@ def _prom_file(text: str) -> Path:
     return Path(text)
 
 
+def _date_format(text: str) -> str:
+    """A ``strptime`` format that names a whole date (day, month and year) and reads it back."""
+    sample = date(2026, 11, 30)
+    try:
+        ok = datetime.strptime(sample.strftime(text), text).date() == sample
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError("must be a strptime format with day, month and year, e.g. %d/%m/%Y")
+    return text
+
+
 RUN_OPTIONS: tuple[Option, ...] = (
     Option("org", _text, None, "organisation URL, e.g. https://contoso.crm4.dynamics.com", "URL"),
     Option("auth", _auth_kind, AuthKind.DEFAULT, "credential: " + ", ".join(AuthKind), "KIND"),
@@ -266,6 +279,11 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("metrics_port", _port, None, "serve /metrics on this port (0: any)", "PORT"),
     Option("metrics_host", _text, "127.0.0.1", "address the metrics port listens on", "HOST"),
     Option("metrics_textfile", _prom_file, None, "write metrics here at the end", "PATH.prom"),
+    # Deadlines (run/deadlines.py): optional CSV columns; without them no deadline is known.
+    Option("received_column", _text, None, "column of the date each request was received", "NAME"),
+    Option("received_format", _date_format, None, "strptime format of received dates", "FMT"),
+    Option("extension_column", _text, None, "column of a two-month extension's reason", "NAME"),
+    Option("name_column", _text, None, "column of the subject's name (for the dossier)", "NAME"),
 )
 
 
@@ -414,6 +432,10 @@ class RunConfig:
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
     # Protected delivery (--encrypt-to / --encrypt-passphrase-env); None: plain <id>.zip.
     encryptor: Encryptor | None = field(default=None, compare=False, repr=False)
+    received_column: str | None = None  # None: a known header (received, date_received, ...)
+    received_format: str | None = None  # None: ISO dates only
+    extension_column: str | None = None
+    name_column: str | None = None
     # A container URL: dossiers and the report are published there, while ``out`` is the local
     # work folder (state, staged dossiers, a copy of the report). None: ``out`` is the output.
     blob: ContainerUrl | None = None
@@ -481,6 +503,10 @@ class RunConfig:
             encryptor=Encryptor.from_settings(
                 settings.get("encrypt_to", ()), settings.get("encrypt_passphrase_env"), environ
             ),
+            received_column=settings["received_column"],
+            received_format=settings["received_format"],
+            extension_column=settings["extension_column"],
+            name_column=settings["name_column"],
             blob=blob,
         )
 
@@ -558,5 +584,9 @@ class RunConfig:
             "realtime_poll": self.realtime_poll,
             "max_parked": self.max_parked,
             "encryption": self.encryptor.description if self.encryptor else None,
+            "received_column": self.received_column,
+            "received_format": self.received_format,
+            "extension_column": self.extension_column,
+            "name_column": self.name_column,
             "fingerprint": self.fingerprint,
         }

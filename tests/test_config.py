@@ -96,6 +96,8 @@ def test_unknown_and_broken_files_are_clear_errors(tmp_path: Path) -> None:
         ({"shard": "3/3"}, "shard"),
         ({"auth": "password"}, "--auth"),
         ({"retry_base": "10", "retry_cap": "1"}, "retry"),
+        ({"received_format": "%H:%M"}, "--received-format: '%H:%M' must be a strptime format"),
+        ({"received_format": "%d/%m"}, "day, month and year"),
     ],
 )
 def test_bad_values_are_config_errors(flags: dict[str, object], message: str) -> None:
@@ -221,3 +223,16 @@ def test_replace_is_a_switch_reported_in_the_parameters() -> None:
     assert run.public_parameters()["replace"] is True
     assert run.public_parameters()["sources"] == "auto"
     assert run.fingerprint == config().fingerprint  # how a question is answered, not which
+
+
+def test_deadline_columns_reach_the_run_config() -> None:
+    run = config(
+        received_column="Arrived",
+        received_format="%d/%m/%Y",
+        extension_column="Why",
+        name_column="Who",
+    )
+    assert (run.received_column, run.received_format) == ("Arrived", "%d/%m/%Y")
+    assert (run.extension_column, run.name_column) == ("Why", "Who")
+    assert run.public_parameters()["received_format"] == "%d/%m/%Y"
+    assert config().received_column is None

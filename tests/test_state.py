@@ -434,7 +434,7 @@ def test_a_schema_1_file_is_migrated_and_keeps_its_done_contacts(path: Path) -> 
     assert (claim_a, claim_b) == (Claim.DONE, Claim.NEW)
     assert record == DoneRecord(a, f"{a}.zip", 4, 99, "2026-01-01T00:00:00Z", None, None)
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     raw.close()
     with RunState.open(path, fingerprint=FP, run_id="newer") as state:
         _, (_, record_b) = state.claim_many([a, b])
@@ -464,7 +464,7 @@ def test_notes_are_kept_per_contact_and_forgotten_by_restart(path: Path) -> None
         assert third.recall(a, "realtime/request") is None
 
 
-def test_a_schema_2_file_gains_the_etag_column_and_keeps_its_hashes(path: Path) -> None:
+def test_a_schema_2_file_is_brought_to_the_etag_column_and_keeps_its_hashes(path: Path) -> None:
     a, b = ids(2)
     path.parent.mkdir(parents=True)
     with sqlite3.connect(path) as raw:

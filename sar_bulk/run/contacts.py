@@ -36,6 +36,14 @@ The rules, in the order they apply:
   closing quote must be followed by a delimiter or the line end. Otherwise the starting line is
   rejected and the lines after it are read again as rows of their own, so one stray quote cannot
   swallow the rest of the file.
+* Optional columns (a header is needed): the date the request was received (``received_column``,
+  else the first header of ``KNOWN_RECEIVED_HEADERS``), the reason for a two-month extension
+  (``extension_column`` or ``KNOWN_EXTENSION_HEADERS``) and the subject's name (``name_column`` or
+  ``KNOWN_NAME_HEADERS``). None of these names is an id header, and dates are not GUIDs, so they
+  never change which column holds the ids. A received date is ISO (``YYYY-MM-DD``, or an ISO date
+  and time) unless ``received_format`` names a ``strptime`` format; an empty cell means "not
+  known", while a date that cannot be read, or lies after ``today``, rejects the row (a wrong
+  date would move a legal deadline). The row then carries a ``Deadline`` (``run.deadlines``).
 * A file without a single valid id raises ``InputError``: at once for an empty or header-only
   file, otherwise after the last rejected row has been yielded, so every rejection is reported.
 """
@@ -49,14 +57,19 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from itertools import chain
 from typing import BinaryIO, Final, final
 
 from sar_bulk.errors import InputError
 from sar_bulk.guids import canonical_guid, is_canonical_guid
+from sar_bulk.run.deadlines import Deadline, parse_received
 
 __all__ = [
+    "KNOWN_EXTENSION_HEADERS",
     "KNOWN_ID_HEADERS",
+    "KNOWN_NAME_HEADERS",
+    "KNOWN_RECEIVED_HEADERS",
     "SNIFF_ROWS",
     "ContactReader",
     "ContactRow",
@@ -67,6 +80,11 @@ __all__ = [
 
 # Lower-case header names that mark the id column, in order of preference.
 KNOWN_ID_HEADERS: Final = ("contactid", "contact_id", "contact", "id")
+KNOWN_RECEIVED_HEADERS: Final = ("received", "received_on", "request_received", "date_received")
+KNOWN_EXTENSION_HEADERS: Final = ("extension_reason", "extension")
+KNOWN_NAME_HEADERS: Final = ("name", "full_name", "fullname")
+# A name or an extension reason is kept to this many characters (they go into the dossier).
+_MAX_TEXT: Final = 500
 SNIFF_ROWS: Final = 50
 PREVIEW_CHARS: Final = 40
 
@@ -129,10 +147,16 @@ def _looks_like_utf16(head: bytes) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ContactRow:
-    """A usable contact id and the 1-based physical line where its record starts."""
+    """A usable contact id and the 1-based physical line where its record starts.
+
+    ``deadline`` when the CSV has a received-date column and this row a date in it; ``name``
+    when it has a name column (personal data: it goes into the dossier, never a log or report).
+    """
 
     line: int
     contact_id: str
+    deadline: Deadline | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +286,11 @@ class ContactReader:
         id_column: str | None = None,
         max_line_bytes: int = 4096,
         source_name: str = "<contacts>",
+        received_column: str | None = None,
+        extension_column: str | None = None,
+        name_column: str | None = None,
+        received_format: str | None = None,
+        today: date | None = None,
     ) -> None:
         if max_line_bytes < 64:
             raise ValueError("max_line_bytes must be at least 64 (a GUID in braces and quotes)")
@@ -276,6 +305,7 @@ class ContactReader:
         self._delimiter: str | None = None
         self._column = 0
         self._description: str | None = None
+        self._header: list[str] = []
         self._buffered: list[RejectedRow | _Record] = []
         self._records: Iterator[RejectedRow | _Record] = iter(())
         self._lines: Iterator[_Line] = iter(())
@@ -286,6 +316,24 @@ class ContactReader:
         self._failure: InputError | None = None
         self._started = False
         self._not_utf8 = 0
+        self._wanted = {
+            "received": (received_column, KNOWN_RECEIVED_HEADERS),
+            "extension": (extension_column, KNOWN_EXTENSION_HEADERS),
+            "name": (name_column, KNOWN_NAME_HEADERS),
+        }
+        self._optional: dict[str, int] = {}
+        self._received_format = received_format
+        self._today = today or datetime.now(UTC).date()
+
+    @property
+    def optional_columns(self) -> dict[str, str]:
+        """The optional columns found, e.g. ``{"received": "column 'Received' (3 of 4)"}``."""
+        self.detect()
+        header = self._header
+        return {
+            kind: f"column {safe_preview(header[index].strip())!r} ({index + 1} of {len(header)})"
+            for kind, index in self._optional.items()
+        }
 
     @property
     def column_description(self) -> str:
@@ -541,6 +589,8 @@ class ContactReader:
                 column = self._sniff(sample)
                 header = column >= len(first) or not _is_guid(first[column])
         self._column = column
+        self._header = first if header else []
+        self._find_optional(column)
         if not header:
             width = max(len(cells) for _, cells in sample)
             if width == 1:
@@ -554,16 +604,39 @@ class ContactReader:
         name = safe_preview(first[column].replace("\ufeff", "").strip())
         return f"column '{name}' ({column + 1} of {len(first)})"
 
-    def _named_column(self, header: list[str]) -> int:
-        assert self._id_column is not None
+    def _find_optional(self, id_column: int) -> None:
+        """Locate the received, extension and name columns in the header (named or known)."""
+        keys = [_header_key(cell) for cell in self._header]
+        for kind, (named, known) in self._wanted.items():
+            if named is not None:
+                if not keys:
+                    raise InputError(
+                        f"{self._source} has no header line, so it has no column named "
+                        f"{safe_preview(named)!r} for the {kind} column"
+                    )
+                index = self._named_column(self._header, named)
+            else:
+                index = next((keys.index(name) for name in known if name in keys), -1)
+                if index < 0:
+                    continue
+            if index == id_column:
+                raise InputError(
+                    f"the {kind} column of {self._source} is its id column "
+                    f"({safe_preview(self._header[index].strip())!r}): name another"
+                )
+            self._optional[kind] = index
+
+    def _named_column(self, header: list[str], named: str | None = None) -> int:
+        named = named if named is not None else self._id_column
+        assert named is not None
         keys = [_header_key(cell) for cell in header]
-        wanted = _header_key(self._id_column)
+        wanted = _header_key(named)
         if wanted in keys:
             return keys.index(wanted)
         present = ", ".join(repr(safe_preview(cell.strip())) for cell in header[:20])
         more = f" and {len(header) - 20} more" if len(header) > 20 else ""
         raise InputError(
-            f"{self._source} has no column named {safe_preview(self._id_column)!r}; "
+            f"{self._source} has no column named {safe_preview(named)!r}; "
             f"its first line has: {present}{more}"
         )
 
@@ -602,6 +675,25 @@ class ContactReader:
             f"name it with --id-column (headers recognised without it: {names})"
         )
 
+    def _with_optional(
+        self, line_no: int, contact_id: str, cells: list[str]
+    ) -> ContactRow | RejectedRow:
+        """The row with its deadline and name, or its rejection for an unreadable date."""
+        found = self._optional
+
+        def cell(kind: str) -> str:
+            index = found.get(kind, -1)
+            return cells[index].strip() if 0 <= index < len(cells) else ""
+
+        deadline = None
+        if received := cell("received"):
+            try:
+                day = parse_received(received, self._received_format, today=self._today)
+            except ValueError as exc:
+                return RejectedRow(line_no, f"received date: {exc}", safe_preview(received))
+            deadline = Deadline.from_received(day, cell("extension")[:_MAX_TEXT] or None)
+        return ContactRow(line_no, contact_id, deadline, cell("name")[:_MAX_TEXT] or None)
+
     # -- rows -------------------------------------------------------------------------------
 
     def _rows(self) -> Iterator[ContactRow | RejectedRow]:
@@ -636,6 +728,14 @@ class ContactReader:
                         yield RejectedRow(line_no, "empty id", "")
                     continue
             self.rows_read += 1
+            if self._optional:
+                row = self._with_optional(line_no, contact_id, cells)
+                if type(row) is RejectedRow:
+                    yield row
+                    continue
+                valid += 1
+                yield row
+                continue
             valid += 1
             yield ContactRow(line_no, contact_id)
         if not valid:

@@ -35,13 +35,23 @@ A complete dossier is never silently replaced: a valid one at the final name tha
 another question (sources, types, dates, org, tables) fails its contact unless ``--replace``,
 and the report lists every dossier replaced. A done dossier is adopted on resume only while its
 SHA-256 is the one the state recorded when it was written.
+
+Nearest deadline first: when the CSV has a received-date column, contacts are admitted in order
+of due date within a bounded look-ahead (``_lookahead``: ``window * 64`` claimed contacts, at
+least one batch, at most 100,000), and contacts without a received date after those with one.
+The whole CSV is not sorted: ten million rows cannot be held, and sorting in the state would
+mean writing every pending contact to disk before the first one is fetched. So a contact due
+tomorrow on the CSV's last line still waits for the rows before it to be read; its deadline is
+in the state, and ``sar-bulk status`` shows it at risk while the run goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import heapq
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +65,7 @@ import structlog
 
 from sar_bulk.config import RunConfig
 from sar_bulk.dossier.encryption import ENCRYPTED_SUFFIX
-from sar_bulk.dossier.format import INTERACTIONS, part_order, question_matches
+from sar_bulk.dossier.format import INTERACTIONS, Subject, part_order, question_matches
 from sar_bulk.dossier.verify import VerifyResult, file_sha256, verify_dossier
 from sar_bulk.dossier.writer import (
     DossierRequest,
@@ -68,8 +78,9 @@ from sar_bulk.errors import ConfigError, DataverseError, OutputError, RunStopper
 from sar_bulk.guids import is_canonical_guid
 from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
+from sar_bulk.run.deadlines import Deadline
 from sar_bulk.run.paths import create_private_folder
-from sar_bulk.run.report import MAX_LISTED, RunTotals
+from sar_bulk.run.report import MAX_LISTED, DeadlineSummary, RunTotals
 from sar_bulk.run.scope import Scope, Slots
 from sar_bulk.run.state import Claim, DoneRecord, RunState
 from sar_bulk.sources.base import Part, Source
@@ -78,6 +89,9 @@ __all__ = ["Engine", "RunResult", "run_id_for"]
 
 _BATCH = 500
 _LOOKUPS = 16  # blob property reads at once while claiming (container output)
+# Look-ahead for nearest-deadline-first admission: claimed contacts held per window slot.
+_LOOKAHEAD_PER_SLOT = 64
+_LOOKAHEAD_MAX = 100_000
 _E = TypeVar("_E", bound=BaseException)
 _log = structlog.get_logger("sar_bulk.run.engine")
 
@@ -99,6 +113,20 @@ class _Work:
     contact_id: str
     replaces: bool = False  # a valid dossier answering another question is at the final name
     overwrites: bool = False  # something else is at the final blob name: publish replaces it
+    deadline: Deadline | None = None
+    name: str | None = None
+
+    @property
+    def subject(self) -> Subject:
+        """Who asked and when, for the dossier (what the CSV told)."""
+        deadline = self.deadline
+        if deadline is None:
+            return Subject(name=self.name)
+        return Subject(self.name, deadline.received, deadline.due, deadline.extension_reason)
+
+    def admission_key(self) -> tuple[int, int]:
+        """Due date first; contacts without one after all that have one."""
+        return (0, self.deadline.due.toordinal()) if self.deadline else (1, 0)
 
 
 class Engine:
@@ -188,10 +216,18 @@ class Engine:
             stream = await asyncio.to_thread(self._open_stream, config.contacts)
             try:
                 reader = ContactReader(
-                    stream, id_column=config.id_column, source_name=config.contacts
+                    stream,
+                    id_column=config.id_column,
+                    source_name=config.contacts,
+                    received_column=config.received_column,
+                    extension_column=config.extension_column,
+                    name_column=config.name_column,
+                    received_format=config.received_format,
+                    today=self._now().date(),
                 )
                 self.column = await asyncio.to_thread(reader.detect)
-                _log.info("contacts.column", column=self.column)
+                optional = reader.optional_columns
+                _log.info("contacts.column", column=self.column, **optional)
                 self._main = asyncio.create_task(self._process(reader, state))
                 try:
                     await self._main
@@ -208,77 +244,111 @@ class Engine:
             finally:
                 if config.contacts != "-":
                     stream.close()
+            if "received" in optional:
+                self.totals.deadlines = await asyncio.to_thread(self._deadlines, state)
         finally:
             await asyncio.to_thread(state.close)
             if config.encryptor is not None:
                 await asyncio.to_thread(config.encryptor.close)  # its passphrase child process
         return RunResult(self.totals, self.column, self._interrupted_by, stopped_by)
 
+    def _deadlines(self, state: RunState) -> DeadlineSummary:
+        """This run's unanswered requests at the end (runs in a thread)."""
+        counts, found = state.at_risk(self._now().date(), limit=MAX_LISTED)
+        return DeadlineSummary.build(counts, found)
+
     async def _process(self, reader: ContactReader, state: RunState) -> None:
-        """Admit contacts while the bounds allow, one task each (the group forgets ended ones)."""
-        slots = Slots(self.config.window, self.config.max_parked)
+        """Admit contacts while the bounds allow, one task each (the group forgets ended ones).
+
+        Claimed contacts wait in a heap of at most ``_lookahead`` entries (plus one batch),
+        nearest due date first; the heap is refilled before each admission.
+        """
+        config = self.config
+        slots = Slots(config.window, config.max_parked)
+        lookahead = _lookahead(config.window)
+        waiting: list[tuple[tuple[int, int], int, _Work]] = []
         async with asyncio.TaskGroup() as group:
             rows: Iterator[ContactRow | RejectedRow] = iter(reader)
             number = 0
-            while batch := await asyncio.to_thread(_next_batch, rows):
-                self.totals.rows_read = reader.rows_read
-                ids = self._accept(batch)
-                if not ids:
-                    continue
-                for work in await self._claims(state, ids):
-                    number += 1
-                    await slots.admit()
-                    scope = Scope(work.contact_id, number, state, slots)
-                    group.create_task(self._contact(work, scope, state))
+            read = 0  # CSV order breaks ties, so without deadlines the order is the file's
+            more = True
+            while True:
+                while more and len(waiting) < lookahead:
+                    batch = await asyncio.to_thread(_next_batch, rows)
+                    self.totals.rows_read = reader.rows_read
+                    if not batch:
+                        more = False
+                        break
+                    accepted = self._accept(batch)
+                    if not accepted:
+                        continue
+                    for work in await self._claims(state, accepted):
+                        read += 1
+                        heapq.heappush(waiting, (work.admission_key(), read, work))
+                if not waiting:
+                    break
+                work = heapq.heappop(waiting)[2]
+                number += 1
+                await slots.admit()
+                scope = Scope(work.contact_id, number, state, slots)
+                group.create_task(self._contact(work, scope, state))
             self.totals.rows_read = reader.rows_read
 
-    def _accept(self, batch: list[ContactRow | RejectedRow]) -> list[str]:
-        ids: list[str] = []
+    def _accept(self, batch: list[ContactRow | RejectedRow]) -> list[ContactRow]:
+        ids: list[ContactRow] = []
         shard = self.config.shard
         for row in batch:
             if isinstance(row, RejectedRow):
                 self.totals.reject(row)
                 _log.warning("contacts.rejected", line=row.line, reason=row.reason)
             elif shard is None or shard.owns(row.contact_id):
-                ids.append(row.contact_id)
+                ids.append(row)
             else:
                 self.totals.other_shards += 1
         return ids
 
-    async def _claims(self, state: RunState, ids: list[str]) -> list[_Work]:
+    async def _claims(self, state: RunState, rows: list[ContactRow]) -> list[_Work]:
         """What to fetch of a batch: from the state and the folder, or the container."""
         if self.target is None:
-            return await asyncio.to_thread(self._claim, state, ids)
-        claimed = await asyncio.to_thread(self._claim_state, state, ids)
+            return await asyncio.to_thread(self._claim, state, rows)
+        claimed = await asyncio.to_thread(self._claim_state, state, rows)
         todo: list[_Work] = []
         # HEAD requests a few at a time: a resume of many contacts should not take one round
         # trip each in a row, nor open hundreds of connections at once.
         for start in range(0, len(claimed), _LOOKUPS):
             found = await asyncio.gather(
-                *(self._check_blob(state, c, d) for c, d in claimed[start : start + _LOOKUPS])
+                *(self._check_blob(state, w, d) for w, d in claimed[start : start + _LOOKUPS])
             )
             todo.extend(work for work in found if work is not None)
         return todo
 
-    def _claim_state(self, state: RunState, ids: list[str]) -> list[tuple[str, DoneRecord | None]]:
-        """Container output: duplicates out, each other id with its done record (a thread)."""
-        claimed: list[tuple[str, DoneRecord | None]] = []
-        for contact_id, (claim, done) in zip(ids, state.claim_many(ids), strict=True):
+    def _claim_state(
+        self, state: RunState, rows: list[ContactRow]
+    ) -> list[tuple[_Work, DoneRecord | None]]:
+        """Container output: duplicates out, each other row with its done record (a thread)."""
+        claimed: list[tuple[_Work, DoneRecord | None]] = []
+        deadlines = [row.deadline for row in rows]
+        claims = state.claim_many(
+            [row.contact_id for row in rows], deadlines if any(deadlines) else ()
+        )
+        for row, (claim, done) in zip(rows, claims, strict=True):
             if claim is Claim.DUPLICATE:
                 self.totals.duplicates += 1
                 continue
             self.totals.contacts += 1
-            claimed.append((contact_id, done if claim is Claim.DONE else None))
+            work = _Work(row.contact_id, deadline=row.deadline, name=row.name)
+            claimed.append((work, done if claim is Claim.DONE else None))
         return claimed
 
     async def _check_blob(
-        self, state: RunState, contact_id: str, done: DoneRecord | None
+        self, state: RunState, work: _Work, done: DoneRecord | None
     ) -> _Work | None:
         """Skip, adopt, refuse or fetch one contact, by what its blob's properties say."""
         assert self.target is not None
+        contact_id = work.contact_id
         name = self._paths(contact_id)[0].name  # <id>.zip, or <id>.zip.age when encrypting
         if done is None and not self._published_before:
-            return _Work(contact_id)  # publish refuses to overwrite if one appeared since
+            return work  # publish refuses to overwrite if one appeared since
         try:
             found = await self.target.lookup(name)
             if done is not None:
@@ -296,13 +366,13 @@ class Engine:
                     "fetching again",
                 )
                 await asyncio.to_thread(state.reopen, contact_id)
-                return _Work(contact_id, overwrites=found is not None)
+                return dataclasses.replace(work, overwrites=found is not None)
             if found is None:
-                return _Work(contact_id)
+                return work
             if self.config.encryptor:
                 # Encrypted for others: it cannot be checked here, so it is written again (as
                 # with a folder, only a dossier whose SHA-256 the state recorded is adopted).
-                return _Work(contact_id, overwrites=True)
+                return dataclasses.replace(work, overwrites=True)
             # Published by a run killed before it could record it: verify the blob once.
             try:
                 async with self.target.open_for_verify(name) as path:
@@ -311,13 +381,13 @@ class Engine:
                 _log.warning("dossier.invalid", dossier=name, error=str(exc))
                 result = None
         except OutputError as exc:
-            await self._record_failure(_Work(contact_id), state, {"*": str(exc)})
+            await self._record_failure(work, state, {"*": str(exc)})
             return None
         if result is None or not result.ok:
-            return _Work(contact_id, overwrites=True)
+            return dataclasses.replace(work, overwrites=True)
         if question_matches(result.question, self.question):
             if self.config.restart:
-                return _Work(contact_id, overwrites=True)
+                return dataclasses.replace(work, overwrites=True)
             await asyncio.to_thread(
                 state.mark_done,
                 contact_id,
@@ -330,20 +400,25 @@ class Engine:
             self.totals.skipped_done += 1
             return None
         if self.config.replace:
-            return _Work(contact_id, replaces=True, overwrites=True)
+            return dataclasses.replace(work, replaces=True, overwrites=True)
         reason = (
             f"{name} in {self.target.description} is a complete dossier answering another "
             f"question ({_difference(result.question or {}, self.question.as_json())}); it was "
             "left as it is. Give --replace to replace it, or choose another container or prefix"
         )
-        await self._record_failure(_Work(contact_id), state, {"*": reason})
+        await self._record_failure(work, state, {"*": reason})
         self.refused_count += 1
         return None
 
-    def _claim(self, state: RunState, ids: list[str]) -> list[_Work]:
+    def _claim(self, state: RunState, rows: list[ContactRow]) -> list[_Work]:
         """Sort a batch into duplicates, already done, refused and to do (runs in a thread)."""
         todo: list[_Work] = []
-        for contact_id, (claim, done) in zip(ids, state.claim_many(ids), strict=True):
+        ids = [row.contact_id for row in rows]
+        deadlines = [row.deadline for row in rows]
+        claims = state.claim_many(ids, deadlines if any(deadlines) else ())
+        for row, (claim, done) in zip(rows, claims, strict=True):
+            contact_id = row.contact_id
+            work = _Work(contact_id, deadline=row.deadline, name=row.name)
             if claim is Claim.DUPLICATE:
                 self.totals.duplicates += 1
                 continue
@@ -365,15 +440,15 @@ class Engine:
                     continue
                 # Missing, damaged or not the file this state wrote: never adopted, fetched again.
                 state.reopen(contact_id)
-                todo.append(_Work(contact_id))
+                todo.append(work)
                 continue
             found = self._valid(path)
             if found is None:
-                todo.append(_Work(contact_id))
+                todo.append(work)
                 continue
             if question_matches(found.question, self.question):
                 if self.config.restart:
-                    todo.append(_Work(contact_id))
+                    todo.append(work)
                     continue
                 # Written by a run killed before it could record it: adopt, do not fetch again.
                 state.mark_done(
@@ -385,7 +460,7 @@ class Engine:
                 )
                 self.totals.skipped_done += 1
             elif self.config.replace:
-                todo.append(_Work(contact_id, replaces=True))
+                todo.append(dataclasses.replace(work, replaces=True))
             else:
                 reason = (
                     f"{path.name} is a complete dossier answering another question "
@@ -469,7 +544,7 @@ class Engine:
             scope.close()
 
     async def _answer(self, work: _Work, scope: Scope, state: RunState) -> None:
-        request = DossierRequest(work.contact_id, self.parts, self.question)
+        request = DossierRequest(work.contact_id, self.parts, self.question, work.subject)
         try:
             writer = DossierWriter(
                 self.config.out, request, now=self._now, encryptor=self.config.encryptor
@@ -584,6 +659,11 @@ class Engine:
 def _remove_replaced(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _lookahead(window: int) -> int:
+    """How many claimed contacts wait for admission, sorted by due date."""
+    return min(max(window * _LOOKAHEAD_PER_SLOT, _BATCH), _LOOKAHEAD_MAX)
 
 
 def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:

@@ -13,6 +13,12 @@ unpredictable name and is opened with ``O_EXCL | O_NOFOLLOW``, so nothing plante
 can redirect the write. A report holds no interaction content and no secret: parameters come from
 ``RunConfig.public_parameters``, which holds none, and every string of the document goes through
 the process's redactor before it is written (a failure reason may quote the server).
+
+Deadlines: when the contacts CSV has a received-date column, the engine fills
+``RunTotals.deadlines`` at the end of the run from the state, and the report's ``deadlines``
+section (``deadline_section``) lists this run's unanswered requests that are overdue, then those
+due within 7 days, nearest first; the summary line says how many ("3 overdue, 5 due within 7
+days"). A done contact is answered, so never listed; a failed or unfinished one is.
 """
 
 from __future__ import annotations
@@ -31,11 +37,16 @@ from sar_bulk._version import __version__
 from sar_bulk.errors import ConfigError
 from sar_bulk.logs import scrub_value
 from sar_bulk.run.contacts import RejectedRow
+from sar_bulk.run.deadlines import DUE_SOON_DAYS, Urgency
+from sar_bulk.run.state import AtRisk
 
 __all__ = [
     "HISTORY_FOLDER",
     "REPORT_SCHEMA",
+    "DeadlineSummary",
     "RunTotals",
+    "deadline_section",
+    "deadline_words",
     "history_name",
     "outcome_text",
     "report_name",
@@ -49,6 +60,22 @@ HISTORY_FOLDER = "reports"
 REPORT_SCHEMA = "sar-bulk/run-report/v1"
 # A file of millions of bad rows must not make the report (or memory) grow without bound.
 MAX_LISTED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineSummary:
+    """This run's unanswered requests by urgency, and the most urgent ones (overdue first)."""
+
+    overdue: int
+    due_soon: int
+    later: int
+    listed: tuple[AtRisk, ...]
+    """At most ``MAX_LISTED`` overdue and due-soon requests, nearest due date first."""
+
+    @classmethod
+    def build(cls, counts: dict[Urgency, int], found: list[AtRisk]) -> DeadlineSummary:
+        listed = tuple(r for r in found if r.urgency is not Urgency.LATER)
+        return cls(counts[Urgency.OVERDUE], counts[Urgency.DUE_SOON], counts[Urgency.LATER], listed)
 
 
 @dataclass(slots=True)
@@ -68,6 +95,8 @@ class RunTotals:
     bytes_written: int = 0
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)
     failed_contacts: list[dict[str, Any]] = field(default_factory=list)
+    deadlines: DeadlineSummary | None = None
+    """None when the CSV has no received-date column (or the run ended before it was read)."""
 
     def reject(self, row: RejectedRow) -> None:
         self.rejected += 1
@@ -157,6 +186,26 @@ def _write_atomically(path: Path, body: bytes) -> None:
         raise
 
 
+def deadline_section(totals: RunTotals) -> dict[str, Any] | None:
+    """The report's ``deadlines`` section, or None when no deadline is known."""
+    found = totals.deadlines
+    if found is None:
+        return None
+    return {
+        "due_soon_days": DUE_SOON_DAYS,
+        "overdue_count": found.overdue,
+        "due_soon_count": found.due_soon,
+        "later_count": found.later,
+        "overdue": [r.as_json() for r in found.listed if r.urgency is Urgency.OVERDUE],
+        "due_soon": [r.as_json() for r in found.listed if r.urgency is Urgency.DUE_SOON],
+    }
+
+
+def deadline_words(found: DeadlineSummary) -> str:
+    """``3 overdue, 5 due within 7 days``."""
+    return f"{found.overdue} overdue, {found.due_soon} due within {DUE_SOON_DAYS} days"
+
+
 def summary_line(
     totals: RunTotals,
     *,
@@ -168,10 +217,12 @@ def summary_line(
     """One line for the end of a run; it starts with "interrupted (SIGINT): " after a signal."""
     share = f"{100.0 * throttled / requests:.1f}%" if requests else "0%"
     prefix = f"interrupted ({interrupted}): " if interrupted else ""
+    deadlines = f"{deadline_words(totals.deadlines)}; " if totals.deadlines else ""
     return (
         f"{prefix}{totals.succeeded} dossiers written, {totals.failed} contacts failed, "
         f"{totals.skipped_done} already done, {totals.rejected} rows rejected, "
-        f"{totals.duplicates} duplicates; {totals.rows} rows ({totals.interactions} interactions); "
+        f"{totals.duplicates} duplicates; {deadlines}{totals.rows} rows "
+        f"({totals.interactions} interactions); "
         f"{requests} requests ({throttled} throttled, {share}) in {seconds:.1f} s"
     )
 

@@ -46,7 +46,13 @@ from sar_bulk.run.engine import Engine, RunResult, run_id_for
 from sar_bulk.run.metrics import RunMetrics
 from sar_bulk.run.paths import check_run_paths, create_private_folder
 from sar_bulk.run.progress import Progress
-from sar_bulk.run.report import outcome_text, report_name, summary_line, write_reports
+from sar_bulk.run.report import (
+    deadline_section,
+    outcome_text,
+    report_name,
+    summary_line,
+    write_reports,
+)
 from sar_bulk.run.run_lock import RunLock
 from sar_bulk.sources.base import Source, SourceDeps
 from sar_bulk.sources.interactions import InteractionsSource
@@ -358,6 +364,7 @@ def _report(
         "finished_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "seconds": round(seconds, 3),
         "outcome": _outcome(result),
+        "deadlines": deadline_section(totals),  # before the other lists: what is urgent
         "dates": config.dates.in_words(),
         "id_column": result.column,
         "totals": {

@@ -23,6 +23,13 @@ Usage (the engine calls these sync methods from a worker thread, one call at a t
     state.mark_done(contact_id, dossier="<id>.zip", interactions=12, zip_bytes=4096)
     state.close()
 
+Deadlines (schema 3): when the contacts CSV has a received-date column, ``claim_many`` stores each
+new contact's received date, due date and extension reason in the ``deadlines`` table (one
+transaction per batch), and every run keeps its pending/done/failed counts in its ``runs`` row,
+updated with each batch of claims and each finished contact. So ``sar-bulk status`` can say, from
+the file alone and while the run goes on, how far a run is and which requests are at risk
+(``at_risk``, ``deadline_counts``; they take a plain connection, so a read-only one works).
+
 Durability: the state file is in WAL mode with ``synchronous=NORMAL``. A commit is then written to
 the WAL before it returns but not fsynced, so it survives a killed process (SIGKILL) though not a
 power cut. That is enough because the engine writes a dossier to disk *before* it marks the contact
@@ -45,10 +52,11 @@ import re
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -58,10 +66,22 @@ from uuid import UUID
 from sar_bulk.errors import ConfigError
 from sar_bulk.guids import is_canonical_guid
 from sar_bulk.logs import scrub_value
+from sar_bulk.run.deadlines import DUE_SOON_DAYS, Deadline, Urgency, days_left, urgency
 
-__all__ = ["SCHEMA_VERSION", "Claim", "DoneRecord", "RunState", "Status"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AtRisk",
+    "Claim",
+    "DoneRecord",
+    "RunCounts",
+    "RunState",
+    "Status",
+    "at_risk",
+    "deadline_counts",
+    "run_counts",
+]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 # Written to the header's application_id so a stray SQLite file is never mistaken for ours.
 _APPLICATION_ID: Final = 0x53415242  # "SARB"
 _BUSY_TIMEOUT_MS: Final = 60_000
@@ -71,6 +91,8 @@ _SEEN_CACHE_KIB: Final = 128 * 1024
 # Most ids per statement (the engine sends 500); fewer when SQLite allows few host parameters.
 _CHUNK: Final = 1_000
 _FAILED_PAGE: Final = 1_000
+# Seconds between two commits of a run's counts when only claims changed them.
+_COUNTS_EVERY: Final = 1.0
 _GUID: Final = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _CANONICAL_LINES: Final = re.compile(f"{_GUID}(?:\n{_GUID})*")
 _SHA256: Final = re.compile("[0-9a-f]{64}")
@@ -86,13 +108,33 @@ _NOTES_TABLE: Final = """CREATE TABLE notes (
 # Schema 1 -> 2: the dossier's SHA-256 (evidence that the file on disk is the one written) and
 # the notes table. Old rows have no hash: their dossiers are still verified before adoption.
 _MIGRATE_1_TO_2: Final = ("ALTER TABLE contacts ADD COLUMN sha256 TEXT", _NOTES_TABLE)
-# Schema 2 -> 3: the etag of a dossier published to a blob container (None for a folder).
-_MIGRATE_2_TO_3: Final = ("ALTER TABLE contacts ADD COLUMN etag TEXT",)
-_MIGRATIONS: Final = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+# A contact's request: received and due dates (ISO), the extension's reason, the run that last
+# claimed it. Ordered by due date for ``sar-bulk status``.
+_DEADLINES_TABLE: Final = (
+    """CREATE TABLE deadlines (
+        contact_id TEXT PRIMARY KEY,
+        received TEXT NOT NULL,
+        due TEXT NOT NULL,
+        extension TEXT,
+        run INTEGER NOT NULL REFERENCES runs (id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX deadlines_by_due ON deadlines (due)",
+)
+# Schema 2 -> 3: deadlines, and each run's counts (NULL for runs of an older sar-bulk).
+_MIGRATE_2_TO_3: Final = (
+    "ALTER TABLE runs ADD COLUMN pending INTEGER",
+    "ALTER TABLE runs ADD COLUMN done INTEGER",
+    "ALTER TABLE runs ADD COLUMN failed INTEGER",
+    "ALTER TABLE runs ADD COLUMN updated_at TEXT",
+    *_DEADLINES_TABLE,
+)
+# Schema 3 -> 4: the etag of a dossier published to a blob container (None for a folder).
+_MIGRATE_3_TO_4: Final = ("ALTER TABLE contacts ADD COLUMN etag TEXT",)
+_MIGRATIONS: Final = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
 _SCHEMA: Final = (
     "CREATE TABLE fingerprints (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE)",
-    "CREATE TABLE runs "
-    "(id INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, started_at TEXT NOT NULL)",
+    "CREATE TABLE runs (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, "
+    "started_at TEXT NOT NULL, pending INTEGER, done INTEGER, failed INTEGER, updated_at TEXT)",
     """CREATE TABLE contacts (
         contact_id TEXT PRIMARY KEY,
         status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'failed')),
@@ -107,7 +149,21 @@ _SCHEMA: Final = (
         etag TEXT
     ) WITHOUT ROWID""",
     _NOTES_TABLE,
+    *_DEADLINES_TABLE,
 )
+_INSERT_DEADLINE: Final = (
+    "INSERT OR REPLACE INTO deadlines (contact_id, received, due, extension, run) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+_UPDATE_COUNTS: Final = (
+    "UPDATE runs SET pending = ?, done = ?, failed = ?, updated_at = ? WHERE id = ?"
+)
+# Contacts with a deadline that are not answered (no row: claimed, not finished yet).
+_OPEN_DEADLINES: Final = """
+SELECT d.contact_id, d.received, d.due, d.extension, coalesce(c.status, 'pending')
+FROM deadlines AS d LEFT JOIN contacts AS c ON c.contact_id = d.contact_id
+WHERE (c.status IS NULL OR c.status != 'done') {where}
+"""
 _RECORD: Final = """
 INSERT OR REPLACE INTO contacts
     (contact_id, status, fingerprint, run, dossier, interactions, zip_bytes, finished_at, reasons,
@@ -175,13 +231,59 @@ class DoneRecord:
     """The blob's etag when the dossier was published to a container (None for a folder)."""
 
 
+@dataclass(frozen=True, slots=True)
+class AtRisk:
+    """A request not answered yet (pending or failed) and how close its due date is."""
+
+    contact_id: str
+    received: date
+    due: date
+    extension_reason: str | None
+    status: Status
+    days_left: int
+    urgency: Urgency
+
+    def as_json(self) -> dict[str, object]:
+        """For reports and ``status --json``; the extension's reason is told by a flag only."""
+        return {
+            "contact_id": self.contact_id,
+            "received": self.received.isoformat(),
+            "due": self.due.isoformat(),
+            "days_left": self.days_left,
+            "extended": self.extension_reason is not None,
+            "status": str(self.status),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunCounts:
+    """One run's claims by status, as last committed (None: a run of an older sar-bulk)."""
+
+    run_id: str
+    started_at: str
+    updated_at: str | None
+    pending: int | None
+    done: int | None
+    failed: int | None
+
+
 class RunState:
     """One run's view of the state file: safe for calls from any thread, one at a time.
 
     A ``run_id`` names one invocation; rows this run finishes are stamped with it.
     """
 
-    __slots__ = ("_conn", "_fp", "_lock", "_resuming", "_run", "_seen", "path")
+    __slots__ = (
+        "_conn",
+        "_fp",
+        "_lock",
+        "_resuming",
+        "_run",
+        "_saved_at",
+        "_seen",
+        "_unsaved",
+        "path",
+    )
 
     def __init__(self, path: Path, conn: sqlite3.Connection, fp: int, run: int) -> None:
         """Use ``RunState.open``; this keeps what it prepared and opens the seen set."""
@@ -196,6 +298,8 @@ class RunState:
         self._resuming = conn.execute(_ANY_DONE, (fp,)).fetchone()[0] == 1
         self._seen = _SeenSet()
         self._lock = threading.Lock()
+        self._saved_at = float("-inf")  # the first claims are saved at once
+        self._unsaved = False
 
     @classmethod
     def open(cls, path: Path, *, fingerprint: str, run_id: str, restart: bool = False) -> Self:
@@ -219,7 +323,8 @@ class RunState:
             _prepare(conn, path)
             with _write(conn):
                 if restart:
-                    for table in ("notes", "contacts", "runs", "fingerprints"):
+                    # deadlines first: its run ids would be reused by the next runs
+                    for table in ("deadlines", "notes", "contacts", "runs", "fingerprints"):
                         conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
                 fp, run = _lookup_ids(conn, fingerprint, run_id)
             return cls(path, conn, fp, run)
@@ -227,14 +332,20 @@ class RunState:
             conn.close()
             raise
 
-    def claim_many(self, contact_ids: Sequence[str]) -> list[tuple[Claim, DoneRecord | None]]:
+    def claim_many(
+        self, contact_ids: Sequence[str], deadlines: Sequence[Deadline | None] = ()
+    ) -> list[tuple[Claim, DoneRecord | None]]:
         """Classify each id in order and add it to this run's seen set.
 
         Ids must be canonical GUIDs (``ValueError`` otherwise): de-duplication compares them
         as text. The first claim of an id is NEW or DONE (with its ``DoneRecord``), every later
-        one DUPLICATE, within a batch and across batches.
+        one DUPLICATE, within a batch and across batches. ``deadlines``, when given, holds one
+        entry per id; those of first claims are stored (a duplicate's is ignored), and the run's
+        counts are committed with them.
         """
         _check_ids(contact_ids)
+        if deadlines and len(deadlines) != len(contact_ids):
+            raise ValueError("deadlines must hold one entry per contact id")
         results: list[tuple[Claim, DoneRecord | None]] = []
         with self._lock:
             step = self._seen.chunk
@@ -250,6 +361,20 @@ class RunState:
                     else:
                         results.append((Claim.NEW, None))
                     first.discard(contact_id)  # a later spelling in this chunk is a duplicate
+            rows = [
+                (i, d.received.isoformat(), d.due.isoformat(), d.extension_reason, self._run)
+                for i, d, (claim, _) in zip(contact_ids, deadlines, results, strict=False)
+                if d is not None and claim is not Claim.DUPLICATE
+            ]
+            # Counts alone are saved at most once a second: a commit per batch would halve the
+            # claim rate of a big CSV without a received column (WAL writes).
+            if rows or time.monotonic() - self._saved_at >= _COUNTS_EVERY:
+                with _write(self._conn):
+                    if rows:
+                        self._conn.executemany(_INSERT_DEADLINE, rows)
+                    self._save_counts()
+            else:
+                self._unsaved = True
         return results
 
     def reopen(self, contact_id: str) -> None:
@@ -325,6 +450,12 @@ class RunState:
         with self._lock:
             return {str(status): n for status, n in self._seen.counts.items()}
 
+    def at_risk(self, today: date, *, limit: int) -> tuple[dict[Urgency, int], list[AtRisk]]:
+        """This run's unanswered requests: counts by urgency, and the ``limit`` nearest due."""
+        with self._lock:
+            counts = deadline_counts(self._conn, today, run=self._run)
+            return counts, at_risk(self._conn, today, limit=limit, run=self._run)
+
     def failed(self) -> Iterator[tuple[str, dict[str, str]]]:
         """This run's failed contacts with their reasons, in id order, a page at a time.
 
@@ -345,7 +476,13 @@ class RunState:
     def close(self) -> None:
         """Close both databases; the seen set disappears. Closing twice is harmless."""
         with self._lock:
-            self._conn.close()
+            try:
+                if self._unsaved:
+                    self._unsaved = False
+                    with _write(self._conn):
+                        self._save_counts()
+            finally:
+                self._conn.close()
             self._seen.close()
 
     def __enter__(self) -> Self:
@@ -387,7 +524,28 @@ class RunState:
                 self._conn.execute(_RECORD, (*row, finished_at, reasons, sha256, etag))
                 if status is Status.DONE:
                     self._conn.execute("DELETE FROM notes WHERE contact_id = ?", (contact_id,))
-            self._seen.set_status(contact_id, status)
+                old = self._seen.set_status(contact_id, status)
+                try:
+                    self._save_counts()
+                except BaseException:
+                    self._seen.set_status(contact_id, old)  # the row was rolled back too
+                    raise
+
+    def _save_counts(self) -> None:
+        """Write the seen set's counts into this run's row (inside the caller's transaction)."""
+        counts = self._seen.counts
+        self._unsaved = False
+        self._saved_at = time.monotonic()
+        self._conn.execute(
+            _UPDATE_COUNTS,
+            (
+                counts[Status.PENDING],
+                counts[Status.DONE],
+                counts[Status.FAILED],
+                _utc_now(),
+                self._run,
+            ),
+        )
 
 
 class _SeenSet:
@@ -436,15 +594,17 @@ class _SeenSet:
         query = "SELECT 1 FROM seen WHERE contact_id = ?"
         return self._conn.execute(query, (_key(contact_id),)).fetchone() is not None
 
-    def set_status(self, contact_id: str, status: Status) -> None:
-        """Change a claimed id's status (``KeyError`` when it was never claimed)."""
+    def set_status(self, contact_id: str, status: Status) -> Status:
+        """Change a claimed id's status, returning the old one (``KeyError``: never claimed)."""
         key = _key(contact_id)
         row = self._conn.execute("SELECT status FROM seen WHERE contact_id = ?", (key,)).fetchone()
         if row is None:
             raise KeyError(f"contact {contact_id} was not claimed by this run")
         self._conn.execute("UPDATE seen SET status = ? WHERE contact_id = ?", (_CODE[status], key))
-        self.counts[_STATUS[row[0]]] -= 1
+        old = _STATUS[row[0]]
+        self.counts[old] -= 1
         self.counts[status] += 1
+        return old
 
     def failed_after(self, after: str, limit: int) -> list[str]:
         """Up to ``limit`` failed ids after ``after`` ("": from the start), in order."""
@@ -557,7 +717,10 @@ def _check_header(conn: sqlite3.Connection, path: Path, *, migrate: bool = False
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring an older file to this schema in one transaction (a shard may race us: re-check)."""
+    """Bring an older file up to ``SCHEMA_VERSION``, step by step, in one transaction.
+
+    A shard may race us: the version is read again inside the write lock.
+    """
     with _write(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         while version in _MIGRATIONS:
@@ -565,6 +728,60 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 conn.execute(statement)
             version += 1
         conn.execute(f"PRAGMA user_version = {version}")
+
+
+def at_risk(
+    conn: sqlite3.Connection, today: date, *, limit: int, run: int | None = None
+) -> list[AtRisk]:
+    """The ``limit`` unanswered requests due soonest (overdue first), of one run or all."""
+    where, params = ("AND d.run = ?", [run]) if run is not None else ("", [])
+    query = _OPEN_DEADLINES.format(where=where) + " ORDER BY d.due, d.contact_id LIMIT ?"
+    found = []
+    for contact_id, received, due, extension, status in conn.execute(query, (*params, limit)):
+        due_day = date.fromisoformat(due)
+        found.append(
+            AtRisk(
+                contact_id,
+                date.fromisoformat(received),
+                due_day,
+                extension,
+                Status(status),
+                days_left(due_day, today),
+                urgency(due_day, today),
+            )
+        )
+    return found
+
+
+def deadline_counts(
+    conn: sqlite3.Connection, today: date, *, run: int | None = None
+) -> dict[Urgency, int]:
+    """How many unanswered requests are overdue, due within 7 days, or due later."""
+    where, params = ("AND d.run = ?", [run]) if run is not None else ("", [])
+    soon = (today + timedelta(days=DUE_SOON_DAYS)).isoformat()
+    # Only the fixed ``where`` above is formatted in, never a value.
+    query = (
+        "SELECT sum(due < ?), sum(due >= ? AND due <= ?), sum(due > ?) FROM ("  # noqa: S608
+        + _OPEN_DEADLINES.format(where=where)
+        + ")"
+    )
+    first = today.isoformat()
+    row = conn.execute(query, (first, first, soon, soon, *params)).fetchone()
+    return {
+        Urgency.OVERDUE: row[0] or 0,
+        Urgency.DUE_SOON: row[1] or 0,
+        Urgency.LATER: row[2] or 0,
+    }
+
+
+def run_counts(conn: sqlite3.Connection, *, last: int = 1) -> list[RunCounts]:
+    """The ``last`` runs recorded in the file, newest first, with their counts."""
+    rows = conn.execute(
+        "SELECT run_id, started_at, updated_at, pending, done, failed FROM runs "
+        "ORDER BY id DESC LIMIT ?",
+        (last,),
+    )
+    return [RunCounts(*row) for row in rows]
 
 
 def _lookup_ids(conn: sqlite3.Connection, fingerprint: str, run_id: str) -> tuple[int, int]:
