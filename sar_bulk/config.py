@@ -8,7 +8,11 @@ Usage::
 
 Each option is declared once in ``RUN_OPTIONS``: its flag (``--date-from``), its environment
 variable (``SAR_BULK_DATE_FROM``) and its TOML key (``date_from``, top level or under ``[run]``)
-all come from that one name, so the three sources cannot drift apart. Secrets are not options:
+all come from that one name, so the three sources cannot drift apart. Two tables of the TOML
+file are not options: ``[[records.tables]]`` (custom tables) and ``[controller]``, the
+controller's Article 15 statement that every dossier's answer carries (``sar_bulk.answer``;
+``sar-bulk init`` writes a template). Without ``[controller]`` the run warns once and each answer
+says plainly that the statement is missing. Secrets are not options:
 tokens and client secrets come only from the environment or the credential's own sources, and a
 TOML file that holds one is refused.
 """
@@ -26,6 +30,7 @@ from typing import Any, Final
 
 import orjson
 
+from sar_bulk.answer import Statement, load_statement
 from sar_bulk.dataverse.auth import AuthKind
 from sar_bulk.dataverse.http import DEFAULT_MAX_ANSWER_BYTES
 from sar_bulk.dataverse.org import OrgUrl
@@ -296,7 +301,10 @@ def resolve(
 ) -> dict[str, Any]:
     """Merge the sources, flag > environment > file > default, parsing and checking each."""
     from_file = _read_config_file(config_file, options) if config_file else {}
-    settings: dict[str, Any] = {"custom_tables": from_file.pop(_TABLES_KEY, ())}
+    settings: dict[str, Any] = {
+        "custom_tables": from_file.pop(_TABLES_KEY, ()),
+        "statement": from_file.pop(_STATEMENT_KEY, None),
+    }
     for option in options:
         flag_value = flags.get(option.name)
         if flag_value is not None and flag_value is not False:
@@ -340,7 +348,7 @@ def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     section = document.get("run", {})
-    merged = {k: v for k, v in document.items() if k not in ("run", "records")} | (
+    merged = {k: v for k, v in document.items() if k not in ("run", "records", "controller")} | (
         section if isinstance(section, dict) else {}
     )
     known = {option.name for option in options}
@@ -356,10 +364,16 @@ def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]
             )
     if "records" in document:
         merged[_TABLES_KEY] = _custom_tables(document["records"], path)
+    if "controller" in document:
+        try:
+            merged[_STATEMENT_KEY] = load_statement(document["controller"])
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
     return merged
 
 
 _TABLES_KEY: Final = "custom_tables"
+_STATEMENT_KEY: Final = "statement"
 _TABLE_FIELDS: Final = ("name", "entity_set", "filter")
 _TABLE_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
 
@@ -436,6 +450,7 @@ class RunConfig:
     received_format: str | None = None  # None: ISO dates only
     extension_column: str | None = None
     name_column: str | None = None
+    statement: Statement | None = None  # [controller]; None: every answer says it is missing
     # A container URL: dossiers and the report are published there, while ``out`` is the local
     # work folder (state, staged dossiers, a copy of the report). None: ``out`` is the output.
     blob: ContainerUrl | None = None
@@ -507,6 +522,7 @@ class RunConfig:
             received_format=settings["received_format"],
             extension_column=settings["extension_column"],
             name_column=settings["name_column"],
+            statement=settings.get("statement"),
             blob=blob,
         )
 
@@ -588,5 +604,6 @@ class RunConfig:
             "received_format": self.received_format,
             "extension_column": self.extension_column,
             "name_column": self.name_column,
+            "controller_statement": "present" if self.statement else "missing",
             "fingerprint": self.fingerprint,
         }

@@ -27,6 +27,7 @@ from typing import TextIO
 
 import orjson
 
+from sar_bulk.answer.sample import sample_statement
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
 from sar_bulk.dataverse.auth import StaticTokenCredential
 from sar_bulk.dossier.verify import iter_dossiers, verify_dossier
@@ -85,6 +86,8 @@ async def run_demo(
             "realtime_poll": "1",
         }
         settings = resolve(RUN_OPTIONS, flags=flags, environ={}, config_file=None)
+        # A made-up company's statement, named as a sample, so the demo's answers are complete.
+        settings["statement"] = sample_statement()
         config = RunConfig.from_settings(settings, {})
         outcome = await execute_run(
             config,

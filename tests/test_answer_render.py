@@ -237,8 +237,14 @@ def test_any_text_in_any_place_stays_text(value: str, key: str) -> None:
         "line",
         "text",
         "rect",
+        "nav",
+        "a",
     }
     assert {tag for tag, _ in shape.tags} <= ours
+    # The only links are the contents' in-page anchors: nothing leaves the page.
+    links = [attrs for tag, attrs in shape.tags if tag == "a"]
+    assert links
+    assert all(set(a) == {"href"} and str(a["href"]).startswith("#") for a in links)
     text = "".join(shape.text)
     if value.strip() and "\r" not in value:
         assert value.strip() in text

@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import socket
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -162,7 +163,13 @@ async def test_demo_runs_from_scratch_and_verifies(tmp_path: Path) -> None:
     assert "200 dossiers written" in result.stdout
     assert "verified 200 dossiers" in result.stdout
     assert "all valid" in result.stdout
-    assert len(list((tmp_path / "demo").glob("*.zip"))) == 200
+    dossiers = sorted((tmp_path / "demo").glob("*.zip"))
+    assert len(dossiers) == 200
+    # The demo carries a sample controller statement, named as one: no warning, a full answer.
+    assert "controller.statement_missing" not in result.stdout + result.stderr
+    with zipfile.ZipFile(dossiers[0]) as archive:
+        page = archive.read("index.html").decode()
+    assert "Contoso Demo Ltd (sample statement)" in page
     # Today's cloud org by default: the action is retired, the other two sources answer.
     assert "cloud org as it is today" in result.stdout
     assert "interactions: missing" in result.stdout + result.stderr

@@ -168,6 +168,7 @@ async def test_layout_member_order_and_fixed_member_metadata(tmp_path: Path) -> 
         readme = archive.read("README.txt").decode("utf-8")
     assert [i.filename for i in infos] == [
         "README.txt",
+        "index.html",
         "manifest.json",
         "interactions/EmailSent.json",
         "interactions/WebsiteVisited.json",
@@ -177,7 +178,7 @@ async def test_layout_member_order_and_fixed_member_metadata(tmp_path: Path) -> 
         assert info.date_time == (1980, 1, 1, 0, 0, 0)
         assert info.external_attr >> 16 == 0o600
     manifest = _manifest(path)
-    assert manifest["schema"] == "sar-bulk/dossier/v2"
+    assert manifest["schema"] == "sar-bulk/dossier/v3"
     assert manifest["contact_id"] == CONTACT
     assert manifest["generated_at"] == "2024-05-06T07:08:09Z"
     assert manifest["tool"]["name"] == "sar-bulk"
@@ -196,12 +197,22 @@ async def test_layout_member_order_and_fixed_member_metadata(tmp_path: Path) -> 
         "sha256": hashlib.sha256(readme_bytes).hexdigest(),
         "bytes": len(readme_bytes),
     }
-    assert "records" in readme  # a subset question says what was not searched
-    assert "Interaction types not searched" in readme
+    with zipfile.ZipFile(path) as archive:
+        index = archive.read("index.html")
+    assert manifest["index"] == {
+        "name": "index.html",
+        "sha256": hashlib.sha256(index).hexdigest(),
+        "bytes": len(index),
+    }
+    # README.txt is the person's answer: a subset question says what was not searched.
+    assert "Sources not searched" in readme
+    assert "Records in the customer database" in readme
+    assert "Kinds not searched" in readme
     assert manifest["total_interactions"] == 3
     assert CONTACT in readme
-    assert "you opened an e-mail" in readme  # the meaning of a requested type, even at 0
-    assert "no date range" in readme
+    assert "Searched, nothing found  Email opened" in readme  # asked, none held
+    assert "all records, however old" in readme  # no date range
+    assert "has not yet provided its statement" in readme  # none was given
     _assert_unzip_accepts(path)
 
 
@@ -228,7 +239,7 @@ async def test_dates_are_recorded_as_sent_and_readable_in_the_readme(tmp_path: P
     assert manifest["question"]["date_to"] == "12-01-2024"
     with zipfile.ZipFile(summary.path) as archive:
         readme = archive.read("README.txt").decode()
-    assert "from 2024-01-31 to 2024-12-01" in readme
+    assert "from 31 January 2024 to 1 December 2024" in readme
 
 
 async def test_non_ascii_content_round_trips_exactly(tmp_path: Path) -> None:
@@ -357,14 +368,14 @@ async def test_writing_twice_gives_identical_entries_and_zips_that_differ_only_i
             )
             if x != y
         ]
-    assert [x.split(":")[0] for x, _ in readme_diff] == ["Prepared on"]
+    # The answer says when it was prepared to the minute: two seconds apart, the same text.
+    assert readme_diff == []
     manifests = [_manifest(first), _manifest(second)]
     assert [m.pop("generated_at") for m in manifests] == [
         "2024-05-06T07:08:01Z",
         "2024-05-06T07:08:02Z",
     ]
-    # README.txt says when it was prepared, so its hash differs too, and nothing else.
-    assert [m.pop("readme")["bytes"] for m in manifests] == [len(one_readme), len(one_readme)]
+    assert manifests[0]["readme"]["bytes"] == len(one_readme)
     assert manifests[0] == manifests[1]
 
 
@@ -748,7 +759,13 @@ async def test_records_rows_are_json_lines_with_fragment_numbers_written_verbati
             f'{{"contactid":"{CONTACT}","big":123456789012345678901234567890}}\n'
         ).encode()
     )
-    assert names == ["README.txt", "manifest.json", entry_name(T.EmailSent), "records/contact.json"]
+    assert names == [
+        "README.txt",
+        "index.html",
+        "manifest.json",
+        entry_name(T.EmailSent),
+        "records/contact.json",
+    ]
     manifest = _manifest(summary.path)
     (records_group,) = [s for s in manifest["sources"] if s["source"] == "records"]
     (part,) = records_group["parts"]
@@ -767,8 +784,9 @@ async def test_records_rows_are_json_lines_with_fragment_numbers_written_verbati
     ]
     (realtime_group,) = [s for s in manifest["sources"] if s["source"] == "realtime"]
     assert realtime_group["parts"][0]["entries"] == []
-    assert "realtime" in readme
-    assert "nothing found" in readme
+    assert "Real-time export files" in readme
+    assert "Real-time journeys export" in readme
+    assert "Dear Sir or Madam," in readme  # the record has no fullname, the request no name
     assert (summary.total_interactions, summary.total_rows) == (1, 3)
     assert summary.counts == {"interactions/EmailSent": 1, "records": 2, "realtime": 0}
     assert verify_dossier(summary.path, expected_sha256=summary.sha256).ok
@@ -840,6 +858,7 @@ async def test_parts_and_entries_land_in_a_fixed_order_whatever_the_arrival_orde
     with zipfile.ZipFile(tmp_path / "a" / f"{CONTACT}.zip") as archive:
         assert archive.namelist() == [
             "README.txt",
+            "index.html",
             "manifest.json",
             "interactions/EmailSent.json",
             "interactions/WebsiteVisited.json",
@@ -892,13 +911,14 @@ async def test_the_readme_names_what_a_subset_question_did_not_search(tmp_path: 
         summary = await writer.complete()
     with zipfile.ZipFile(summary.path) as archive:
         readme = archive.read("README.txt").decode()
-    assert "Sources not searched: realtime" in readme
-    not_searched = readme[readme.index("Interaction types not searched") :].split("\r\n\r\n")[0]
-    assert "EmailOpened" in not_searched
-    assert "WebsiteVisited" in not_searched
-    assert "EmailSent" not in not_searched
-    assert "marketing interactions" in readme
-    assert "rows of named tables" in readme
+    searched = readme[readme.index("What we searched") :].split("\r\n\r\n")[1]
+    assert "Sources not searched     Real-time journeys" in searched
+    not_searched = " ".join(searched[searched.index("Kinds not searched") :].split())
+    assert "Email opened" in not_searched
+    assert "Website visited" in not_searched
+    assert "Email sent" not in not_searched
+    assert "Marketing interactions" in searched
+    assert "Records in the customer database" in searched
 
 
 @pytest.mark.slow

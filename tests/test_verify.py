@@ -183,7 +183,7 @@ def test_a_good_dossier_passes(good: Path) -> None:
     assert result.contact_id == CONTACT
     assert result.total_interactions == 31
     assert result.path == good
-    assert result.schema == "sar-bulk/dossier/v2"
+    assert result.schema == "sar-bulk/dossier/v3"
     assert result.source == {"org_url": "https://o", "date_from": None, "date_to": None}
     assert result.interaction_types == ("EmailSent", "EmailOpened", "WebsiteVisited")
     assert result.question is not None
@@ -237,7 +237,7 @@ def test_a_zip_comment_is_caught(good: Path) -> None:
 
 def test_an_edited_readme_is_caught(good: Path) -> None:
     members = _members(good)
-    members["README.txt"] = members["README.txt"].replace(b"Organisation", b"Organization")
+    members["README.txt"] = members["README.txt"].replace(b"organisation", b"organization")
     _rebuild(good, members)
     assert _problems(good) == "README.txt does not match its sha256 in the manifest"
 

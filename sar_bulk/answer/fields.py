@@ -70,6 +70,7 @@ _LABELS: Final[dict[str, str]] = {
     "address1_stateorprovince": "State or province",
     "address1_postalcode": "Postal code",
     "address1_country": "Country",
+    "address1_composite": "Address (as one line)",
     "parentcustomerid": "Company",
     "_parentcustomerid_value": "Company",
     "preferredcontactmethodcode": "Preferred way to contact you",
@@ -93,6 +94,10 @@ _LABELS: Final[dict[str, str]] = {
     "statuscode": "Status reason",
     "contactid": "Contact id",
     "leadid": "Lead id",
+    "msdynmkt_contactpointconsent4id": "Consent record id",
+    "msdynmkt_gdprrequestid": "Request record id",
+    "accountid": "Account id",
+    "activityid": "Activity id",
 }
 
 

@@ -90,17 +90,41 @@ def render_html(view: AnswerView) -> str:
         f"<p>{_e(wording.greeting(view))}</p>",
     ]
     out += [f"<p>{_e(line)}</p>" for line in wording.intro(view)]
+    _contents(out, view)
+    # What, why, how long and what to do about it first; the long tables of records after.
     _summary(out, view)
     _timeline(out, view)
+    _statement(out, view.statement)
+    _rights(out, view.statement)
     _records(out, view)
     _interactions(out, view)
     _exports(out, view)
-    _statement(out, view.statement)
-    _rights(out, view.statement)
     _searched(out, view)
     _files(out)
     out.append("</main></body></html>\n")
     return "\n".join(out)
+
+
+def _contents(out: list[str], view: AnswerView) -> None:
+    """In-page links to the sections this answer has (no script, no network)."""
+    sources = view.question.sources
+    links = [
+        ("summary", "What we hold about you"),
+        ("controller", "Who we are, why we use your data and for how long"),
+        ("rights", "Your rights and how to use them"),
+        *([("records", "Your records in our customer database")] if "records" in sources else []),
+        *(
+            [("interactions", "Your marketing interactions")]
+            if "interactions" in sources and view.held_types
+            else []
+        ),
+        *([("realtime", "Real-time journeys export")] if "realtime" in sources else []),
+        ("searched", "What we searched"),
+        ("files", "The files of this answer"),
+    ]
+    out.append('<nav aria-label="On this page"><p><strong>On this page</strong></p><ul>')
+    out += [f'<li><a href="#{anchor}">{_e(text)}</a></li>' for anchor, text in links]
+    out.append("</ul></nav>")
 
 
 def _table(
@@ -167,21 +191,28 @@ def _summary(out: list[str], view: AnswerView) -> None:
             )
         )
     caption = "Records held, by source and kind"
+    # A "When" column only when something has a date (interactions); else it stays empty.
+    dated = any(when for _, rows in groups for _, _, when in rows)
+    span = 3 if dated else 2
     out.append(f'<div class="wide" role="region" aria-label="{_e(caption)}" tabindex="0">')
     out.append(
         f"<table><caption>{_e(caption)}</caption><thead><tr>"
         '<th scope="col">What</th><th scope="col" class="num">How many</th>'
-        '<th scope="col">When</th></tr></thead>'
+        + ('<th scope="col">When</th>' if dated else "")
+        + "</tr></thead>"
     )
     for source, rows in groups:
         out.append(
-            f'<tbody><tr><th scope="colgroup" colspan="3" class="group">{_e(source)}</th></tr>'
+            f'<tbody><tr><th scope="colgroup" colspan="{span}" class="group">{_e(source)}</th></tr>'
         )
         if not rows:
-            out.append('<tr><td colspan="3">We hold no records of this kind about you.</td></tr>')
+            out.append(
+                f'<tr><td colspan="{span}">We hold no records of this kind about you.</td></tr>'
+            )
         out += [
             f'<tr><th scope="row">{_e(what)}</th><td class="num">{_e(count)}</td>'
-            f"<td>{_e(when)}</td></tr>"
+            + (f"<td>{_e(when)}</td>" if dated else "")
+            + "</tr>"
             for what, count, when in rows
         ]
         out.append("</tbody>")

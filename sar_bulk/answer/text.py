@@ -60,9 +60,6 @@ def render_text(view: AnswerView) -> str:
     for line in wording.intro(view):
         out += [*_para(line), ""]
     _summary(out, view)
-    _records(out, view)
-    _interactions(out, view)
-    _exports(out, view)
     _statement(out, view)
     out += _heading("Your rights")
     out.append("You have the right:")
@@ -80,6 +77,10 @@ def render_text(view: AnswerView) -> str:
         ]
         if s.rights_note:
             out += ["", *_para(s.rights_note)]
+    # The long lists come after what, why, how long and the rights, as in index.html.
+    _records(out, view)
+    _interactions(out, view)
+    _exports(out, view)
     _searched(out, view)
     out += _heading("The files of this answer")
     out += _pairs(wording.file_guide())

@@ -151,7 +151,7 @@ class AnswerView:
     contact: Mapping[str, Any] | None = None
     consents: tuple[Mapping[str, Any], ...] = ()
     consent_count: int = 0
-    consent_file: str = "records/msdynmkt_contactpointconsent4s.json"
+    consent_file: str = "records/msdynmkt_contactpointconsent4.json"
     records: tuple[RecordTable, ...] = ()
     exports: tuple[ExportFile, ...] = ()
     received: date | None = None
@@ -222,6 +222,11 @@ class AnswerBuilder:
         self._exports: list[ExportFile] = []
         self._seq = itertools.count()
 
+    @property
+    def contact_name(self) -> str | None:
+        """The name on the contact record added so far (``None`` without one)."""
+        return _name_of(self._contact)
+
     def add_interaction(self, itype: str, row: Mapping[str, Any]) -> None:
         """One interaction of ``itype`` (the org's JSON object); keeps what the answer shows."""
         acc = self._types.setdefault(itype, _TypeAcc())
@@ -275,7 +280,7 @@ class AnswerBuilder:
         interactions = tuple(self._type_rows(n) for n in names)
         consent_table, consents = next(
             ((t, acc) for t, acc in self._tables.items() if "contactpointconsent" in t),
-            ("msdynmkt_contactpointconsent4s", None),
+            ("msdynmkt_contactpointconsent4", None),
         )
         others = tuple(
             RecordTable(table, acc.count, tuple(acc.rows))

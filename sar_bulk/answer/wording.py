@@ -120,7 +120,12 @@ def intro(view: AnswerView) -> list[str]:
         "with it and what your rights are. The files next to this page hold every record in "
         "full, in a machine-readable form.",
         f"Prepared on {long_date(view.prepared_at)}"
-        + (f"; answered on {long_day(view.answered)}." if view.answered else "."),
+        # The day it was prepared is the day it was answered, unless told otherwise.
+        + (
+            f"; answered on {long_day(view.answered)}."
+            if view.answered and view.answered != view.prepared_at.date()
+            else "."
+        ),
     ]
     return lines
 
@@ -159,6 +164,14 @@ def period_found(view: AnswerView) -> str:
 
 
 _TABLES: Final[dict[str, str]] = {
+    # The entry names the records source writes (records/<name>.json) ...
+    "lead": "Sales leads about you",
+    "account": "Companies you are the primary contact of",
+    "parent_account": "Your company's account",
+    "activitypointer": "Activities about you (e-mails, calls, meetings)",
+    "activityparty": "Activities you took part in (as sender, recipient, attendee)",
+    "msdynmkt_gdprrequest": "Earlier data requests about you",
+    # ... and the entity set names of the same tables.
     "leads": "Sales leads about you",
     "accounts": "Companies you are the primary contact of",
     "activitypointers": "Activities about you (e-mails, calls, meetings)",

@@ -1,4 +1,4 @@
-"""The dossier format ``sar-bulk/dossier/v2``: the one place that says what a dossier holds.
+"""The dossier format ``sar-bulk/dossier/v3``: the one place that says what a dossier holds.
 
 The writer (``writer.py``) builds dossiers from these definitions and the verifier (``verify.py``)
 checks them against the same definitions, so the two cannot drift apart. The earlier format v1
@@ -6,11 +6,14 @@ checks them against the same definitions, so the two cannot drift apart. The ear
 
 A dossier is ``<contact-id>.zip`` (lower-case canonical GUID) with these members, in this order:
 
-1. ``README.txt``: a plain-language page for the data subject (UTF-8, CRLF line ends).
-2. ``manifest.json``: the question that was asked, then the parts grouped by source, each with
+1. ``README.txt``: the answer to the data subject in plain text (UTF-8, CRLF line ends), the
+   same content as index.html (``sar_bulk.answer``).
+2. ``index.html``: the answer as one self-contained page: who holds what about the person, why,
+   for how long and what they can do about it (Article 15 GDPR).
+3. ``manifest.json``: the question that was asked, then the parts grouped by source, each with
    its entries (name, sha256, bytes, rows, pages), its notes and its status; plus the sha256 of
-   README.txt. Every member but the manifest itself is hashed there.
-3. The entries, part by part in a fixed order (sources ``interactions``, ``records``,
+   README.txt and of index.html. Every member but the manifest itself is hashed there.
+4. The entries, part by part in a fixed order (sources ``interactions``, ``records``,
    ``realtime``, then any other by name; interaction types in their canonical order; other parts
    by name), and within a part by entry name:
 
@@ -22,15 +25,21 @@ A rows entry exists only when it holds at least one row; a file entry exists onc
 (even an empty one). Every member has the fixed timestamp 1980-01-01 00:00:00, mode 0600 and
 DEFLATE compression, so entries are byte-identical for the same server data.
 
+Versions: v3 adds index.html (and the manifest's ``index``); v2 (``SCHEMA_V2``, a technical
+README.txt, no index.html) is what sar-bulk wrote before, and the verifier still
+checks it strictly as v2. A v3 manifest without ``index``, or a v3 zip without index.html,
+fails: index.html is never optional in v3.
+
 Usage::
 
     view = DossierView(contact_id, generated_at, question, parts)
-    readme = readme_text(view).encode()
-    manifest = build_manifest(view, readme_sha256=..., readme_bytes=len(readme), tool_version=v)
+    manifest = build_manifest(view, readme=MemberHash.of(README_NAME, readme_bytes),
+                              index=MemberHash.of(INDEX_NAME, html_bytes), tool_version=v)
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zipfile
 from collections.abc import Mapping
@@ -47,14 +56,17 @@ __all__ = [
     "ENTRY_CLOSE",
     "ENTRY_OPEN",
     "ENTRY_SEPARATOR",
+    "INDEX_NAME",
     "KNOWN_SOURCES",
     "MANIFEST_NAME",
     "PARTIAL_PREFIX",
     "README_NAME",
     "SCHEMA",
+    "SCHEMA_V2",
     "TOOL_NAME",
     "DossierView",
     "EntryView",
+    "MemberHash",
     "PartLike",
     "PartRef",
     "PartView",
@@ -69,13 +81,15 @@ __all__ = [
     "member_info",
     "part_order",
     "question_matches",
-    "readme_text",
     "rows_layout",
+    "wire_day",
 ]
 
-SCHEMA: Final = "sar-bulk/dossier/v2"
+SCHEMA: Final = "sar-bulk/dossier/v3"
+SCHEMA_V2: Final = "sar-bulk/dossier/v2"  # written before index.html; still verified
 TOOL_NAME: Final = "sar-bulk"
 README_NAME: Final = "README.txt"
+INDEX_NAME: Final = "index.html"
 MANIFEST_NAME: Final = "manifest.json"
 INTERACTIONS: Final = "interactions"
 
@@ -174,6 +188,22 @@ class Subject:
     received: date | None = None
     due: date | None = None
     extension_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberHash:
+    """A member the manifest hashes outside the parts: README.txt and index.html."""
+
+    name: str
+    sha256: str
+    size: int
+
+    @classmethod
+    def of(cls, name: str, data: bytes) -> MemberHash:
+        return cls(name, hashlib.sha256(data).hexdigest(), len(data))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256, "bytes": self.size}
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +327,18 @@ def member_info(name: str, size: int) -> zipfile.ZipInfo:
     return info
 
 
+def wire_day(value: str | None) -> date | None:
+    """A question's MM-DD-YYYY date as a ``date`` (``None`` when absent or malformed)."""
+    match = _WIRE_DATE.match(value or "")
+    if match is None:
+        return None
+    month, day, year = (int(g) for g in match.groups())
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
 def format_timestamp(moment: datetime) -> str:
     """ISO 8601 in UTC with a ``Z``, to the second; naive datetimes are refused (ambiguous)."""
     if moment.tzinfo is None or moment.utcoffset() is None:
@@ -328,7 +370,7 @@ def _entry_json(entry: EntryView) -> dict[str, Any]:
 
 
 def build_manifest(
-    view: DossierView, *, readme_sha256: str, readme_bytes: int, tool_version: str
+    view: DossierView, *, readme: MemberHash, index: MemberHash, tool_version: str
 ) -> dict[str, Any]:
     """The manifest as a dict, keys in the documented order, parts grouped by source."""
     sources: list[dict[str, Any]] = []
@@ -353,7 +395,8 @@ def build_manifest(
         "generated_at": view.generated_at,
         "tool": {"name": TOOL_NAME, "version": tool_version},
         "question": view.question.as_json(),
-        "readme": {"name": README_NAME, "sha256": readme_sha256, "bytes": readme_bytes},
+        "readme": readme.as_json(),
+        "index": index.as_json(),
         "sources": sources,
         "total_interactions": view.total_interactions,
         "total_rows": sum(p.rows for p in view.parts),
@@ -363,148 +406,3 @@ def build_manifest(
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     """Indented so that a person can read it; a final newline like any text file."""
     return orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n"
-
-
-def _readable_day(wire: str) -> str:
-    """MM-DD-YYYY (what the action takes) as YYYY-MM-DD, which no reader can misread."""
-    match = _WIRE_DATE.match(wire)
-    if match is None:
-        return wire
-    month, day, year = match.groups()
-    return f"{year}-{month}-{day}"
-
-
-def period(date_from: str | None, date_to: str | None) -> str:
-    if date_from and date_to:
-        return f"from {_readable_day(date_from)} to {_readable_day(date_to)} (whole days, UTC)"
-    if date_from:
-        return f"from {_readable_day(date_from)} (whole days, UTC) onwards"
-    if date_to:
-        return f"up to and including {_readable_day(date_to)} (whole days, UTC)"
-    return "everything recorded (no date range was set)"
-
-
-def _wrapped(text: str, indent: str, width: int = 78) -> list[str]:
-    lines: list[str] = []
-    current = indent
-    for word in text.split():
-        if len(current) + len(word) + 1 > width and current.strip():
-            lines.append(current.rstrip())
-            current = indent
-        current += word + " "
-    lines.append(current.rstrip())
-    return lines
-
-
-def _not_searched(question: Question) -> list[str]:
-    """Plain lines naming what a subset question left out (issue 8 item 11)."""
-    lines: list[str] = []
-    skipped = [s for s in KNOWN_SOURCES if s not in question.sources]
-    if skipped:
-        lines.append(f"  Sources not searched: {', '.join(skipped)}")
-    if INTERACTIONS in question.sources:
-        asked = set(question.interaction_types)
-        left = [t.value for t in ALL_TYPES if t.value not in asked]
-        if left:
-            lines.extend(_wrapped("Interaction types not searched: " + ", ".join(left), "  "))
-    return lines
-
-
-def _part_lines(part_view: PartView) -> list[str]:
-    part = part_view.part
-    if part.source == INTERACTIONS:
-        meaning = InteractionType(part.name).meaning
-        return [f"  {part.name:<32}{part_view.rows:>9,} interaction(s)  {meaning}"]
-    if not part_view.entries:
-        return [f"  {part.key:<32}nothing found"]
-    lines: list[str] = []
-    for entry in part_view.entries:
-        size = f"{entry.rows:,} row(s)" if entry.rows is not None else f"{entry.bytes:,} bytes"
-        lines.append(f"  {entry.name:<32}{size:>16}")
-    return lines
-
-
-_FOLDERS: Final = {
-    INTERACTIONS: (
-        "interactions/<Type>.json",
-        "your interactions of one type (a JSON array, one per",
-        "line); a file exists only for types that have interactions",
-    ),
-    "records": (
-        "records/<table>.json",
-        "rows of one table that hold you (JSON lines: one row",
-        "per line)",
-    ),
-    "realtime": ("realtime/...", "export files of real-time journeys, unchanged", ""),
-}
-
-
-def _folder_lines(question: Question) -> list[str]:
-    """The folders of the sources that were searched, each with what its files hold."""
-    lines: list[str] = []
-    for source in question.sources:
-        name, first, second = _FOLDERS.get(source, (f"{source}/...", "data of this source", ""))
-        lines.append(f"  {name:<28}{first}")
-        if second:
-            lines.append(f"  {'':<28}{second}")
-    return lines
-
-
-def readme_text(view: DossierView) -> str:
-    """README.txt for the data subject, from the small view of the dossier (plain and exact)."""
-    question = view.question
-    lines = [
-        "Your personal data",
-        "==================",
-        "",
-        "This file answers a request for a copy of your personal data (a subject access",
-        "request, Article 15 GDPR). It holds what the organisation below keeps about you in",
-        "Dynamics 365, exactly as that system returned it.",
-        "",
-        f"Your contact id:  {view.contact_id}",
-        f"Period covered:   {period(question.date_from, question.date_to)}",
-        f"Organisation:     {question.org_url}",
-        f"Prepared on:      {view.generated_at} (UTC)",
-        "",
-        "What was searched",
-        "-----------------",
-        "",
-    ]
-    for source in question.sources:
-        meaning = KNOWN_SOURCES.get(source, "data of another kind")
-        lines.extend(_wrapped(f"{source}: {meaning}.", "  "))
-    if question.custom_tables:
-        lines.extend(
-            _wrapped("Tables named by the organisation: " + ", ".join(question.custom_tables), "  ")
-        )
-    if question.excluded_tables:
-        excluded = ", ".join(question.excluded_tables)
-        lines.extend(_wrapped(f"Tables left out on purpose by the organisation: {excluded}", "  "))
-    lines.extend(_not_searched(question) or ["  Everything sar-bulk can search was searched."])
-    lines += ["", "What was found", "--------------", ""]
-    for part_view in view.parts:
-        lines.extend(_part_lines(part_view))
-    lines += [
-        f"  {'Total interactions':<32}{view.total_interactions:>9,}",
-        "",
-        "What is in this file",
-        "--------------------",
-        "",
-        f"  {README_NAME:<28}this page",
-        f"  {MANIFEST_NAME:<28}a technical list of the contents: the question that was",
-        f"  {'':<28}asked, and a sha256 checksum of every other file here, this",
-        f"  {'':<28}page included. It cannot hold a checksum of itself: to check",
-        f"  {'':<28}it, compare the sha256 of the whole .zip file with the one",
-        f"  {'':<28}the organisation gives you.",
-        *_folder_lines(question),
-        "",
-        "How to open the files",
-        "---------------------",
-        "",
-        "The .json files are JSON, a plain-text format. Any text editor (Notepad, TextEdit,",
-        "gedit) opens them; a web browser such as Firefox shows an interactions file as a",
-        "readable, foldable tree when you drag it into its window. Field names say what they",
-        'hold, for example "Timestamp" (when it happened, in UTC) or "EmailAddressUsed".',
-        "",
-    ]
-    return "\r\n".join(lines)

@@ -1,4 +1,7 @@
-"""Schema checks of ``manifest.json``, v2 and v1 (a part of ``verify``).
+"""Schema checks of ``manifest.json``, v3, v2 and v1 (a part of ``verify``).
+
+v3 is v2 plus ``index`` (the sha256 and size of index.html), which it must have; v2 is checked
+as it was written, without one.
 
 Each rule broken appends one problem in plain words; what the manifest promises about each
 member (layout, rows, sha256, bytes) comes back in member order for the content checks.
@@ -20,9 +23,11 @@ from typing import Any, Final, Literal, TypeGuard
 
 from sar_bulk.dossier import format_v1
 from sar_bulk.dossier.format import (
+    INDEX_NAME,
     INTERACTIONS,
     README_NAME,
     SCHEMA,
+    SCHEMA_V2,
     PartRef,
     entry_problem,
     part_order,
@@ -53,6 +58,7 @@ _TOP_FIELDS_V2: Final = (
     "total_interactions",
     "total_rows",
 )
+_TOP_FIELDS_V3: Final = (*_TOP_FIELDS_V2[:6], "index", *_TOP_FIELDS_V2[6:])
 _QUESTION_FIELDS: Final = (
     "org_url",
     "sources",
@@ -95,7 +101,8 @@ class CheckedManifest:
     interaction_types: tuple[str, ...] = ()
     schema: str | None = None
     question: Mapping[str, Any] | None = None
-    readme: ExpectedEntry | None = None  # v2 only
+    readme: ExpectedEntry | None = None  # v2 and v3
+    index: ExpectedEntry | None = None  # v3 only
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -111,10 +118,11 @@ def _is_sha(value: object) -> TypeGuard[str]:
 
 
 def check_manifest(parsed: object, problems: list[str]) -> CheckedManifest:
-    """Check a parsed manifest against its schema (v1 when it says so, else v2)."""
-    if isinstance(parsed, dict) and parsed.get("schema") == format_v1.SCHEMA:
+    """Check a parsed manifest against its schema (v1 or v2 when it says so, else v3)."""
+    schema = parsed.get("schema") if isinstance(parsed, dict) else None
+    if schema == format_v1.SCHEMA:
         return _ManifestCheckV1(problems).run(parsed)
-    return _ManifestCheckV2(problems).run(parsed)
+    return _ManifestCheckV2(problems, SCHEMA_V2 if schema == SCHEMA_V2 else SCHEMA).run(parsed)
 
 
 class _Fields:
@@ -204,7 +212,7 @@ class _ManifestCheckV1(_Fields):
                 "excluded_tables": [],
             }
         return CheckedManifest(
-            contact_id, total, entries, source, types, format_v1.SCHEMA, question, None, top
+            contact_id, total, entries, source, types, format_v1.SCHEMA, question, None, None, top
         )
 
     def _source(self, value: object) -> dict[str, Any] | None:
@@ -282,15 +290,21 @@ class _ManifestCheckV1(_Fields):
 
 
 class _ManifestCheckV2(_Fields):
-    """Schema checks of a v2 manifest.json."""
+    """Schema checks of a v3 manifest.json, or of a v2 one (the same without ``index``)."""
+
+    def __init__(self, problems: list[str], schema: str) -> None:
+        super().__init__(problems)
+        self.schema = schema
 
     def run(self, manifest: object) -> CheckedManifest:
-        top = self._fields("the top level", manifest, _TOP_FIELDS_V2)
+        v3 = self.schema == SCHEMA
+        top = self._fields("the top level", manifest, _TOP_FIELDS_V3 if v3 else _TOP_FIELDS_V2)
         if top is None:
             return NO_MANIFEST
-        contact_id = self._common(top, SCHEMA)
+        contact_id = self._common(top, self.schema)
         question = self._question(top.get("question"))
-        readme = self._readme(top.get("readme"))
+        readme = self._member("readme", README_NAME, top.get("readme"))
+        index = self._member("index", INDEX_NAME, top.get("index")) if v3 else None
         entries, interactions, rows = self._sources(top.get("sources"), question)
         total = top.get("total_interactions")
         if not _is_count(total):
@@ -319,7 +333,7 @@ class _ManifestCheckV2(_Fields):
                 else ()
             )
         return CheckedManifest(
-            contact_id, total, entries, source, types, SCHEMA, question, readme, top
+            contact_id, total, entries, source, types, self.schema, question, readme, index, top
         )
 
     def _question(self, value: object) -> dict[str, Any] | None:
@@ -356,15 +370,14 @@ class _ManifestCheckV2(_Fields):
             self.problems.append("manifest: question.excluded_tables is not a list of names")
         return question
 
-    def _readme(self, value: object) -> ExpectedEntry | None:
-        readme = self._fields("readme", value, ("name", "sha256", "bytes"))
-        if readme is None:
+    def _member(self, key: str, name: str, value: object) -> ExpectedEntry | None:
+        """``readme`` or ``index``: the name, sha256 and size of README.txt or index.html."""
+        member = self._fields(key, value, ("name", "sha256", "bytes"))
+        if member is None:
             return None
-        sha, size = readme.get("sha256"), readme.get("bytes")
-        if readme.get("name") != README_NAME or not _is_sha(sha) or not _is_count(size, 1):
-            self.problems.append(
-                f"manifest: readme must name {README_NAME} with its sha256 and bytes"
-            )
+        sha, size = member.get("sha256"), member.get("bytes")
+        if member.get("name") != name or not _is_sha(sha) or not _is_count(size, 1):
+            self.problems.append(f"manifest: {key} must name {name} with its sha256 and bytes")
             return None
         return ExpectedEntry("file", None, sha, size)
 

@@ -25,12 +25,14 @@ import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 import orjson
 
 from sar_bulk._version import __version__
+from sar_bulk.dossier.answer_feed import answer_files_for
 from sar_bulk.dossier.encryption import ENCRYPTED_SUFFIX, Encryptor
 from sar_bulk.dossier.files import (
     DIR_MODE,
@@ -41,6 +43,7 @@ from sar_bulk.dossier.files import (
     remove_quietly,
 )
 from sar_bulk.dossier.format import (
+    INDEX_NAME,
     INTERACTIONS,
     MANIFEST_NAME,
     PARTIAL_PREFIX,
@@ -48,20 +51,22 @@ from sar_bulk.dossier.format import (
     DossierView,
     EntryView,
     Kind,
+    MemberHash,
     PartView,
     build_manifest,
     contact_matches,
     entry_problem,
+    format_timestamp,
     manifest_bytes,
     member_info,
     part_order,
-    readme_text,
     rows_layout,
 )
 from sar_bulk.errors import DossierError
 from sar_bulk.sources.base import Part
 
 if TYPE_CHECKING:
+    from sar_bulk.answer import Statement
     from sar_bulk.dossier.writer import DossierRequest
 
 __all__ = ["MEMORY_SPOOL_BYTES", "DossierSummary", "EntrySpool", "Spool", "encode_rows"]
@@ -263,11 +268,16 @@ class Spool:
     """
 
     def __init__(
-        self, out_dir: Path, request: DossierRequest, encryptor: Encryptor | None = None
+        self,
+        out_dir: Path,
+        request: DossierRequest,
+        encryptor: Encryptor | None = None,
+        statement: Statement | None = None,
     ) -> None:
         self.out_dir = out_dir
         self.request = request
         self.encryptor = encryptor
+        self.statement = statement
         self.entries: dict[str, EntrySpool] = {}
         self.pages: dict[Part, int] = dict.fromkeys(request.parts, 0)
         self.notes: dict[Part, dict[str, Any]] = {p: {} for p in request.parts}
@@ -358,16 +368,19 @@ class Spool:
         view = DossierView(request.contact_id, generated_at, request.question, tuple(parts))
         return view, members
 
-    def assemble(self, generated_at: str) -> DossierSummary:
+    def assemble(self, generated_at: datetime) -> DossierSummary:
         """Build the zip under a partial name, make it durable, rename it, drop the spool."""
         request = self.request
         ensure_folder(self.out_dir)
-        view, members = self.view(generated_at)
-        readme_data = readme_text(view).encode("utf-8")
+        view, members = self.view(format_timestamp(generated_at))
+        answer = answer_files_for(
+            request, members, statement=self.statement, prepared_at=generated_at
+        )
+        readme_data, index_data = answer[README_NAME], answer[INDEX_NAME]
         manifest = build_manifest(
             view,
-            readme_sha256=hashlib.sha256(readme_data).hexdigest(),
-            readme_bytes=len(readme_data),
+            readme=MemberHash.of(README_NAME, readme_data),
+            index=MemberHash.of(INDEX_NAME, index_data),
             tool_version=__version__,
         )
         manifest_data = manifest_bytes(manifest)
@@ -378,6 +391,7 @@ class Spool:
                 stream = _HashingStream(raw)
                 with zipfile.ZipFile(stream, "w", allowZip64=True) as archive:
                     archive.writestr(member_info(README_NAME, len(readme_data)), readme_data)
+                    archive.writestr(member_info(INDEX_NAME, len(index_data)), index_data)
                     archive.writestr(member_info(MANIFEST_NAME, len(manifest_data)), manifest_data)
                     for spool in members:
                         self._write_entry(archive, spool)

@@ -9,12 +9,13 @@ must have exactly the layout the writer makes, so anything added, removed or cha
 
 - Layout: the file starts with the first member's local header and ends with the end of
   central directory record, with no zip comment; members follow one another with nothing in
-  between, the central directory lists exactly them, in order: README.txt, manifest.json, then
-  the entries in the order the manifest lists them. Every member's CRC holds (each is read to
-  its end in the same single pass that hashes it).
-- ``manifest.json`` follows its schema (``sar-bulk/dossier/v2``, or v1 for dossiers written
-  before): the question, parts grouped by source in their fixed order, entries with names their
-  part may write, counts that add up; every asked interaction type and source has its part.
+  between, the central directory lists exactly them, in order: README.txt, index.html (v3),
+  manifest.json, then the entries in the order the manifest lists them. Every member's CRC
+  holds (each is read to its end in the same single pass that hashes it).
+- ``manifest.json`` follows its schema (``sar-bulk/dossier/v3``, or v2 or v1 for dossiers
+  written before; a v3 dossier must have index.html, hashed like README.txt): the question,
+  parts grouped by source in their fixed order, entries with names their part may write,
+  counts that add up; every asked interaction type and source has its part.
 - Every member but the manifest matches its sha256 and size in the manifest (v1 has no hash of
   README.txt, so there it must be byte for byte the README its manifest produces); row counts
   match line counts; every interaction's ``ContactId`` (any case, braces ignored) is the
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import struct
 import tempfile
 import zipfile
@@ -52,9 +54,11 @@ import orjson
 from sar_bulk.dossier import format_v1
 from sar_bulk.dossier.encryption import ENCRYPTED_SUFFIX, Decryptor, is_encrypted_name
 from sar_bulk.dossier.format import (
+    INDEX_NAME,
     MANIFEST_NAME,
     PARTIAL_PREFIX,
     README_NAME,
+    SCHEMA,
     contact_matches,
     dossier_file_name,
 )
@@ -133,6 +137,23 @@ def file_sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(line: bytes) -> object:
+    """One JSON value; numbers orjson refuses (1e400, beyond 64 bits) are still JSON, and the
+    writer keeps them verbatim, so the standard library reads those (NaN and Infinity, which
+    are not JSON, stay refused). Raises ``ValueError`` for anything that is not JSON."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(line, parse_constant=_reject_constant)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+
+
 class _ArrayLines:
     """Parses a v1 entry one line at a time: ``[``, one object per line, ``]``."""
 
@@ -172,8 +193,8 @@ class _ArrayLines:
             return
         self.more = line.endswith(b",")
         try:
-            item = orjson.loads(line[:-1] if self.more else line)
-        except orjson.JSONDecodeError:
+            item = _loads(line[:-1] if self.more else line)
+        except ValueError:
             self.error = f"line {self.line} is not one whole JSON value (v1 puts one per line)"
             return
         self.count += 1
@@ -203,8 +224,8 @@ class _JsonLines:
     def feed(self, raw: bytes) -> None:
         self.line += 1
         try:
-            item = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            item = _loads(raw)
+        except ValueError:
             self.error = f"line {self.line} is not one whole JSON value (one row per line)"
             return
         self.count += 1
@@ -240,15 +261,16 @@ class _Checker:
                     f"file is named {self.path.name!r} but holds contact {manifest.contact_id} "
                     f"(expected {expected_name!r})"
                 )
-        wanted = [README_NAME, MANIFEST_NAME, *manifest.entries]
+        front = [README_NAME, INDEX_NAME] if manifest.schema == SCHEMA else [README_NAME]
+        wanted = [*front, MANIFEST_NAME, *manifest.entries]
         missing = sorted(set(wanted) - set(names))
         unexpected = sorted(set(names) - set(wanted))
         self.problems.extend(f"member {n!r} is missing" for n in missing)
         self.problems.extend(f"unexpected member {n!r}" for n in unexpected)
         if not (missing or unexpected) and [i.filename for i in infos] != wanted:
             self.problems.append(
-                "members are not in the writer's order (README.txt, manifest.json, then the "
-                "entries as the manifest lists them)"
+                f"members are not in the writer's order ({', '.join(front)}, manifest.json, "
+                "then the entries as the manifest lists them)"
             )
         done: set[str] = set()
         for info in infos:
@@ -259,6 +281,8 @@ class _Checker:
                 continue  # already read in full, which checked its CRC
             if info.filename == README_NAME:
                 self._readme(info, manifest, manifest_ok)
+            elif info.filename == INDEX_NAME and manifest.index is not None:
+                self._entry(info, manifest.index, None)
             elif info.filename in manifest.entries:
                 self._entry(info, manifest.entries[info.filename], manifest.contact_id)
             else:

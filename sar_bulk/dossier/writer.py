@@ -9,8 +9,8 @@ The zip is built only when every part is done. Memory stays at about one page or
 
 Usage::
 
-    request = DossierRequest(contact_id, parts, question)
-    async with DossierWriter(out_dir, request) as writer:
+    request = DossierRequest(contact_id, parts, question, subject)
+    async with DossierWriter(out_dir, request, statement=statement) as writer:
         sink = writer.sink(Part("records", "records"))      # one PartSink per part
         await sink.add_rows("records/contact.json", rows)  # any part, any order
         await sink.add_file("realtime/a@b.json", chunk)
@@ -32,8 +32,11 @@ Guarantees:
 - The summary carries the zip's sha256, computed from the bytes as they are written (the zip
   is written as a stream, members with data descriptors, so nothing is read back).
 
-The format itself (member names, manifest, README) lives in ``format.py``, the spool and the
-assembly of the zip in ``spool.py``, private files and leftovers in ``files.py``.
+The format itself (member names, manifest) lives in ``format.py``, the spool and the assembly of
+the zip in ``spool.py``, private files and leftovers in ``files.py``. The person's answer
+(index.html and README.txt, from ``sar_bulk.answer``) is built at assembly from the spooled
+entries by ``answer_feed.py``; ``statement`` is the controller's (``None``: the answer says it
+is missing).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
+from sar_bulk.answer import Statement
 from sar_bulk.dossier.encryption import Encryptor
 from sar_bulk.dossier.files import dossier_path, remove_leftovers, require_canonical
 from sar_bulk.dossier.format import (
@@ -187,9 +191,10 @@ class DossierWriter:
         *,
         now: Callable[[], datetime] = _utc_now,
         encryptor: Encryptor | None = None,
+        statement: Statement | None = None,
     ) -> None:
         # With an encryptor the finished zip becomes <contact-id>.zip.age (encryption.py).
-        self._spool = Spool(Path(out_dir), request, encryptor)
+        self._spool = Spool(Path(out_dir), request, encryptor, statement)
         self._now = now
         self._lock = asyncio.Lock()
         self._state = _State.OPEN
@@ -308,7 +313,8 @@ class DossierWriter:
                 raise DossierError(
                     f"the dossier of {contact} is incomplete: no data came for {', '.join(missing)}"
                 )
-            generated_at = format_timestamp(self._now())
+            generated_at = self._now()
+            format_timestamp(generated_at)  # a naive clock is refused here, not in the thread
             # No note or row may change the parts while the thread reads them.
             self._state = _State.ASSEMBLING
             summary = await self._in_thread(self._spool.assemble, generated_at)

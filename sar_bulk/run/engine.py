@@ -191,6 +191,13 @@ class Engine:
         The caller holds the output folder's lock (``RunLock.for_folder``, as the runner does).
         """
         config = self.config
+        if config.statement is None:
+            # Once per run, not per contact: every dossier's answer says it is missing.
+            _log.warning(
+                "controller.statement_missing",
+                hint="add a [controller] table to the --config file (sar-bulk init writes one); "
+                "until then every answer says the controller's statement is missing",
+            )
         await asyncio.to_thread(create_private_folder, config.out)
         removed = await asyncio.to_thread(
             remove_leftovers, config.out, config.shard.owns if config.shard else None
@@ -547,7 +554,11 @@ class Engine:
         request = DossierRequest(work.contact_id, self.parts, self.question, work.subject)
         try:
             writer = DossierWriter(
-                self.config.out, request, now=self._now, encryptor=self.config.encryptor
+                self.config.out,
+                request,
+                now=self._now,
+                encryptor=self.config.encryptor,
+                statement=self.config.statement,
             )
         except SarBulkError as exc:
             await self._record_failure(work, state, {"*": str(exc)})
