@@ -66,8 +66,8 @@ async def run_check(settings: Mapping[str, Any], environ: Mapping[str, str], *, 
     for probe in result.probes:
         detail = f" ({probe.detail})" if probe.detail else ""
         print(f"  {probe.source}: {probe.availability.value}{detail}", file=out)
-    if result.dop_hint is not None:
-        print(f"x-ms-dop-hint: {result.dop_hint} requests in parallel recommended", file=out)
+    if (hint := result.dop_hint or http.dop_hint) is not None:
+        print(f"x-ms-dop-hint: {hint} requests in parallel recommended", file=out)
     return _EXIT.get(outcome, 3)
 
 

@@ -36,7 +36,7 @@ from typing import Any, Final
 import orjson
 
 from sar_bulk.dataverse import jsonexact
-from sar_bulk.dataverse.http import OrgHttp
+from sar_bulk.dataverse.http import OrgHttp, dop_hint
 from sar_bulk.errors import (
     ActionMissing,
     AuthRejected,
@@ -66,7 +66,6 @@ __all__ = [
     "Query",
     "classify_error",
     "decode_page",
-    "dop_hint",
     "parse_retry_after",
 ]
 
@@ -206,17 +205,6 @@ def _count_repeats(interactions: list[dict[str, Any]], seen: set[bytes]) -> int:
         elif len(seen) < _MAX_TRACKED_IDS:
             seen.add(digest)
     return repeats
-
-
-def dop_hint(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("x-ms-dop-hint")
-    if value is None:
-        return None
-    try:
-        hint = int(value.strip())
-    except ValueError:
-        return None
-    return hint if hint > 0 else None
 
 
 def decode_page(

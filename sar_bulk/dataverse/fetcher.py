@@ -124,8 +124,12 @@ class Fetcher:
         *,
         rng: random.Random | None = None,
         watch: ConnectWatch | None = None,
+        org_hint: Callable[[], int | None] | None = None,
     ) -> None:
         self.client = client
+        # The org's latest x-ms-dop-hint from any answer (OrgHttp.dop_hint), for requests whose
+        # result does not carry it: Web API reads, downloads.
+        self.org_hint = org_hint
         self.throttle = throttle
         self.policy = policy
         self.stats = FetchStats()
@@ -220,7 +224,10 @@ class PairFetcher:
                 continue
             owner.watch.answered()
             stats.ok += 1
-            throttle.on_success(hint(result) if hint is not None else None)
+            seen = hint(result) if hint is not None else None
+            if seen is None and owner.org_hint is not None:
+                seen = owner.org_hint()
+            throttle.on_success(seen)
             return result
 
     def _watch(self, error: DataverseError) -> None:

@@ -104,7 +104,7 @@ def create_session(timeouts: Timeouts, *, pool_size: int = 64) -> aiohttp.Client
 class OrgHttp:
     """Sends requests to one org with one identity's tokens."""
 
-    __slots__ = ("_session", "_timeouts", "_tokens", "max_answer_bytes", "org")
+    __slots__ = ("_session", "_timeouts", "_tokens", "dop_hint", "max_answer_bytes", "org")
 
     def __init__(
         self,
@@ -119,6 +119,8 @@ class OrgHttp:
             raise ConfigError("the answer size cap (--max-answer-bytes) must be at least 1 byte")
         self._session = session
         self.org = org
+        # The org's latest x-ms-dop-hint, from any answer: every source's requests share it.
+        self.dop_hint: int | None = None
         self._tokens = tokens
         self._timeouts = timeouts or Timeouts()
         self.max_answer_bytes = max_answer_bytes
@@ -170,6 +172,8 @@ class OrgHttp:
                 if 300 <= response.status < 400:
                     raise _redirected(context, response)
                 raw = await self._read_capped(context, response)
+                if (hint := dop_hint(response.headers)) is not None:
+                    self.dop_hint = hint
                 return Answer(response.status, response.headers, raw)
         except TimeoutError:
             raise Transient(context, f"no answer within {limit:g} s") from None
@@ -226,6 +230,18 @@ def _over_cap(context: RequestContext, status: int, what: str, cap: int) -> Over
         f"the answer {what}, over the cap of {cap} bytes (--max-answer-bytes); not read further",
         status=status,
     )
+
+
+def dop_hint(headers: Mapping[str, str]) -> int | None:
+    """The recommended degree of parallelism (``x-ms-dop-hint``), when the answer has a sane one."""
+    value = headers.get("x-ms-dop-hint")
+    if value is None:
+        return None
+    try:
+        hint = int(value.strip())
+    except ValueError:
+        return None
+    return hint if hint > 0 else None
 
 
 def _reason(exc: aiohttp.ClientConnectorError) -> str:

@@ -211,7 +211,7 @@ async def _locked_run(
             )
             client = DataverseClient(http, max_pages=config.max_pages)
             throttle = Throttle(config.throttle, clock=loop.time)
-            fetcher = Fetcher(client, throttle, config.retry)
+            fetcher = Fetcher(client, throttle, config.retry, org_hint=lambda: http.dop_hint)
             sources, check = await _choose_sources(config, http, fetcher, credential_name)
             if not sources:
                 message = scrub(check.message)
@@ -219,8 +219,7 @@ async def _locked_run(
                 return RunOutcome(ExitCode.REFUSED, message, None)
             for _ in check.probes:  # each probe call is in the org's window too
                 throttle.count_request()
-            if check.dop_hint:
-                throttle.on_success(check.dop_hint)
+            throttle.on_success(check.dop_hint or http.dop_hint)
             engine = Engine(config, sources, run_id=run_id, target=output)
             if metrics is not None:  # served and written around the run: run_with_metrics
                 metrics.watch(totals=engine.totals, fetcher=fetcher)
