@@ -27,9 +27,10 @@ from typing import Any
 
 from sar_bulk._version import __version__
 from sar_bulk.config import RUN_OPTIONS, Option, RunConfig, resolve
-from sar_bulk.dataverse.auth import build_credential
+from sar_bulk.dataverse.auth import AuthKind, build_credential
 from sar_bulk.errors import ConfigError, CredentialError, InputError, SarBulkError
 from sar_bulk.logs import configure_logging, scrub, secrets_from_environ
+from sar_bulk.output.url import is_container_url, storage_secrets
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.sources.interaction_types import ALL_TYPES
 
@@ -148,8 +149,18 @@ def _parser() -> argparse.ArgumentParser:
         _add_option(check, next(o for o in RUN_OPTIONS if o.name == name))
     check.add_argument("--config", type=Path, help="TOML file with settings")
 
-    verify = sub.add_parser("verify", help="check dossiers (zip files or folders of them)")
-    verify.add_argument("paths", nargs="+", metavar="PATH")
+    verify = sub.add_parser(
+        "verify", help="check dossiers (zip files, folders of them, or blob container URLs)"
+    )
+    verify.add_argument("paths", nargs="+", metavar="PATH|URL")
+    verify.add_argument(
+        "--auth",
+        type=AuthKind,
+        default=AuthKind.DEFAULT,
+        metavar="KIND",
+        help="for a container URL without AZURE_STORAGE_CONNECTION_STRING or "
+        "AZURE_STORAGE_SAS_TOKEN: " + ", ".join(AuthKind),
+    )
     verify.add_argument("--json", action="store_true", help="machine-readable result")
     verify.add_argument(
         "--identity",
@@ -271,13 +282,15 @@ def _start_logging(settings: dict[str, Any]) -> None:
             *secrets_from_environ(os.environ),
             # The dossiers' passphrase, in whatever variable --encrypt-passphrase-env names.
             os.environ.get(settings.get("encrypt_passphrase_env") or ""),
+            # The storage connection string's name says nothing secret, but it holds a key.
+            *storage_secrets(os.environ),
         ],
     )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sar_bulk.run.metrics import MetricsSettings, run_with_metrics
-    from sar_bulk.run.runner import execute_run
+    from sar_bulk.run.metrics import MetricsSettings, RunMetrics, run_with_metrics
+    from sar_bulk.run.runner import RunOutcome, execute_run
 
     settings = _settings(args, RUN_OPTIONS)
     _start_logging(settings)
@@ -287,19 +300,31 @@ def _run(args: argparse.Namespace) -> int:
     credential = None if config.identities else build_credential(config.auth, os.environ)
     credential_name = type(credential).__name__ if credential is not None else "identities"
     show_progress = not settings["no_progress"] and sys.stderr.isatty()
-    outcome = asyncio.run(
-        run_with_metrics(
-            metrics,
-            shard=config.shard,
-            run=lambda watch: execute_run(
-                config,
-                credential,
-                credential_name=credential_name,
-                progress_out=sys.stderr if show_progress else None,
-                metrics=watch,
-            ),
+    progress_out = sys.stderr if show_progress else None
+
+    async def run(watch: RunMetrics | None) -> RunOutcome:
+        output = None
+        if config.blob is not None:
+            from sar_bulk.output import open_target
+
+            # The storage client retries on the run's own backoff (--retry-base).
+            output = open_target(
+                config.blob,
+                config.auth,
+                os.environ,
+                backoff=config.retry.base,
+                timeout=config.timeout,
+            )
+        return await execute_run(
+            config,
+            credential,
+            credential_name=credential_name,
+            progress_out=progress_out,
+            metrics=watch,
+            output=output,
         )
-    )
+
+    outcome = asyncio.run(run_with_metrics(metrics, shard=config.shard, run=run))
     return outcome.code
 
 
@@ -334,7 +359,23 @@ def _verify(args: argparse.Namespace) -> int:
         decryptor = Decryptor.from_identity_file(args.identity)
     elif args.passphrase_env is not None:
         decryptor = Decryptor.from_passphrase_env(args.passphrase_env, os.environ)
-    return run_verify_command(args.paths, as_json=args.json, out=sys.stdout, decryptor=decryptor)
+    urls = [path for path in args.paths if is_container_url(path)]
+    if not urls:
+        return run_verify_command(
+            args.paths, as_json=args.json, out=sys.stdout, decryptor=decryptor
+        )
+    if len(urls) != len(args.paths):
+        raise ConfigError("verify either files and folders or container URLs, not both at once")
+    if decryptor is not None:
+        raise ConfigError("verify of encrypted dossiers in a container is not supported yet")
+    from sar_bulk.output.remote_verify import verify_containers
+
+    _start_logging({"log_level": "warning"})
+    return asyncio.run(
+        verify_containers(
+            urls, auth=args.auth, environ=os.environ, as_json=args.json, out=sys.stdout
+        )
+    )
 
 
 def _types(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ from sar_bulk.dataverse.throttle import MAX_CONCURRENCY, ThrottleSettings
 from sar_bulk.dates import DateRange
 from sar_bulk.dossier.encryption import Encryptor
 from sar_bulk.errors import ConfigError
+from sar_bulk.output.url import ContainerUrl, is_container_url
 from sar_bulk.sharding import Shard
 from sar_bulk.sources.base import CustomTable, SourceSettings
 from sar_bulk.sources.interaction_types import InteractionType, parse_types
@@ -128,6 +129,11 @@ def _text(text: str) -> str:
     return text
 
 
+def _out(text: str) -> Path | ContainerUrl:
+    """A folder, or a blob container when the text is a URL (checked here, no network)."""
+    return ContainerUrl.parse(text) if is_container_url(text) else Path(text)
+
+
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -200,8 +206,23 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "LIST",
     ),
     Option("page_size", _positive_int, None, "interactions per page, sent as Top", "N"),
-    Option("out", Path, Path("sar-bulk-out"), "output folder for dossiers and the report", "DIR"),
-    Option("state", Path, None, "state file (default OUT/.sar-bulk/state.sqlite)", "PATH"),
+    Option(
+        "out",
+        _out,
+        Path("sar-bulk-out"),
+        "output folder for dossiers and the report, or a blob container URL "
+        "https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX]",
+        "DIR|URL",
+    ),
+    Option(
+        "work",
+        Path,
+        None,
+        "with a container --out: local folder for the state and staged dossiers "
+        "(default sar-bulk-work/ACCOUNT/CONTAINER[/PREFIX])",
+        "DIR",
+    ),
+    Option("state", Path, None, "state file (default OUT or WORK/.sar-bulk/state.sqlite)", "PATH"),
     Option("restart", _switch, False, "ignore the state of earlier runs", is_switch=True),
     Option(
         "replace",
@@ -508,6 +529,11 @@ def _identity_number(
         raise ConfigError(f"{label}: {key} {value!r} {_why(exc)}") from None
 
 
+def _default_work(url: ContainerUrl) -> Path:
+    """The local work folder of a container output: one per account, container and prefix."""
+    return Path("sar-bulk-work", url.account, url.container, *url.prefix.split("/"))
+
+
 def _state_name(shard: Shard | None) -> str:
     """One state file per shard, so shards sharing an output folder never share one."""
     return "state.sqlite" if shard is None else f"state.shard-{shard.index}-of-{shard.count}.sqlite"
@@ -549,6 +575,9 @@ class RunConfig:
     name_column: str | None = None
     statement: Statement | None = None  # [controller]; None: every answer says it is missing
     identities: tuple[IdentitySpec, ...] = ()  # [[identities]]; empty: one identity from --auth
+    # A container URL: dossiers and the report are published there, while ``out`` is the local
+    # work folder (state, staged dossiers, a copy of the report). None: ``out`` is the output.
+    blob: ContainerUrl | None = None
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> RunConfig:
@@ -560,7 +589,13 @@ class RunConfig:
             types = parse_types(settings["types"])
         except ValueError as exc:
             raise ConfigError(f"--types: {exc}") from None
-        out: Path = settings["out"]
+        blob: ContainerUrl | None = None
+        out = settings["out"]
+        if isinstance(out, ContainerUrl):
+            blob = out
+            out = settings.get("work") or _default_work(blob)
+        elif settings.get("work") is not None:
+            raise ConfigError("--work is for a container --out (a URL); a folder --out is its own")
         shard = settings["shard"]
         if settings["shard_count"] is not None:
             if shard is not None:
@@ -613,6 +648,7 @@ class RunConfig:
             name_column=settings["name_column"],
             statement=settings.get("statement"),
             identities=tuple(settings.get("identities", ())),
+            blob=blob,
         )
 
     @property
@@ -660,7 +696,8 @@ class RunConfig:
             "date_from": self.dates.wire_from,
             "date_to": self.dates.wire_to,
             "page_size": self.page_size,
-            "out": str(self.out),
+            "out": self.blob.text if self.blob is not None else str(self.out),
+            "work": str(self.out) if self.blob is not None else None,
             "state": str(self.state),
             "restart": self.restart,
             "shard": str(self.shard) if self.shard else None,

@@ -7,6 +7,8 @@ Every error the tool raises on purpose is a ``SarBulkError``::
     ├── InputError                the contacts file cannot be read at all (exit 2)
     ├── CredentialError           the credential could not produce a token (exit 3)
     ├── DossierError              a dossier could not be written or is not valid
+    │   └── OutputError           the output folder or blob container refused or lost it
+    │       └── OutputUnreachable no answer from the blob store at all
     └── DataverseError            one call to the org failed; knows contact, part, status, code
         ├── RetryableError        worth another attempt
         │   ├── Throttled         429 service protection; carries retry_after and which limit
@@ -53,6 +55,8 @@ __all__ = [
     "MalformedResponse",
     "NoConnection",
     "NotFound",
+    "OutputError",
+    "OutputUnreachable",
     "OverLimit",
     "PagingError",
     "Redirected",
@@ -318,3 +322,18 @@ class NoConnection(Unreachable):
         "check the org URL, its DNS name and the network path to it (proxy, firewall); "
         "the run stops"
     )
+
+
+# --- blob output additions (issue 11): appended here so parallel edits above do not collide.
+
+
+class OutputError(DossierError):
+    """The output (a folder or a blob container) refused or lost a dossier or the report.
+
+    A ``DossierError`` because, for a contact, the outcome is the same: its dossier is not
+    published, the contact fails with this message and a later run fetches it again.
+    """
+
+
+class OutputUnreachable(OutputError):
+    """No answer from the blob store at all (connection refused, no DNS answer, timeouts)."""

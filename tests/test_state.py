@@ -432,9 +432,9 @@ def test_a_schema_1_file_is_migrated_and_keeps_its_done_contacts(path: Path) -> 
         state.mark_done(b, dossier=f"{b}.zip", interactions=1, zip_bytes=2, sha256="ab" * 32)
         state.remember(b, "k", "v")
     assert (claim_a, claim_b) == (Claim.DONE, Claim.NEW)
-    assert record == DoneRecord(a, f"{a}.zip", 4, 99, "2026-01-01T00:00:00Z", None)
+    assert record == DoneRecord(a, f"{a}.zip", 4, 99, "2026-01-01T00:00:00Z", None, None)
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     raw.close()
     with RunState.open(path, fingerprint=FP, run_id="newer") as state:
         _, (_, record_b) = state.claim_many([a, b])
@@ -462,3 +462,35 @@ def test_notes_are_kept_per_contact_and_forgotten_by_restart(path: Path) -> None
         )
     with RunState.open(path, fingerprint=FP, run_id="r3", restart=True) as third:
         assert third.recall(a, "realtime/request") is None
+
+
+def test_a_schema_2_file_is_brought_to_the_etag_column_and_keeps_its_hashes(path: Path) -> None:
+    a, b = ids(2)
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as raw:
+        for statement in _V1_SCHEMA:
+            raw.execute(statement)
+        raw.execute("ALTER TABLE contacts ADD COLUMN sha256 TEXT")
+        raw.execute(
+            "CREATE TABLE notes (contact_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+            " PRIMARY KEY (contact_id, key)) WITHOUT ROWID"
+        )
+        raw.execute("PRAGMA application_id = 1396789826")  # "SARB"
+        raw.execute("PRAGMA user_version = 2")
+        raw.execute("INSERT INTO fingerprints (id, value) VALUES (1, ?)", (FP,))
+        raw.execute("INSERT INTO runs (id, run_id, started_at) VALUES (1, 'old', 'x')")
+        raw.execute(
+            "INSERT INTO contacts VALUES (?, 'done', 1, 1, ?, 4, 99, 'T', NULL, ?)",
+            (a, f"{a}.zip", "cd" * 32),
+        )
+    raw.close()
+    with RunState.open(path, fingerprint=FP, run_id="new") as state:
+        (_, record_a), _ = state.claim_many([a, b])
+        state.mark_done(
+            b, dossier=f"{b}.zip", interactions=1, zip_bytes=2, sha256="ab" * 32, etag='"0x8D1"'
+        )
+    assert record_a == DoneRecord(a, f"{a}.zip", 4, 99, "T", "cd" * 32, None)
+    with RunState.open(path, fingerprint=FP, run_id="newer") as state:
+        _, (_, record_b) = state.claim_many([a, b])
+    assert record_b is not None
+    assert (record_b.sha256, record_b.etag) == ("ab" * 32, '"0x8D1"')

@@ -166,7 +166,7 @@ def test_a_schema_2_file_is_migrated_keeping_its_rows(path: Path) -> None:
     assert (claim_a, claim_b) == (Claim.DONE, Claim.NEW)
     assert record == DoneRecord(a, f"{a}.zip", 4, 99, "2026-01-01T00:00:00Z", "cd" * 32)
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         new, old = run_counts(raw, last=2)  # newest first
     raw.close()
     assert (new.run_id, new.pending, new.done) == ("new", 1, 1)

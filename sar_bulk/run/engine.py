@@ -24,6 +24,13 @@ renamed into place before the state says "done", so a kill at any instant loses 
 dossier. If a part fails for good, the contact is failed with a reason per part key and no
 dossier appears. A ``RunStopper`` (token refused, action missing, TLS failure) stops everything.
 
+With a blob container as output (``target``, see ``sar_bulk/output``) the dossier is assembled
+in the local work folder (``config.out``), then published: uploaded so that the blob appears
+only complete, and recorded "done" with its SHA-256 and etag. A resume asks the container for
+the blob's properties (no download, no request to the org) and skips the contact while etag and
+SHA-256 are the recorded ones; a blob the state does not know is downloaded and verified once,
+then adopted like a file on disk. A local ``--out`` keeps the writer's own rename into place.
+
 A complete dossier is never silently replaced: a valid one at the final name that answers
 another question (sources, types, dates, org, tables) fails its contact unless ``--replace``,
 and the report lists every dossier replaced. A done dossier is adopted on resume only while its
@@ -67,7 +74,9 @@ from sar_bulk.dossier.writer import (
     dossier_path,
     remove_leftovers,
 )
-from sar_bulk.errors import ConfigError, DataverseError, RunStopper, SarBulkError
+from sar_bulk.errors import ConfigError, DataverseError, OutputError, RunStopper, SarBulkError
+from sar_bulk.guids import is_canonical_guid
+from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
 from sar_bulk.run.deadlines import Deadline
 from sar_bulk.run.paths import create_private_folder
@@ -79,6 +88,7 @@ from sar_bulk.sources.base import Part, Source
 __all__ = ["Engine", "RunResult", "run_id_for"]
 
 _BATCH = 500
+_LOOKUPS = 16  # blob property reads at once while claiming (container output)
 # Look-ahead for nearest-deadline-first admission: claimed contacts held per window slot.
 _LOOKAHEAD_PER_SLOT = 64
 _LOOKAHEAD_MAX = 100_000
@@ -102,6 +112,7 @@ class RunResult:
 class _Work:
     contact_id: str
     replaces: bool = False  # a valid dossier answering another question is at the final name
+    overwrites: bool = False  # something else is at the final blob name: publish replaces it
     deadline: Deadline | None = None
     name: str | None = None
 
@@ -129,8 +140,14 @@ class Engine:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         open_stream: Callable[[str], BinaryIO] = open_contacts,
         run_id: str | None = None,
+        target: OutputTarget | None = None,
     ) -> None:
         self.config = config
+        # Where dossiers are published when it is not the work folder itself (a container).
+        self.target = target if config.blob is not None else None
+        # Did the container hold any dossier when the run started? If not, a contact the state
+        # does not know cannot have one either: no need to ask the container about it.
+        self._published_before = True
         self.sources = tuple(sources)
         self._parts: tuple[tuple[Source, Part], ...] = tuple(
             (source, part) for source in self.sources for part in source.parts()
@@ -187,6 +204,13 @@ class Engine:
         )
         if removed:
             _log.info("leftovers.removed", count=removed)
+        if self.target is not None:
+            self._published_before = await _holds_dossiers(self.target)
+            staged = await asyncio.to_thread(
+                _remove_staged, config.out, config.shard.owns if config.shard else None
+            )
+            if staged:
+                _log.info("staged.removed", count=staged)
         state = await asyncio.to_thread(
             RunState.open,
             config.state,
@@ -265,7 +289,7 @@ class Engine:
                     accepted = self._accept(batch)
                     if not accepted:
                         continue
-                    for work in await asyncio.to_thread(self._claim, state, accepted):
+                    for work in await self._claims(state, accepted):
                         read += 1
                         heapq.heappush(waiting, (work.admission_key(), read, work))
                 if not waiting:
@@ -289,6 +313,109 @@ class Engine:
             else:
                 self.totals.other_shards += 1
         return ids
+
+    async def _claims(self, state: RunState, rows: list[ContactRow]) -> list[_Work]:
+        """What to fetch of a batch: from the state and the folder, or the container."""
+        if self.target is None:
+            return await asyncio.to_thread(self._claim, state, rows)
+        claimed = await asyncio.to_thread(self._claim_state, state, rows)
+        todo: list[_Work] = []
+        # HEAD requests a few at a time: a resume of many contacts should not take one round
+        # trip each in a row, nor open hundreds of connections at once.
+        for start in range(0, len(claimed), _LOOKUPS):
+            found = await asyncio.gather(
+                *(self._check_blob(state, w, d) for w, d in claimed[start : start + _LOOKUPS])
+            )
+            todo.extend(work for work in found if work is not None)
+        return todo
+
+    def _claim_state(
+        self, state: RunState, rows: list[ContactRow]
+    ) -> list[tuple[_Work, DoneRecord | None]]:
+        """Container output: duplicates out, each other row with its done record (a thread)."""
+        claimed: list[tuple[_Work, DoneRecord | None]] = []
+        deadlines = [row.deadline for row in rows]
+        claims = state.claim_many(
+            [row.contact_id for row in rows], deadlines if any(deadlines) else ()
+        )
+        for row, (claim, done) in zip(rows, claims, strict=True):
+            if claim is Claim.DUPLICATE:
+                self.totals.duplicates += 1
+                continue
+            self.totals.contacts += 1
+            work = _Work(row.contact_id, deadline=row.deadline, name=row.name)
+            claimed.append((work, done if claim is Claim.DONE else None))
+        return claimed
+
+    async def _check_blob(
+        self, state: RunState, work: _Work, done: DoneRecord | None
+    ) -> _Work | None:
+        """Skip, adopt, refuse or fetch one contact, by what its blob's properties say."""
+        assert self.target is not None
+        contact_id = work.contact_id
+        name = self._paths(contact_id)[0].name  # <id>.zip, or <id>.zip.age when encrypting
+        if done is None and not self._published_before:
+            return work  # publish refuses to overwrite if one appeared since
+        try:
+            found = await self.target.lookup(name)
+            if done is not None:
+                if (
+                    found is not None
+                    and found.sha256 == done.sha256
+                    and (done.etag is None or found.etag == done.etag)
+                ):
+                    self.totals.skipped_done += 1
+                    return None
+                _log.warning(
+                    "dossier.changed",
+                    dossier=name,
+                    why="the blob is missing or not the one recorded when it was published; "
+                    "fetching again",
+                )
+                await asyncio.to_thread(state.reopen, contact_id)
+                return dataclasses.replace(work, overwrites=found is not None)
+            if found is None:
+                return work
+            if self.config.encryptor:
+                # Encrypted for others: it cannot be checked here, so it is written again (as
+                # with a folder, only a dossier whose SHA-256 the state recorded is adopted).
+                return dataclasses.replace(work, overwrites=True)
+            # Published by a run killed before it could record it: verify the blob once.
+            try:
+                async with self.target.open_for_verify(name) as path:
+                    result: VerifyResult | None = await asyncio.to_thread(verify_dossier, path)
+            except OutputError as exc:
+                _log.warning("dossier.invalid", dossier=name, error=str(exc))
+                result = None
+        except OutputError as exc:
+            await self._record_failure(work, state, {"*": str(exc)})
+            return None
+        if result is None or not result.ok:
+            return dataclasses.replace(work, overwrites=True)
+        if question_matches(result.question, self.question):
+            if self.config.restart:
+                return dataclasses.replace(work, overwrites=True)
+            await asyncio.to_thread(
+                state.mark_done,
+                contact_id,
+                dossier=name,
+                interactions=result.total_interactions or 0,
+                zip_bytes=found.size,
+                sha256=found.sha256,
+                etag=found.etag,
+            )
+            self.totals.skipped_done += 1
+            return None
+        if self.config.replace:
+            return dataclasses.replace(work, replaces=True, overwrites=True)
+        reason = (
+            f"{name} in {self.target.description} is a complete dossier answering another "
+            f"question ({_difference(result.question or {}, self.question.as_json())}); it was "
+            "left as it is. Give --replace to replace it, or choose another container or prefix"
+        )
+        await self._record_failure(work, state, {"*": reason})
+        self.refused_count += 1
+        return None
 
     def _claim(self, state: RunState, rows: list[ContactRow]) -> list[_Work]:
         """Sort a batch into duplicates, already done, refused and to do (runs in a thread)."""
@@ -451,7 +578,7 @@ class Engine:
             await scope.resume()  # assembling takes a window slot like fetching does
             # Once assembly starts, a thread renames the zip into place whatever happens to
             # this task: let it finish and record it even when the run is being stopped.
-            finishing = asyncio.ensure_future(self._finish(writer, work, state))
+            finishing = asyncio.ensure_future(self._finish(writer, work, state, scope))
             try:
                 await asyncio.shield(finishing)
             except asyncio.CancelledError:
@@ -483,12 +610,34 @@ class Engine:
             scope.part_done()
         return None
 
-    async def _finish(self, writer: DossierWriter, work: _Work, state: RunState) -> None:
+    async def _finish(
+        self, writer: DossierWriter, work: _Work, state: RunState, scope: Scope
+    ) -> None:
         try:
             summary = await writer.complete()
         except (SarBulkError, OSError) as exc:
             await self._record_failure(work, state, {"*": f"writing the dossier failed: {exc}"})
             return
+        etag: str | None = None
+        if self.target is not None:
+            # Uploading asks nothing of the org: give the window slot to the next contact (the
+            # target bounds uploads at once; the alive slot still bounds contacts in memory).
+            scope.part_done()
+            try:
+                published = await self.target.publish(
+                    summary.path,
+                    summary.path.name,
+                    sha256=summary.sha256,
+                    replace=work.replaces or work.overwrites,
+                )
+            except OutputError as exc:
+                reason = f"publishing the dossier failed: {exc}"
+                await self._record_failure(work, state, {"*": reason})
+                return
+            finally:
+                # Staged only: published, or fetched again by the next run.
+                await asyncio.to_thread(summary.path.unlink, missing_ok=True)
+            etag = published.etag
         await asyncio.to_thread(
             state.mark_done,
             work.contact_id,
@@ -496,6 +645,7 @@ class Engine:
             interactions=summary.total_interactions,
             zip_bytes=summary.zip_bytes,
             sha256=summary.sha256,
+            etag=etag,
         )
         self.totals.succeeded += 1
         self.totals.interactions += summary.total_interactions
@@ -529,6 +679,32 @@ def _lookahead(window: int) -> int:
 
 def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:
     return list(islice(rows, _BATCH))
+
+
+async def _holds_dossiers(target: OutputTarget) -> bool:
+    """Is there at least one dossier in the target (reads one listing page, mostly)?"""
+    names = target.list_dossiers()
+    try:
+        async for _ in names:
+            return True
+        return False
+    finally:
+        close = getattr(names, "aclose", None)  # an async generator: stop its listing now
+        if close is not None:
+            await close()
+
+
+def _remove_staged(folder: Path, owns: Callable[[str], bool] | None) -> int:
+    """Container output: dossiers a killed run staged but never published (fetched again)."""
+    removed = 0
+    for entry in os.scandir(folder):
+        contact = entry.name.removesuffix(ENCRYPTED_SUFFIX).removesuffix(".zip")
+        staged = entry.name.endswith((".zip", ".zip" + ENCRYPTED_SUFFIX))
+        mine = owns is None or (is_canonical_guid(contact) and owns(contact))
+        if staged and mine and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+            removed += 1
+    return removed
 
 
 def _question(config: RunConfig, parts: Sequence[Part]) -> Question:

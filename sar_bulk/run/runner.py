@@ -45,8 +45,9 @@ from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.preflight import Outcome, probe_sources
 from sar_bulk.dataverse.throttle import Throttle, ThrottleSettings
-from sar_bulk.errors import ConfigError, InputError
+from sar_bulk.errors import ConfigError, InputError, OutputError
 from sar_bulk.logs import REDACTOR, scrub
+from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.engine import Engine, RunResult, run_id_for
 from sar_bulk.run.identities import Identity, IdentityPool, PooledSource, identity_environ
 from sar_bulk.run.metrics import DEFAULT_IDENTITY, RunMetrics
@@ -115,12 +116,50 @@ async def execute_run(
     metrics: RunMetrics | None = None,
     environ: Mapping[str, str] | None = None,
     make_credential: CredentialFactory = build_credential,
+    output: OutputTarget | None = None,
 ) -> RunOutcome:
-    """Run ``config`` to the end and return its exit code; the credential is closed here.
+    """Run ``config`` to the end and return its exit code; credential and output closed here.
 
     With ``[[identities]]`` in the config each identity's credential is built here, by
     ``make_credential`` from ``environ`` (default: the process's), and ``credential`` may be None.
+
+    ``output`` is the blob container of ``config.blob`` (None for a folder ``--out``). It is
+    checked before the org is: a container that does not answer or refuses the credential ends
+    the run with exit 3 before any request to the org, like an org that cannot be reached. Once
+    the run is under way, a store that stops answering fails the contacts it could not take
+    (exit 1, each with the reason), and the next run resumes them.
     """
+    try:
+        return await _execute(
+            config,
+            credential,
+            credential_name=credential_name,
+            progress_out=progress_out,
+            out=out,
+            install_signal_handlers=install_signal_handlers,
+            metrics=metrics,
+            environ=os.environ if environ is None else environ,
+            make_credential=make_credential,
+            output=output,
+        )
+    finally:
+        if output is not None:
+            await output.close()
+
+
+async def _execute(
+    config: RunConfig,
+    credential: AsyncTokenCredential | None,
+    *,
+    credential_name: str,
+    progress_out: TextIO | None,
+    out: TextIO,
+    install_signal_handlers: bool,
+    metrics: RunMetrics | None,
+    environ: Mapping[str, str],
+    make_credential: CredentialFactory,
+    output: OutputTarget | None,
+) -> RunOutcome:
     started_at = datetime.now(UTC)
     started = time.monotonic()
     run_id = run_id_for(started_at)
@@ -147,8 +186,9 @@ async def execute_run(
             started_at=started_at,
             started=started,
             metrics=metrics,
-            environ=os.environ if environ is None else environ,
+            environ=environ,
             make_credential=make_credential,
+            output=output,
         )
     finally:
         folder_lock.release()
@@ -168,6 +208,7 @@ async def _locked_run(
     metrics: RunMetrics | None,
     environ: Mapping[str, str],
     make_credential: CredentialFactory,
+    output: OutputTarget | None,
 ) -> RunOutcome:
     loop = asyncio.get_running_loop()
     # The dates in words: an MM-DD range misread as DD-MM shows in the first line.
@@ -179,6 +220,12 @@ async def _locked_run(
     ]
     timeouts = Timeouts(request=config.timeout)
     try:
+        if output is not None:
+            try:
+                await output.prepare()
+            except OutputError as exc:
+                print(f"sar-bulk: {exc}", file=sys.stderr)
+                return RunOutcome(ExitCode.REFUSED, str(exc), None)
         async with create_session(timeouts) as session:
             identities = [
                 _identity(config, plan, tokens, session, timeouts, loop)
@@ -190,7 +237,7 @@ async def _locked_run(
                 print(f"sar-bulk: {message}", file=sys.stderr)
                 return RunOutcome(ExitCode.REFUSED, message, None)
             pool = IdentityPool(tuple(identities))
-            engine = Engine(config, pool.sources(chosen), run_id=run_id)
+            engine = Engine(config, pool.sources(chosen), run_id=run_id, target=output)
             if metrics is not None:  # served and written around the run: run_with_metrics
                 for identity in identities:
                     metrics.watch(
@@ -207,7 +254,8 @@ async def _locked_run(
                 crashed = RunResult(engine.totals, engine.column, crashed=exc)
                 document = _report(config, run_id, crashed, pool, started_at, 0.0)
                 document |= _sources_report(engine, pool)
-                await asyncio.to_thread(_write_reports, config, run_id, document)
+                written = await asyncio.to_thread(_write_reports, config, run_id, document)
+                await _upload_report(output, written)
                 raise
             finally:
                 restore()
@@ -234,6 +282,11 @@ async def _locked_run(
     code = _exit_code(result)
     print(summary, file=out)
     print(f"report: {report}", file=out)
+    if output is not None:
+        if await _upload_report(output, report):
+            print(f"report: {output.description}/{report.name}", file=out)
+        elif code == ExitCode.OK:
+            code = ExitCode.INCOMPLETE
     if result.stopped_by is not None:
         print(f"sar-bulk: run stopped: {scrub(str(result.stopped_by))}", file=sys.stderr)
     _log.info("run.finished", exit_code=code, seconds=round(seconds, 1))
@@ -411,6 +464,19 @@ def _sources_report(engine: Engine, pool: IdentityPool) -> dict[str, Any]:
         "repeated_rows": repeats,
         "identities": pool.report(),
     }
+
+
+async def _upload_report(output: OutputTarget | None, report: Path) -> bool:
+    """Put the report written in the work folder next to the dossiers too; False if it failed."""
+    if output is None:
+        return True
+    try:
+        body = await asyncio.to_thread(report.read_bytes)
+        await output.put_report(report.name, body)
+    except (OutputError, OSError) as exc:
+        print(f"sar-bulk: the report stays only at {report}: {scrub(str(exc))}", file=sys.stderr)
+        return False
+    return True
 
 
 def _write_reports(config: RunConfig, run_id: str, document: dict[str, Any]) -> Path:

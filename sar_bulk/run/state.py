@@ -81,7 +81,7 @@ __all__ = [
     "run_counts",
 ]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 # Written to the header's application_id so a stray SQLite file is never mistaken for ours.
 _APPLICATION_ID: Final = 0x53415242  # "SARB"
 _BUSY_TIMEOUT_MS: Final = 60_000
@@ -128,7 +128,9 @@ _MIGRATE_2_TO_3: Final = (
     "ALTER TABLE runs ADD COLUMN updated_at TEXT",
     *_DEADLINES_TABLE,
 )
-_MIGRATIONS: Final = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+# Schema 3 -> 4: the etag of a dossier published to a blob container (None for a folder).
+_MIGRATE_3_TO_4: Final = ("ALTER TABLE contacts ADD COLUMN etag TEXT",)
+_MIGRATIONS: Final = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
 _SCHEMA: Final = (
     "CREATE TABLE fingerprints (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE)",
     "CREATE TABLE runs (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, "
@@ -143,7 +145,8 @@ _SCHEMA: Final = (
         zip_bytes INTEGER,
         finished_at TEXT,
         reasons TEXT,
-        sha256 TEXT
+        sha256 TEXT,
+        etag TEXT
     ) WITHOUT ROWID""",
     _NOTES_TABLE,
     *_DEADLINES_TABLE,
@@ -164,12 +167,13 @@ WHERE (c.status IS NULL OR c.status != 'done') {where}
 _RECORD: Final = """
 INSERT OR REPLACE INTO contacts
     (contact_id, status, fingerprint, run, dossier, interactions, zip_bytes, finished_at, reasons,
-     sha256)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+     sha256, etag)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # Only "?" marks are formatted into these, never a value (see _marks).
 _SELECT_DONE: Final = (
-    "SELECT contact_id, dossier, interactions, zip_bytes, finished_at, sha256 FROM contacts "
+    "SELECT contact_id, dossier, interactions, zip_bytes, finished_at, sha256, etag "
+    "FROM contacts "
     "WHERE status = 'done' AND fingerprint = ? AND contact_id IN ({marks})"
 )
 _ANY_DONE: Final = (
@@ -223,6 +227,8 @@ class DoneRecord:
     """ISO 8601 UTC, e.g. ``2026-05-09T07:35:25Z``."""
     sha256: str | None = None
     """Lower-case hex SHA-256 of the dossier as written (None for rows of schema 1)."""
+    etag: str | None = None
+    """The blob's etag when the dossier was published to a container (None for a folder)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,8 +389,10 @@ class RunState:
         interactions: int,
         zip_bytes: int,
         sha256: str | None = None,
+        etag: str | None = None,
     ) -> None:
-        """Record a finished dossier and its SHA-256; committed before this returns.
+        """Record a finished dossier, its SHA-256 and (blob output) its etag; committed before
+        this returns.
 
         Call it only once the dossier is complete on disk: resume trusts this row, and adopts
         the file only while its hash is still ``sha256``. The contact's notes are dropped:
@@ -398,7 +406,14 @@ class RunState:
         if sha256 is not None and not _SHA256.fullmatch(sha256):
             raise ValueError("sha256 must be 64 lower-case hex digits")
         self._record(
-            contact_id, Status.DONE, dossier, interactions, zip_bytes, _utc_now(), sha256=sha256
+            contact_id,
+            Status.DONE,
+            dossier,
+            interactions,
+            zip_bytes,
+            _utc_now(),
+            sha256=sha256,
+            etag=etag,
         )
 
     def recall(self, contact_id: str, key: str) -> str | None:
@@ -498,6 +513,7 @@ class RunState:
         finished_at: str | None = None,
         reasons: str | None = None,
         sha256: str | None = None,
+        etag: str | None = None,
     ) -> None:
         """Write a claimed contact's row to the state file (committed), then to the seen set."""
         row = (contact_id, status, self._fp, self._run, dossier, interactions, zip_bytes)
@@ -505,7 +521,7 @@ class RunState:
             if not self._seen.has(contact_id):
                 raise KeyError(f"contact {contact_id} was not claimed by this run")
             with _write(self._conn):
-                self._conn.execute(_RECORD, (*row, finished_at, reasons, sha256))
+                self._conn.execute(_RECORD, (*row, finished_at, reasons, sha256, etag))
                 if status is Status.DONE:
                     self._conn.execute("DELETE FROM notes WHERE contact_id = ?", (contact_id,))
                 old = self._seen.set_status(contact_id, status)
@@ -683,7 +699,7 @@ def _is_blank(conn: sqlite3.Connection) -> bool:
 
 
 def _check_header(conn: sqlite3.Connection, path: Path, *, migrate: bool = False) -> None:
-    """Refuse a file that is not ours or is newer; bring a schema-1 file up when ``migrate``."""
+    """Refuse a file that is not ours or is newer; bring an older schema up when ``migrate``."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if app_id != _APPLICATION_ID:

@@ -1,0 +1,123 @@
+"""``sar-bulk verify https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX``: check dossiers.
+
+Usage::
+
+    code = await verify_containers(["https://acme.blob.core.windows.net/sar/nightly"],
+                                   auth=AuthKind.DEFAULT, environ=os.environ, as_json=False,
+                                   out=sys.stdout)
+
+Each ``*.zip`` directly under the prefix is downloaded to a private temporary file (one at a
+time: disk and memory stay at one dossier), checked against the SHA-256 and Content-MD5 it was
+published with, then verified exactly as a local file is. Exit codes as for folders: 0 all
+valid, 1 any invalid, 2 misuse (a URL that is not a container, a container without dossiers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final, TextIO
+
+import orjson
+
+from sar_bulk.dataverse.auth import AuthKind
+from sar_bulk.dossier.verify import VerifyResult, verify_dossier
+from sar_bulk.errors import OutputError, SarBulkError
+from sar_bulk.output.target import OutputTarget
+from sar_bulk.output.url import ContainerUrl
+
+__all__ = ["verify_containers"]
+
+EXIT_VALID: Final = 0
+EXIT_INVALID: Final = 1
+EXIT_USAGE: Final = 2
+
+
+async def verify_containers(
+    urls: Sequence[str],
+    *,
+    auth: AuthKind,
+    environ: Mapping[str, str],
+    as_json: bool,
+    out: TextIO,
+) -> int:
+    """Verify every dossier under each container URL; the exit code of ``verify``."""
+    from sar_bulk.output import open_target
+
+    results: list[_Checked] = []
+    for text in urls:
+        try:
+            target = open_target(ContainerUrl.parse(text), auth, environ)
+        except SarBulkError as exc:
+            _summary(out, as_json, results, f"{text}: {exc}")
+            return EXIT_USAGE
+        try:
+            found = await _verify_all(target, as_json, out)
+        except OutputError as exc:
+            _summary(out, as_json, results, str(exc))
+            return EXIT_USAGE
+        finally:
+            await target.close()
+        if not found:
+            _summary(out, as_json, results, f"{text}: container holds no dossiers (*.zip)")
+            return EXIT_USAGE
+        results.extend(found)
+    _summary(out, as_json, results, None)
+    return EXIT_VALID if all(r.ok for _, r in results) else EXIT_INVALID
+
+
+_Checked = tuple[str, VerifyResult]  # the blob's URL, and the verdict on its downloaded copy
+
+
+async def _verify_all(target: OutputTarget, as_json: bool, out: TextIO) -> list[_Checked]:
+    results: list[_Checked] = []
+    async for name in target.list_dossiers():
+        where = f"{target.description}/{name}"
+        try:
+            async with target.open_for_verify(name) as path:
+                result = await asyncio.to_thread(verify_dossier, path)
+        except OutputError as exc:
+            result = VerifyResult(Path(name), False, None, None, (str(exc),))
+        results.append((where, result))
+        if not as_json:
+            out.write(_line(where, result))
+    return results
+
+
+def _line(where: str, result: VerifyResult) -> str:
+    if result.ok:
+        return (
+            f"ok       {where}  contact {result.contact_id}, "
+            f"{result.total_interactions} interaction(s)\n"
+        )
+    return f"INVALID  {where}: {'; '.join(result.problems)}\n"
+
+
+def _summary(out: TextIO, as_json: bool, results: list[_Checked], error: str | None) -> None:
+    valid = sum(r.ok for _, r in results)
+    if as_json:
+        document = {
+            "ok": error is None and valid == len(results),
+            "error": error,
+            "checked": len(results),
+            "valid": valid,
+            "invalid": len(results) - valid,
+            "dossiers": [
+                {
+                    "path": where,
+                    "ok": r.ok,
+                    "contact_id": r.contact_id,
+                    "total_interactions": r.total_interactions,
+                    "problems": list(r.problems),
+                }
+                for where, r in results
+            ],
+        }
+        out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif error is not None:
+        out.write(f"error: {error}\n")
+    else:
+        out.write(
+            f"verified {len(results)} dossier(s): {valid} valid, {len(results) - valid} invalid\n"
+        )
