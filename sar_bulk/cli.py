@@ -137,6 +137,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("sar-bulk-demo"), help="output folder")
     demo.add_argument("--no-progress", action="store_true", help="no progress line")
     demo.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="show the [controller] statement of this config file in the answers, unfilled "
+        "template placeholders marked as such (sar-bulk init writes one; default: a sample "
+        "company's, named as a sample)",
+    )
+    demo.add_argument(
         "--org-kind",
         choices=("realtime", "outbound", "both", "dataverse"),  # the simulator's org kinds
         default="realtime",
@@ -343,8 +351,21 @@ def _demo(args: argparse.Namespace) -> int:
     _start_logging({"log_level": "warning"})
     show_progress = not args.no_progress and sys.stderr.isatty()
     progress_out = sys.stderr if show_progress else None
+    if args.config is None:
+        return asyncio.run(
+            run_demo(args.out, progress_out=progress_out, out=sys.stdout, org_kind=args.org_kind)
+        )
+    from sar_bulk.config import draft_statement_from_file
+
+    statement = draft_statement_from_file(args.config)
     return asyncio.run(
-        run_demo(args.out, progress_out=progress_out, out=sys.stdout, org_kind=args.org_kind)
+        run_demo(
+            args.out,
+            progress_out=progress_out,
+            out=sys.stdout,
+            org_kind=args.org_kind,
+            statement=statement,
+        )
     )
 
 

@@ -31,6 +31,7 @@ from typing import Any, Final
 import orjson
 
 from sar_bulk.answer import Statement, load_statement
+from sar_bulk.answer.statement import mark_unfilled
 from sar_bulk.dataverse.auth import AuthKind
 from sar_bulk.dataverse.http import DEFAULT_MAX_ANSWER_BYTES
 from sar_bulk.dataverse.org import OrgUrl
@@ -374,6 +375,29 @@ def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]
     if "identities" in document:
         merged[_IDENTITIES_KEY] = parse_identities(document["identities"], path)
     return merged
+
+
+def draft_statement_from_file(path: Path) -> Statement | None:
+    """The ``[controller]`` statement of a config file for the demo, or None when it has none.
+
+    Placeholders the template still holds read "not filled in yet" (``mark_unfilled``), so a
+    new user sees their draft answer; ``run`` refuses them instead.
+    """
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if "controller" not in document:
+        return None
+    try:
+        return load_statement(mark_unfilled(document["controller"]))
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
 
 
 _TABLES_KEY: Final = "custom_tables"

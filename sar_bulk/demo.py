@@ -27,6 +27,7 @@ from typing import TextIO
 
 import orjson
 
+from sar_bulk.answer import Statement
 from sar_bulk.answer.sample import sample_statement
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
 from sar_bulk.dataverse.auth import StaticTokenCredential
@@ -58,6 +59,7 @@ DEMO_SIMULATOR = SimulatorConfig(
 # What the engine is told: a little more than the simulator allows, as happens against an org
 # whose limits are lower than the documented defaults.
 DEMO_RATE = 330.0
+SAMPLE: Statement = sample_statement()
 
 
 def demo_contacts() -> Path:
@@ -66,9 +68,19 @@ def demo_contacts() -> Path:
 
 
 async def run_demo(
-    out_dir: Path, *, progress_out: TextIO | None, out: TextIO, org_kind: OrgKind = "realtime"
+    out_dir: Path,
+    *,
+    progress_out: TextIO | None,
+    out: TextIO,
+    org_kind: OrgKind = "realtime",
+    statement: Statement | None = SAMPLE,
 ) -> int:
-    """Run the demo into ``out_dir`` against an org of ``org_kind``; returns the exit code."""
+    """Run the demo into ``out_dir`` against an org of ``org_kind``; returns the exit code.
+
+    ``statement`` is the controller's statement the answers carry: by default a made-up
+    company's, named as a sample; ``sar-bulk demo --config FILE`` passes the file's own
+    (None when the file has no ``[controller]``: the answers then say it is missing).
+    """
     simulated = dataclasses.replace(DEMO_SIMULATOR, org_kind=org_kind)
     print(
         f"sar-bulk demo: a simulated {_KIND_WORDS[org_kind]}, {simulated.request_limit} requests "
@@ -86,8 +98,7 @@ async def run_demo(
             "realtime_poll": "1",
         }
         settings = resolve(RUN_OPTIONS, flags=flags, environ={}, config_file=None)
-        # A made-up company's statement, named as a sample, so the demo's answers are complete.
-        settings["statement"] = sample_statement()
+        settings["statement"] = statement
         config = RunConfig.from_settings(settings, {})
         outcome = await execute_run(
             config,

@@ -61,3 +61,25 @@ def test_the_demo_statement_says_it_is_a_sample() -> None:
     assert statement.name == "Contoso Demo Ltd (sample statement)"
     assert statement.rights_note is not None
     assert "sample statement for the sar-bulk demo" in statement.rights_note
+
+
+def test_a_draft_with_only_the_name_shows_in_the_demo_but_never_runs(tmp_path: Path) -> None:
+    # The new user's path: init, fill in the name, see the answer in the demo. The rest of the
+    # template reads "not filled in yet" there; a real run refuses the same file.
+    from sar_bulk.answer.statement import NOT_FILLED_IN
+    from sar_bulk.config import draft_statement_from_file
+
+    path = write_template(tmp_path / "sar-bulk.toml")
+    text = path.read_text(encoding="utf-8")
+    text = re.sub(r'(?m)^name = ".*"$', 'name = "Fabrikam Example GmbH"', text, count=1)
+    path.write_text(text, encoding="utf-8")
+    draft = draft_statement_from_file(path)
+    assert draft is not None
+    assert draft.name == "Fabrikam Example GmbH"
+    assert draft.retention == NOT_FILLED_IN
+    assert all(p.purpose == NOT_FILLED_IN for p in draft.purposes)
+    with pytest.raises(ConfigError, match="placeholder"):
+        _config(path)
+    plain = tmp_path / "plain.toml"
+    plain.write_text("[run]\nrate = 10\n", encoding="utf-8")
+    assert draft_statement_from_file(plain) is None

@@ -24,10 +24,11 @@ from typing import Any, Final
 
 from sar_bulk.errors import ConfigError
 
-__all__ = ["Purpose", "Statement", "Transfer", "load_statement"]
+__all__ = ["NOT_FILLED_IN", "Purpose", "Statement", "Transfer", "load_statement", "mark_unfilled"]
 
 _PLACEHOLDER: Final = re.compile(r"<[^<>]{3,}>")
 _WHERE: Final = "config [controller]"
+NOT_FILLED_IN: Final = "(not filled in yet)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,22 @@ _REQUIRED_TEXT: Final = (
 _OPTIONAL_TEXT: Final = ("dpo", "rights_note")
 _TEXT_LISTS: Final = ("categories", "recipients")
 _KNOWN: Final = frozenset({*_REQUIRED_TEXT, *_OPTIONAL_TEXT, *_TEXT_LISTS, "purposes", "transfers"})
+
+
+def mark_unfilled(value: Any) -> Any:
+    """A copy of a ``[controller]`` table whose template placeholders say "not filled in yet".
+
+    Only for ``sar-bulk demo --config``: a draft statement (the name filled in, the rest still
+    the template's) shows what its answers will look like. A run never does this: ``run``
+    refuses placeholders, so an unfinished statement is never sent to anyone.
+    """
+    if isinstance(value, str):
+        return NOT_FILLED_IN if _PLACEHOLDER.search(value) else value
+    if isinstance(value, Mapping):
+        return {key: mark_unfilled(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mark_unfilled(item) for item in value]
+    return value
 
 
 def load_statement(table: Mapping[str, Any] | None) -> Statement | None:
