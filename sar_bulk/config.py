@@ -339,16 +339,20 @@ def _why(exc: Exception) -> str:
     return text if text.startswith("must") else f"is not valid: {text}"
 
 
-def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]:
+def _load_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            document = tomllib.load(handle)
+            return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]:
+    document = _load_toml(path)
     section = document.get("run", {})
     skip = ("run", "records", "controller", "identities")
     merged = {k: v for k, v in document.items() if k not in skip} | (
@@ -383,15 +387,7 @@ def draft_statement_from_file(path: Path) -> Statement | None:
     Placeholders the template still holds read "not filled in yet" (``mark_unfilled``), so a
     new user sees their draft answer; ``run`` refuses them instead.
     """
-    try:
-        with path.open("rb") as handle:
-            document = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    document = _load_toml(path)
     if "controller" not in document:
         return None
     try:

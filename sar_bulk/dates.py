@@ -16,10 +16,10 @@ from datetime import date
 
 from sar_bulk.errors import ConfigError
 
-__all__ = ["DateRange", "in_words", "parse_date", "to_wire"]
+__all__ = ["MONTHS", "DateRange", "in_words", "parse_date", "to_wire"]
 
 # English month names, not the locale's: the words must read the same on every machine.
-_MONTHS = (
+MONTHS = (
     "January",
     "February",
     "March",
@@ -60,7 +60,7 @@ def to_wire(day: date) -> str:
 
 def in_words(day: date) -> str:
     """``4 March 2024``: day, month name, year, so neither order can be misread."""
-    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
 
 
 @dataclass(frozen=True, slots=True)

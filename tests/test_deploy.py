@@ -4,9 +4,11 @@ The manifests parse, validate against Kubernetes' own JSON schemas (kubernetes-v
 them: no cluster, no network), reference what exists (service account, config map keys, volumes,
 the image name the kustomization rewrites), run as the locked-down user the Dockerfile makes,
 and their command line is one sar-bulk accepts: it is parsed by the real parser and resolved with
-the ConfigMap's TOML. Last, that command line is run against the simulator and stopped with
-SIGTERM, as the kubelet does: it must end within the manifests' grace period, with exit 143,
-its report and its metrics textfile written.
+the ConfigMap's TOML. The nightly CronJob's two identities are parsed by sar-bulk's own code
+with the pod's environment (its env lines and what the workload identity webhook injects), and
+so is the credential its Blob Storage output gets. Last, that command line is run against the
+simulator and stopped with SIGTERM, as the kubelet does: it must end within the manifests'
+grace period, with exit 143, its report and its metrics textfile written.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import re
 import signal
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import contact_ids, dossier_names, read_report, write_csv
 
 from sar_bulk.cli import _parser
-from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
+from sar_bulk.config import RUN_OPTIONS, RunConfig, parse_identities, resolve
+from sar_bulk.dataverse.auth import AuthKind, build_credential
+from sar_bulk.output.blob import CONNECTION_STRING_ENV, SAS_TOKEN_ENV, storage_credential
+from sar_bulk.output.url import ContainerUrl
+from sar_bulk.run.identities import identity_environ
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.run.sharding import Shard
 from sar_bulk.simulator import Simulator, SimulatorConfig
@@ -40,6 +47,15 @@ POD_TMP = "/tmp"  # noqa: S108 - a path inside the pod: an emptyDir of its own
 GRACE = 60  # seconds: the measured stop takes well under one (see job-indexed.yaml)
 # The oldest Kubernetes with every field used (podFailurePolicy is GA in 1.31), and the newest.
 VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
+# What the Azure Workload Identity webhook adds to a pod labelled azure.workload.identity/use:
+# AZURE_CLIENT_ID is the service account's annotation, filled in by _pod_environ.
+WEBHOOK: dict[str, str] = {
+    "AZURE_CLIENT_ID": "",
+    "AZURE_TENANT_ID": "00000000-0000-0000-0000-0000000000aa",
+    "AZURE_AUTHORITY_HOST": "https://login.microsoftonline.com/",
+    "AZURE_FEDERATED_TOKEN_FILE": "/var/run/secrets/azure/tokens/azure-identity-token",
+}
+GUID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}")
 EXPECTED = {
     "serviceaccount.yaml": ("v1", "ServiceAccount"),
     "configmap.yaml": ("v1", "ConfigMap"),
@@ -79,6 +95,47 @@ def _flag(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
+def _service_account_client_id() -> str:
+    annotations = _one("serviceaccount.yaml")["metadata"]["annotations"]
+    client_id: str = annotations["azure.workload.identity/client-id"]
+    return client_id
+
+
+def _pod_environ(template: dict[str, Any]) -> dict[str, str]:
+    """The container's environment in the pod: its env lines (ConfigMap keys looked up, as the
+    kubelet does) and what the webhook injects."""
+    config_map = _one("configmap.yaml")
+    environ = WEBHOOK | {"AZURE_CLIENT_ID": _service_account_client_id()}
+    for item in _container(template)["env"]:
+        if "value" in item:
+            environ[item["name"]] = item["value"]
+        elif "configMapKeyRef" in item["valueFrom"]:
+            ref = item["valueFrom"]["configMapKeyRef"]
+            assert ref["name"] == config_map["metadata"]["name"], item["name"]
+            assert ref["key"] in config_map["data"], f"{item['name']}: no key {ref['key']}"
+            environ[item["name"]] = config_map["data"][ref["key"]]
+    return environ
+
+
+def _run_config(
+    tmp_path: Path, name: str, environ: dict[str, str]
+) -> tuple[dict[str, Any], RunConfig]:
+    """The manifest's args through sar-bulk's own parser, with the ConfigMap's file."""
+    template = next(t for n, _, t in _pod_specs() if n == name)
+    args = _container(template)["args"]
+    assert args[0] == "run"
+    config_path = Path(_flag(args, "--config"))
+    assert config_path.parent == Path("/config")
+    files = _one("configmap.yaml")["data"]
+    assert config_path.name in files
+    local = tmp_path / config_path.name
+    local.write_text(files[config_path.name], encoding="utf-8")
+    parsed = _parser().parse_args(args)
+    flags = {option.name: getattr(parsed, option.name, None) for option in RUN_OPTIONS}
+    settings = resolve(RUN_OPTIONS, flags=flags, environ=environ, config_file=local)
+    return settings, RunConfig.from_settings(settings, environ)
+
+
 def test_every_file_parses_and_has_its_kind() -> None:
     assert {p.name for p in DEPLOY.glob("*.yaml")} == set(EXPECTED)
     for name, (api_version, kind) in EXPECTED.items():
@@ -107,7 +164,7 @@ def test_the_kustomization_ties_every_manifest_and_names_the_image() -> None:
 def test_pods_use_the_workload_identity_service_account() -> None:
     account = _one("serviceaccount.yaml")
     client_id = account["metadata"]["annotations"]["azure.workload.identity/client-id"]
-    assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", client_id)
+    assert GUID.fullmatch(client_id)
     for name, _, template in _pod_specs():
         assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true", name
         assert template["spec"]["serviceAccountName"] == account["metadata"]["name"], name
@@ -195,20 +252,10 @@ def test_the_command_line_is_one_sar_bulk_accepts(
 ) -> None:
     """The manifest's args through sar-bulk's own parser, with the ConfigMap's file."""
     template = next(t for n, _, t in _pod_specs() if n == name)
-    args = _container(template)["args"]
-    assert args[0] == "run"
-    config_path = Path(_flag(args, "--config"))
-    assert config_path.parent == Path("/config")
-    files = _one("configmap.yaml")["data"]
-    assert config_path.name == key
-    assert key in files
-    local = tmp_path / key
-    local.write_text(files[key], encoding="utf-8")
-    parsed = _parser().parse_args(args)
-    flags = {option.name: getattr(parsed, option.name, None) for option in RUN_OPTIONS}
+    assert Path(_flag(_container(template)["args"], "--config")).name == key
+    assert key in _one("configmap.yaml")["data"]
     environ = {"JOB_COMPLETION_INDEX": "2"}
-    settings = resolve(RUN_OPTIONS, flags=flags, environ=environ, config_file=local)
-    config = RunConfig.from_settings(settings, environ)
+    settings, config = _run_config(tmp_path, name, environ)
     assert config.auth.value == "workload-identity"
     assert config.out.parent == Path("/data")
     assert Path(config.contacts).parent == Path("/data")
@@ -222,6 +269,72 @@ def test_the_command_line_is_one_sar_bulk_accepts(
         env = {item["name"]: item for item in _container(template)["env"]}
         path = env["SHARD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
         assert path == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+
+
+async def test_the_nightly_runs_two_identities_and_writes_to_blob_storage(
+    tmp_path: Path,
+) -> None:
+    """Issue 11: two workload identities for Dataverse, dossiers to a container, state on the PVC.
+
+    Through sar-bulk's own code: ``parse_identities`` and ``RunConfig.from_settings`` on the
+    ConfigMap's TOML, ``identity_environ`` and ``build_credential`` on the pod's environment,
+    ``storage_credential`` as ``cli._run`` calls it with ``[[identities]]`` (``config.auth``
+    and the whole process environment).
+    """
+    template = next(t for n, _, t in _pod_specs() if n == "cronjob.yaml")
+    container = _container(template)
+    declared = {item["name"] for item in container["env"]}
+    # The webhook does not overwrite variables the container declares: none of its own here.
+    assert not declared & set(WEBHOOK), "the webhook's AZURE_* variables are not declared"
+    environ = _pod_environ(template)
+    assert not {CONNECTION_STRING_ENV, SAS_TOKEN_ENV} & set(environ), "the --auth path is meant"
+    document = tomllib.loads(_one("configmap.yaml")["data"]["nightly.toml"])
+    specs = parse_identities(document["identities"], Path("/config/nightly.toml"))
+    _, config = _run_config(tmp_path, "cronjob.yaml", environ)
+    assert config.identities == specs
+    assert [spec.name for spec in specs] == ["app-a", "app-b"]
+    client_ids = []
+    for spec in specs:
+        assert spec.auth is AuthKind.WORKLOAD_IDENTITY, spec.name
+        # One projected token for both: unmapped, the file would be hidden from the identity.
+        assert spec.env["AZURE_FEDERATED_TOKEN_FILE"] == "AZURE_FEDERATED_TOKEN_FILE", spec.name
+        for standard, own in spec.env.items():
+            # Set in the pod spec (or by the webhook): else the run stops with exit 2.
+            assert own in declared or own in WEBHOOK, f"{spec.name}: env.{standard} = {own}"
+        own_environ = identity_environ(spec, environ)
+        assert own_environ["AZURE_FEDERATED_TOKEN_FILE"] == WEBHOOK["AZURE_FEDERATED_TOKEN_FILE"]
+        assert own_environ["AZURE_TENANT_ID"] == WEBHOOK["AZURE_TENANT_ID"]  # shared
+        assert GUID.fullmatch(own_environ["AZURE_CLIENT_ID"]), spec.name
+        client_ids.append(own_environ["AZURE_CLIENT_ID"])
+        credential = build_credential(spec.auth, own_environ)
+        assert type(credential).__name__ == "WorkloadIdentityCredential", spec.name
+        await credential.close()
+    assert len(set(client_ids)) == 2, "two identities with one client id are one identity"
+    # Dossiers and the report go to the container; the work folder (state, staging) to the PVC.
+    url = ContainerUrl.parse(document["run"]["out"])
+    assert config.blob == url
+    assert url.account_url.startswith("https://")
+    assert url.account_url.endswith(".blob.core.windows.net")
+    assert (url.container, url.prefix) == ("dossiers", "nightly/")
+    assert config.out == Path(document["run"]["work"])
+    volumes = {volume["name"]: volume for volume in template["spec"]["volumes"]}
+    holding = [
+        volumes[mount["name"]]
+        for mount in container["volumeMounts"]
+        if config.out.is_relative_to(mount["mountPath"])
+    ]
+    claim = {"claimName": _one("pvc.yaml")["metadata"]["name"]}
+    assert [volume.get("persistentVolumeClaim") for volume in holding] == [claim]
+    assert config.state.is_relative_to(config.out)
+    # With [[identities]], cli._run builds the storage credential from --auth and the process's
+    # environment: the webhook's AZURE_CLIENT_ID, the service account's, which is app-a's.
+    assert config.auth is AuthKind.WORKLOAD_IDENTITY
+    assert environ["AZURE_CLIENT_ID"] == client_ids[0]
+    storage = storage_credential(url, config.auth, environ)
+    assert type(storage).__name__ == "WorkloadIdentityCredential"
+    close = getattr(storage, "close", None)
+    if close is not None:
+        await close()
 
 
 def test_the_image_runs_as_the_manifests_user_with_writes_pointed_at_volumes() -> None:

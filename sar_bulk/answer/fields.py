@@ -19,6 +19,7 @@ from datetime import date, datetime
 from typing import Any, Final
 
 from sar_bulk.answer.view import parse_when
+from sar_bulk.dates import MONTHS
 
 __all__ = [
     "interaction_columns",
@@ -29,20 +30,6 @@ __all__ = [
     "show",
 ]
 
-_MONTHS: Final = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
 _FORMATTED: Final = "@OData.Community.Display.V1.FormattedValue"
 
 # Columns every row of one table repeats (the type is the table, the contact is the person).
@@ -118,12 +105,12 @@ def label(column: str) -> str:
 
 def long_date(when: datetime) -> str:
     """``4 March 2024, 13:10 UTC``."""
-    return f"{when.day} {_MONTHS[when.month - 1]} {when.year}, {when:%H:%M} UTC"
+    return f"{when.day} {MONTHS[when.month - 1]} {when.year}, {when:%H:%M} UTC"
 
 
 def long_day(day: date) -> str:
     """``4 March 2024``."""
-    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
 
 
 def show(value: Any) -> str:

@@ -74,7 +74,7 @@ class OrgUrl:
     def is_loopback(self) -> bool:
         """True for localhost, 127.0.0.0/8 and ::1: the only hosts plain http may reach."""
         host = urlsplit(self.base).hostname
-        return host is not None and _is_loopback(host)
+        return host is not None and is_loopback_host(host)
 
     def __str__(self) -> str:
         return self.base
@@ -106,7 +106,7 @@ def _canonical(text: str) -> str:
     if port == 0:
         raise ConfigError(f"org URL {shown} has port 0")
     host = _canonical_host(parts.hostname or "", shown)
-    if scheme == "http" and not _is_loopback(host.strip("[]")):
+    if scheme == "http" and not is_loopback_host(host.strip("[]")):
         raise ConfigError(
             f"refusing plain http to {host}: tokens would travel unencrypted; use https"
         )
@@ -137,7 +137,8 @@ def _canonical_host(host: str, shown: str) -> str:
     return host
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1: the only hosts plain http may reach."""
     if host == "localhost":
         return True
     try:

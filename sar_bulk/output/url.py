@@ -11,13 +11,13 @@ azure-storage-blob (a third of a second) for runs that write to a folder.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
+from sar_bulk.dataverse.org import is_loopback_host
 from sar_bulk.errors import ConfigError
 
 __all__ = [
@@ -43,15 +43,6 @@ def is_container_url(text: str) -> bool:
     return text.lower().startswith(("https://", "http://"))
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True, slots=True)
 class ContainerUrl:
     """A container and a name prefix in it; ``prefix`` is empty or ends with ``/``."""
@@ -68,7 +59,7 @@ class ContainerUrl:
 
     @property
     def is_loopback(self) -> bool:
-        return _is_loopback(urlsplit(self.account_url).hostname or "")
+        return is_loopback_host(urlsplit(self.account_url).hostname or "")
 
     @classmethod
     def parse(cls, text: str) -> ContainerUrl:
@@ -94,7 +85,7 @@ class ContainerUrl:
                 f"no query or fragment in the URL; put a SAS token in "
                 f"{SAS_TOKEN_ENV}, not in the URL (URLs are logged and reported)"
             )
-        loopback = _is_loopback(host)
+        loopback = is_loopback_host(host)
         if scheme == "http" and not loopback:
             raise ConfigError(
                 "plain http is only for a local emulator on a loopback address; use https"
