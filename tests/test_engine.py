@@ -487,3 +487,51 @@ async def test_a_parked_part_lets_other_contacts_through_a_window_of_one(tmp_pat
         assert_exact_dossier(
             sim.dataset, tmp_path / "out" / f"{cid}.zip", cid, (InteractionType.EmailSent,)
         )
+
+
+async def test_an_unforeseen_error_in_one_part_fails_that_contact_only(tmp_path: Path) -> None:
+    # A ValueError from data no check foresaw (a party id that is no GUID, say) must fail the
+    # part it came from, with a reason, and never cancel the other contacts in flight.
+    import asyncio
+
+    from sar_bulk.dataverse.auth import TokenProvider
+    from sar_bulk.dataverse.client import DataverseClient
+    from sar_bulk.dataverse.fetcher import Fetcher
+    from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
+    from sar_bulk.dataverse.throttle import Throttle
+    from sar_bulk.sources.base import ContactScope, Part, PartSink, SourceDeps
+    from sar_bulk.sources.interactions import InteractionsSource
+
+    ids = contact_ids(4)
+
+    class Breaking(InteractionsSource):
+        async def fetch(self, scope: ContactScope, part: Part, sink: PartSink) -> None:
+            if scope.contact_id == ids[1]:
+                raise ValueError("a value sar-bulk did not expect, quoting data@example.com")
+            await super().fetch(scope, part, sink)
+
+    async with Simulator(unlimited(seed=5)) as sim:
+        csv = write_csv(tmp_path / "c.csv", ids)
+        config = run_config(sim, csv, tmp_path / "out", window=4, types="EmailSent")
+        loop = asyncio.get_running_loop()
+        async with (
+            TokenProvider(RotatingCredential(), config.org.scope) as tokens,
+            create_session(Timeouts()) as session,
+        ):
+            http = OrgHttp(session, config.org, tokens)
+            fetcher = Fetcher(
+                DataverseClient(http), Throttle(config.throttle, clock=loop.time), config.retry
+            )
+            deps = SourceDeps(
+                http, fetcher, config.source_settings, datetime.now, loop.time, asyncio.sleep
+            )
+            result = await asyncio.wait_for(Engine(config, [Breaking(deps)]).run(), 20)
+    assert result.crashed is None
+    assert result.stopped_by is None
+    assert result.totals.succeeded == 3
+    (failed,) = result.totals.failed_contacts
+    assert failed["contact_id"] == ids[1]
+    reason = failed["reasons"]["interactions/EmailSent"]
+    assert "ValueError" in reason
+    assert "example.com" not in reason  # the message may quote data: it is not kept
+    assert not (tmp_path / "out" / f"{ids[1]}.zip").exists()

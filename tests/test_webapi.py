@@ -196,7 +196,7 @@ async def test_download_refuses_a_file_above_the_cap(org: ScriptedOrg, api: WebA
 
 async def test_download_refuses_a_file_shorter_than_its_size(org: ScriptedOrg, api: WebApi) -> None:
     org.on("GET", "f(1)/col/$value", serve_file(b"x" * 50, server_chunk=100, size_header="80"))
-    with pytest.raises(MalformedResponse, match="empty chunk"):
+    with pytest.raises(MalformedResponse, match=r"empty chunk|Content-Range does not match"):
         await download(api, chunk=100)
 
 
@@ -217,3 +217,22 @@ async def test_download_takes_a_whole_file_when_range_is_ignored(
     )
     with pytest.raises(MalformedResponse, match="byte count"):
         await download(api, chunk=100)
+
+
+async def test_a_content_range_other_than_asked_is_refused(org: ScriptedOrg, api: WebApi) -> None:
+    # The same two bytes, labelled honestly, for every range asked: not the file.
+    def handler(seen: Seen) -> web.Response:
+        headers = {"x-ms-file-size": "6", "Content-Range": "bytes 0-1/6"}
+        return web.Response(status=206, body=b"AB", headers=headers)
+
+    org.on("GET", "f(1)/col/$value", handler)
+    with pytest.raises(MalformedResponse, match="Content-Range does not match"):
+        await download(api, chunk=2)
+
+
+async def test_chunks_too_small_to_end_are_refused(org: ScriptedOrg, api: WebApi) -> None:
+    data = bytes(1000)
+    org.on("GET", "f(1)/col/$value", serve_file(data, server_chunk=1))
+    with pytest.raises(MalformedResponse, match="chunks: they are too small"):
+        await download(api, chunk=100)
+    assert len(org.log) <= 3 + 2 * 10  # the one over the bound is refused

@@ -68,6 +68,8 @@ MISSING_ROW: Final = "0x80040217"  # "... Does Not Exist": no such row
 FORMATTED_VALUES: Final = 'odata.include-annotations="OData.Community.Display.V1.FormattedValue"'
 _SIZE: Final = re.compile(r"[0-9]{1,18}")
 DEFAULT_CHUNK: Final = 4 * 1024 * 1024  # Dataverse's own recommended file chunk size
+MIN_CHUNK: Final = 64 * 1024  # a download may take about twice total / this many chunks
+_CONTENT_RANGE: Final = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})")
 
 
 class ResourceMissing(NotFound):
@@ -245,6 +247,17 @@ class WebApi:
                 raise MalformedResponse(context, "more bytes came than x-ms-file-size")
             if not body and offset < total:
                 raise MalformedResponse(context, "an empty chunk before the end of the file")
+            if answer.status == 206:
+                _check_range(context, answer.headers.get("Content-Range"), offset, len(body), total)
+                # Chunks smaller than asked are allowed (x-ms-chunk-size), tiny ones are not
+                # endless: a 1 GiB file a byte at a time would cost a request per byte.
+                most = 2 + 2 * -(-total // min(chunk, MIN_CHUNK))
+                if number > most:
+                    raise MalformedResponse(
+                        context, f"the file took more than {most} chunks: they are too small"
+                    )
+            elif answer.status != 200:
+                raise MalformedResponse(context, f"HTTP {answer.status} for a file download")
             digest.update(body)
             await write(body)
             offset += len(body)
@@ -258,7 +271,8 @@ class WebApi:
             answer = await self._http.send(context, "GET", url, headers={"Range": wanted})
             if answer.status == 416 and _empty_file(answer):
                 # No byte range exists in an empty file: the answer is the whole (empty) file.
-                return Answer(206, {"x-ms-file-size": "0", **answer.headers}, b"")
+                headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-range"}
+                return Answer(206, {**headers, "x-ms-file-size": "0"}, b"")
             self._check(context, answer)
             return answer
 
@@ -291,6 +305,22 @@ def object_body(context: RequestContext, raw: bytes) -> dict[str, Any]:
 def _empty_file(answer: Answer) -> bool:
     """A 416 that says the file has no bytes (``Content-Range: bytes */0``)."""
     return answer.headers.get("Content-Range", "").replace(" ", "") == "bytes*/0"
+
+
+def _check_range(
+    context: RequestContext, header: str | None, offset: int, length: int, total: int
+) -> None:
+    """A 206's ``Content-Range``, when sent, must name the bytes asked for and that came."""
+    if header is None:
+        return
+    match = _CONTENT_RANGE.fullmatch(header.strip())
+    if match is None:
+        raise MalformedResponse(context, "Content-Range is not 'bytes first-last/size'")
+    first, last, size = (int(group) for group in match.groups())
+    if first != offset or last - first + 1 != length or size != total:
+        raise MalformedResponse(
+            context, "Content-Range does not match the bytes asked for and sent"
+        )
 
 
 def _file_size(context: RequestContext, answer: Answer) -> int:

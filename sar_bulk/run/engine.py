@@ -437,7 +437,7 @@ class Engine:
                 if self.config.replace:
                     if claim is Claim.DONE:
                         state.reopen(contact_id)
-                    todo.append(_Work(contact_id, replaces=True))
+                    todo.append(dataclasses.replace(work, replaces=True))
                 else:
                     self._refuse_other_form(state, contact_id, other, recorded=done is not None)
                 continue
@@ -606,6 +606,16 @@ class Engine:
         except SarBulkError as exc:  # DossierError, SourceError, ...
             _log.warning("part.failed", contact=scope.contact_id, part=part.key, error=str(exc))
             return str(exc)
+        except Exception as exc:
+            # A value no check foresaw (a ValueError from data the org sent, say) fails this
+            # part, not every contact in flight. The message is not kept: it may quote data.
+            _log.error(
+                "part.crashed", contact=scope.contact_id, part=part.key, error=type(exc).__name__
+            )
+            return (
+                f"{part.key} for contact {scope.contact_id} failed on an answer sar-bulk did not "
+                f"expect ({type(exc).__name__}); please report it"
+            )
         finally:
             scope.part_done()
         return None

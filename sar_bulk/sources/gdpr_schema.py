@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from sar_bulk.dataverse.webapi import WebApi
 from sar_bulk.errors import DataverseError
+from sar_bulk.sources.odata_filter import identifier
 
 __all__ = [
     "LOGICAL_NAME",
@@ -104,7 +105,15 @@ def _text(document: Mapping[str, Any], key: str) -> str:
     value = document.get(key)
     if not isinstance(value, str) or not value:
         raise SchemaMismatch(None, f"the table metadata has no {key}")
-    return value
+    return _name(value, key)
+
+
+def _name(value: str, what: str) -> str:
+    """A name from the org's metadata goes into URLs and filters: a plain identifier only."""
+    try:
+        return identifier(value)
+    except ValueError:
+        raise SchemaMismatch(None, f"the metadata's {what} is not a plain name") from None
 
 
 def parse_schema(
@@ -122,7 +131,7 @@ def parse_schema(
     def column(label: str, fallback: str | None = None) -> str:
         names = by_label.get(label_key(label), [])
         if len(names) == 1:
-            return names[0]
+            return _name(names[0], f"column labelled {label!r}")
         if not names and fallback is not None:
             return fallback
         found = "no column" if not names else f"{len(names)} columns"

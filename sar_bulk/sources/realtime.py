@@ -302,8 +302,8 @@ class RealtimeSource:
             raise MalformedResponse(api.context, "the answer has no 'value' list of rows")
         for row in rows:
             value = row.get(schema.id_column) if isinstance(row, dict) else None
-            if isinstance(value, str):
-                return str(uuid.UUID(value))
+            if isinstance(value, str) and (found := _guid(value)) is not None:
+                return found
         return None
 
     async def _wait_all(
@@ -347,6 +347,14 @@ class RealtimeSource:
         async for rows in api.pages(url, page_size=max(len(ids), 1) * 2):
             for row in rows:
                 value = row.get(schema.id_column)
-                if isinstance(value, str):
-                    found[str(uuid.UUID(value))] = row
+                if isinstance(value, str) and (guid := _guid(value)) is not None:
+                    found[guid] = row
         return found
+
+
+def _guid(value: str) -> str | None:
+    """A row id from the org in canonical form, or None when it is no GUID (never raised)."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None

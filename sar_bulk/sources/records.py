@@ -56,6 +56,7 @@ from sar_bulk.errors import (
     MalformedResponse,
     RequestContext,
 )
+from sar_bulk.guids import is_canonical_guid
 from sar_bulk.sources.base import (
     Availability,
     ContactScope,
@@ -129,7 +130,13 @@ def identifiers(row: Mapping[str, Any]) -> list[Identifier]:
     for kind, columns in (("email", EMAIL_COLUMNS), ("phone", PHONE_COLUMNS)):
         for column in columns:
             value = row.get(column)
-            if isinstance(value, str) and value.strip() and value not in seen:
+            # A NUL cannot be put in a filter (nor is it an address): such a value is skipped.
+            if (
+                isinstance(value, str)
+                and value.strip()
+                and "\x00" not in value
+                and value not in seen
+            ):
                 seen.add(value)
                 found.append(Identifier(kind, value))  # type: ignore[arg-type]
     return found
@@ -220,18 +227,18 @@ class RecordsSource:
 
     async def _activities(self, api: WebApi, sink: PartSink, cid: str) -> dict[str, JsonValue]:
         """The contact's party rows, then every activity regarding it or with it as a party."""
-        party_of: list[str] = []
+        party_of: dict[str, None] = {}  # ordered, O(1) membership
         regarding: set[str] = set()
 
         def activity_of(row: Mapping[str, Any]) -> None:
             value = row.get("_activityid_value")
-            if isinstance(value, str) and value not in party_of:
-                party_of.append(value)
+            if isinstance(value, str) and is_canonical_guid(value.lower()):
+                party_of.setdefault(value.lower())
 
         def activity_id(row: Mapping[str, Any]) -> None:
             value = row.get("activityid")
             if isinstance(value, str):
-                regarding.add(value)
+                regarding.add(value.lower())
 
         parties = await self._table(
             api,
