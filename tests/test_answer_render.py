@@ -250,3 +250,17 @@ def test_any_text_in_any_place_stays_text(value: str, key: str) -> None:
         assert value.strip() in text
     readme = render_text(builder.build(prepared_at=PREPARED, statement=None))
     assert "\n" not in readme.replace("\r\n", "")
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_the_text_cleaner_s_fast_path_changes_nothing(text: str) -> None:
+    # isprintable() is taken as "no character of category C or Z but the space": check it.
+    import unicodedata
+
+    from sar_bulk.answer.text import _clean
+
+    by_character = "".join(
+        " " if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in text
+    )
+    assert _clean(text) == by_character

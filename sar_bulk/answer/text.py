@@ -30,6 +30,8 @@ _WIDTH: Final = 78
 def _clean(text: str) -> str:
     """One line of text: the org's line and paragraph breaks and control characters become
     spaces, so no value can break the CRLF layout or fake a line of its own."""
+    if text.isprintable():  # exactly: no character of category C or Z but the ASCII space
+        return text  # the common case, without a look-up per character
     return "".join(" " if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in text)
 
 
