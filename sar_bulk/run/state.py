@@ -53,14 +53,14 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Self, TypeVar
 from uuid import UUID
 
 from sar_bulk.errors import ConfigError
@@ -80,6 +80,8 @@ __all__ = [
     "deadline_counts",
     "run_counts",
 ]
+
+_T = TypeVar("_T")
 
 SCHEMA_VERSION: Final = 4
 # Written to the header's application_id so a stray SQLite file is never mistaken for ours.
@@ -668,9 +670,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
     """Check the file is ours (or blank), switch it to WAL and create the schema when blank."""
     conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     try:
-        if not _is_blank(conn):
-            _check_header(conn, path, migrate=True)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _when_not_busy(lambda: _header_and_wal(conn, path))
     except sqlite3.DatabaseError as exc:
         if exc.sqlite_errorname not in {"SQLITE_NOTADB", "SQLITE_CORRUPT"}:
             raise
@@ -691,6 +691,31 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _header_and_wal(conn: sqlite3.Connection, path: Path) -> str:
+    if not _is_blank(conn):
+        _check_header(conn, path, migrate=True)
+    mode: str = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    return mode
+
+
+def _when_not_busy(step: Callable[[], _T]) -> _T:
+    """Run ``step``, again while another process holds the file (up to the busy timeout).
+
+    Switching a blank file to WAL needs it to itself, and SQLite can answer "database is
+    locked" at once there instead of waiting: two shards opening one new file meet that.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    pause = 0.005
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorname != "SQLITE_BUSY" or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 def _is_blank(conn: sqlite3.Connection) -> bool:
