@@ -87,6 +87,9 @@ __all__ = [
 
 STORAGE_SCOPE: Final = "https://storage.azure.com/.default"
 _CHUNK: Final = 4 << 20
+# verify and adoption download a dossier to a temporary file: a blob larger than any dossier
+# (ZIP64 allows more, but 64 GiB is far beyond a person's data) is not fetched at all.
+MAX_DOWNLOAD_BYTES: Final = 64 << 30
 # Uploads at once per target: each holds one block in memory.
 _UPLOADS: Final = 8
 _SHA256: Final = re.compile(r"^[0-9a-f]{64}$")
@@ -368,6 +371,11 @@ class BlobTarget:
             # it is read fails instead of mixing two versions.
             downloader = await blob.download_blob()
             properties = downloader.properties
+            if (properties.size or 0) > MAX_DOWNLOAD_BYTES:
+                raise OutputError(
+                    f"{name} in container {self.url.text} has {properties.size} bytes, more than "
+                    f"a dossier holds ({MAX_DOWNLOAD_BYTES}); not downloaded"
+                )
             fd = await asyncio.to_thread(
                 os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
             )
@@ -378,6 +386,11 @@ class BlobTarget:
             raise OutputError(f"{name} does not exist in container {self.url.text}") from None
         except AzureError as exc:
             raise self._failure(f"downloading {name}", exc) from None
+        except OSError as exc:  # the local copy: a full disk, a name too long for a file
+            raise OutputError(
+                f"downloading {name} from container {self.url.text} failed locally: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
         recorded = properties.metadata.get("sha256")
         stored_md5 = properties.content_settings.content_md5
         if recorded is None:

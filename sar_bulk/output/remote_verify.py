@@ -73,7 +73,9 @@ _Checked = tuple[str, VerifyResult]  # the blob's URL, and the verdict on its do
 async def _verify_all(target: OutputTarget, as_json: bool, out: TextIO) -> list[_Checked]:
     results: list[_Checked] = []
     async for name in target.list_dossiers():
-        where = f"{target.description}/{name}"
+        # A listed name comes from the store: no control character of it reaches the terminal.
+        shown = name if name.isprintable() else repr(name)
+        where = f"{target.description}/{shown}"
         try:
             async with target.open_for_verify(name) as path:
                 result = await asyncio.to_thread(verify_dossier, path)
