@@ -15,7 +15,6 @@ from support import (
     read_report,
     run_config,
     run_engine,
-    source_deps,
     unlimited,
     write_csv,
 )
@@ -446,7 +445,12 @@ async def test_a_done_dossier_swapped_for_another_valid_one_is_fetched_again(
 async def test_a_parked_part_lets_other_contacts_through_a_window_of_one(tmp_path: Path) -> None:
     import asyncio
 
-    from sar_bulk.sources.base import ContactScope, Part, PartSink
+    from sar_bulk.dataverse.auth import TokenProvider
+    from sar_bulk.dataverse.client import DataverseClient
+    from sar_bulk.dataverse.fetcher import Fetcher
+    from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
+    from sar_bulk.dataverse.throttle import Throttle
+    from sar_bulk.sources.base import ContactScope, Part, PartSink, SourceDeps
     from sar_bulk.sources.interactions import InteractionsSource
 
     ids = contact_ids(4)
@@ -466,7 +470,17 @@ async def test_a_parked_part_lets_other_contacts_through_a_window_of_one(tmp_pat
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         config = run_config(sim, csv, tmp_path / "out", window=1, types="EmailSent")
-        async with source_deps(config) as deps:
+        loop = asyncio.get_running_loop()
+        async with (
+            TokenProvider(RotatingCredential(), config.org.scope) as tokens,
+            create_session(Timeouts()) as session,
+        ):
+            http = OrgHttp(session, config.org, tokens)
+            fetcher = Fetcher(
+                DataverseClient(http), Throttle(config.throttle, clock=loop.time), config.retry
+            )
+            now = datetime.now
+            deps = SourceDeps(http, fetcher, config.source_settings, now, loop.time, asyncio.sleep)
             result = await asyncio.wait_for(Engine(config, [Parking(deps)]).run(), 20)
     assert result.totals.succeeded == 4
     for cid in ids:
@@ -480,7 +494,12 @@ async def test_an_unforeseen_error_in_one_part_fails_that_contact_only(tmp_path:
     # part it came from, with a reason, and never cancel the other contacts in flight.
     import asyncio
 
-    from sar_bulk.sources.base import ContactScope, Part, PartSink
+    from sar_bulk.dataverse.auth import TokenProvider
+    from sar_bulk.dataverse.client import DataverseClient
+    from sar_bulk.dataverse.fetcher import Fetcher
+    from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
+    from sar_bulk.dataverse.throttle import Throttle
+    from sar_bulk.sources.base import ContactScope, Part, PartSink, SourceDeps
     from sar_bulk.sources.interactions import InteractionsSource
 
     ids = contact_ids(4)
@@ -494,7 +513,18 @@ async def test_an_unforeseen_error_in_one_part_fails_that_contact_only(tmp_path:
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         config = run_config(sim, csv, tmp_path / "out", window=4, types="EmailSent")
-        async with source_deps(config) as deps:
+        loop = asyncio.get_running_loop()
+        async with (
+            TokenProvider(RotatingCredential(), config.org.scope) as tokens,
+            create_session(Timeouts()) as session,
+        ):
+            http = OrgHttp(session, config.org, tokens)
+            fetcher = Fetcher(
+                DataverseClient(http), Throttle(config.throttle, clock=loop.time), config.retry
+            )
+            deps = SourceDeps(
+                http, fetcher, config.source_settings, datetime.now, loop.time, asyncio.sleep
+            )
             result = await asyncio.wait_for(Engine(config, [Breaking(deps)]).run(), 20)
     assert result.crashed is None
     assert result.stopped_by is None

@@ -405,8 +405,28 @@ def _rights(out: list[str], statement: Statement | None) -> None:
 
 
 def _searched(out: list[str], view: AnswerView) -> None:
+    q = view.question
     out.append('<h2 id="searched">What we searched</h2>')
-    items = wording.searched(view)
+    items = [
+        ("System searched", q.system),
+        ("Your contact id", view.contact_id),
+        ("Period asked for", wording.period_asked(view)),
+        ("Period found", wording.span_found(view)),
+        ("Sources searched", "; ".join(wording.source_label(s) for s in q.sources) or "none"),
+    ]
+    if q.sources_not_searched:
+        items.append(
+            (
+                "Sources not searched",
+                "; ".join(wording.source_label(s) for s in q.sources_not_searched),
+            )
+        )
+    if "interactions" in q.sources:
+        items.append(("Kinds of interaction searched", f"{len(q.types)} of 40"))
+    if view.empty_types:
+        items.append(("Searched, nothing found", ", ".join(label(t) for t in view.empty_types)))
+    if q.types_not_searched:
+        items.append(("Kinds not searched", ", ".join(label(t) for t in q.types_not_searched)))
     out.append("<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items) + "</dl>")
 
 

@@ -209,6 +209,24 @@ def _statement(out: list[str], view: AnswerView) -> None:
 
 
 def _searched(out: list[str], view: AnswerView) -> None:
+    q = view.question
     out += _heading("What we searched")
-    pairs = wording.searched(view)
+    pairs = [
+        ("System searched", q.system),
+        ("Your contact id", view.contact_id),
+        ("Period asked for", wording.period_asked(view)),
+        ("Period found", wording.span_found(view)),
+        ("Sources searched", "; ".join(wording.source_label(s) for s in q.sources) or "none"),
+    ]
+    if q.sources_not_searched:
+        pairs.append(
+            (
+                "Sources not searched",
+                "; ".join(wording.source_label(s) for s in q.sources_not_searched),
+            )
+        )
+    if view.empty_types:
+        pairs.append(("Searched, nothing found", ", ".join(label(t) for t in view.empty_types)))
+    if q.types_not_searched:
+        pairs.append(("Kinds not searched", ", ".join(label(t) for t in q.types_not_searched)))
     out += _pairs(pairs)

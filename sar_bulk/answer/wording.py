@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final
 
-from sar_bulk.answer.fields import label, long_date, long_day
+from sar_bulk.answer.fields import long_date, long_day
 from sar_bulk.answer.view import SOURCES, AnswerView
 from sar_bulk.sources.interaction_types import InteractionType
 
@@ -203,29 +203,6 @@ def no_records_line(view: AnswerView) -> str:
 
 def source_label(source: str) -> str:
     return SOURCES.get(source, source)
-
-
-def searched(view: AnswerView) -> list[tuple[str, str]]:
-    """What was searched, as (what, value) pairs: the page and README.txt say the same."""
-    q = view.question
-    pairs = [
-        ("System searched", q.system),
-        ("Your contact id", view.contact_id),
-        ("Period asked for", period_asked(view)),
-        ("Period found", span_found(view)),
-        ("Sources searched", "; ".join(source_label(s) for s in q.sources) or "none"),
-    ]
-    if q.sources_not_searched:
-        pairs.append(
-            ("Sources not searched", "; ".join(source_label(s) for s in q.sources_not_searched))
-        )
-    if "interactions" in q.sources:
-        pairs.append(("Kinds of interaction searched", f"{len(q.types)} of 40"))
-    if view.empty_types:
-        pairs.append(("Searched, nothing found", ", ".join(label(t) for t in view.empty_types)))
-    if q.types_not_searched:
-        pairs.append(("Kinds not searched", ", ".join(label(t) for t in q.types_not_searched)))
-    return pairs
 
 
 def file_guide() -> list[tuple[str, str]]:
