@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import pytest
@@ -193,7 +193,7 @@ async def test_a_final_error_is_raised_at_once() -> None:
 
 
 async def test_cancelled_error_propagates_from_the_attempt_and_from_a_wait() -> None:
-    fetcher, _ = make(settings=ThrottleSettings(rate=1000.0, concurrency=1))
+    fetcher, _ = make(settings=ThrottleSettings(rate=1000.0, concurrency=1, max_jitter=0.0))
     with pytest.raises(asyncio.CancelledError):
         await fetcher.for_pair(1).call(Script(asyncio.CancelledError()))
 
@@ -268,3 +268,36 @@ async def test_with_fewer_attempts_than_the_threshold_the_contact_fails_as_befor
     )
     with pytest.raises(ConnectFailed):
         await fetcher.for_pair(1).call(Script(*(refused() for _ in range(20))))
+
+
+async def test_a_pair_queued_as_another_priority_waits_its_turn_and_shares_the_budget() -> None:
+    fetcher, _ = make(
+        RetryPolicy(budget=100.0), ThrottleSettings(rate=1000.0, concurrency=1, max_jitter=0.0)
+    )
+    pair = fetcher.for_pair(1)
+    later = pair.queued_as(1 << 48)
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def holding() -> str:
+        await gate.wait()
+        return "held"
+
+    def named(name: str) -> Callable[[], Awaitable[str]]:
+        async def attempt() -> str:
+            order.append(name)
+            return name
+
+        return attempt
+
+    first = asyncio.create_task(fetcher.for_pair(0).call(holding))
+    await asyncio.sleep(0.01)
+    queued = asyncio.create_task(later.call(named("download")))  # queued first...
+    await asyncio.sleep(0.01)
+    create = asyncio.create_task(fetcher.for_pair(2).call(named("create")))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(first, queued, create)
+    assert order == ["create", "download"]  # ...served after a lower number
+    assert await later.call(Script(throttled(4.0))) == "ok"
+    assert pair.waited == pytest.approx(4.0)  # the wait was charged to the pair's budget

@@ -18,7 +18,7 @@ from sar_bulk.dataverse.preflight import Outcome, probe_sources
 from sar_bulk.dataverse.retry import RetryPolicy
 from sar_bulk.dataverse.throttle import Throttle, ThrottleSettings
 from sar_bulk.errors import ConfigError, Unreachable
-from sar_bulk.run.scope import Scope, Slots
+from sar_bulk.run.scope import Scope, Slots, Waiter, Window
 from sar_bulk.run.state import RunState
 from sar_bulk.simulator import SimulatorConfig
 from sar_bulk.sources.base import (
@@ -296,6 +296,57 @@ async def test_a_parked_contact_gives_its_slot_to_another(state: RunState) -> No
     assert not first.holds_window_slot
     first.close()
     (await asyncio.wait_for(third, 1)).close()
+
+
+async def _served(window: Window, kinds: Sequence[Waiter]) -> list[int]:
+    """The order in which waiters of ``kinds`` (queued in that order) get a slot, one at a time."""
+    served: list[int] = []
+
+    async def wait(n: int, kind: Waiter) -> None:
+        await window.acquire(kind)
+        served.append(n)
+
+    tasks = [asyncio.create_task(wait(n, kind)) for n, kind in enumerate(kinds)]
+    await asyncio.sleep(0)
+    for _ in kinds:
+        window.release()
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    return served
+
+
+async def test_the_window_serves_assembly_then_new_then_returning_contacts() -> None:
+    window = Window(1, ready_backlog=10)
+    await window.acquire(Waiter.NEW)  # the only slot is taken: everyone below queues
+    kinds = [Waiter.RETURN, Waiter.NEW, Waiter.RETURN, Waiter.ASSEMBLE, Waiter.NEW]
+    assert await _served(window, kinds) == [3, 1, 4, 0, 2]
+
+
+async def test_past_the_backlog_returning_and_new_contacts_take_turns() -> None:
+    window = Window(1, ready_backlog=2)
+    await window.acquire(Waiter.NEW)
+    kinds = [Waiter.RETURN, Waiter.RETURN, Waiter.NEW, Waiter.RETURN, Waiter.NEW, Waiter.NEW]
+    # Three wait to return (>= 2): one returns, then a new one (turns), then with two still
+    # waiting another returns; one left, under the bound: the new contacts go before it.
+    assert await _served(window, kinds) == [0, 2, 1, 4, 5, 3]
+
+
+async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
+    window = Window(1)
+    await window.acquire(Waiter.NEW)
+    first = asyncio.create_task(window.acquire(Waiter.NEW))
+    second = asyncio.create_task(window.acquire(Waiter.RETURN))
+    await asyncio.sleep(0)
+    first.cancel()
+    window.release()
+    await asyncio.wait_for(second, 1)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    third = asyncio.create_task(window.acquire(Waiter.NEW))
+    await asyncio.sleep(0.01)
+    assert not third.done()  # the slot went to the second waiter, not to two
+    window.release()
+    await asyncio.wait_for(third, 1)
 
 
 def _deps(client: Any, **settings: Any) -> SourceDeps:

@@ -348,6 +348,46 @@ async def test_the_pacer_counts_its_first_burst_as_spent() -> None:
     assert entered[40] == pytest.approx(2.0)
 
 
+class LateClock(SleepingClock):
+    """Every sleep ends ``late`` seconds after it was due, as a busy event loop's timers do."""
+
+    def __init__(self, late: float) -> None:
+        super().__init__()
+        self.late = late
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds + self.late)
+
+
+@pytest.mark.parametrize("late", [0.0, 0.001, 0.01, 0.019])
+async def test_late_wake_ups_do_not_slow_the_pace_nor_overshoot_it(late: float) -> None:
+    rate = 50.0
+    clock = LateClock(late)
+    pacer = Pacer(rate, 1, clock=clock, sleep=clock.sleep)
+    start = clock.now
+    left: list[float] = []
+    for _ in range(1000):
+        await pacer.acquire()
+        left.append(clock.now - start)
+    # 1,000 requests at 50/s take 20 s (the first leaves at once), however late each wake-up.
+    assert left[-1] == pytest.approx(999 / rate, abs=0.02)
+    # And no window of 1 s ever holds more than the pace allows plus two.
+    for i, t in enumerate(left):
+        inside = sum(1 for u in left[i:] if u < t + 1.0)
+        assert inside <= rate + 2
+
+
+async def test_a_wake_up_later_than_an_interval_restarts_the_schedule() -> None:
+    clock = SleepingClock()
+    pacer = Pacer(10.0, 1, clock=clock, sleep=clock.sleep)
+    await pacer.acquire()
+    clock.now += 0.35  # the loop stalled for three and a half intervals
+    await pacer.acquire()
+    at = clock.now
+    await pacer.acquire()
+    assert clock.now - at == pytest.approx(0.1)  # no catching up: a full interval after
+
+
 async def test_after_a_pause_the_pacer_lets_a_burst_go() -> None:
     clock = SleepingClock()
     pacer = Pacer(10.0, 3, clock=clock, sleep=clock.sleep)

@@ -165,6 +165,14 @@ class PairFetcher:
         """Seconds charged to the budget so far."""
         return self.budget.spent
 
+    def queued_as(self, priority: int) -> PairFetcher:
+        """The same (contact, part) and wait budget, queued for the identity as ``priority``."""
+        other = PairFetcher.__new__(PairFetcher)
+        other._owner = self._owner
+        other._priority = priority
+        other.budget = self.budget
+        return other
+
     async def fetch(self, query: Query, skip_token: str | None, number: int) -> Page:
         """One page of the action (a ``PageFetcher`` for ``DataverseClient.pages``)."""
         client = self._owner.client

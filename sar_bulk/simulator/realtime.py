@@ -21,8 +21,8 @@ identifier yields the same bytes, some of them megabytes long.
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,6 +37,7 @@ from sar_bulk.simulator.rows import Row
 __all__ = ["FILE_NAME", "GdprRequest", "Options", "Realtime", "options_for_seed"]
 
 FILE_NAME = "gdpr_output.json"
+FILE_CACHE_BYTES = 256 * 1024 * 1024
 _EVENTS = (
     "EmailSent",
     "EmailDelivered",
@@ -121,7 +122,13 @@ class Realtime:
         self._wall_clock = wall_clock
         self._created: dict[str, GdprRequest] = {}
         self._previous: OrderedDict[str, GdprRequest] = OrderedDict()
-        self._files = functools.lru_cache(maxsize=8)(self._build_file)
+        # Built files, newest use last, up to FILE_CACHE_BYTES in all. Downloads of many
+        # contacts interleave (a client fetches a window of them at once), and a cache of a few
+        # files rebuilt a file of thousands of interactions for each chunk: the simulator's CPU,
+        # not the client, then set the pace of a benchmark. Built in worker threads: a lock.
+        self._file_cache: OrderedDict[str, bytes] = OrderedDict()
+        self._file_cache_bytes = 0
+        self._file_lock = threading.Lock()
 
     # ----- rows ----------------------------------------------------------------------------
 
@@ -219,8 +226,22 @@ class Realtime:
     # ----- export files --------------------------------------------------------------------
 
     def export_file(self, identifier: str) -> bytes:
-        """The exact bytes of ``gdpr_output.json`` for this input (cached, a few at a time)."""
-        return self._files(_key(identifier))
+        """The exact bytes of ``gdpr_output.json`` for this input (cached, see ``__init__``)."""
+        key = _key(identifier)
+        with self._file_lock:
+            data = self._file_cache.get(key)
+            if data is not None:
+                self._file_cache.move_to_end(key)
+                return data
+        data = self._build_file(key)
+        with self._file_lock:
+            if key not in self._file_cache:
+                self._file_cache[key] = data
+                self._file_cache_bytes += len(data)
+            while self._file_cache_bytes > FILE_CACHE_BYTES and len(self._file_cache) > 1:
+                _, dropped = self._file_cache.popitem(last=False)
+                self._file_cache_bytes -= len(dropped)
+        return data
 
     def export_sha256(self, identifier: str) -> str:
         return hashlib.sha256(self.export_file(identifier)).hexdigest()

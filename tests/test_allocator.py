@@ -1,0 +1,33 @@
+"""``tune_allocator``: glibc's settings applied unless the environment chose them."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+from sar_bulk.allocator import ARENA_MAX, MMAP_THRESHOLD, tune_allocator
+
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def _in_a_fresh_process(env: dict[str, str]) -> str:
+    code = "from sar_bulk.allocator import tune_allocator; print(sorted(tune_allocator()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_both_settings_apply_where_the_environment_is_silent() -> None:
+    both = {"arena_max": ARENA_MAX, "mmap_threshold": MMAP_THRESHOLD}
+    assert tune_allocator({}) == (both if GLIBC else {})
+    assert _in_a_fresh_process({}) == ("['arena_max', 'mmap_threshold']" if GLIBC else "[]")
+
+
+def test_a_setting_the_operator_made_in_the_environment_is_left_alone() -> None:
+    assert tune_allocator({"MALLOC_ARENA_MAX": "4"}) == (
+        {"mmap_threshold": MMAP_THRESHOLD} if GLIBC else {}
+    )
+    env = {"MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    assert _in_a_fresh_process(env) == "[]"
