@@ -22,6 +22,7 @@ from webapi_support import (
 
 from sar_bulk.errors import ConfigError, RunStopper
 from sar_bulk.sources.base import Availability, CustomTable, Part, Source, SourceSettings
+from sar_bulk.sources.own_exports import CREATED, PENDING, note_key
 from sar_bulk.sources.records import ContactMissing, RecordsSource, TableForbidden, identifiers
 
 CID = "6f1c2a3b-1111-4222-8333-444455556666"
@@ -107,6 +108,36 @@ async def test_every_table_is_stored_as_sent(org: ScriptedOrg) -> None:
     assert "FormattedValue" in contact.headers["Prefer"]
     # 1 contact + 4 tables (+1 page) + consent + 3 metadata + earlier requests
     assert len(org.log) == 11
+
+
+async def test_export_requests_this_run_made_are_left_out_of_earlier_requests(
+    org: ScriptedOrg,
+) -> None:
+    made, named = "5b7a1a52-31d4-4f4b-8a55-0e3c2b1d9f10", "sar-bulk export 3f2504e0 2 0badcafe"
+    rows: list[dict[str, object]] = [
+        {"msdynmkt_gdprrequestid": "0e0e0e0e-0000-4000-8000-000000000001", "msdynmkt_name": "old"},
+        # an export an earlier run made for this contact: an earlier subject request, kept
+        {
+            "msdynmkt_gdprrequestid": "0e0e0e0e-0000-4000-8000-000000000002",
+            "msdynmkt_name": "sar-bulk export 3f2504e0 1 12345678",
+        },
+        # this run's, noted by id (created) and by name (the POST's answer not noted yet)
+        {"msdynmkt_gdprrequestid": made.upper(), "msdynmkt_name": "sar-bulk export x 1 aa"},
+        {"msdynmkt_gdprrequestid": "0e0e0e0e-0000-4000-8000-000000000004", "msdynmkt_name": named},
+    ]
+    org.on("GET", "msdynmkt_gdprrequests", lambda s: json_response({"value": rows}))
+    notes = {
+        note_key("email", "o'brien+sar@example.org"): CREATED + made,
+        note_key("phone", "+44 20 7946 0000"): PENDING + named,
+    }
+    sink = DictSink()
+    async with source_deps(org) as deps:
+        await RecordsSource(deps).fetch(DictScope(CID, notes=notes), PART, sink)
+    kept = sink.rows["records/msdynmkt_gdprrequest.json"]
+    assert [r["msdynmkt_name"] for r in kept] == ["old", "sar-bulk export 3f2504e0 1 12345678"]
+    tables = sink.notes["tables"]
+    assert isinstance(tables, dict)
+    assert tables["msdynmkt_gdprrequest"] == 2
 
 
 async def test_contact_row_and_metadata_are_fetched_once(org: ScriptedOrg) -> None:

@@ -42,7 +42,6 @@ again: an operator deleted it on purpose, or the org lost it; either way a perso
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import secrets
 import uuid
@@ -71,6 +70,7 @@ from sar_bulk.sources.odata_filter import (
     query,
     string_literal,
 )
+from sar_bulk.sources.own_exports import CREATED, NAME_PREFIX, PENDING, note_key
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
 from sar_bulk.sources.records import Identifier, contact_row, identifiers
 
@@ -83,15 +83,12 @@ __all__ = [
 ]
 
 DEFAULT_MAX_FILE_BYTES: Final = 1024 * 1024 * 1024
-NAME_PREFIX: Final = "sar-bulk export"
 _ENTITY_ID: Final = re.compile(r"\(([0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})\)$")
-_PENDING: Final = "pending:"
 # Added to a contact's number (its place in the queue for the identity's requests, lowest
 # first) for its downloads: every export request made early completes while the run does other
 # work, so a run whose downloads went first made its last exports near its end, then idled for
 # a whole export's processing time (``scripts/bench.py --only 7``: 1.26 times the ideal).
 _DOWNLOADS_AFTER: Final = 1 << 48
-_CREATED: Final = "id:"
 
 
 class ExportFailed(DataverseError):
@@ -238,25 +235,25 @@ class RealtimeSource:
         self, api: WebApi, scope: ContactScope, schema: GdprSchema, n: int, item: Identifier
     ) -> str:
         """The export request for ``item``: the one this contact made before, else a new one."""
-        key = "realtime/" + hashlib.sha256(f"{item.kind}:{item.value}".encode()).hexdigest()[:16]
+        key = note_key(item.kind, item.value)
         note = await scope.recall(key)
-        if note is not None and note.startswith(_CREATED):
+        if note is not None and note.startswith(CREATED):
             # Our own note, but it goes into a URL: only a GUID is taken as it is.
             try:
-                return guid_literal(note.removeprefix(_CREATED))
+                return guid_literal(note.removeprefix(CREATED))
             except ValueError:
                 raise ExportFailed(api.context, "the run state holds a broken request id") from None
-        if note is not None and note.startswith(_PENDING):
-            name = note.removeprefix(_PENDING)
+        if note is not None and note.startswith(PENDING):
+            name = note.removeprefix(PENDING)
             existing = await api.call(lambda: self._lookup(api, schema, name))
             if existing is not None:
-                await scope.remember(key, _CREATED + existing)
+                await scope.remember(key, CREATED + existing)
                 return existing
         else:
             name = f"{NAME_PREFIX} {scope.contact_id[:8]} {n} {secrets.token_hex(4)}"
-            await scope.remember(key, _PENDING + name)
+            await scope.remember(key, PENDING + name)
         request_id = await self._create(api, schema, name, item.value)
-        await scope.remember(key, _CREATED + request_id)
+        await scope.remember(key, CREATED + request_id)
         return request_id
 
     async def _create(self, api: WebApi, schema: GdprSchema, name: str, value: str) -> str:

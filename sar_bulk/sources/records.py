@@ -18,7 +18,8 @@ Entries (JSON lines, one row per line, every column, with formatted values)::
     records/msdynmkt_contactpointconsent4.json
                                   consent: msdynmkt_contactpointvalue = each e-mail/phone
     records/msdynmkt_gdprrequest.json
-                                  earlier subject requests: input = each e-mail/phone
+                                  earlier subject requests: input = each e-mail/phone (the
+                                  export requests this run made are left out: ``own_exports``)
     records/<name>.json           each custom table of the settings
 
 Requests per contact: 1 (contact row, shared with ``realtime`` through ``scope.once``) + 4
@@ -44,7 +45,7 @@ per activity, far above what an activity has.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -67,7 +68,7 @@ from sar_bulk.sources.base import (
     Probe,
     SourceDeps,
 )
-from sar_bulk.sources.gdpr_schema import LOGICAL_NAME, SchemaCache
+from sar_bulk.sources.gdpr_schema import LOGICAL_NAME, GdprSchema, SchemaCache
 from sar_bulk.sources.odata_filter import (
     any_equal,
     any_equal_guid,
@@ -77,6 +78,7 @@ from sar_bulk.sources.odata_filter import (
     render_template,
     template_fields,
 )
+from sar_bulk.sources.own_exports import NAME_PREFIX, own_requests
 
 __all__ = [
     "CONTACT_ROW_KEY",
@@ -216,7 +218,7 @@ class RecordsSource:
             "msdynmkt_contactpointconsent4s",
             [any_equal("msdynmkt_contactpointvalue", values)] if values else [],
         )
-        tables[LOGICAL_NAME] = await self._requests(api, sink, values)
+        tables[LOGICAL_NAME] = await self._requests(api, sink, scope, found)
         for custom in deps.settings.custom_tables:
             tables[custom.name] = await self._table(
                 api, sink, custom.name, custom.entity_set, _custom_filters(custom, cid, found)
@@ -280,8 +282,11 @@ class RecordsSource:
             raise MalformedResponse(api.context, "_parentcustomerid_value is not a GUID") from None
         return await self._table(api, sink, "parent_account", "accounts", [text])
 
-    async def _requests(self, api: WebApi, sink: PartSink, values: list[str]) -> JsonValue:
-        """Earlier subject requests made with one of the contact's e-mails or phones."""
+    async def _requests(
+        self, api: WebApi, sink: PartSink, scope: ContactScope, found: list[Identifier]
+    ) -> JsonValue:
+        """Earlier subject requests made with one of the contact's e-mails or phones, without
+        the export requests this run made (``own_exports``: they are the ``realtime`` part)."""
         if LOGICAL_NAME in self._deps.settings.excluded_tables:
             return "excluded"
         try:
@@ -290,8 +295,19 @@ class RecordsSource:
             if error.missing_table or error.missing_row:
                 return "not present"
             raise
+        values = [item.value for item in found]
         filters = [any_equal(schema.input_column, values)] if values else []
-        return await self._table(api, sink, LOGICAL_NAME, schema.entity_set, filters)
+
+        async def earlier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if not any(_named_like_ours(row, schema.name_column) for row in rows):
+                return rows
+            # Read after the rows were seen: a row this run made was noted before it existed.
+            mine = await own_requests(scope, ((item.kind, item.value) for item in found))
+            return [row for row in rows if not _ours(row, schema, mine)]
+
+        return await self._table(
+            api, sink, LOGICAL_NAME, schema.entity_set, filters, select=earlier
+        )
 
     async def _table(
         self,
@@ -303,6 +319,7 @@ class RecordsSource:
         *,
         expand: str = "",
         keep: Callable[[Mapping[str, Any]], None] | None = None,
+        select: Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> JsonValue:
         """Every row matching any of ``filters`` (one query each) into ``records/<table>.json``."""
         settings = self._deps.settings
@@ -320,6 +337,8 @@ class RecordsSource:
                     prefer=(FORMATTED_VALUES,),
                     max_pages=settings.max_pages,
                 ):
+                    if rows and select is not None:
+                        rows = await select(rows)
                     if rows:
                         await sink.add_rows(entry, rows)
                         count += len(rows)
@@ -338,6 +357,19 @@ class RecordsSource:
                     code=error.code,
                 ) from None
         return count
+
+
+def _named_like_ours(row: Mapping[str, Any], name_column: str) -> bool:
+    name = row.get(name_column)
+    return isinstance(name, str) and name.startswith(NAME_PREFIX)
+
+
+def _ours(row: Mapping[str, Any], schema: GdprSchema, mine: set[str]) -> bool:
+    """Is ``row`` an export request this run made (by its name or its id)?"""
+    if not _named_like_ours(row, schema.name_column):
+        return False
+    name, rid = row.get(schema.name_column), row.get(schema.id_column)
+    return name in mine or (isinstance(rid, str) and rid.lower() in mine)
 
 
 def _check_custom(table: CustomTable) -> None:
