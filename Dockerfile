@@ -28,8 +28,9 @@ WORKDIR /data
 # Containers: no developer credential probes, JSON logs (stderr is not a terminal), no progress.
 # glibc otherwise raises its mmap threshold over a long run and keeps freed page buffers in its
 # heaps, one per thread that assembles dossiers (measured: 105 MB at 1,000 contacts, 147 MB at
-# 10,000; freed-but-kept memory, not a leak): two arenas and a fixed threshold keep it down
-# (MALLOC_ARENA_MAX=1 held a 3,000-contact run at 74-82 MB; not yet re-measured at 10,000).
+# 10,000; freed-but-kept memory, not a leak). sar-bulk sets two arenas and a fixed threshold
+# itself at start (sar_bulk/allocator.py: 85.0 MB at 1,000, 89.5 MB at 10,000); the variables
+# below say the same for anything else in the image and are what an operator would change.
 # The root filesystem may be read-only: every write goes to /data (a volume: dossiers, state,
 # report, metrics textfile) or /tmp (a volume too in Kubernetes: SQLite's temporary database,
 # and HOME for any library that would cache under ~). azure-identity and MSAL keep their
