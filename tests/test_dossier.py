@@ -33,6 +33,7 @@ from sar_bulk.dossier.verify import verify_dossier
 from sar_bulk.dossier.writer import (
     DossierRequest,
     DossierWriter,
+    HeldMemory,
     Question,
     dossier_path,
     remove_leftovers,
@@ -713,6 +714,34 @@ async def test_pages_past_the_memory_bound_spill_to_disk_in_order(tmp_path: Path
             assert orjson.loads(archive.read(entry_name(itype))) == sent[itype]
     assert verify_dossier(summary.path).ok
     assert not [n for n in os.listdir(tmp_path) if n.startswith(PARTIAL_PREFIX)]
+
+
+async def test_past_the_run_wide_bound_contacts_spool_to_disk(tmp_path: Path) -> None:
+    """Contacts waiting on exports keep their data: the run bounds it, not only each contact."""
+    memory = HeldMemory(limit=6_000)
+    first_out, second_out = tmp_path / "a", tmp_path / "b"
+    page = [_interaction(T.EmailSent, n) for n in range(20)]  # about 4 KB, under both bounds
+    first = DossierWriter(first_out, _request(T.EmailSent), memory=memory)
+    second = DossierWriter(second_out, _request(T.EmailSent), memory=memory)
+    async with first, second:
+        await first.add_page(T.EmailSent, page)
+        held = memory.used
+        assert 0 < held <= 6_000
+        assert not first_out.exists() or not os.listdir(first_out)  # in memory, no folder
+        await second.add_page(T.EmailSent, page)  # would pass the run's bound: to disk
+        assert memory.used == held
+        assert [n for n in os.listdir(second_out) if n.startswith(PARTIAL_PREFIX)]
+        done = [await first.complete(), await second.complete()]
+    assert memory.used == 0  # given back when assembled
+    for summary in done:
+        assert _entry(summary.path, T.EmailSent) == page
+        assert verify_dossier(summary.path).ok
+    third = DossierWriter(tmp_path / "c", _request(T.EmailSent), memory=memory)
+    async with third:
+        await third.add_page(T.EmailSent, page)
+        assert memory.used == held
+        await third.abort()
+    assert memory.used == 0  # and when discarded
 
 
 # --- Parts: records (JSON lines) and realtime (verbatim files) next to interactions ---

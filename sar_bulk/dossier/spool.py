@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -69,11 +70,54 @@ if TYPE_CHECKING:
     from sar_bulk.answer import Statement
     from sar_bulk.dossier.writer import DossierRequest
 
-__all__ = ["MEMORY_SPOOL_BYTES", "DossierSummary", "EntrySpool", "Spool", "encode_rows"]
+__all__ = [
+    "MEMORY_SPOOL_BYTES",
+    "RUN_HELD_BYTES",
+    "DossierSummary",
+    "EntrySpool",
+    "HeldMemory",
+    "Spool",
+    "encode_rows",
+]
 
 _CHUNK: Final = 1 << 20
 # A contact's data stays in memory up to this many bytes, then spills to its spool folder.
 MEMORY_SPOOL_BYTES: Final = 256 * 1024
+# And all contacts' data held in memory at once, run-wide (``HeldMemory``).
+RUN_HELD_BYTES: Final = 64 * 1024 * 1024
+
+
+class HeldMemory:
+    """The bytes all contacts of a run hold in memory before assembly, bounded.
+
+    Why a bound beyond the per-contact one: contacts waiting for real-time exports (parked, up
+    to ``--max-parked``, 10,000 by default) keep what their other parts fetched until their
+    exports are in; at 256 KiB each that is gigabytes, far above a pod's memory limit. Past
+    ``limit`` a contact's data goes to its spool folder, as a big contact's does.
+    ``take`` runs on the event loop, ``give`` in worker threads too: a lock.
+    """
+
+    __slots__ = ("_lock", "_used", "limit")
+
+    def __init__(self, limit: int = RUN_HELD_BYTES) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if self._used + size > self.limit:
+                return False
+            self._used += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self._used -= size
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +317,10 @@ class Spool:
         request: DossierRequest,
         encryptor: Encryptor | None = None,
         statement: Statement | None = None,
+        memory: HeldMemory | None = None,
     ) -> None:
         self.out_dir = out_dir
+        self.memory = memory if memory is not None else HeldMemory()
         self.request = request
         self.encryptor = encryptor
         self.statement = statement
@@ -303,7 +349,11 @@ class Spool:
     def hold(self, spool: EntrySpool, chunks: tuple[bytes, ...], rows: int) -> bool:
         """Keep data in memory if the bound allows; False when it must go to disk."""
         size = sum(len(chunk) for chunk in chunks)
-        if size and (self._folder is not None or self._held_bytes + size > MEMORY_SPOOL_BYTES):
+        if size and (
+            self._folder is not None
+            or self._held_bytes + size > MEMORY_SPOOL_BYTES
+            or not self.memory.take(size)
+        ):
             return False
         spool.held.extend(c for c in chunks if c)
         self._held_bytes += size
@@ -337,6 +387,10 @@ class Spool:
             if spool.held:
                 self._append(spool, tuple(spool.held))
                 spool.held.clear()
+        self._give_back()
+
+    def _give_back(self) -> None:
+        self.memory.give(self._held_bytes)
         self._held_bytes = 0
 
     def _append(self, spool: EntrySpool, chunks: tuple[bytes, ...]) -> None:
@@ -444,6 +498,7 @@ class Spool:
     def discard(self) -> None:
         for spool in self.entries.values():
             spool.held.clear()
+        self._give_back()
         if self._folder is not None:
             remove_quietly(self._folder)
         remove_quietly(self._zip)

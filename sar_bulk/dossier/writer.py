@@ -64,7 +64,7 @@ from sar_bulk.dossier.format import (
     interactions_entry,
     source_problem,
 )
-from sar_bulk.dossier.spool import DossierSummary, Spool, encode_rows
+from sar_bulk.dossier.spool import DossierSummary, HeldMemory, Spool, encode_rows
 from sar_bulk.errors import DossierError
 from sar_bulk.sources.base import JsonValue, Part, PartSink
 from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
@@ -73,6 +73,7 @@ __all__ = [
     "DossierRequest",
     "DossierSummary",
     "DossierWriter",
+    "HeldMemory",
     "Question",
     "Subject",
     "dossier_path",
@@ -192,9 +193,11 @@ class DossierWriter:
         now: Callable[[], datetime] = _utc_now,
         encryptor: Encryptor | None = None,
         statement: Statement | None = None,
+        memory: HeldMemory | None = None,
     ) -> None:
         # With an encryptor the finished zip becomes <contact-id>.zip.age (encryption.py).
-        self._spool = Spool(Path(out_dir), request, encryptor, statement)
+        # ``memory``: the run's bound on data held in memory (one per run; spool.HeldMemory).
+        self._spool = Spool(Path(out_dir), request, encryptor, statement, memory)
         self._now = now
         self._lock = asyncio.Lock()
         self._state = _State.OPEN

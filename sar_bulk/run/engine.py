@@ -70,6 +70,7 @@ from sar_bulk.dossier.verify import VerifyResult, file_sha256, verify_dossier
 from sar_bulk.dossier.writer import (
     DossierRequest,
     DossierWriter,
+    HeldMemory,
     Question,
     dossier_path,
     remove_leftovers,
@@ -171,6 +172,7 @@ class Engine:
         self.run_id = run_id or run_id_for(now())
         self._main: asyncio.Task[None] | None = None
         self._interrupted_by: str | None = None
+        self._held = HeldMemory()  # what all contacts hold in memory before assembly, bounded
 
     @property
     def parts(self) -> tuple[Part, ...]:
@@ -559,6 +561,7 @@ class Engine:
                 now=self._now,
                 encryptor=self.config.encryptor,
                 statement=self.config.statement,
+                memory=self._held,
             )
         except SarBulkError as exc:
             await self._record_failure(work, state, {"*": str(exc)})
