@@ -154,7 +154,9 @@ def _parser() -> argparse.ArgumentParser:
         "Dataverse org without marketing (default: realtime)",
     )
 
-    check = sub.add_parser("check", help="pre-flight: can this org and identity run the action?")
+    check = sub.add_parser(
+        "check", help="pre-flight: which sources can this org answer with each identity?"
+    )
     for name in ("org", "auth", "timeout"):
         _add_option(check, next(o for o in RUN_OPTIONS if o.name == name))
     check.add_argument("--config", type=Path, help="TOML file with settings")
@@ -344,7 +346,21 @@ def _check(args: argparse.Namespace) -> int:
     options = tuple(o for o in RUN_OPTIONS if o.name in ("org", "auth", "timeout"))
     settings = _settings(args, options)
     _start_logging({"log_level": "warning"})
-    return asyncio.run(run_check(settings, os.environ, out=sys.stdout))
+    identities = settings.get("identities") or ()
+    if not identities:
+        return asyncio.run(run_check(settings, os.environ, out=sys.stdout))
+    from sar_bulk.run.identities import identity_environ
+
+    # Each [[identities]] table on its own, as the run would use it: a run drops a refused
+    # identity and goes on, so one bad identity must show here before the nightly job.
+    codes = []
+    for spec in identities:
+        print(f"identity {spec.name} ({spec.auth.value}):", flush=True)
+        environ = identity_environ(spec, os.environ)
+        codes.append(
+            asyncio.run(run_check({**settings, "auth": spec.auth}, environ, out=sys.stdout))
+        )
+    return max(codes)
 
 
 def _demo(args: argparse.Namespace) -> int:

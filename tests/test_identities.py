@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -334,3 +335,29 @@ async def test_the_command_runs_a_pool_with_metrics_per_identity(tmp_path: Path)
     assert missing.code == ExitCode.USAGE, missing.explain()
     assert "identity 'b'" in missing.stderr
     assert "TOKEN_B" in missing.stderr
+
+
+def _identity_blocks(stdout: str) -> list[str]:
+    """What ``check`` printed under each ``identity NAME (KIND):`` line."""
+    return re.split(r"^identity ", stdout, flags=re.MULTILINE)[1:]
+
+
+async def test_check_probes_every_identity_and_fails_for_a_refused_one(tmp_path: Path) -> None:
+    config = tmp_path / "pool.toml"
+    config.write_text(TWO, encoding="utf-8")
+    async with Simulator(SimulatorConfig(seed=5, org_kind="realtime")) as sim:
+        args = ["check", "--org", sim.base_url, "--config", str(config)]
+        both = await run_cli(args, env=cli_env(TOKEN_A="sim-a.1", TOKEN_B="sim-b.1"))
+        one = await run_cli(args, env=cli_env(TOKEN_A="sim-a.1", TOKEN_B="bad-CANARY.1"))
+        unset = await run_cli(args, env=cli_env(TOKEN_A="sim-a.1"))
+    assert both.code == ExitCode.OK, both.explain()
+    blocks = _identity_blocks(both.stdout)
+    assert [b.splitlines()[0] for b in blocks] == ["a (static-token):", "b (static-token):"]
+    assert all(": ready: " in b and "realtime: available" in b for b in blocks)
+    assert one.code == ExitCode.REFUSED, one.explain()
+    a, b = _identity_blocks(one.stdout)
+    assert ": ready: " in a
+    assert "token-refused" in b
+    assert "CANARY" not in one.stdout + one.stderr
+    assert unset.code == ExitCode.USAGE, unset.explain()
+    assert "TOKEN_B" in unset.stderr
