@@ -47,7 +47,7 @@ __all__ = ["READY_BACKLOG", "Scope", "Slots", "Waiter", "Window"]
 _T = TypeVar("_T")
 
 READY_BACKLOG: Final = 512
-"""Contacts back from parking that may wait behind new contacts before they go first."""
+"""Contacts back from parking that may wait behind new contacts; past it they take turns."""
 
 
 class Waiter(enum.IntEnum):
@@ -68,10 +68,6 @@ class Window:
         self._ready_backlog = ready_backlog
         self._returned_last = False
         self._queues: dict[Waiter, deque[asyncio.Future[None]]] = {w: deque() for w in Waiter}
-
-    def waiting(self, kind: Waiter) -> int:
-        """How many wait to take a slot as ``kind`` (cancelled waiters may still count)."""
-        return len(self._queues[kind])
 
     async def acquire(self, kind: Waiter) -> None:
         if self._free > 0 and not any(self._queues.values()):
