@@ -13,6 +13,7 @@ plain text; escaping is the renderer's job (HTML escapes every one of them).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
@@ -88,11 +89,18 @@ _LABELS: Final[dict[str, str]] = {
 }
 
 
+_WORD_BREAK: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_INITIALISM: Final = re.compile(r"\b(crm|url|sms)\b", flags=re.IGNORECASE)
+
+
+# Column names repeat on every row of every contact, so each is worked out once. They are the
+# org's schema, not anyone's data, and the cache is bounded.
+@functools.lru_cache(maxsize=4096)
 def label(column: str) -> str:
     """A person's name for a column: known Dataverse names, else PascalCase split into words."""
     if column in _LABELS:
         return _LABELS[column]
-    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", column)
+    words = _WORD_BREAK.sub(" ", column)
     words = words.replace("_", " ").strip()
     if words.endswith(" Id"):
         words = words[:-3] + " id"
@@ -100,12 +108,12 @@ def label(column: str) -> str:
         return words
     text = words[:1].upper() + words[1:].lower()
     # Initialisms that PascalCase spells as words ("CreateCrmActivity...") read better in capitals.
-    return re.sub(r"\b(crm|url|sms)\b", lambda m: m.group(1).upper(), text, flags=re.IGNORECASE)
+    return _INITIALISM.sub(lambda m: m.group(1).upper(), text)
 
 
 def long_date(when: datetime) -> str:
     """``4 March 2024, 13:10 UTC``."""
-    return f"{when.day} {MONTHS[when.month - 1]} {when.year}, {when:%H:%M} UTC"
+    return f"{when.day} {MONTHS[when.month - 1]} {when.year}, {when.hour:02d}:{when.minute:02d} UTC"
 
 
 def long_day(day: date) -> str:

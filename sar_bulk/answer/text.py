@@ -35,9 +35,19 @@ def _clean(text: str) -> str:
     return "".join(" " if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in text)
 
 
+def _wrap(text: str, width: int, indent: str = "") -> list[str]:
+    """``textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)`` for
+    cleaned text, without its cost when the text fits on one line (most values do)."""
+    if len(indent) + len(text) <= width:
+        # What textwrap gives then: one line, its trailing blanks dropped, none if all blank.
+        # After _clean, " " is the only white space textwrap would split on.
+        text = text.rstrip(" ")
+        return [indent + text] if text else []
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)
+
+
 def _para(text: str, indent: str = "") -> list[str]:
-    wrapped = textwrap.wrap(_clean(text), _WIDTH, initial_indent=indent, subsequent_indent=indent)
-    return wrapped or [""]
+    return _wrap(_clean(text), _WIDTH, indent) or [""]
 
 
 def _heading(text: str, char: str = "-") -> list[str]:
@@ -49,7 +59,7 @@ def _pairs(pairs: Iterable[tuple[str, str]], indent: str = "  ") -> list[str]:
     width = min(32, max((len(k) for k, _ in pairs), default=0))
     lines: list[str] = []
     for key, value in pairs:
-        wrapped = textwrap.wrap(value, _WIDTH - width - len(indent) - 2) or [""]
+        wrapped = _wrap(value, _WIDTH - width - len(indent) - 2) or [""]
         lines.append(f"{indent}{key:<{width}}  {wrapped[0]}")
         lines += [f"{indent}{'':<{width}}  {more}" for more in wrapped[1:]]
     return lines
@@ -157,9 +167,10 @@ def _interactions(out: list[str], view: AnswerView) -> None:
         if note := wording.type_note(t.name):
             out += ["", *_para(note)]
         columns = interaction_columns(t.rows)
+        labels = [(c, label(c)) for c in columns]
         for row in t.rows[:TEXT_ROWS]:
-            fields = [(label(c), show(row.get(c))) for c in columns if show(row.get(c))]
-            out += ["", *_pairs(fields)]
+            shown = ((name, show(row.get(c))) for c, name in labels)
+            out += ["", *_pairs([(name, text) for name, text in shown if text])]
         if t.count > TEXT_ROWS:
             out += ["", f"  {t.count - min(TEXT_ROWS, len(t.rows)):,} more in {t.file}"]
 
