@@ -123,6 +123,9 @@ def long_day(day: date) -> str:
 
 def show(value: Any) -> str:
     """A JSON value as short readable text: dates spelled out, booleans as Yes/No, nesting flat."""
+    if type(value) is str:  # most values: tested first, and exactly, since bool is an int
+        when = parse_when(value) if "T" in value[:11] else None
+        return long_date(when) if when else value
     if value is None:
         return ""
     if isinstance(value, bool):
