@@ -294,3 +294,24 @@ def test_labels_are_worked_out_once_and_still_spelled_as_before() -> None:
     before = label.cache_info().hits
     assert label("EmailAddressUsed") == "Email address used"
     assert label.cache_info().hits == before + 1
+
+
+def test_interaction_columns_keep_first_seen_order_with_ids_last_over_rows_that_differ() -> None:
+    from sar_bulk.answer.fields import interaction_columns
+
+    rows = [
+        {"InteractionId": "1", "ContactId": "c", "Subject": "a", "Timestamp": "t"},
+        {"InteractionId": "2", "Subject": "b", "Timestamp": "t"},  # adds nothing
+        {"InteractionType": "EmailSent", "MessageId": "m", "Url": "u", "Subject": "c"},
+        {"Extra": 1, "Subject": "d"},
+    ]
+    assert interaction_columns(rows) == [
+        "Timestamp",
+        "Subject",
+        "Url",
+        "Extra",
+        "InteractionId",
+        "MessageId",
+    ]
+    assert interaction_columns([]) == []
+    assert interaction_columns([{"ContactId": "c", "InteractionType": "x"}]) == []

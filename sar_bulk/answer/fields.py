@@ -154,8 +154,10 @@ def interaction_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     """Columns of one type's table: Timestamp, then personal fields, then technical ids."""
     seen: dict[str, None] = {}
     for row in rows:
-        seen.update(dict.fromkeys(k for k in row if k not in _DROPPED))
-    columns = [c for c in seen if c != "Timestamp"]
+        # Rows of one type mostly share their columns: a row that adds none costs one set test.
+        if not seen.keys() >= row.keys():
+            seen.update(dict.fromkeys(row))
+    columns = [c for c in seen if c != "Timestamp" and c not in _DROPPED]
     personal = [c for c in columns if not _is_technical(c)]
     technical = [c for c in columns if _is_technical(c)]
     return (["Timestamp"] if "Timestamp" in seen else []) + personal + technical

@@ -54,12 +54,24 @@ def _heading(text: str, char: str = "-") -> list[str]:
     return ["", text, char * len(text), ""]
 
 
-def _pairs(pairs: Iterable[tuple[str, str]], indent: str = "  ") -> list[str]:
+def _pairs(
+    pairs: Iterable[tuple[str, str]],
+    indent: str = "  ",
+    wrapped_before: dict[tuple[str, int], list[str]] | None = None,
+) -> list[str]:
+    """ "key  value" lines, values wrapped beside the keys. ``wrapped_before`` (one table's)
+    keeps long values already wrapped: rows of one type often repeat them."""
     pairs = [(_clean(k), _clean(v)) for k, v in pairs]
     width = min(32, max((len(k) for k, _ in pairs), default=0))
+    room = _WIDTH - width - len(indent) - 2
     lines: list[str] = []
     for key, value in pairs:
-        wrapped = _wrap(value, _WIDTH - width - len(indent) - 2) or [""]
+        if wrapped_before is None or len(value) <= room:
+            wrapped = _wrap(value, room) or [""]
+        elif (value, room) in wrapped_before:
+            wrapped = wrapped_before[(value, room)]
+        else:
+            wrapped = wrapped_before[(value, room)] = _wrap(value, room) or [""]
         lines.append(f"{indent}{key:<{width}}  {wrapped[0]}")
         lines += [f"{indent}{'':<{width}}  {more}" for more in wrapped[1:]]
     return lines
@@ -168,9 +180,10 @@ def _interactions(out: list[str], view: AnswerView) -> None:
             out += ["", *_para(note)]
         columns = interaction_columns(t.rows)
         labels = [(c, label(c)) for c in columns]
+        wrapped: dict[tuple[str, int], list[str]] = {}  # this table's only
         for row in t.rows[:TEXT_ROWS]:
             shown = ((name, show(row.get(c))) for c, name in labels)
-            out += ["", *_pairs([(name, text) for name, text in shown if text])]
+            out += ["", *_pairs([(name, text) for name, text in shown if text], "  ", wrapped)]
         if t.count > TEXT_ROWS:
             out += ["", f"  {t.count - min(TEXT_ROWS, len(t.rows)):,} more in {t.file}"]
 
