@@ -299,7 +299,7 @@ def test_labels_are_worked_out_once_and_still_spelled_as_before() -> None:
 def test_interaction_columns_keep_first_seen_order_with_ids_last_over_rows_that_differ() -> None:
     from sar_bulk.answer.fields import interaction_columns
 
-    rows = [
+    rows: list[dict[str, object]] = [
         {"InteractionId": "1", "ContactId": "c", "Subject": "a", "Timestamp": "t"},
         {"InteractionId": "2", "Subject": "b", "Timestamp": "t"},  # adds nothing
         {"InteractionType": "EmailSent", "MessageId": "m", "Url": "u", "Subject": "c"},
