@@ -93,13 +93,24 @@ _WORD_BREAK: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]
 _INITIALISM: Final = re.compile(r"\b(crm|url|sms)\b", flags=re.IGNORECASE)
 
 
-# Column names repeat on every row of every contact, so each is worked out once. They are the
-# org's schema, not anyone's data, and the cache is bounded.
-@functools.lru_cache(maxsize=4096)
+_CACHED_NAME: Final = 100  # longest column name whose label is kept
+
+
 def label(column: str) -> str:
     """A person's name for a column: known Dataverse names, else PascalCase split into words."""
     if column in _LABELS:
         return _LABELS[column]
+    # Column names repeat on every row of every contact, so each label is worked out once. The
+    # cache is bounded in entries and, since names come from the org, in each entry's size.
+    return _cached_label(column) if len(column) <= _CACHED_NAME else _label(column)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_label(column: str) -> str:
+    return _label(column)
+
+
+def _label(column: str) -> str:
     words = _WORD_BREAK.sub(" ", column)
     words = words.replace("_", " ").strip()
     if words.endswith(" Id"):
