@@ -264,3 +264,58 @@ def test_the_text_cleaner_s_fast_path_changes_nothing(text: str) -> None:
         " " if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in text
     )
     assert _clean(text) == by_character
+
+
+@given(
+    st.text(alphabet=st.sampled_from(" \t\n-ab\u2028\u00a0\u3000é"), max_size=90),
+    st.integers(min_value=20, max_value=78),
+    st.sampled_from(["", "  ", "     "]),
+)
+def test_the_text_wrapper_s_fast_path_wraps_as_textwrap_does(
+    raw: str, width: int, indent: str
+) -> None:
+    # _wrap skips textwrap when cleaned text fits on one line: it must give what textwrap gives.
+    import textwrap
+
+    from sar_bulk.answer.text import _clean, _wrap
+
+    text = _clean(raw)
+    expected = textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)
+    assert _wrap(text, width, indent) == expected
+
+
+def test_labels_are_worked_out_once_and_still_spelled_as_before() -> None:
+    from sar_bulk.answer.fields import _cached_label, label
+
+    assert label("CreateCrmActivityContactProcessed") == "Create CRM activity contact processed"
+    assert label("EmailAddressUsed") == "Email address used"
+    assert label("CustomerJourneyId") == "Customer journey id"
+    assert label("fullname") == "Full name"
+    before = _cached_label.cache_info()
+    assert label("EmailAddressUsed") == "Email address used"
+    assert _cached_label.cache_info().hits == before.hits + 1
+    # A huge name from the org is labelled as before but never kept.
+    huge = "Huge" + "Name" * 10_000
+    assert label(huge) == "Huge" + " name" * 10_000
+    assert _cached_label.cache_info().currsize == before.currsize
+
+
+def test_interaction_columns_keep_first_seen_order_with_ids_last_over_rows_that_differ() -> None:
+    from sar_bulk.answer.fields import interaction_columns
+
+    rows: list[dict[str, object]] = [
+        {"InteractionId": "1", "ContactId": "c", "Subject": "a", "Timestamp": "t"},
+        {"InteractionId": "2", "Subject": "b", "Timestamp": "t"},  # adds nothing
+        {"InteractionType": "EmailSent", "MessageId": "m", "Url": "u", "Subject": "c"},
+        {"Extra": 1, "Subject": "d"},
+    ]
+    assert interaction_columns(rows) == [
+        "Timestamp",
+        "Subject",
+        "Url",
+        "Extra",
+        "InteractionId",
+        "MessageId",
+    ]
+    assert interaction_columns([]) == []
+    assert interaction_columns([{"ContactId": "c", "InteractionType": "x"}]) == []

@@ -13,6 +13,7 @@ plain text; escaping is the renderer's job (HTML escapes every one of them).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
@@ -88,11 +89,29 @@ _LABELS: Final[dict[str, str]] = {
 }
 
 
+_WORD_BREAK: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_INITIALISM: Final = re.compile(r"\b(crm|url|sms)\b", flags=re.IGNORECASE)
+
+
+_CACHED_NAME: Final = 100  # longest column name whose label is kept
+
+
 def label(column: str) -> str:
     """A person's name for a column: known Dataverse names, else PascalCase split into words."""
     if column in _LABELS:
         return _LABELS[column]
-    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", column)
+    # Column names repeat on every row of every contact, so each label is worked out once. The
+    # cache is bounded in entries and, since names come from the org, in each entry's size.
+    return _cached_label(column) if len(column) <= _CACHED_NAME else _label(column)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_label(column: str) -> str:
+    return _label(column)
+
+
+def _label(column: str) -> str:
+    words = _WORD_BREAK.sub(" ", column)
     words = words.replace("_", " ").strip()
     if words.endswith(" Id"):
         words = words[:-3] + " id"
@@ -100,12 +119,12 @@ def label(column: str) -> str:
         return words
     text = words[:1].upper() + words[1:].lower()
     # Initialisms that PascalCase spells as words ("CreateCrmActivity...") read better in capitals.
-    return re.sub(r"\b(crm|url|sms)\b", lambda m: m.group(1).upper(), text, flags=re.IGNORECASE)
+    return _INITIALISM.sub(lambda m: m.group(1).upper(), text)
 
 
 def long_date(when: datetime) -> str:
     """``4 March 2024, 13:10 UTC``."""
-    return f"{when.day} {MONTHS[when.month - 1]} {when.year}, {when:%H:%M} UTC"
+    return f"{when.day} {MONTHS[when.month - 1]} {when.year}, {when.hour:02d}:{when.minute:02d} UTC"
 
 
 def long_day(day: date) -> str:
@@ -115,6 +134,9 @@ def long_day(day: date) -> str:
 
 def show(value: Any) -> str:
     """A JSON value as short readable text: dates spelled out, booleans as Yes/No, nesting flat."""
+    if type(value) is str:  # most values: tested first, and exactly, since bool is an int
+        when = parse_when(value) if "T" in value[:11] else None
+        return long_date(when) if when else value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -143,8 +165,10 @@ def interaction_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     """Columns of one type's table: Timestamp, then personal fields, then technical ids."""
     seen: dict[str, None] = {}
     for row in rows:
-        seen.update(dict.fromkeys(k for k in row if k not in _DROPPED))
-    columns = [c for c in seen if c != "Timestamp"]
+        # Rows of one type mostly share their columns: a row that adds none costs one set test.
+        if not seen.keys() >= row.keys():
+            seen.update(dict.fromkeys(row))
+    columns = [c for c in seen if c != "Timestamp" and c not in _DROPPED]
     personal = [c for c in columns if not _is_technical(c)]
     technical = [c for c in columns if _is_technical(c)]
     return (["Timestamp"] if "Timestamp" in seen else []) + personal + technical

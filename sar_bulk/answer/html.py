@@ -145,15 +145,19 @@ def _table(
         f'<th scope="col"{num if n in numeric else ""}>{_e(h)}</th>' for n, h in enumerate(head)
     ]
     out.append("</tr></thead><tbody>")
+    # Each column's opening and closing tags are worked out once, not once per cell: a type's
+    # table can have 500 rows of a dozen cells.
+    tags: list[tuple[str, str]] = []
     for row in rows:
-        cells = []
-        for n, cell in enumerate(row):
+        while len(tags) < len(row):
+            n = len(tags)
             css = ' class="num"' if n in numeric else ' class="when"' if n in when else ""
-            if n == 0 and row_headers:
-                cells.append(f'<th scope="row"{css}>{_e(cell)}</th>')
-            else:
-                cells.append(f"<td{css}>{_e(cell)}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
+            header = n == 0 and row_headers
+            tags.append((f'<th scope="row"{css}>', "</th>") if header else (f"<td{css}>", "</td>"))
+        # tags can be longer than a short row: zip stops at the row's last cell.
+        pairs = zip(tags, row, strict=False)
+        cells = "".join([f"{start}{escape(str(cell))}{end}" for (start, end), cell in pairs])
+        out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table></div>")
 
 

@@ -35,21 +35,43 @@ def _clean(text: str) -> str:
     return "".join(" " if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in text)
 
 
+def _wrap(text: str, width: int, indent: str = "") -> list[str]:
+    """``textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)`` for
+    cleaned text, without its cost when the text fits on one line (most values do)."""
+    if len(indent) + len(text) <= width:
+        # What textwrap gives then: one line, its trailing blanks dropped, none if all blank.
+        # After _clean, " " is the only white space textwrap would split on.
+        text = text.rstrip(" ")
+        return [indent + text] if text else []
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)
+
+
 def _para(text: str, indent: str = "") -> list[str]:
-    wrapped = textwrap.wrap(_clean(text), _WIDTH, initial_indent=indent, subsequent_indent=indent)
-    return wrapped or [""]
+    return _wrap(_clean(text), _WIDTH, indent) or [""]
 
 
 def _heading(text: str, char: str = "-") -> list[str]:
     return ["", text, char * len(text), ""]
 
 
-def _pairs(pairs: Iterable[tuple[str, str]], indent: str = "  ") -> list[str]:
+def _pairs(
+    pairs: Iterable[tuple[str, str]],
+    indent: str = "  ",
+    wrapped_before: dict[tuple[str, int], list[str]] | None = None,
+) -> list[str]:
+    """ "key  value" lines, values wrapped beside the keys. ``wrapped_before`` (one table's)
+    keeps long values already wrapped: rows of one type often repeat them."""
     pairs = [(_clean(k), _clean(v)) for k, v in pairs]
     width = min(32, max((len(k) for k, _ in pairs), default=0))
+    room = _WIDTH - width - len(indent) - 2
     lines: list[str] = []
     for key, value in pairs:
-        wrapped = textwrap.wrap(value, _WIDTH - width - len(indent) - 2) or [""]
+        if wrapped_before is None or len(value) <= room:
+            wrapped = _wrap(value, room) or [""]
+        elif (value, room) in wrapped_before:
+            wrapped = wrapped_before[(value, room)]
+        else:
+            wrapped = wrapped_before[(value, room)] = _wrap(value, room) or [""]
         lines.append(f"{indent}{key:<{width}}  {wrapped[0]}")
         lines += [f"{indent}{'':<{width}}  {more}" for more in wrapped[1:]]
     return lines
@@ -157,9 +179,11 @@ def _interactions(out: list[str], view: AnswerView) -> None:
         if note := wording.type_note(t.name):
             out += ["", *_para(note)]
         columns = interaction_columns(t.rows)
+        labels = [(c, label(c)) for c in columns]
+        wrapped: dict[tuple[str, int], list[str]] = {}  # this table's only
         for row in t.rows[:TEXT_ROWS]:
-            fields = [(label(c), show(row.get(c))) for c in columns if show(row.get(c))]
-            out += ["", *_pairs(fields)]
+            shown = ((name, show(row.get(c))) for c, name in labels)
+            out += ["", *_pairs([(name, text) for name, text in shown if text], "  ", wrapped)]
         if t.count > TEXT_ROWS:
             out += ["", f"  {t.count - min(TEXT_ROWS, len(t.rows)):,} more in {t.file}"]
 

@@ -410,11 +410,14 @@ class Spool:
         """The dossier as README and manifest see it, and its entries in member order."""
         parts: list[PartView] = []
         members: list[EntrySpool] = []
+        # Grouped in one pass: comparing every entry with every part cost ~1,600 comparisons of
+        # Part per contact with 40 types.
+        by_part: dict[Part, list[EntrySpool]] = {}
+        for s in self.entries.values():
+            if s.written:
+                by_part.setdefault(s.part, []).append(s)
         for part in sorted(self.request.parts, key=part_order):
-            entries = sorted(
-                (s for s in self.entries.values() if s.part == part and s.written),
-                key=lambda s: s.name,
-            )
+            entries = sorted(by_part.get(part, ()), key=lambda s: s.name)
             members.extend(entries)
             views = tuple(s.view() for s in entries)
             parts.append(PartView(part, self.pages[part], views, self.notes[part]))
