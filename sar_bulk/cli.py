@@ -353,13 +353,18 @@ def _check(args: argparse.Namespace) -> int:
 
     # Each [[identities]] table on its own, as the run would use it: a run drops a refused
     # identity and goes on, so one bad identity must show here before the nightly job.
+    # A bad identity (a variable not set, a credential that cannot be built) is reported under
+    # its heading and the others are still probed.
     codes = []
     for spec in identities:
         print(f"identity {spec.name} ({spec.auth.value}):", flush=True)
-        environ = identity_environ(spec, os.environ)
-        codes.append(
-            asyncio.run(run_check({**settings, "auth": spec.auth}, environ, out=sys.stdout))
-        )
+        try:
+            environ = identity_environ(spec, os.environ)
+            checked = run_check({**settings, "auth": spec.auth}, environ, out=sys.stdout)
+            codes.append(asyncio.run(checked))
+        except (ConfigError, CredentialError) as exc:
+            print(f"  not checked: {scrub(str(exc))}", flush=True)
+            codes.append(ExitCode.USAGE if isinstance(exc, ConfigError) else ExitCode.REFUSED)
     return max(codes)
 
 

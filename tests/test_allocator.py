@@ -31,3 +31,7 @@ def test_a_setting_the_operator_made_in_the_environment_is_left_alone() -> None:
     )
     env = {"MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "65536"}
     assert _in_a_fresh_process(env) == "[]"
+
+
+def test_malloc_tunables_of_the_operator_leave_both_alone() -> None:
+    assert tune_allocator({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}) == {}

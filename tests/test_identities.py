@@ -359,5 +359,9 @@ async def test_check_probes_every_identity_and_fails_for_a_refused_one(tmp_path:
     assert ": ready: " in a
     assert "token-refused" in b
     assert "CANARY" not in one.stdout + one.stderr
+    # A variable not set: said under that identity, the other one still probed.
     assert unset.code == ExitCode.USAGE, unset.explain()
-    assert "TOKEN_B" in unset.stderr
+    a, b = _identity_blocks(unset.stdout)
+    assert ": ready: " in a
+    assert "not checked" in b
+    assert "TOKEN_B" in b

@@ -138,6 +138,13 @@ async def test_export_requests_this_run_made_are_left_out_of_earlier_requests(
     tables = sink.notes["tables"]
     assert isinstance(tables, dict)
     assert tables["msdynmkt_gdprrequest"] == 2
+    # Without the realtime part in this run, those notes are an earlier run's (the contact
+    # failed then): its requests are earlier subject requests like any other.
+    alone = DictSink()
+    async with source_deps(org) as deps:
+        scope = DictScope(CID, notes=notes, sources=frozenset({"records"}))
+        await RecordsSource(deps).fetch(scope, PART, alone)
+    assert len(alone.rows["records/msdynmkt_gdprrequest.json"]) == 4
 
 
 async def test_contact_row_and_metadata_are_fetched_once(org: ScriptedOrg) -> None:

@@ -77,6 +77,7 @@ class _BareScope:
     def __init__(self, contact_id: str) -> None:
         self.contact_id = contact_id
         self.number = 1
+        self.sources = frozenset({"interactions", "records", "realtime"})
 
     async def once(self, key: str, load: Any) -> Any:
         return await load()

@@ -167,9 +167,16 @@ async def source_deps(
 class DictScope:
     """A ``ContactScope`` over dicts: memo, durable notes, and a count of parked waits."""
 
-    def __init__(self, contact_id: str, number: int = 1, notes: dict[str, str] | None = None):
+    def __init__(
+        self,
+        contact_id: str,
+        number: int = 1,
+        notes: dict[str, str] | None = None,
+        sources: frozenset[str] = frozenset({"interactions", "records", "realtime"}),
+    ):
         self._contact_id = contact_id
         self._number = number
+        self.sources = sources
         self.notes: dict[str, str] = notes if notes is not None else {}
         self._memo: dict[str, asyncio.Task[Any]] = {}
         self.parked_now = 0

@@ -154,9 +154,11 @@ class Pacer:
     A generic cell rate algorithm: ``_next`` is when the next request is due at the steady pace;
     one may leave up to ``burst - 1`` intervals before that. A request that leaves late by less
     than an interval keeps the schedule: in any window of T s at most ``rate * T + burst + 1``
-    requests leave, and the 1 % ``pace_margin`` keeps that under the org's limit. It starts as
-    if a burst had just left, so the first window holds no more than ``rate`` times its length
-    (the reason a run told the org's exact limit used to meet a 429 in its first seconds).
+    requests leave, and the 1 % ``pace_margin`` keeps that under the org's limit (with a margin
+    of 1.0 and a rate at the org's exact limit, one request over is possible: keep the margin).
+    It starts as if a burst had just left, so the first window holds about ``rate`` times its
+    length (the reason a run told the org's exact limit used to meet a 429 in its first
+    seconds).
     """
 
     __slots__ = ("_burst", "_clock", "_interval", "_next", "_sleep")

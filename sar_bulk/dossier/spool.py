@@ -94,7 +94,7 @@ class HeldMemory:
     to ``--max-parked``, 10,000 by default) keep what their other parts fetched until their
     exports are in; at 256 KiB each that is gigabytes, far above a pod's memory limit. Past
     ``limit`` a contact's data goes to its spool folder, as a big contact's does.
-    ``take`` runs on the event loop, ``give`` in worker threads too: a lock.
+    ``take`` and ``give`` run on the event loop and in worker threads: a lock.
     """
 
     __slots__ = ("_lock", "_used", "limit")

@@ -274,6 +274,7 @@ class Engine:
         """
         config = self.config
         slots = Slots(config.window, config.max_parked)
+        sources = frozenset(source.name for source, _ in self._parts)
         lookahead = _lookahead(config.window)
         waiting: list[tuple[tuple[int, int], int, _Work]] = []
         async with asyncio.TaskGroup() as group:
@@ -299,7 +300,7 @@ class Engine:
                 work = heapq.heappop(waiting)[2]
                 number += 1
                 await slots.admit()
-                scope = Scope(work.contact_id, number, state, slots)
+                scope = Scope(work.contact_id, number, state, slots, sources)
                 group.create_task(self._contact(work, scope, state))
             self.totals.rows_read = reader.rows_read
 

@@ -150,11 +150,20 @@ class Scope:
         "_slots",
         "_state",
         "contact_id",
+        "sources",
     )
 
-    def __init__(self, contact_id: str, number: int, state: RunState, slots: Slots) -> None:
+    def __init__(
+        self,
+        contact_id: str,
+        number: int,
+        state: RunState,
+        slots: Slots,
+        sources: frozenset[str] = frozenset(),
+    ) -> None:
         """Take over the slots ``slots.admit()`` gave this contact."""
         self.contact_id = contact_id
+        self.sources = sources
         self._number = number
         self._state = state
         self._slots = slots

@@ -166,6 +166,11 @@ class ContactScope(Protocol):
         """The contact's place in the run (lower goes first where requests queue)."""
         ...
 
+    @property
+    def sources(self) -> frozenset[str]:
+        """The sources whose parts this contact gets in this run."""
+        ...
+
     async def once(self, key: str, load: Callable[[], Awaitable[_T]]) -> _T:
         """``load()`` at most once per contact and key; every caller gets its result or error."""
         ...

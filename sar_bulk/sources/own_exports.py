@@ -10,10 +10,12 @@ Why the ``records`` part asks: its earlier subject requests are the ``msdynmkt_g
 rows with the contact's e-mail or phone as input, and the export requests this run makes are
 rows of that table too. Whether ``records`` saw them depended on which part asked first, so the
 same contact could get two different dossiers. ``records`` now leaves out the rows this run
-made (they are in the dossier as the real-time export, with their ids) and counts them in its
-notes. The note is written before the POST, so a row that exists has its note: read after the
-row was seen, it names the row (``pending:<name>``) or its id (``id:<guid>``). Requests an
-earlier run made stay in: they are earlier subject requests.
+made (they are in the dossier as the real-time export, with their ids), and only when the
+realtime part runs for the contact. The note is written before the POST, so a row that exists
+has its note: read after the row was seen, it names the row (``pending:<name>``) or its id
+(``id:<guid>``). Requests an earlier run made stay in: they are earlier subject requests.
+Left as it is: a contact sharing an e-mail or phone with another contact of the same run may see
+that contact's new export request among its earlier ones, depending on timing.
 """
 
 from __future__ import annotations

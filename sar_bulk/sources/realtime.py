@@ -85,7 +85,8 @@ __all__ = [
 DEFAULT_MAX_FILE_BYTES: Final = 1024 * 1024 * 1024
 _ENTITY_ID: Final = re.compile(r"\(([0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})\)$")
 # Added to a contact's number (its place in the queue for the identity's requests, lowest
-# first) for its downloads: every export request made early completes while the run does other
+# first) for its downloads, which so wait behind every other request of every contact (rows,
+# creates, pages, polls): every export request made early completes while the run does other
 # work, so a run whose downloads went first made its last exports near its end, then idled for
 # a whole export's processing time (``scripts/bench.py --only 7``: 1.26 times the ideal).
 _DOWNLOADS_AFTER: Final = 1 << 48
@@ -186,7 +187,7 @@ class RealtimeSource:
         schema = await self._load_schema(api, context)
         ids = [await self._request(api, scope, schema, n, item) for n, item in enumerate(found, 1)]
         rows = await self._wait_all(scope, context, ids)
-        # Downloads queue for the identity's requests behind every contact's creates (see
+        # Downloads queue for the identity's requests behind every other request (see
         # ``_DOWNLOADS_AFTER``), among themselves in contact order.
         api = self._web_api(context, pair.queued_as(_DOWNLOADS_AFTER + scope.number))
         exports: list[JsonValue] = []

@@ -299,7 +299,11 @@ class RecordsSource:
         filters = [any_equal(schema.input_column, values)] if values else []
 
         async def earlier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            if not any(_named_like_ours(row, schema.name_column) for row in rows):
+            # Only a run with the realtime part has its export requests in the dossier; notes
+            # an earlier run left (a contact that failed then) name earlier requests.
+            if "realtime" not in scope.sources or not any(
+                _named_like_ours(row, schema.name_column) for row in rows
+            ):
                 return rows
             # Read after the rows were seen: a row this run made was noted before it existed.
             mine = await own_requests(scope, ((item.kind, item.value) for item in found))
