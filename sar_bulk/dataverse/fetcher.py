@@ -155,10 +155,10 @@ class PairFetcher:
 
     __slots__ = ("_owner", "_priority", "budget")
 
-    def __init__(self, owner: Fetcher, priority: int) -> None:
+    def __init__(self, owner: Fetcher, priority: int, budget: WaitBudget | None = None) -> None:
         self._owner = owner
         self._priority = priority
-        self.budget: WaitBudget = owner.policy.new_budget()
+        self.budget: WaitBudget = budget if budget is not None else owner.policy.new_budget()
 
     @property
     def waited(self) -> float:
@@ -167,11 +167,7 @@ class PairFetcher:
 
     def queued_as(self, priority: int) -> PairFetcher:
         """The same (contact, part) and wait budget, queued for the identity as ``priority``."""
-        other = PairFetcher.__new__(PairFetcher)
-        other._owner = self._owner
-        other._priority = priority
-        other.budget = self.budget
-        return other
+        return PairFetcher(self._owner, priority, self.budget)
 
     async def fetch(self, query: Query, skip_token: str | None, number: int) -> Page:
         """One page of the action (a ``PageFetcher`` for ``DataverseClient.pages``)."""
