@@ -149,14 +149,23 @@ class DataverseClient:
         self._max_pages = max_pages
         self._now = now
 
-    async def fetch_page(self, query: Query, skip_token: str | None, number: int) -> Page:
-        """Fetch one page (a 401 gets one fresh token, then fails)."""
-        context = query.context(number)
+    async def fetch_page(
+        self,
+        query: Query,
+        skip_token: str | None,
+        number: int,
+        *,
+        context: RequestContext | None = None,
+    ) -> Page:
+        """Fetch one page (a 401 gets one fresh token, then fails); ``context`` names it
+        (``query.context(number)`` unless the caller already made it)."""
+        if context is None:
+            context = query.context(number)
         body = orjson.dumps(query.body(skip_token))
         answer = await self.http.send(context, "POST", self._url, body=body, headers=_JSON_BODY)
         if answer.status != 200:
             raise classify_error(context, answer.status, answer.headers, answer.body, self._now())
-        interactions, next_token = decode_page(query, answer.body, number)
+        interactions, next_token = decode_page(query, answer.body, number, context=context)
         return Page(number, interactions, next_token, dop_hint(answer.headers))
 
     async def pages(self, query: Query, *, fetch: PageFetcher | None = None) -> AsyncIterator[Page]:
@@ -208,7 +217,7 @@ def _count_repeats(interactions: list[dict[str, Any]], seen: set[bytes]) -> int:
 
 
 def decode_page(
-    query: Query, raw: bytes, number: int = 1
+    query: Query, raw: bytes, number: int = 1, *, context: RequestContext | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Decode a 200 answer to ``query``: the body, then the JSON array held in its ``Data``.
 
@@ -224,9 +233,11 @@ def decode_page(
 
     Values are decoded exactly (``jsonexact``). An interaction whose ``ContactId`` or
     ``InteractionType`` is not the one asked for raises ``ForeignData``; a skip token over
-    ``MAX_SKIP_TOKEN`` characters raises ``OverLimit``.
+    ``MAX_SKIP_TOKEN`` characters raises ``OverLimit``. ``context`` names the page in errors
+    (``query.context(number)`` when not given).
     """
-    context = query.context(number)
+    if context is None:
+        context = query.context(number)
 
     def malformed(why: str) -> MalformedResponse:
         return MalformedResponse(context, why, status=200)

@@ -172,10 +172,11 @@ class PairFetcher:
     async def fetch(self, query: Query, skip_token: str | None, number: int) -> Page:
         """One page of the action (a ``PageFetcher`` for ``DataverseClient.pages``)."""
         client = self._owner.client
+        context = query.context(number)
         return await self.call(
-            lambda: client.fetch_page(query, skip_token, number),
-            hint=lambda page: page.dop_hint,
-            context=query.context(number),
+            lambda: client.fetch_page(query, skip_token, number, context=context),
+            hint=_page_hint,
+            context=context,
         )
 
     async def call(
@@ -197,9 +198,12 @@ class PairFetcher:
         failures = 0
         while True:
             try:
-                async with throttle.slot(self._priority, budget=budget, context=context):
+                await throttle.enter(self._priority, budget=budget, context=context)
+                try:
                     stats.requests += 1
                     result = await attempt()
+                finally:
+                    throttle.leave()
             except RetryBudgetSpent:
                 raise  # the wait at the gate would exceed the budget: final
             except DataverseError as error:
@@ -240,6 +244,10 @@ class PairFetcher:
             watch.connect_failed(error)  # may raise NoConnection: the run stops
         elif error.status is not None:
             watch.answered()  # the org answered, even if with an error
+
+
+def _page_hint(page: Page) -> int | None:
+    return page.dop_hint
 
 
 def _retry_line(error: DataverseError, *, reason: str, wait: float, failures: int) -> None:

@@ -25,7 +25,6 @@ identity's throttle and retry policy.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -104,7 +103,15 @@ def create_session(timeouts: Timeouts, *, pool_size: int = 64) -> aiohttp.Client
 class OrgHttp:
     """Sends requests to one org with one identity's tokens."""
 
-    __slots__ = ("_session", "_timeouts", "_tokens", "dop_hint", "max_answer_bytes", "org")
+    __slots__ = (
+        "_client_timeout",
+        "_session",
+        "_timeouts",
+        "_tokens",
+        "dop_hint",
+        "max_answer_bytes",
+        "org",
+    )
 
     def __init__(
         self,
@@ -122,7 +129,13 @@ class OrgHttp:
         # The org's latest x-ms-dop-hint, from any answer: every source's requests share it.
         self.dop_hint: int | None = None
         self._tokens = tokens
-        self._timeouts = timeouts or Timeouts()
+        self._timeouts = timeouts = timeouts or Timeouts()
+        # aiohttp's own total limit covers the whole exchange, body included (its reads wait
+        # under the same timer), with one timer per request: cheaper than asyncio.timeout
+        # around the call plus a read timeout rescheduled on every chunk.
+        self._client_timeout = aiohttp.ClientTimeout(
+            total=timeouts.request, sock_connect=timeouts.connect
+        )
         self.max_answer_bytes = max_answer_bytes
 
     async def send(
@@ -163,12 +176,14 @@ class OrgHttp:
         # Exceptions are re-raised "from None": aiohttp's own ones can carry the request's
         # headers (and so the token) in their repr and would leak it into tracebacks.
         try:
-            async with (
-                asyncio.timeout(limit),
-                self._session.request(
-                    method, url, data=body, headers=headers, allow_redirects=False
-                ) as response,
-            ):
+            async with self._session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._client_timeout,
+            ) as response:
                 if 300 <= response.status < 400:
                     raise _redirected(context, response)
                 raw = await self._read_capped(context, response)
@@ -204,6 +219,10 @@ class OrgHttp:
         announced = response.content_length
         if announced is not None and announced > cap:
             raise _over_cap(context, response.status, f"announces {announced} bytes", cap)
+        if announced is not None and "Content-Encoding" not in response.headers:
+            # Nothing to inflate, and aiohttp reads no further than Content-Length (a shorter
+            # body raises ClientPayloadError): the announced size is the size. The common case.
+            return await response.read()
         body = bytearray()
         # iter_chunked yields decompressed data, and aiohttp inflates in bounded steps, so
         # a gzip bomb is stopped after about one chunk past the cap.

@@ -85,11 +85,14 @@ _SIGNAL_EXIT = {"SIGINT": ExitCode.SIGINT, "SIGTERM": ExitCode.SIGTERM}
 class RedactingTokenProvider(TokenProvider):
     """A ``TokenProvider`` that tells the process's redactor every token it hands out."""
 
-    __slots__ = ()
+    __slots__ = ("_told",)
 
     async def token(self) -> str:
         value = await super().token()
-        REDACTOR.add(value)
+        # Asked for every request: tell the redactor only what it has not heard from us yet.
+        if value is not getattr(self, "_told", None):
+            REDACTOR.add(value)
+            self._told = value
         return value
 
     async def refresh_after_rejection(self, rejected: str) -> str:
