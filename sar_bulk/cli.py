@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sar_bulk._version import __version__
-from sar_bulk.allocator import tune_allocator
+from sar_bulk.allocator import tune_allocator, tune_collector
 from sar_bulk.config import RUN_OPTIONS, Option, RunConfig, resolve
 from sar_bulk.dataverse.auth import AuthKind, build_credential
 from sar_bulk.errors import ConfigError, CredentialError, InputError, SarBulkError
@@ -82,6 +82,7 @@ _SIMULATOR_HELP: dict[str, str] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     tune_allocator()  # before any worker thread exists: see sar_bulk.allocator
+    tune_collector()  # the modules are imported: their objects leave the collector's walks
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
