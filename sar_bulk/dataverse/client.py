@@ -37,6 +37,7 @@ import orjson
 
 from sar_bulk.dataverse import jsonexact
 from sar_bulk.dataverse.http import OrgHttp, dop_hint
+from sar_bulk.dataverse.idset import DigestSet
 from sar_bulk.errors import (
     ActionMissing,
     AuthRejected,
@@ -81,8 +82,8 @@ MAX_SKIP_TOKEN: Final = 64 * 1024
 # 404 "Resource not found for the segment '...'": the URL's segment (action, table) is unknown.
 SEGMENT_MISSING_CODE: Final = "0x80060888"
 _SEGMENT_MESSAGE: Final = "resource not found for the segment"
-# Repeated InteractionIds are counted by 8-byte digest, for at most this many ids per
-# (contact, type) (~100 MB); past it, new ids are no longer remembered.
+# Repeated InteractionIds are counted by 8-byte digest (about 8 bytes each in a DigestSet),
+# for at most this many ids per (contact, type) (~8 MB); past it, new ids are not remembered.
 _MAX_TRACKED_IDS: Final = 1_000_000
 
 
@@ -177,7 +178,7 @@ class DataverseClient:
         """
         fetch_one = fetch or self.fetch_page
         seen_tokens: set[bytes] = set()
-        seen_ids: set[bytes] = set()
+        seen_ids = DigestSet()
         token: str | None = None
         number = 1
         while True:
@@ -201,7 +202,7 @@ class DataverseClient:
             number += 1
 
 
-def _count_repeats(interactions: list[dict[str, Any]], seen: set[bytes]) -> int:
+def _count_repeats(interactions: list[dict[str, Any]], seen: DigestSet) -> int:
     """How many InteractionIds of this page are already in ``seen``; adds the new ones."""
     repeats = 0
     for item in interactions:
@@ -209,10 +210,11 @@ def _count_repeats(interactions: list[dict[str, Any]], seen: set[bytes]) -> int:
         if not isinstance(ident, str):
             continue
         digest = hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-        if digest in seen:
+        value = int.from_bytes(digest, "little")
+        if value in seen:
             repeats += 1
         elif len(seen) < _MAX_TRACKED_IDS:
-            seen.add(digest)
+            seen.add(value)
     return repeats
 
 
