@@ -337,3 +337,20 @@ class OutputError(DossierError):
 
 class OutputUnreachable(OutputError):
     """No answer from the blob store at all (connection refused, no DNS answer, timeouts)."""
+
+
+class OutputGone(RunStopper):
+    """Dossier after dossier found no answer from the blob store: the run stops (exit 3).
+
+    A ``RunStopper`` and not an ``OutputError``: one contact's failed upload fails that contact,
+    but a store that stays silent would fail every contact after its data was fetched, spending
+    the identities' request limits for nothing.
+    """
+
+    advice = (
+        "check that the storage account is reachable (network, firewall, emulator running), "
+        "then rerun: published dossiers are kept and the others are fetched again"
+    )
+
+    def _message(self) -> str:
+        return f"{self.detail}; {self.advice}"

@@ -1,8 +1,9 @@
 """``sar-bulk run --out <container URL>`` as a real process against the simulator and Azurite.
 
 A whole run publishes exact dossiers and the report; a resume checks blob properties and asks
-the org for nothing; an edited blob is fetched again; Azurite stopped mid-run fails contacts
-with a clear reason and a resume after it is back completes; ``verify`` reads the container.
+the org for nothing; an edited blob is fetched again; Azurite stopped mid-run fails the
+contacts whose uploads met it with a clear reason, then stops the run, and a resume after it is
+back completes; ``verify`` reads the container.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ async def _download_bytes(azurite: Azurite, name: str) -> bytes:
         return await downloader.readall()
 
 
-async def test_azurite_stopped_mid_run_fails_contacts_and_a_resume_completes(
+async def test_azurite_stopped_mid_run_stops_the_run_and_a_resume_completes(
     azurite: Azurite, tmp_path: Path
 ) -> None:
     ids = contact_ids(40, 22)
@@ -213,11 +214,16 @@ async def test_azurite_stopped_mid_run_fails_contacts_and_a_resume_completes(
                 process.kill()
                 await process.wait()
         output = log.read_text()
-        assert code == 1, output
+        # Five uploads in a row without an answer stop the run (exit 3) instead of fetching
+        # every remaining contact from the org only to fail it at its upload.
+        assert code == 3, output
+        stopped = f"run stopped: 5 dossiers in a row could not be published to container {url}"
+        assert stopped in output, output
         report = _report(work)
+        assert str(report["stopped_by"]).startswith(stopped.removeprefix("run stopped: "))
         failed = report["failed_contacts"]
         assert isinstance(failed, list)
-        assert failed, output
+        assert 1 <= len(failed) <= 4, output  # the silent uploads before the fifth
         reason = failed[0]["reasons"]["*"]
         assert reason.startswith("publishing the dossier failed:"), reason
         assert f"in container {url}" in reason

@@ -18,6 +18,10 @@ the commit, and the commit is atomic. A new name is committed with ``If-None-Mat
 existing blob is never overwritten unless the caller says it replaces it. After the commit the
 blob's properties are read back and compared (etag, size, MD5, sha256).
 
+A store that stops answering stops the run (``breaker.py``): five uploads in a row that got no
+answer, each after the client's own retries, raise ``OutputGone`` (exit 3) rather than letting
+every later contact be fetched from the org only to fail at its upload.
+
 Credentials, first match wins: ``AZURE_STORAGE_CONNECTION_STRING`` (its AccountKey or
 SharedAccessSignature; its account must be the URL's), ``AZURE_STORAGE_SAS_TOKEN``, else the
 run's ``--auth`` kind through azure-identity (scope ``https://storage.azure.com/.default``; the
@@ -63,6 +67,7 @@ from azure.storage.blob.aio import ContainerClient, ExponentialRetry
 from sar_bulk.dataverse.auth import AuthKind, build_credential
 from sar_bulk.dossier.format import SCHEMA as DOSSIER_SCHEMA
 from sar_bulk.errors import ConfigError, OutputError, OutputUnreachable
+from sar_bulk.output.breaker import OutputBreaker
 from sar_bulk.output.target import Published, check_name
 from sar_bulk.output.url import (
     _DEV_ACCOUNT,
@@ -177,6 +182,7 @@ class BlobTarget:
         retries: int = 3,
         backoff: float = 2.0,
         timeout: float = 60.0,
+        breaker_failures: int = 5,
     ) -> None:
         if not 1 <= chunk_size <= 100 << 20:
             raise ValueError("chunk_size must be 1 byte to 100 MiB")
@@ -184,6 +190,8 @@ class BlobTarget:
         self._chunk = chunk_size
         self._credential = credential
         self._uploads = asyncio.Semaphore(_UPLOADS)
+        # Uploads in a row that got no answer: past ``breaker_failures`` the run stops.
+        self._breaker = OutputBreaker(breaker_failures)
         # The SDK retries what its policy calls retryable (timeouts, 500/503, dropped
         # connections, refused connects); our policy only sets how long it waits.
         self._client = ContainerClient(
@@ -246,9 +254,14 @@ class BlobTarget:
     ) -> Published:
         key = self._key(name)
         async with self._uploads:
-            published = await self._upload(
-                Path(staged), key, name, ("application/zip", DOSSIER_SCHEMA), sha256, replace
-            )
+            try:
+                published = await self._upload(
+                    Path(staged), key, name, ("application/zip", DOSSIER_SCHEMA), sha256, replace
+                )
+            except OutputUnreachable as exc:
+                self._breaker.unreachable(exc, f"container {self.url.text}")  # may stop the run
+                raise
+        self._breaker.answered()
         await asyncio.to_thread(Path(staged).unlink, missing_ok=True)
         return published
 

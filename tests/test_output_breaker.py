@@ -1,0 +1,43 @@
+"""``OutputBreaker``: uploads without an answer in a row stop the run; one that works resets."""
+
+from __future__ import annotations
+
+import pytest
+
+from sar_bulk.errors import OutputGone, OutputUnreachable, RunStopper
+from sar_bulk.output.breaker import OutputBreaker
+
+WHERE = "container http://127.0.0.1:10000/devstoreaccount1/sar/nightly"
+
+
+def _silent(n: int) -> OutputUnreachable:
+    return OutputUnreachable(f"uploading contact-{n}.zip failed: no answer from the blob store")
+
+
+def test_the_fifth_silent_upload_in_a_row_stops_the_run() -> None:
+    breaker = OutputBreaker(failures=5)
+    for n in range(4):
+        breaker.unreachable(_silent(n), WHERE)
+    with pytest.raises(OutputGone) as stopped:
+        breaker.unreachable(_silent(4), WHERE)
+    error = stopped.value
+    assert isinstance(error, RunStopper)
+    assert not isinstance(error, OutputUnreachable)  # the engine must not take it for one contact
+    assert str(error).startswith(f"5 dossiers in a row could not be published to {WHERE}")
+    assert "contact-4.zip" in str(error)
+    assert "then rerun" in str(error)
+    assert isinstance(error.__cause__, OutputUnreachable)
+
+
+def test_an_upload_that_works_starts_the_count_again() -> None:
+    breaker = OutputBreaker(failures=3)
+    for round_ in range(5):
+        breaker.unreachable(_silent(2 * round_), WHERE)
+        breaker.unreachable(_silent(2 * round_ + 1), WHERE)
+        breaker.answered()
+    assert breaker.count == 0
+
+
+def test_failures_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        OutputBreaker(0)
