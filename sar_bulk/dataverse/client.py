@@ -211,10 +211,10 @@ def _count_repeats(interactions: list[dict[str, Any]], seen: DigestSet) -> int:
             continue
         digest = hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=8).digest()
         value = int.from_bytes(digest, "little")
-        if value in seen:
+        if len(seen) < _MAX_TRACKED_IDS:
+            repeats += not seen.add(value)  # one lookup: add says whether it was new
+        elif value in seen:
             repeats += 1
-        elif len(seen) < _MAX_TRACKED_IDS:
-            seen.add(value)
     return repeats
 
 
