@@ -16,6 +16,7 @@ The zip is written as a stream through ``_HashingStream``, so its sha256 comes f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -182,6 +183,16 @@ def _dumps_exact(obj: Mapping[str, Any]) -> bytes:
     """The standard library's compact JSON, for integers beyond 64 bits (orjson refuses them)."""
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return text.encode("utf-8")
+
+
+@functools.lru_cache(maxsize=16)
+def _in_part_order(parts: tuple[Part, ...]) -> tuple[Part, ...]:
+    """A request's parts in member order; the engine gives every contact the same tuple."""
+    return tuple(sorted(parts, key=part_order))
+
+
+def _by_name(spool: EntrySpool) -> str:
+    return spool.name
 
 
 def _copy_entry(source: IO[bytes], target: IO[bytes]) -> None:
@@ -416,11 +427,17 @@ class Spool:
         for s in self.entries.values():
             if s.written:
                 by_part.setdefault(s.part, []).append(s)
-        for part in sorted(self.request.parts, key=part_order):
-            entries = sorted(by_part.get(part, ()), key=lambda s: s.name)
+        pages, notes = self.pages, self.notes
+        for part in _in_part_order(self.request.parts):
+            entries = by_part.get(part)
+            if entries is None:
+                parts.append(PartView(part, pages[part], (), notes[part]))
+                continue
+            if len(entries) > 1:
+                entries.sort(key=_by_name)
             members.extend(entries)
             views = tuple(s.view() for s in entries)
-            parts.append(PartView(part, self.pages[part], views, self.notes[part]))
+            parts.append(PartView(part, pages[part], views, notes[part]))
         request = self.request
         view = DossierView(request.contact_id, generated_at, request.question, tuple(parts))
         return view, members
@@ -471,9 +488,9 @@ class Spool:
         return DossierSummary(
             path=final,
             contact_id=request.contact_id,
-            total_interactions=view.total_interactions,
+            total_interactions=manifest["total_interactions"],
             total_rows=manifest["total_rows"],
-            counts={p.part.key: p.rows for p in view.parts},
+            counts={p["key"]: p["rows"] for s in manifest["sources"] for p in s["parts"]},
             zip_bytes=size,
             sha256=sha256,
             inner_sha256=inner_sha256,
