@@ -932,6 +932,28 @@ def test_a_malformed_parts_request_is_refused(
         DossierRequest(CONTACT, parts, question)
 
 
+def test_parts_checked_once_are_still_checked_for_other_parts_and_questions() -> None:
+    # The check is skipped only for the very parts and question found valid before.
+    parts = (Part("interactions", "EmailSent"), RECORDS)
+    question = Question(ORG, ("interactions", "records"), ("EmailSent",))
+    DossierRequest(CONTACT, parts, question)
+    DossierRequest(CONTACT, parts, question)  # the same pair again: valid, as before
+    with pytest.raises(DossierError, match="twice"):
+        DossierRequest(CONTACT, (*parts, RECORDS), question)
+    with pytest.raises(DossierError, match="asks realtime but no part"):
+        DossierRequest(
+            CONTACT, parts, Question(ORG, (*question.sources, "realtime"), ("EmailSent",))
+        )
+    with pytest.raises(DossierError, match="canonical"):
+        DossierRequest(CONTACT.upper(), parts, question)  # the contact is checked every time
+    # A list of parts is never taken as checked: it could change after the check.
+    listed: Any = [Part("interactions", "EmailSent"), RECORDS]
+    DossierRequest(CONTACT, listed, question)
+    listed.append(RECORDS)
+    with pytest.raises(DossierError, match="twice"):
+        DossierRequest(CONTACT, listed, question)
+
+
 async def test_the_readme_names_what_a_subset_question_did_not_search(tmp_path: Path) -> None:
     request = _parts_request(T.EmailSent, sources=("interactions", "records"))
     async with DossierWriter(tmp_path, request, now=_at) as writer:

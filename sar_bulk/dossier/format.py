@@ -125,6 +125,8 @@ _SEGMENT: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 _SOURCE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 _WIRE_DATE: Final = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
 _TYPE_INDEX: Final = {t.value: i for i, t in enumerate(ALL_TYPES)}
+# Each type's member name, looked up once per entry (building it goes through the enum).
+_TYPE_ENTRY: Final = {t.value: f"{INTERACTIONS}/{t.value}.json" for t in ALL_TYPES}
 
 
 class PartLike(Protocol):
@@ -293,10 +295,11 @@ def entry_problem(part: PartLike, entry: str, kind: Kind) -> str | None:
     its folder, hide (leading dot) or collide with README.txt or manifest.json.
     """
     if part.source == INTERACTIONS:
-        if part.name not in _TYPE_INDEX:
+        expected = _TYPE_ENTRY.get(part.name)
+        if expected is None:
             return f"part {part.key} names no interaction type"
-        if kind != "rows" or entry != interactions_entry(part.name):
-            return f"part {part.key} writes only rows to {interactions_entry(part.name)}"
+        if kind != "rows" or entry != expected:
+            return f"part {part.key} writes only rows to {expected}"
         return None
     segments = entry.split("/")
     if segments[0] != part.source or not 2 <= len(segments) <= 3:

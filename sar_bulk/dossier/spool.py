@@ -287,8 +287,9 @@ class EntrySpool:
         self.data_bytes = 0
         self.file: Path | None = None
         self.held: list[bytes] = []
-        # Hash and CRC of the entry as it will be: opening now, closing at the end.
-        self.sha = hashlib.sha256(self.open)
+        # Hash and CRC of the entry as it will be: opening now, closing at the end. The hash
+        # is started by the first data: most entries of a contact never get any.
+        self.sha: hashlib._Hash | None = None
         self.crc = zlib.crc32(self.open)
 
     @property
@@ -305,15 +306,21 @@ class EntrySpool:
         joined = self.separator.join(lines)
         return (self.separator, joined) if self.rows else (joined,)
 
+    def _hash(self) -> hashlib._Hash:
+        if self.sha is None:
+            self.sha = hashlib.sha256(self.open)
+        return self.sha
+
     def account(self, chunks: tuple[bytes, ...], rows: int) -> None:
+        sha = self._hash()
         for chunk in chunks:
-            self.sha.update(chunk)
+            sha.update(chunk)
             self.crc = zlib.crc32(chunk, self.crc)
             self.data_bytes += len(chunk)
         self.rows += rows
 
     def view(self) -> EntryView:
-        sha = self.sha.copy()
+        sha = self._hash().copy()
         sha.update(self.close)
         rows = self.kind == "rows"
         return EntryView(

@@ -91,6 +91,37 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# The parts and question last found valid (one pair; replaced, never grown).
+_CHECKED: list[tuple[tuple[Part, ...], Question]] = []
+
+
+def _check_parts(parts: tuple[Part, ...], question: Question) -> None:
+    """Do ``parts`` answer ``question`` exactly, each a valid part? (``DossierError`` if not)"""
+    if not parts:
+        raise DossierError("a dossier needs at least one part")
+    if not all(isinstance(p, Part) for p in parts):
+        raise DossierError("parts must be Part values")
+    if len(set(parts)) != len(parts):
+        raise DossierError("parts lists a part twice")
+    for part in parts:
+        if problem := source_problem(part.source):
+            raise DossierError(problem)
+        if part.source == INTERACTIONS and part.name not in _TYPES:
+            raise DossierError(f"part {part.key} names no interaction type")
+        if part.source not in question.sources:
+            raise DossierError(f"part {part.key} is of a source the question does not ask")
+    # The manifest must answer the question exactly: verify checks the same two rules.
+    sources = {p.source for p in parts}
+    if unanswered := [s for s in question.sources if s not in sources]:
+        raise DossierError(f"the question asks {', '.join(unanswered)} but no part fetches it")
+    types = {p.name for p in parts if p.source == INTERACTIONS}
+    if INTERACTIONS in sources and types != set(question.interaction_types):
+        raise DossierError("the interactions parts are not the question's interaction types")
+    for name, value in (("date_from", question.date_from), ("date_to", question.date_to)):
+        if value is not None and not _WIRE_DATE.match(value):
+            raise DossierError(f"{name} must be sent as MM-DD-YYYY")
+
+
 @dataclass(frozen=True, slots=True)
 class DossierRequest:
     """What one contact's dossier will hold (``parts``) and what was asked (``question``)."""
@@ -102,30 +133,17 @@ class DossierRequest:
 
     def __post_init__(self) -> None:
         require_canonical(self.contact_id)
-        if not self.parts:
-            raise DossierError("a dossier needs at least one part")
-        if not all(isinstance(p, Part) for p in self.parts):
-            raise DossierError("parts must be Part values")
-        if len(set(self.parts)) != len(self.parts):
-            raise DossierError("parts lists a part twice")
-        for part in self.parts:
-            if problem := source_problem(part.source):
-                raise DossierError(problem)
-            if part.source == INTERACTIONS and part.name not in _TYPES:
-                raise DossierError(f"part {part.key} names no interaction type")
-            if part.source not in self.question.sources:
-                raise DossierError(f"part {part.key} is of a source the question does not ask")
-        question = self.question
-        # The manifest must answer the question exactly: verify checks the same two rules.
-        sources = {p.source for p in self.parts}
-        if unanswered := [s for s in question.sources if s not in sources]:
-            raise DossierError(f"the question asks {', '.join(unanswered)} but no part fetches it")
-        types = {p.name for p in self.parts if p.source == INTERACTIONS}
-        if INTERACTIONS in sources and types != set(question.interaction_types):
-            raise DossierError("the interactions parts are not the question's interaction types")
-        for name, value in (("date_from", question.date_from), ("date_to", question.date_to)):
-            if value is not None and not _WIRE_DATE.match(value):
-                raise DossierError(f"{name} must be sent as MM-DD-YYYY")
+        # The engine gives every contact the same parts and question: checked once, not per
+        # contact. Kept by identity, so only immutable values (tuples all through) are kept.
+        parts, question = self.parts, self.question
+        for checked_parts, checked_question in _CHECKED:
+            if checked_parts is parts and checked_question is question:
+                return
+        _check_parts(parts, question)
+        if type(parts) is tuple and all(
+            type(v) is tuple for v in (question.sources, question.interaction_types)
+        ):
+            _CHECKED[:] = [(parts, question)]
 
     @classmethod
     def for_interactions(
