@@ -517,13 +517,15 @@ class Spool:
         # The exact size is known, so zipfile switches to ZIP64 by itself when it is needed.
         info = member_info(spool.name, spool.entry_bytes)
         with archive.open(info, "w") as target:
-            target.write(spool.open)
             if spool.file is None:
-                target.writelines(spool.held)
+                # One write: each write is a zlib call that lets go of the GIL and a round of
+                # zipfile's bookkeeping; the copy is of held data, at most MEMORY_SPOOL_BYTES.
+                target.write(b"".join((spool.open, *spool.held, spool.close)))
             else:
+                target.write(spool.open)
                 with open(spool.file, "rb") as source:
                     _copy_entry(source, target)
-            target.write(spool.close)
+                target.write(spool.close)
         # The manifest's sha256 was taken while spooling; the CRC zipfile just computed over
         # the bytes read back must agree, or the spool changed on disk.
         if info.file_size != spool.entry_bytes or spool.entry_crc() != info.CRC:
