@@ -436,6 +436,34 @@ async def test_a_small_contact_needs_no_spool(tmp_path: Path) -> None:
     assert verify_dossier(summary.path).ok
 
 
+async def test_an_output_folder_removed_before_assembly_is_made_again(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = DossierWriter(out, _request(T.EmailSent))
+    await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)])
+    out.rmdir()  # gone between the first page and assembly (the folder is not checked first)
+    summary = await writer.complete()
+    assert verify_dossier(summary.path).ok
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
+    assert os.listdir(out) == [summary.path.name]
+
+
+async def test_an_output_folder_that_became_a_file_fails_assembly_by_name(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = DossierWriter(out, _request(T.EmailSent))
+    await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)])
+    out.rmdir()
+    out.write_text("not a folder\n")
+    with pytest.raises(DossierError, match="exists but is not a folder"):
+        await writer.complete()
+    await writer.abort()
+    assert out.read_text() == "not a folder\n"
+    assert os.listdir(tmp_path) == ["out"]
+
+
 async def test_a_rewrite_replaces_the_previous_dossier(tmp_path: Path) -> None:
     await _write(tmp_path, {T.EmailSent: [[_interaction(T.EmailSent, 1)]]})
     path = await _write(tmp_path, {T.EmailSent: [[_interaction(T.EmailSent, 2)]] * 2})

@@ -366,6 +366,7 @@ class Spool:
         self._partial = f"{PARTIAL_PREFIX}{request.contact_id}-{secrets.token_hex(4)}"
         self._folder: Path | None = None  # created when the data spills to disk
         self._zip = out_dir / f"{self._partial}.zip"
+        self._zip_gone = False
         self._held_bytes = 0
 
     def entry(self, owner: PartSpool, name: str, kind: Kind) -> EntrySpool:
@@ -462,7 +463,6 @@ class Spool:
     def assemble(self, generated_at: datetime) -> DossierSummary:
         """Build the zip under a partial name, make it durable, rename it, drop the spool."""
         request = self.request
-        ensure_folder(self.out_dir)
         view, members = self.view(format_timestamp(generated_at))
         answer = answer_files_for(
             request, members, statement=self.statement, prepared_at=generated_at
@@ -476,7 +476,14 @@ class Spool:
         )
         manifest_data = manifest_bytes(manifest)
         final = dossier_path(self.out_dir, request.contact_id)
-        fd = create_private(self._zip)
+        try:
+            fd = create_private(self._zip)
+        except (FileNotFoundError, NotADirectoryError):
+            # The output folder went away (or is not one): made again as a 0700 folder, or
+            # refused with the reason. Not looked at before every dossier: it is almost always
+            # there, and two stat calls per dossier add up.
+            ensure_folder(self.out_dir)
+            fd = create_private(self._zip)
         try:
             with open(fd, "wb", buffering=_CHUNK) as raw:
                 stream = _HashingStream(raw)
@@ -500,6 +507,7 @@ class Spool:
         except BaseException:
             remove_quietly(self._zip)
             raise
+        self._zip_gone = True  # renamed (or sealed and removed): nothing to clean up there
         fsync_folder(self.out_dir)
         self.discard()
         return DossierSummary(
@@ -540,4 +548,5 @@ class Spool:
         self._give_back()
         if self._folder is not None:
             remove_quietly(self._folder)
-        remove_quietly(self._zip)
+        if not self._zip_gone:
+            remove_quietly(self._zip)
