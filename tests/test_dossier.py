@@ -436,6 +436,34 @@ async def test_a_small_contact_needs_no_spool(tmp_path: Path) -> None:
     assert verify_dossier(summary.path).ok
 
 
+async def test_an_output_folder_removed_before_assembly_is_made_again(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = DossierWriter(out, _request(T.EmailSent))
+    await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)])
+    out.rmdir()  # gone between the first page and assembly (the folder is not checked first)
+    summary = await writer.complete()
+    assert verify_dossier(summary.path).ok
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
+    assert os.listdir(out) == [summary.path.name]
+
+
+async def test_an_output_folder_that_became_a_file_fails_assembly_by_name(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = DossierWriter(out, _request(T.EmailSent))
+    await writer.add_page(T.EmailSent, [_interaction(T.EmailSent, 1)])
+    out.rmdir()
+    out.write_text("not a folder\n")
+    with pytest.raises(DossierError, match="exists but is not a folder"):
+        await writer.complete()
+    await writer.abort()
+    assert out.read_text() == "not a folder\n"
+    assert os.listdir(tmp_path) == ["out"]
+
+
 async def test_a_rewrite_replaces_the_previous_dossier(tmp_path: Path) -> None:
     await _write(tmp_path, {T.EmailSent: [[_interaction(T.EmailSent, 1)]]})
     path = await _write(tmp_path, {T.EmailSent: [[_interaction(T.EmailSent, 2)]] * 2})
@@ -930,6 +958,28 @@ def test_a_malformed_parts_request_is_refused(
 ) -> None:
     with pytest.raises(DossierError, match=match):
         DossierRequest(CONTACT, parts, question)
+
+
+def test_parts_checked_once_are_still_checked_for_other_parts_and_questions() -> None:
+    # The check is skipped only for the very parts and question found valid before.
+    parts = (Part("interactions", "EmailSent"), RECORDS)
+    question = Question(ORG, ("interactions", "records"), ("EmailSent",))
+    DossierRequest(CONTACT, parts, question)
+    DossierRequest(CONTACT, parts, question)  # the same pair again: valid, as before
+    with pytest.raises(DossierError, match="twice"):
+        DossierRequest(CONTACT, (*parts, RECORDS), question)
+    with pytest.raises(DossierError, match="asks realtime but no part"):
+        DossierRequest(
+            CONTACT, parts, Question(ORG, (*question.sources, "realtime"), ("EmailSent",))
+        )
+    with pytest.raises(DossierError, match="canonical"):
+        DossierRequest(CONTACT.upper(), parts, question)  # the contact is checked every time
+    # A list of parts is never taken as checked: it could change after the check.
+    listed: Any = [Part("interactions", "EmailSent"), RECORDS]
+    DossierRequest(CONTACT, listed, question)
+    listed.append(RECORDS)
+    with pytest.raises(DossierError, match="twice"):
+        DossierRequest(CONTACT, listed, question)
 
 
 async def test_the_readme_names_what_a_subset_question_did_not_search(tmp_path: Path) -> None:

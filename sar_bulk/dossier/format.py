@@ -115,6 +115,7 @@ KNOWN_SOURCES: Final[Mapping[str, str]] = {
 }
 
 Kind = Literal["rows", "file"]
+_SOURCE_RANK: Final = {source: rank for rank, source in enumerate(KNOWN_SOURCES)}
 
 # The earliest time a zip header can hold; fixed so that entries do not depend on the clock.
 MEMBER_DATE_TIME: Final = (1980, 1, 1, 0, 0, 0)
@@ -124,6 +125,8 @@ _SEGMENT: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 _SOURCE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 _WIRE_DATE: Final = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
 _TYPE_INDEX: Final = {t.value: i for i, t in enumerate(ALL_TYPES)}
+# Each type's member name, looked up once per entry (building it goes through the enum).
+_TYPE_ENTRY: Final = {t.value: f"{INTERACTIONS}/{t.value}.json" for t in ALL_TYPES}
 
 
 class PartLike(Protocol):
@@ -265,8 +268,7 @@ def question_matches(found: Mapping[str, Any] | None, asked: Question) -> bool:
 
 def part_order(part: PartLike) -> tuple[int, str, int, str]:
     """Sort key of parts: known sources first, in their order; types in canonical order."""
-    known = list(KNOWN_SOURCES)
-    rank = known.index(part.source) if part.source in known else len(known)
+    rank = _SOURCE_RANK.get(part.source, len(_SOURCE_RANK))
     return (rank, part.source, _TYPE_INDEX.get(part.name, -1), part.name)
 
 
@@ -293,10 +295,11 @@ def entry_problem(part: PartLike, entry: str, kind: Kind) -> str | None:
     its folder, hide (leading dot) or collide with README.txt or manifest.json.
     """
     if part.source == INTERACTIONS:
-        if part.name not in _TYPE_INDEX:
+        expected = _TYPE_ENTRY.get(part.name)
+        if expected is None:
             return f"part {part.key} names no interaction type"
-        if kind != "rows" or entry != interactions_entry(part.name):
-            return f"part {part.key} writes only rows to {interactions_entry(part.name)}"
+        if kind != "rows" or entry != expected:
+            return f"part {part.key} writes only rows to {expected}"
         return None
     segments = entry.split("/")
     if segments[0] != part.source or not 2 <= len(segments) <= 3:
@@ -374,8 +377,14 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The manifest as a dict, keys in the documented order, parts grouped by source."""
     sources: list[dict[str, Any]] = []
+    # Each part's rows counted once here (PartView.rows sums its entries at every call).
+    total_rows = total_interactions = 0
     for part_view in view.parts:
         part = part_view.part
+        rows = part_view.rows
+        total_rows += rows
+        if part.source == INTERACTIONS:
+            total_interactions += rows
         if not sources or sources[-1]["source"] != part.source:
             sources.append({"source": part.source, "parts": []})
         sources[-1]["parts"].append(
@@ -384,7 +393,7 @@ def build_manifest(
                 "key": part.key,
                 "status": "complete",
                 "pages": part_view.pages,
-                "rows": part_view.rows,
+                "rows": rows,
                 "entries": [_entry_json(e) for e in part_view.entries],
                 "notes": dict(sorted(part_view.notes.items())),
             }
@@ -398,8 +407,8 @@ def build_manifest(
         "readme": readme.as_json(),
         "index": index.as_json(),
         "sources": sources,
-        "total_interactions": view.total_interactions,
-        "total_rows": sum(p.rows for p in view.parts),
+        "total_interactions": total_interactions,
+        "total_rows": total_rows,
     }
 
 

@@ -16,6 +16,7 @@ The zip is written as a stream through ``_HashingStream``, so its sha256 comes f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -76,6 +77,7 @@ __all__ = [
     "DossierSummary",
     "EntrySpool",
     "HeldMemory",
+    "PartSpool",
     "Spool",
     "encode_rows",
 ]
@@ -184,6 +186,16 @@ def _dumps_exact(obj: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8")
 
 
+@functools.lru_cache(maxsize=16)
+def _in_part_order(parts: tuple[Part, ...]) -> tuple[Part, ...]:
+    """A request's parts in member order; the engine gives every contact the same tuple."""
+    return tuple(sorted(parts, key=part_order))
+
+
+def _by_name(spool: EntrySpool) -> str:
+    return spool.name
+
+
 def _copy_entry(source: IO[bytes], target: IO[bytes]) -> None:
     """Stream a spool file into its zip member (a seam the tests use to interrupt assembly)."""
     shutil.copyfileobj(source, target, _CHUNK)
@@ -224,6 +236,23 @@ class _HashingStream:
         """The file is closed by its owner, after the fsync."""
 
 
+class PartSpool:
+    """One requested part of the contact so far: its pages, notes and entries.
+
+    The writer's sink of a part holds this object, so a page reaches its part's counters without
+    hashing the ``Part`` (a dataclass hashed in Python: several per page added up).
+    """
+
+    __slots__ = ("entries", "notes", "opened", "pages", "part")
+
+    def __init__(self, part: Part) -> None:
+        self.part = part
+        self.pages = 0  # add_rows calls, empty pages included
+        self.notes: dict[str, Any] = {}
+        self.opened = False  # a sink was handed out for it
+        self.entries: list[EntrySpool] = []  # in order of creation
+
+
 class EntrySpool:
     """One entry so far: held in memory or spooled to a file, with running hash and CRC."""
 
@@ -258,8 +287,9 @@ class EntrySpool:
         self.data_bytes = 0
         self.file: Path | None = None
         self.held: list[bytes] = []
-        # Hash and CRC of the entry as it will be: opening now, closing at the end.
-        self.sha = hashlib.sha256(self.open)
+        # Hash and CRC of the entry as it will be: opening now, closing at the end. The hash
+        # is started by the first data: most entries of a contact never get any.
+        self.sha: hashlib._Hash | None = None
         self.crc = zlib.crc32(self.open)
 
     @property
@@ -276,15 +306,21 @@ class EntrySpool:
         joined = self.separator.join(lines)
         return (self.separator, joined) if self.rows else (joined,)
 
+    def _hash(self) -> hashlib._Hash:
+        if self.sha is None:
+            self.sha = hashlib.sha256(self.open)
+        return self.sha
+
     def account(self, chunks: tuple[bytes, ...], rows: int) -> None:
+        sha = self._hash()
         for chunk in chunks:
-            self.sha.update(chunk)
+            sha.update(chunk)
             self.crc = zlib.crc32(chunk, self.crc)
             self.data_bytes += len(chunk)
         self.rows += rows
 
     def view(self) -> EntryView:
-        sha = self.sha.copy()
+        sha = self._hash().copy()
         sha.update(self.close)
         rows = self.kind == "rows"
         return EntryView(
@@ -325,21 +361,24 @@ class Spool:
         self.encryptor = encryptor
         self.statement = statement
         self.entries: dict[str, EntrySpool] = {}
-        self.pages: dict[Part, int] = dict.fromkeys(request.parts, 0)
-        self.notes: dict[Part, dict[str, Any]] = {p: {} for p in request.parts}
+        # In member order, so that assembly walks them without sorting.
+        self.parts: dict[Part, PartSpool] = {p: PartSpool(p) for p in _in_part_order(request.parts)}
         self._partial = f"{PARTIAL_PREFIX}{request.contact_id}-{secrets.token_hex(4)}"
         self._folder: Path | None = None  # created when the data spills to disk
         self._zip = out_dir / f"{self._partial}.zip"
+        self._zip_gone = False
         self._held_bytes = 0
 
-    def entry(self, part: Part, name: str, kind: Kind) -> EntrySpool:
+    def entry(self, owner: PartSpool, name: str, kind: Kind) -> EntrySpool:
         """The spool of ``name``, created on first use; a name belongs to one part and kind."""
         spool = self.entries.get(name)
+        part = owner.part
         if spool is None:
             if problem := entry_problem(part, name, kind):
                 raise DossierError(f"{problem} (contact {self.request.contact_id})")
             spool = self.entries[name] = EntrySpool(len(self.entries), part, name, kind)
-        elif spool.part != part or spool.kind != kind:
+            owner.entries.append(spool)
+        elif (spool.part is not part and spool.part != part) or spool.kind != kind:
             raise DossierError(
                 f"entry {name!r} of contact {self.request.contact_id} is already written by "
                 f"part {spool.part.key} as {spool.kind}"
@@ -410,17 +449,13 @@ class Spool:
         """The dossier as README and manifest see it, and its entries in member order."""
         parts: list[PartView] = []
         members: list[EntrySpool] = []
-        # Grouped in one pass: comparing every entry with every part cost ~1,600 comparisons of
-        # Part per contact with 40 types.
-        by_part: dict[Part, list[EntrySpool]] = {}
-        for s in self.entries.values():
-            if s.written:
-                by_part.setdefault(s.part, []).append(s)
-        for part in sorted(self.request.parts, key=part_order):
-            entries = sorted(by_part.get(part, ()), key=lambda s: s.name)
+        for owner in self.parts.values():
+            entries = [s for s in owner.entries if s.written]
+            if len(entries) > 1:
+                entries.sort(key=_by_name)
             members.extend(entries)
             views = tuple(s.view() for s in entries)
-            parts.append(PartView(part, self.pages[part], views, self.notes[part]))
+            parts.append(PartView(owner.part, owner.pages, views, owner.notes))
         request = self.request
         view = DossierView(request.contact_id, generated_at, request.question, tuple(parts))
         return view, members
@@ -428,7 +463,6 @@ class Spool:
     def assemble(self, generated_at: datetime) -> DossierSummary:
         """Build the zip under a partial name, make it durable, rename it, drop the spool."""
         request = self.request
-        ensure_folder(self.out_dir)
         view, members = self.view(format_timestamp(generated_at))
         answer = answer_files_for(
             request, members, statement=self.statement, prepared_at=generated_at
@@ -442,7 +476,14 @@ class Spool:
         )
         manifest_data = manifest_bytes(manifest)
         final = dossier_path(self.out_dir, request.contact_id)
-        fd = create_private(self._zip)
+        try:
+            fd = create_private(self._zip)
+        except (FileNotFoundError, NotADirectoryError):
+            # The output folder went away (or is not one): made again as a 0700 folder, or
+            # refused with the reason. Not looked at before every dossier: it is almost always
+            # there, and two stat calls per dossier add up.
+            ensure_folder(self.out_dir)
+            fd = create_private(self._zip)
         try:
             with open(fd, "wb", buffering=_CHUNK) as raw:
                 stream = _HashingStream(raw)
@@ -466,14 +507,15 @@ class Spool:
         except BaseException:
             remove_quietly(self._zip)
             raise
+        self._zip_gone = True  # renamed (or sealed and removed): nothing to clean up there
         fsync_folder(self.out_dir)
         self.discard()
         return DossierSummary(
             path=final,
             contact_id=request.contact_id,
-            total_interactions=view.total_interactions,
+            total_interactions=manifest["total_interactions"],
             total_rows=manifest["total_rows"],
-            counts={p.part.key: p.rows for p in view.parts},
+            counts={p["key"]: p["rows"] for s in manifest["sources"] for p in s["parts"]},
             zip_bytes=size,
             sha256=sha256,
             inner_sha256=inner_sha256,
@@ -483,13 +525,15 @@ class Spool:
         # The exact size is known, so zipfile switches to ZIP64 by itself when it is needed.
         info = member_info(spool.name, spool.entry_bytes)
         with archive.open(info, "w") as target:
-            target.write(spool.open)
             if spool.file is None:
-                target.writelines(spool.held)
+                # One write: each write is a zlib call that lets go of the GIL and a round of
+                # zipfile's bookkeeping; the copy is of held data, at most MEMORY_SPOOL_BYTES.
+                target.write(b"".join((spool.open, *spool.held, spool.close)))
             else:
+                target.write(spool.open)
                 with open(spool.file, "rb") as source:
                     _copy_entry(source, target)
-            target.write(spool.close)
+                target.write(spool.close)
         # The manifest's sha256 was taken while spooling; the CRC zipfile just computed over
         # the bytes read back must agree, or the spool changed on disk.
         if info.file_size != spool.entry_bytes or spool.entry_crc() != info.CRC:
@@ -504,4 +548,5 @@ class Spool:
         self._give_back()
         if self._folder is not None:
             remove_quietly(self._folder)
-        remove_quietly(self._zip)
+        if not self._zip_gone:
+            remove_quietly(self._zip)

@@ -64,7 +64,7 @@ from sar_bulk.dossier.format import (
     interactions_entry,
     source_problem,
 )
-from sar_bulk.dossier.spool import DossierSummary, HeldMemory, Spool, encode_rows
+from sar_bulk.dossier.spool import DossierSummary, HeldMemory, PartSpool, Spool, encode_rows
 from sar_bulk.errors import DossierError
 from sar_bulk.sources.base import JsonValue, Part, PartSink
 from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
@@ -91,6 +91,37 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# The parts and question last found valid (one pair; replaced, never grown).
+_CHECKED: list[tuple[tuple[Part, ...], Question]] = []
+
+
+def _check_parts(parts: tuple[Part, ...], question: Question) -> None:
+    """Do ``parts`` answer ``question`` exactly, each a valid part? (``DossierError`` if not)"""
+    if not parts:
+        raise DossierError("a dossier needs at least one part")
+    if not all(isinstance(p, Part) for p in parts):
+        raise DossierError("parts must be Part values")
+    if len(set(parts)) != len(parts):
+        raise DossierError("parts lists a part twice")
+    for part in parts:
+        if problem := source_problem(part.source):
+            raise DossierError(problem)
+        if part.source == INTERACTIONS and part.name not in _TYPES:
+            raise DossierError(f"part {part.key} names no interaction type")
+        if part.source not in question.sources:
+            raise DossierError(f"part {part.key} is of a source the question does not ask")
+    # The manifest must answer the question exactly: verify checks the same two rules.
+    sources = {p.source for p in parts}
+    if unanswered := [s for s in question.sources if s not in sources]:
+        raise DossierError(f"the question asks {', '.join(unanswered)} but no part fetches it")
+    types = {p.name for p in parts if p.source == INTERACTIONS}
+    if INTERACTIONS in sources and types != set(question.interaction_types):
+        raise DossierError("the interactions parts are not the question's interaction types")
+    for name, value in (("date_from", question.date_from), ("date_to", question.date_to)):
+        if value is not None and not _WIRE_DATE.match(value):
+            raise DossierError(f"{name} must be sent as MM-DD-YYYY")
+
+
 @dataclass(frozen=True, slots=True)
 class DossierRequest:
     """What one contact's dossier will hold (``parts``) and what was asked (``question``)."""
@@ -102,30 +133,17 @@ class DossierRequest:
 
     def __post_init__(self) -> None:
         require_canonical(self.contact_id)
-        if not self.parts:
-            raise DossierError("a dossier needs at least one part")
-        if not all(isinstance(p, Part) for p in self.parts):
-            raise DossierError("parts must be Part values")
-        if len(set(self.parts)) != len(self.parts):
-            raise DossierError("parts lists a part twice")
-        for part in self.parts:
-            if problem := source_problem(part.source):
-                raise DossierError(problem)
-            if part.source == INTERACTIONS and part.name not in _TYPES:
-                raise DossierError(f"part {part.key} names no interaction type")
-            if part.source not in self.question.sources:
-                raise DossierError(f"part {part.key} is of a source the question does not ask")
-        question = self.question
-        # The manifest must answer the question exactly: verify checks the same two rules.
-        sources = {p.source for p in self.parts}
-        if unanswered := [s for s in question.sources if s not in sources]:
-            raise DossierError(f"the question asks {', '.join(unanswered)} but no part fetches it")
-        types = {p.name for p in self.parts if p.source == INTERACTIONS}
-        if INTERACTIONS in sources and types != set(question.interaction_types):
-            raise DossierError("the interactions parts are not the question's interaction types")
-        for name, value in (("date_from", question.date_from), ("date_to", question.date_to)):
-            if value is not None and not _WIRE_DATE.match(value):
-                raise DossierError(f"{name} must be sent as MM-DD-YYYY")
+        # The engine gives every contact the same parts and question: checked once, not per
+        # contact. Kept by identity, so only immutable values (tuples all through) are kept.
+        parts, question = self.parts, self.question
+        for checked_parts, checked_question in _CHECKED:
+            if checked_parts is parts and checked_question is question:
+                return
+        _check_parts(parts, question)
+        if type(parts) is tuple and all(
+            type(v) is tuple for v in (question.sources, question.interaction_types)
+        ):
+            _CHECKED[:] = [(parts, question)]
 
     @classmethod
     def for_interactions(
@@ -161,7 +179,7 @@ class _PartSink:
 
     __slots__ = ("_part", "_writer")
 
-    def __init__(self, writer: DossierWriter, part: Part) -> None:
+    def __init__(self, writer: DossierWriter, part: PartSpool) -> None:
         self._writer = writer
         self._part = part
 
@@ -183,7 +201,7 @@ class DossierWriter:
     calls from the parts of a contact are safe.
     """
 
-    __slots__ = ("_inflight", "_lock", "_now", "_opened", "_spool", "_state", "_unrequested")
+    __slots__ = ("_inflight", "_lock", "_now", "_spool", "_state", "_unrequested")
 
     def __init__(
         self,
@@ -203,7 +221,6 @@ class DossierWriter:
         self._state = _State.OPEN
         self._inflight: asyncio.Future[Any] | None = None
         self._unrequested: set[str] = set()
-        self._opened: set[Part] = set()
 
     @property
     def contact_id(self) -> str:
@@ -223,14 +240,15 @@ class DossierWriter:
 
     def sink(self, part: Part) -> PartSink:
         """Where ``part`` writes; a part not in the request is refused (and fails complete)."""
-        if part not in self._spool.pages:
+        owner = self._spool.parts.get(part)
+        if owner is None:
             self._unrequested.add(getattr(part, "key", repr(part)))
             raise DossierError(
                 f"part {getattr(part, 'key', part)!r} came for contact {self.contact_id}, "
                 "but it was not requested"
             )
-        self._opened.add(part)
-        return _PartSink(self, part)
+        owner.opened = True
+        return _PartSink(self, owner)
 
     async def add_page(
         self, interaction_type: InteractionType, interactions: Sequence[Mapping[str, Any]]
@@ -246,25 +264,29 @@ class DossierWriter:
     def _where(self, part: Part) -> str:
         return f"part {part.key} of contact {self.contact_id}"
 
-    async def _add_rows(self, part: Part, entry: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    async def _add_rows(
+        self, owner: PartSpool, entry: str, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
         """Spool one page (empty pages count too): in memory while the contact is small, then
         on disk; a small page is encoded here, a big one in the worker thread."""
         async with self._lock:
             self._require_open("add rows to")
             try:
-                spool = self._spool.entry(part, entry, "rows")
+                spool = self._spool.entry(owner, entry, "rows")
             except DossierError:
                 self._state = _State.BROKEN
                 raise
-            self._spool.pages[part] += 1
+            owner.pages += 1
             spool.pages += 1
-            where = self._where(part)
+            if not rows:
+                return  # counted; nothing to encode (most pages of most types are empty)
+            part = owner.part
             if len(rows) > _INLINE_ITEMS:
-                await self._in_thread(self._spool.add_rows, spool, rows, where)
+                await self._in_thread(self._spool.add_rows, spool, rows, self._where(part))
                 return
             contact = self.contact_id if part.source == INTERACTIONS else None
             try:
-                lines = encode_rows(rows, contact, where)
+                lines = encode_rows(rows, contact, self._where(part))
             except DossierError:
                 self._state = _State.BROKEN  # as when the thread refuses a page
                 raise
@@ -273,14 +295,14 @@ class DossierWriter:
                 if not self._spool.hold(spool, chunks, len(lines)):
                     await self._in_thread(self._spool.write, spool, chunks, len(lines))
 
-    async def _add_file(self, part: Part, entry: str, chunk: bytes) -> None:
+    async def _add_file(self, owner: PartSpool, entry: str, chunk: bytes) -> None:
         """Append a chunk of a verbatim file: held while small, else written in the thread."""
         async with self._lock:
             self._require_open("add a file to")
             try:
                 if not isinstance(chunk, bytes | bytearray | memoryview):
-                    raise DossierError(f"a chunk of {self._where(part)} is not bytes")
-                spool = self._spool.entry(part, entry, "file")
+                    raise DossierError(f"a chunk of {self._where(owner.part)} is not bytes")
+                spool = self._spool.entry(owner, entry, "file")
             except DossierError:
                 self._state = _State.BROKEN
                 raise
@@ -288,20 +310,21 @@ class DossierWriter:
             if not self._spool.hold(spool, data, 0):
                 await self._in_thread(self._spool.write, spool, data, 0)
 
-    def _note(self, part: Part, key: str, value: JsonValue) -> None:
+    def _note(self, owner: PartSpool, key: str, value: JsonValue) -> None:
         self._require_open("note on")
         try:
             if not isinstance(key, str) or not key:
-                raise DossierError(f"a note of {self._where(part)} has no name")
+                raise DossierError(f"a note of {self._where(owner.part)} has no name")
             orjson.dumps(value)  # refuse now what the manifest could not hold later
         except Exception as exc:
             self._state = _State.BROKEN
             if isinstance(exc, DossierError):
                 raise
             raise DossierError(
-                f"a note of {self._where(part)} cannot be written as JSON ({type(exc).__name__})"
+                f"a note of {self._where(owner.part)} cannot be written as JSON "
+                f"({type(exc).__name__})"
             ) from None
-        self._spool.notes[part][key] = value
+        owner.notes[key] = value
 
     async def complete(self) -> DossierSummary:
         """Every part is done: write the zip (in a thread) and return what it holds."""
@@ -311,7 +334,7 @@ class DossierWriter:
             if self._unrequested:
                 names = ", ".join(sorted(self._unrequested))
                 raise DossierError(f"data came for parts not requested for {contact}: {names}")
-            missing = [p.key for p in self._spool.request.parts if p not in self._opened]
+            missing = [p.key for p in self._spool.request.parts if not self._spool.parts[p].opened]
             if missing:
                 raise DossierError(
                     f"the dossier of {contact} is incomplete: no data came for {', '.join(missing)}"
