@@ -1,0 +1,108 @@
+"""CPU of one contact's answer files (index.html + README.txt) from its spooled rows (not a test).
+
+Usage::
+
+    .venv/bin/python scripts/bench_answer.py                    # 500 contacts, 3 rounds
+    .venv/bin/python scripts/bench_answer.py --contacts 200 --rounds 5 --statement
+    .venv/bin/python scripts/bench_answer.py --reference        # also the code before the speed
+                                                                # work (tests/answer_reference)
+
+The inputs are what scenario 4 of ``bench.py`` spools: the simulator's dataset (seed 11) for
+every one of the 40 interaction types, encoded as ``encode_rows`` writes them and held in memory
+as ``EntrySpool`` entries, so ``answer_files_for`` does what ``Spool.assemble`` makes it do. The
+figure is thread CPU time (``time.thread_time``) per contact, the best of the rounds: the machine
+is shared, and wall time would count other people's work. ``--reference`` also checks that both
+codes give the same bytes for every contact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import random
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sar_bulk.answer.sample import sample_statement
+from sar_bulk.answer.statement import Statement
+from sar_bulk.dossier.answer_feed import answer_files_for
+from sar_bulk.dossier.spool import EntrySpool, encode_rows
+from sar_bulk.dossier.writer import DossierRequest
+from sar_bulk.simulator.dataset import Dataset
+from sar_bulk.sources.interaction_types import ALL_TYPES
+
+_PREPARED = datetime(2026, 12, 1, 3, 23, 24, tzinfo=UTC)
+Inputs = list[tuple[DossierRequest, list[EntrySpool]]]
+Render = Callable[..., dict[str, bytes]]
+
+
+def _inputs(contacts: int, seed: int) -> Inputs:
+    dataset = Dataset(seed)
+    chooser = random.Random(seed)
+    inputs: Inputs = []
+    for _ in range(contacts):
+        contact = str(uuid.UUID(int=chooser.getrandbits(128), version=4))
+        request = DossierRequest.for_interactions(contact, ALL_TYPES, "http://127.0.0.1:44851")
+        entries: list[EntrySpool] = []
+        for number, part in enumerate(request.parts):
+            rows = list(dataset.interactions(contact, part.name))
+            if not rows:
+                continue
+            spool = EntrySpool(number, part, f"interactions/{part.name}.json", "rows")
+            lines = encode_rows(rows, contact, part.key)
+            chunks = spool.chunks_for(lines)
+            spool.held.extend(chunks)
+            spool.account(chunks, len(lines))
+            entries.append(spool)
+        inputs.append((request, entries))
+    return inputs
+
+
+def _time(render: Render, inputs: Inputs, statement: Statement | None, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.thread_time()
+        for request, entries in inputs:
+            render(request, entries, statement=statement, prepared_at=_PREPARED)
+        best = min(best, time.thread_time() - start)
+    return best / len(inputs) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--statement", action="store_true", help="the demo's sample statement")
+    parser.add_argument("--reference", action="store_true", help="also time the code before")
+    args = parser.parse_args()
+    inputs = _inputs(args.contacts, args.seed)
+    rows = sum(s.rows for _, entries in inputs for s in entries)
+    statement = sample_statement() if args.statement else None
+    print(f"{len(inputs)} contacts, {rows:,} interactions ({rows / len(inputs):.1f} per contact)")
+    current = _time(answer_files_for, inputs, statement, args.rounds)
+    print(f"answer_files_for: {current:.3f} ms CPU per contact")
+    if args.reference:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        reference: Any = importlib.import_module("answer_reference.answer_feed")
+        before = _time(reference.answer_files_for, inputs, statement, args.rounds)
+        print(f"reference (before): {before:.3f} ms CPU per contact, x{before / current:.2f}")
+        for request, entries in inputs:
+            ours = answer_files_for(request, entries, statement=statement, prepared_at=_PREPARED)
+            theirs = reference.answer_files_for(
+                request, entries, statement=statement, prepared_at=_PREPARED
+            )
+            if ours != theirs:
+                print(f"DIFFERENT BYTES for contact {request.contact_id}")
+                return 1
+        print("same bytes for every contact")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
