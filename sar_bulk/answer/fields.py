@@ -19,16 +19,18 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any, Final
 
-from sar_bulk.answer.view import parse_when
+from sar_bulk.answer.view import TypeRows, parse_stamp, parse_when
 from sar_bulk.dates import MONTHS
 
 __all__ = [
+    "KindTables",
     "interaction_columns",
     "label",
     "long_date",
     "long_day",
     "record_fields",
     "show",
+    "shown_cells",
 ]
 
 _FORMATTED: Final = "@OData.Community.Display.V1.FormattedValue"
@@ -196,3 +198,49 @@ def record_fields(row: Mapping[str, Any]) -> list[tuple[str, str]]:
         if text:
             fields.append((label(column), text))
     return fields
+
+
+def shown_cells(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> list[list[str]]:
+    """``[[show(row.get(c)) for c in columns] for row in rows]``, with ``show``'s two common
+    cases (a string, a timestamp) done in place."""
+    table: list[list[str]] = []
+    for row in rows:
+        cells: list[str] = []
+        for value in map(row.get, columns):
+            if type(value) is str:
+                if "T" in value[:11]:
+                    when = parse_stamp(value)
+                    if when:
+                        value = long_date(when)
+                cells.append(value)
+            elif value is None:
+                cells.append("")
+            else:
+                cells.append(show(value))
+        table.append(cells)
+    return table
+
+
+class KindTables:
+    """Each kind's columns and its rows' values as text, worked out once for both files.
+
+    ``answer_files`` hands one to both renderers: index.html shows every kept row and
+    README.txt the newest ``TEXT_ROWS`` of them, the same text for the same cell. Keyed by the
+    kind's name, so one instance serves one view only.
+    """
+
+    __slots__ = ("_done",)
+
+    def __init__(self) -> None:
+        self._done: dict[str, tuple[list[str], list[list[str]]]] = {}
+
+    def of(self, kind: TypeRows, limit: int | None = None) -> tuple[list[str], list[list[str]]]:
+        """The columns of ``kind`` and the values of its first ``limit`` rows (all: ``None``)."""
+        wanted = len(kind.rows) if limit is None else min(limit, len(kind.rows))
+        done = self._done.get(kind.name)
+        if done is not None and len(done[1]) >= wanted:
+            return done[0], done[1][:wanted]
+        columns = done[0] if done is not None else interaction_columns(kind.rows)
+        cells = shown_cells(kind.rows[:wanted], columns)
+        self._done[kind.name] = (columns, cells)
+        return columns, cells

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from sar_bulk.answer.fields import KindTables
 from sar_bulk.answer.html import render_html
 from sar_bulk.answer.text import render_text
 from sar_bulk.answer.view import AnswerView
@@ -25,7 +26,8 @@ TEXT_NAME: Final = "README.txt"
 
 def answer_files(view: AnswerView) -> dict[str, bytes]:
     """``index.html`` and ``README.txt`` of one answer, encoded as UTF-8."""
+    tables = KindTables()  # each cell's text worked out once, for both files
     return {
-        HTML_NAME: render_html(view).encode("utf-8"),
-        TEXT_NAME: render_text(view).encode("utf-8"),
+        HTML_NAME: render_html(view, tables).encode("utf-8"),
+        TEXT_NAME: render_text(view, tables).encode("utf-8"),
     }

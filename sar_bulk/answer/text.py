@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from sar_bulk.answer import wording
-from sar_bulk.answer.fields import interaction_columns, label, record_fields, show
+from sar_bulk.answer.fields import KindTables, label, record_fields
 from sar_bulk.answer.timeline import month_rows
 from sar_bulk.answer.view import AnswerView
 
@@ -143,8 +143,9 @@ def _pair_lines(pairs: list[tuple[str, str]], indent: str) -> list[str]:
     return lines
 
 
-def render_text(view: AnswerView) -> str:
-    """The whole README.txt as one string with CRLF line ends."""
+def render_text(view: AnswerView, tables: KindTables | None = None) -> str:
+    """The whole README.txt as one string with CRLF line ends; ``tables`` shares the cells'
+    text with index.html."""
     title = wording.title(view)
     out = [title, "=" * len(title), "", wording.greeting(view), ""]
     for line in wording.intro(view):
@@ -169,7 +170,7 @@ def render_text(view: AnswerView) -> str:
             out += ["", *_para(s.rights_note)]
     # The long lists come after what, why, how long and the rights, as in index.html.
     _records(out, view)
-    _interactions(out, view)
+    _interactions(out, view, tables or KindTables())
     _exports(out, view)
     _searched(out, view)
     out += _heading("The files of this answer")
@@ -237,7 +238,7 @@ def _records(out: list[str], view: AnswerView) -> None:
             out.append(f"  {table.more:,} more in {table.file}")
 
 
-def _interactions(out: list[str], view: AnswerView) -> None:
+def _interactions(out: list[str], view: AnswerView, tables: KindTables) -> None:
     if "interactions" not in view.question.sources or not view.held_types:
         return
     out += _heading("Your marketing interactions, kind by kind", "=")
@@ -247,17 +248,35 @@ def _interactions(out: list[str], view: AnswerView) -> None:
         out += _para(wording.meaning(t.name).capitalize() + ".")
         if note := wording.type_note(t.name):
             out += ["", *_para(note)]
-        columns = interaction_columns(t.rows)
-        names = [_clean(label(c)) for c in columns]  # once per kind, not once per row
-        for row in t.rows[:TEXT_ROWS]:
-            pairs: list[tuple[str, str]] = []
-            for column, name in zip(columns, names, strict=True):
-                if text := show(row.get(column)):
-                    pairs.append((name, text if text.isprintable() else _clean(text)))
-            out.append("")
-            out += _pair_lines(pairs, "  ")
+        columns, rows = tables.of(t, TEXT_ROWS)
+        _kind_rows(out, [_clean(label(c)) for c in columns], rows)
         if t.count > TEXT_ROWS:
             out += ["", f"  {t.count - min(TEXT_ROWS, len(t.rows)):,} more in {t.file}"]
+
+
+def _kind_rows(out: list[str], names: list[str], rows: list[list[str]]) -> None:
+    """``_pairs`` of each row's non-empty cells, with what every row of a kind shares worked
+    out once: the cleaned labels, and each key padded to each width a row can need."""
+    sizes = [len(name) for name in names]
+    padded: dict[int, list[str]] = {}
+    for cells in rows:
+        shown = [n for n, text in enumerate(cells) if text]
+        width = min(32, max([sizes[n] for n in shown], default=0))
+        room = _WIDTH - width - 4
+        keys = padded.get(width)
+        if keys is None:
+            keys = padded[width] = [f"  {name:<{width}}  " for name in names]
+        out.append("")
+        for n in shown:
+            text = cells[n]
+            if not text.isprintable():
+                text = _clean(text)
+            if len(text) <= room:
+                out.append(keys[n] + text.rstrip(" "))
+                continue
+            first, *more = _wrap(text, room) or [""]
+            out.append(keys[n] + first)
+            out += [" " * (width + 4) + line for line in more]
 
 
 def _exports(out: list[str], view: AnswerView) -> None:

@@ -31,6 +31,8 @@ _MONTHS: Final = (
     "Nov",
     "Dec",
 )
+_SUFFIXES: Final = tuple(f"-{month:02d}" for month in range(1, 13))
+_LAST_YEAR: Final = 9999
 _HEIGHT: Final = 172
 _TOP: Final = 16
 _BOTTOM: Final = 40
@@ -45,10 +47,23 @@ def month_rows(monthly: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
     first, last = monthly[0][0], monthly[-1][0]
     year, month = int(first[:4]), int(first[5:7])
     rows: list[tuple[str, int]] = []
-    while f"{year:04d}-{month:02d}" <= last:
-        key = f"{year:04d}-{month:02d}"
-        rows.append((key, counts.get(key, 0)))
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    # Month keys compare as text; the years stop at 9999 (datetime's last), where "10000-01"
+    # would sort before "9999-12" and the months would never end.
+    while year <= _LAST_YEAR:
+        if not 1 <= month <= 12:  # not a key the builder makes: one month at a time
+            key = f"{year:04d}-{month:02d}"
+            if key > last:
+                break
+            rows.append((key, counts.get(key, 0)))
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+            continue
+        prefix = f"{year:04d}"
+        for suffix in _SUFFIXES[month - 1 :]:
+            key = prefix + suffix
+            if key > last:
+                return rows
+            rows.append((key, counts.get(key, 0)))
+        year, month = year + 1, 1
     return rows
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "Question",
     "RecordTable",
     "TypeRows",
+    "parse_stamp",
     "parse_when",
 ]
 
@@ -61,13 +62,21 @@ _NEVER: Final = datetime.min.replace(tzinfo=UTC)
 
 def parse_when(value: object) -> datetime | None:
     """An ISO 8601 timestamp as the org sends it (``2024-03-04T13:10:00Z``), else ``None``."""
-    if not isinstance(value, str) or len(value) < 10:
+    return parse_stamp(value) if isinstance(value, str) else None
+
+
+def parse_stamp(value: str) -> datetime | None:
+    """``parse_when`` of a string (shared with ``fields.shown_cells``)."""
+    if len(value) < 10:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    tz = parsed.tzinfo
+    if tz is UTC:  # "...Z" and "+00:00" parse to UTC itself: nothing to convert
+        return parsed
+    return parsed.replace(tzinfo=UTC) if tz is None else parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,25 +238,47 @@ class AnswerBuilder:
 
     def add_interaction(self, itype: str, row: Mapping[str, Any]) -> None:
         """One interaction of ``itype`` (the org's JSON object); keeps what the answer shows."""
-        acc = self._types.setdefault(itype, _TypeAcc())
-        acc.count += 1
-        when = parse_when(row.get("Timestamp"))
-        if when is not None:
-            acc.first = when if acc.first is None else min(acc.first, when)
-            acc.last = when if acc.last is None else max(acc.last, when)
-            month = f"{when.year:04d}-{when.month:02d}"
-            self._monthly[month] = self._monthly.get(month, 0) + 1
-        # Min-heap on (time, arrival): the oldest kept row is dropped first, so the heap ends up
-        # holding the newest row_cap rows whatever order the pages came in.
-        item = (when or _NEVER, -next(self._seq), row)
-        if len(acc.newest) < self._row_cap:
-            heapq.heappush(acc.newest, item)
-        elif self._row_cap:
-            heapq.heappushpop(acc.newest, item)
+        self.add_interactions(itype, (row,))
 
     def add_interactions(self, itype: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Interactions of ``itype``, one after the other (what ``add_interaction`` does for
+        each, with the type's state looked up once)."""
+        acc = self._types.get(itype)
+        if acc is None:
+            acc = self._types[itype] = _TypeAcc()
+        monthly = self._monthly
+        newest = acc.newest
+        cap = self._row_cap
+        seq = self._seq
+        first, last = acc.first, acc.last
+        count = 0
         for row in rows:
-            self.add_interaction(itype, row)
+            count += 1
+            value = row.get("Timestamp")
+            stamp: str = value if isinstance(value, str) else ""
+            when = parse_stamp(stamp)
+            if when is not None:
+                if first is None or when < first:
+                    first = when
+                if last is None or when > last:
+                    last = when
+                # The month's key straight from the text when it is the org's usual UTC form
+                # ("2024-03-04T13:10:00Z"), which is then what the parsed time would give.
+                month = (
+                    stamp[:7]
+                    if len(stamp) == 20 and stamp[19] == "Z" and stamp[4] == stamp[7] == "-"
+                    else f"{when.year:04d}-{when.month:02d}"
+                )
+                monthly[month] = monthly.get(month, 0) + 1
+            # Min-heap on (time, arrival): the oldest kept row is dropped first, so the heap
+            # ends up holding the newest row_cap rows whatever order the pages came in.
+            item = (when or _NEVER, -next(seq), row)
+            if len(newest) < cap:
+                heapq.heappush(newest, item)
+            elif cap:
+                heapq.heappushpop(newest, item)
+        acc.count += count
+        acc.first, acc.last = first, last
 
     def add_record(self, table: str, row: Mapping[str, Any]) -> None:
         """One Dataverse row of ``table`` (``contact``, ``leads``, ...), as the org sent it."""
