@@ -63,14 +63,11 @@ def _inputs(contacts: int, seed: int) -> Inputs:
     return inputs
 
 
-def _time(render: Render, inputs: Inputs, statement: Statement | None, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.thread_time()
-        for request, entries in inputs:
-            render(request, entries, statement=statement, prepared_at=_PREPARED)
-        best = min(best, time.thread_time() - start)
-    return best / len(inputs) * 1000
+def _time(render: Render, inputs: Inputs, statement: Statement | None) -> float:
+    start = time.thread_time()
+    for request, entries in inputs:
+        render(request, entries, statement=statement, prepared_at=_PREPARED)
+    return (time.thread_time() - start) / len(inputs) * 1000
 
 
 def main() -> int:
@@ -85,13 +82,22 @@ def main() -> int:
     rows = sum(s.rows for _, entries in inputs for s in entries)
     statement = sample_statement() if args.statement else None
     print(f"{len(inputs)} contacts, {rows:,} interactions ({rows / len(inputs):.1f} per contact)")
-    current = _time(answer_files_for, inputs, statement, args.rounds)
-    print(f"answer_files_for: {current:.3f} ms CPU per contact")
+    renders: dict[str, Render] = {"answer_files_for": answer_files_for}
     if args.reference:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
         reference: Any = importlib.import_module("answer_reference.answer_feed")
-        before = _time(reference.answer_files_for, inputs, statement, args.rounds)
-        print(f"reference (before): {before:.3f} ms CPU per contact, x{before / current:.2f}")
+        renders["reference (before)"] = reference.answer_files_for
+    # Rounds alternate between the two, so both see the same load of the shared machine.
+    best = dict.fromkeys(renders, float("inf"))
+    for _ in range(args.rounds):
+        for name, render in renders.items():
+            best[name] = min(best[name], _time(render, inputs, statement))
+    for name, figure in best.items():
+        ratio = figure / best["answer_files_for"]
+        print(
+            f"{name}: {figure:.3f} ms CPU per contact" + (f", x{ratio:.2f}" if ratio != 1 else "")
+        )
+    if args.reference:
         for request, entries in inputs:
             ours = answer_files_for(request, entries, statement=statement, prepared_at=_PREPARED)
             theirs = reference.answer_files_for(

@@ -12,6 +12,7 @@ file cannot fold them away; the rest is named by file.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import textwrap
 import unicodedata
@@ -30,6 +31,7 @@ _WIDTH: Final = 78
 _CACHED_TEXT: Final = 2000  # longest text whose wrapped lines are kept
 _SPACES: Final = re.compile("( +)")
 _WORDSEP: Final = textwrap.TextWrapper.wordsep_re
+_BLANKS: Final = itertools.repeat(" ")  # str.rstrip's argument, for map()
 
 
 def _clean(text: str) -> str:
@@ -255,28 +257,48 @@ def _interactions(out: list[str], view: AnswerView, tables: KindTables) -> None:
 
 
 def _kind_rows(out: list[str], names: list[str], rows: list[list[str]]) -> None:
-    """``_pairs`` of each row's non-empty cells, with what every row of a kind shares worked
-    out once: the cleaned labels, and each key padded to each width a row can need."""
-    sizes = [len(name) for name in names]
-    padded: dict[int, list[str]] = {}
+    """``_pairs`` of each row's non-empty cells (an empty line before each row).
+
+    Rows of one kind mostly leave the same cells empty, so what depends only on which are
+    empty is worked out once per pattern: the cells shown, the keys padded to their width and
+    the room for values. A row whose shown values all fit and need no cleaning (most) then
+    costs a few calls that go over all its cells at once.
+    """
+    plans: dict[tuple[bool, ...], _Plan] = {}
     for cells in rows:
-        shown = [n for n, text in enumerate(cells) if text]
-        width = min(32, max([sizes[n] for n in shown], default=0))
-        room = _WIDTH - width - 4
-        keys = padded.get(width)
-        if keys is None:
-            keys = padded[width] = [f"  {name:<{width}}  " for name in names]
         out.append("")
-        for n in shown:
-            text = cells[n]
+        filled = tuple(map(bool, cells))
+        plan = plans.get(filled)
+        if plan is None:
+            plan = plans[filled] = _Plan(names, filled)
+        if not plan.shown:
+            continue
+        texts = [cells[n] for n in plan.shown]
+        if max(map(len, texts)) <= plan.room and "".join(texts).isprintable():
+            out += map(str.__add__, plan.keys, map(str.rstrip, texts, _BLANKS))
+            continue
+        for key, text in zip(plan.keys, texts, strict=True):
             if not text.isprintable():
                 text = _clean(text)
-            if len(text) <= room:
-                out.append(keys[n] + text.rstrip(" "))
+            if len(text) <= plan.room:
+                out.append(key + text.rstrip(" "))
                 continue
-            first, *more = _wrap(text, room) or [""]
-            out.append(keys[n] + first)
-            out += [" " * (width + 4) + line for line in more]
+            first, *more = _wrap(text, plan.room) or [""]
+            out.append(key + first)
+            out += [plan.beside + line for line in more]
+
+
+class _Plan:
+    """What the rows of one kind with the same empty cells share (see ``_kind_rows``)."""
+
+    __slots__ = ("beside", "keys", "room", "shown")
+
+    def __init__(self, names: list[str], filled: tuple[bool, ...]) -> None:
+        self.shown = [n for n, full in enumerate(filled) if full]
+        width = min(32, max([len(names[n]) for n in self.shown], default=0))
+        self.room = _WIDTH - width - 4  # as _pair_lines with the indent "  "
+        self.keys = [f"  {names[n]:<{width}}  " for n in self.shown]
+        self.beside = " " * (width + 4)
 
 
 def _exports(out: list[str], view: AnswerView) -> None:
