@@ -76,7 +76,12 @@ def parse_stamp(value: str) -> datetime | None:
     tz = parsed.tzinfo
     if tz is UTC:  # "...Z" and "+00:00" parse to UTC itself: nothing to convert
         return parsed
-    return parsed.replace(tzinfo=UTC) if tz is None else parsed.astimezone(UTC)
+    if tz is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # before year 1 or after 9999 in UTC: no time a date can show
+        return None
 
 
 @dataclass(frozen=True, slots=True)
