@@ -276,6 +276,29 @@ def test_the_wrapper_wraps_exactly_as_textwrap_does(text: str, width: int, inden
     assert list(_wrap(text, width, indent)) == expected
 
 
+@settings(max_examples=1500)
+@given(
+    st.lists(
+        st.one_of(st.text(alphabet="ab.,日", min_size=1, max_size=6), st.just("x" * 45)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(min_value=1, max_value=78),
+    st.sampled_from(["", "  ", "     "]),
+)
+def test_words_between_single_spaces_wrap_exactly_as_textwrap_does(
+    words: list[str], width: int, indent: str
+) -> None:
+    # The commonest long text (lists of kinds, sentences) takes the wrapper's line-at-a-time way.
+    from sar_bulk.answer.text import _wrap
+
+    text = " ".join(words)
+    if width <= len(indent):
+        width = len(indent) + 1
+    expected = textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)
+    assert list(_wrap(text, width, indent)) == expected
+
+
 def test_the_wrapper_s_corner_cases() -> None:
     from sar_bulk.answer.text import _wrap
 
@@ -293,6 +316,9 @@ def test_the_wrapper_s_corner_cases() -> None:
         "Data portability (Article 20): to receive data you gave us in a machine-readable form",
         "1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6-7-8-9-0",
         "ab-9c de-\u00e9f \u65e5-\u65e5 a-b",
+        "ab " + "c" * 10,
+        "ab cd " + "e" * 30 + " f",
+        "a b c d e f g h i j k l m n o p q r s t u v w x y z",
     ]
     for text in cases:
         for width in range(1, 40):

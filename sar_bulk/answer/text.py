@@ -72,9 +72,43 @@ def _wrap_long(text: str, width: int, indent: str) -> list[str]:
     # textwrap's chunks: runs of spaces and words. Without a hyphen its word-splitting pattern
     # (wordsep_re, which breaks "machine-readable" after the hyphen) finds no more than the
     # spaces do; with one, it is used as it is.
-    pattern = _WORDSEP if "-" in text else _SPACES
-    chunks = [c for c in pattern.split(text) if c]
+    if "-" in text:
+        chunks = [c for c in _WORDSEP.split(text) if c]
+    elif text[0] != " " and text[-1] != " " and "  " not in text:
+        return _fill_words(text, width - len(indent), indent)
+    else:
+        chunks = [c for c in _SPACES.split(text) if c]
     return _fill(chunks, width - len(indent), indent)
+
+
+def _fill_words(text: str, room: int, indent: str) -> list[str]:
+    """``_fill`` of words between single spaces (no hyphen, no blank at either end), a line at
+    a time: each line ends at the last space that fits, or cuts a word longer than a line."""
+    lines: list[str] = []
+    start, size = 0, len(text)
+    while True:
+        end = start + room
+        if end >= size:
+            lines.append(indent + text[start:])
+            return lines
+        if text[end] == " ":  # the line is full up to a word's end; the space is dropped
+            lines.append(indent + text[start:end])
+            start = end + 1
+            continue
+        space = text.rfind(" ", start, end)
+        if space < 0:  # one word longer than the line: cut
+            lines.append(indent + text[start:end])
+            start = end
+            continue
+        after = text.find(" ", space + 1)
+        if (after if after >= 0 else size) - space - 1 > room:
+            # The next word is longer than a line: textwrap starts cutting it on this line,
+            # after the space (which stays, if the line is full with it).
+            lines.append(indent + text[start:end])
+            start = end
+            continue
+        lines.append(indent + text[start:space])
+        start = space + 1
 
 
 def _fill(chunks: list[str], room: int, indent: str) -> list[str]:
