@@ -58,6 +58,7 @@ SUMMARY_LIMIT: Final = 64 * 1024
 
 _CONTACT_TABLES: Final = frozenset({"contact", "contacts"})
 _NEVER: Final = datetime.min.replace(tzinfo=UTC)
+_from_iso: Final = datetime.fromisoformat
 
 
 def parse_when(value: object) -> datetime | None:
@@ -261,25 +262,33 @@ class AnswerBuilder:
             count += 1
             value = row.get("Timestamp")
             stamp: str = value if isinstance(value, str) else ""
-            when = parse_stamp(stamp)
+            if len(stamp) == 20 and stamp[19] == "Z" and stamp[4] == stamp[7] == "-":
+                # The org's usual form ("2024-03-04T13:10:00Z"): parse_stamp's result without
+                # its call (a time in UTC itself), and the month's key straight from the text.
+                try:
+                    when = _from_iso(stamp)
+                except ValueError:
+                    when = None
+                if when is not None and when.tzinfo is not UTC:
+                    when = parse_stamp(stamp)
+                month = stamp[:7]
+            else:
+                when = parse_stamp(stamp)
+                month = f"{when.year:04d}-{when.month:02d}" if when is not None else ""
             if when is not None:
                 if first is None or when < first:
                     first = when
                 if last is None or when > last:
                     last = when
-                # The month's key straight from the text when it is the org's usual UTC form
-                # ("2024-03-04T13:10:00Z"), which is then what the parsed time would give.
-                month = (
-                    stamp[:7]
-                    if len(stamp) == 20 and stamp[19] == "Z" and stamp[4] == stamp[7] == "-"
-                    else f"{when.year:04d}-{when.month:02d}"
-                )
                 monthly[month] = monthly.get(month, 0) + 1
             # Min-heap on (time, arrival): the oldest kept row is dropped first, so the heap
-            # ends up holding the newest row_cap rows whatever order the pages came in.
+            # ends up holding the newest row_cap rows whatever order the pages came in. Until
+            # it is full the rows are only collected (build sorts them): most types never are.
             item = (when or _NEVER, -next(seq), row)
             if len(newest) < cap:
-                heapq.heappush(newest, item)
+                newest.append(item)
+                if len(newest) == cap:
+                    heapq.heapify(newest)
             elif cap:
                 heapq.heappushpop(newest, item)
         acc.count += count
