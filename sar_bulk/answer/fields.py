@@ -35,6 +35,9 @@ __all__ = [
 
 _FORMATTED: Final = "@OData.Community.Display.V1.FormattedValue"
 
+_STRINGS: Final = frozenset({str})
+_PLAIN: Final = frozenset({str, type(None)})
+
 # Columns every row of one table repeats (the type is the table, the contact is the person).
 _DROPPED: Final = frozenset({"InteractionType", "ContactId"})
 
@@ -141,6 +144,8 @@ def show(value: Any) -> str:
         return long_date(when) if when else value
     if value is None:
         return ""
+    if type(value) is dict:  # a JSON object: the Mapping case below, without its ABC check
+        return "; ".join([f"{label(str(k))}: {show(v)}" for k, v in value.items() if v is not None])
     if isinstance(value, bool):
         return "Yes" if value else "No"
     if isinstance(value, str):
@@ -201,9 +206,10 @@ def record_fields(row: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def shown_cells(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> list[list[str]]:
-    """``[[show(row.get(c)) for c in columns] for row in rows]``, with ``show``'s two common
-    cases (a string, a timestamp) done in place."""
+    """``[[show(row.get(c)) for c in columns] for row in rows]``, with ``show``'s common cases
+    done in place (a string, a timestamp) or once (a flat object seen before)."""
     table: list[list[str]] = []
+    objects: dict[tuple[tuple[str, str | None], ...], str] = {}
     for row in rows:
         cells: list[str] = []
         for value in map(row.get, columns):
@@ -215,10 +221,23 @@ def shown_cells(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> list[l
                 cells.append(value)
             elif value is None:
                 cells.append("")
+            elif type(value) is dict and _flat(value):
+                # Nested objects such as Geo repeat from row to row: each shown once.
+                key = tuple(value.items())
+                text = objects.get(key)
+                if text is None:
+                    text = objects[key] = show(value)
+                cells.append(text)
             else:
                 cells.append(show(value))
         table.append(cells)
     return table
+
+
+def _flat(value: dict[Any, Any]) -> bool:
+    """Only strings as keys and only strings or nulls as values: the object's items then say
+    exactly what ``show`` makes of it (no 1 == True == 1.0), and can be a dictionary key."""
+    return _STRINGS.issuperset(map(type, value)) and _PLAIN.issuperset(map(type, value.values()))
 
 
 class KindTables:
