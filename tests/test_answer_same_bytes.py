@@ -10,6 +10,7 @@ simulator's dataset read back from spooled entries as ``Spool.assemble`` does.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import textwrap
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -329,3 +330,56 @@ def test_the_wrapper_s_corner_cases() -> None:
                     text, width, initial_indent=indent, subsequent_indent=indent
                 )
                 assert list(_wrap(text, width, indent)) == expected, (text, width, indent)
+
+
+# ----- reading the spool back: one orjson call per run of lines, the same rows ------------------
+
+_LINES = st.sampled_from(
+    [
+        b'{"a":1}',
+        b"{}",
+        b"[1,2]",
+        b'"text"',
+        b"null",
+        b'{"big":123456789012345678901234567890}',
+        b'{"f":1e400}',
+        b"not json",
+        b"",
+        b'{"Timestamp":"2024-01-01T00:00:00Z","Subject":"a,\\nb"}',
+        b'{"nested":{"x":[1,{"y":null}]}}',
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(_LINES, max_size=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+    on_disk=st.booleans(),
+    chunk=st.integers(min_value=1, max_value=64),
+)
+def test_spooled_rows_are_read_back_as_before(
+    lines: list[bytes],
+    cuts: list[int],
+    on_disk: bool,
+    chunk: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from answer_reference.answer_feed import _rows as reference_rows
+
+    from sar_bulk.dossier import answer_feed
+
+    request = DossierRequest.for_interactions(CONTACT, ALL_TYPES, "https://x.example")
+    data = b",\n".join(lines)
+    spool = EntrySpool(0, request.parts[0], "interactions/x.json", "rows")
+    if on_disk:
+        spool.file = tmp_path_factory.mktemp("spool") / "0.part"
+        spool.file.write_bytes(data)
+    else:
+        # Held in pieces cut anywhere, even inside a line.
+        edges = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+        spool.held.extend(data[a:b] for a, b in itertools.pairwise(edges))
+    expected = list(reference_rows(spool))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(answer_feed, "_CHUNK", chunk)  # files read in small pieces too
+        assert list(answer_feed._rows(spool)) == expected
