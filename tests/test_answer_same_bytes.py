@@ -41,7 +41,7 @@ def _reference_view(view: AnswerView) -> Any:
     def copy(value: Any, cls: Any) -> Any:
         return cls(**{f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
 
-    fields = {f.name: getattr(view, f.name) for f in dataclasses.fields(view)}
+    fields = {f.name: getattr(view, f.name) for f in dataclasses.fields(view) if f.init}
     fields["question"] = copy(view.question, ref_view.Question)
     fields["interactions"] = tuple(copy(t, ref_view.TypeRows) for t in view.interactions)
     fields["records"] = tuple(copy(t, ref_view.RecordTable) for t in view.records)

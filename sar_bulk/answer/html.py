@@ -475,7 +475,13 @@ def _searched(out: list[str], view: AnswerView) -> None:
 
 
 def _files(out: list[str]) -> None:
-    out.append('<h2 id="files">The files of this answer</h2>')
+    out += _file_guide()
+
+
+@functools.lru_cache(maxsize=1)
+def _file_guide() -> tuple[str, ...]:
+    """The same on every page: written once."""
+    out = ['<h2 id="files">The files of this answer</h2>']
     _table(
         out,
         "Files and what they hold",
@@ -483,3 +489,4 @@ def _files(out: list[str]) -> None:
         wording.file_guide(),
         row_headers=True,
     )
+    return tuple(out)

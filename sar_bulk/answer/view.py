@@ -152,6 +152,18 @@ class ExportFile:
     summary: tuple[tuple[str, str], ...] | None = None
 
 
+@dataclass(slots=True)
+class _Derived:
+    """What ``AnswerView``'s properties derive from its interactions (see ``_derived``)."""
+
+    done: bool = False
+    total_interactions: int = 0
+    held_types: tuple[TypeRows, ...] = ()
+    empty_types: tuple[str, ...] = ()
+    first: datetime | None = None
+    last: datetime | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AnswerView:
     """The input of ``render_html`` and ``render_text``: one person's answer, ready to show."""
@@ -171,26 +183,43 @@ class AnswerView:
     exports: tuple[ExportFile, ...] = ()
     received: date | None = None
     answered: date | None = None
+    # What the properties below derive from ``interactions``, worked out at the first use: the
+    # renderers ask for them some forty times per answer.
+    _derived: _Derived = field(
+        default_factory=lambda: _Derived(), init=False, repr=False, compare=False
+    )
 
     @property
     def total_interactions(self) -> int:
-        return sum(t.count for t in self.interactions)
+        return self._derive().total_interactions
 
     @property
     def held_types(self) -> tuple[TypeRows, ...]:
-        return tuple(t for t in self.interactions if t.count)
+        return self._derive().held_types
 
     @property
     def empty_types(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.interactions if not t.count)
+        return self._derive().empty_types
 
     @property
     def first(self) -> datetime | None:
-        return min((t.first for t in self.interactions if t.first), default=None)
+        return self._derive().first
 
     @property
     def last(self) -> datetime | None:
-        return max((t.last for t in self.interactions if t.last), default=None)
+        return self._derive().last
+
+    def _derive(self) -> _Derived:
+        derived = self._derived
+        if not derived.done:
+            kinds = self.interactions
+            derived.total_interactions = sum(t.count for t in kinds)
+            derived.held_types = tuple(t for t in kinds if t.count)
+            derived.empty_types = tuple(t.name for t in kinds if not t.count)
+            derived.first = min((t.first for t in kinds if t.first), default=None)
+            derived.last = max((t.last for t in kinds if t.last), default=None)
+            derived.done = True
+        return derived
 
 
 @dataclass(slots=True)
