@@ -245,9 +245,13 @@ def _summary(out: list[str], view: AnswerView) -> None:
     if months:
         out += _heading("Your interactions per month")
         peak = max(c for _, c in months) or 1
-        out += [
-            f"  {k}  {c:>7,}  {'#' * max(1 if c else 0, round(40 * c / peak))}" for k, c in months
-        ]
+        out += [f"  {k}  {_month_bar(c, peak)}" for k, c in months]
+
+
+@functools.lru_cache(maxsize=8192, typed=True)  # typed: 1 and 1.0 are not written alike
+def _month_bar(count: int, peak: int) -> str:
+    """A month's count and bar: the same counts and peaks come back on every contact."""
+    return f"{count:>7,}  {'#' * max(1 if count else 0, round(40 * count / peak))}"
 
 
 def _records(out: list[str], view: AnswerView) -> None:
