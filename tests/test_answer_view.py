@@ -120,3 +120,39 @@ def test_the_small_sample_has_what_the_renderers_need() -> None:
     assert view.first == datetime(2023, 3, 4, 13, 10, tzinfo=UTC)
     assert view.last == datetime(2024, 3, 4, 13, 10, tzinfo=UTC)
     assert len(view.empty_types) == 38
+
+
+def test_a_time_that_leaves_the_calendar_in_utc_is_no_date_and_breaks_nothing() -> None:
+    # Year 1 at +01:00 is year 0 in UTC, and 9999-12-31 at -01:00 is year 10000: neither is a
+    # datetime. Such a row counts, shows its text as the org sent it, and gives no date.
+    early, late = "0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"
+    assert parse_when(early) is None
+    assert parse_when(late) is None
+    builder = AnswerBuilder(CONTACT, Question(ORG))
+    builder.add_interaction("EmailSent", _row(1, early))
+    builder.add_interaction("EmailSent", _row(2, late))
+    view = builder.build(prepared_at=PREPARED, statement=None)
+    (sent,) = view.held_types
+    assert (sent.count, sent.first, sent.last, view.monthly) == (2, None, None, ())
+    page, text = render_html(view), render_text(view)
+    assert early in page
+    assert late in page
+    assert early in text
+    assert late in text
+
+
+def test_the_months_of_december_9999_end_the_timeline() -> None:
+    from sar_bulk.answer.timeline import month_rows, timeline_svg
+
+    # "10000-01" sorts before "9999-12": the months must stop at the calendar's last one.
+    rows = month_rows((("9998-11", 1), ("9999-12", 2)))
+    assert rows[0] == ("9998-11", 1)
+    assert rows[-1] == ("9999-12", 2)
+    assert len(rows) == 14
+    assert timeline_svg((("9999-12", 3),)).count("<rect") == 1
+    builder = AnswerBuilder(CONTACT, Question(ORG))
+    builder.add_interaction("EmailSent", _row(1, "9999-12-31T23:59:59Z"))
+    builder.add_interaction("EmailSent", _row(2, "9999-10-01T00:00:00+02:00"))
+    view = builder.build(prepared_at=PREPARED, statement=None)
+    assert view.monthly == (("9999-09", 1), ("9999-12", 1))
+    assert "  9999-12        1  #" in render_text(view)

@@ -7,6 +7,7 @@ Usage (the dossier writer, at assembly time)::
     statement = load_statement(toml_document.get("controller"))    # once per run
     builder = AnswerBuilder(contact_id, Question(system=org_url, types=requested))
     builder.add_interaction("EmailSent", row)      # streaming, any order, bounded memory
+    builder.add_interactions("EmailSent", rows)    # the same for many rows of one type
     builder.add_record("contact", row)
     builder.add_export("realtime/1-gdpr_output.json", size, sha256, small_content_or_None)
     view = builder.build(prepared_at=now, statement=statement)

@@ -19,19 +19,24 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any, Final
 
-from sar_bulk.answer.view import parse_when
+from sar_bulk.answer.view import TypeRows, parse_stamp, parse_when
 from sar_bulk.dates import MONTHS
 
 __all__ = [
+    "KindTables",
     "interaction_columns",
     "label",
     "long_date",
     "long_day",
     "record_fields",
     "show",
+    "shown_cells",
 ]
 
 _FORMATTED: Final = "@OData.Community.Display.V1.FormattedValue"
+
+_STRINGS: Final = frozenset({str})
+_PLAIN: Final = frozenset({str, type(None)})
 
 # Columns every row of one table repeats (the type is the table, the contact is the person).
 _DROPPED: Final = frozenset({"InteractionType", "ContactId"})
@@ -139,6 +144,8 @@ def show(value: Any) -> str:
         return long_date(when) if when else value
     if value is None:
         return ""
+    if type(value) is dict:  # a JSON object: the Mapping case below, without its ABC check
+        return "; ".join([f"{label(str(k))}: {show(v)}" for k, v in value.items() if v is not None])
     if isinstance(value, bool):
         return "Yes" if value else "No"
     if isinstance(value, str):
@@ -196,3 +203,63 @@ def record_fields(row: Mapping[str, Any]) -> list[tuple[str, str]]:
         if text:
             fields.append((label(column), text))
     return fields
+
+
+def shown_cells(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> list[list[str]]:
+    """``[[show(row.get(c)) for c in columns] for row in rows]``, with ``show``'s common cases
+    done in place (a string, a timestamp) or once (a flat object seen before)."""
+    table: list[list[str]] = []
+    objects: dict[tuple[tuple[str, str | None], ...], str] = {}
+    for row in rows:
+        cells: list[str] = []
+        for value in map(row.get, columns):
+            if type(value) is str:
+                if "T" in value[:11]:
+                    when = parse_stamp(value)
+                    if when:
+                        value = long_date(when)
+                cells.append(value)
+            elif value is None:
+                cells.append("")
+            elif type(value) is dict and _flat(value):
+                # Nested objects such as Geo repeat from row to row: each shown once.
+                key = tuple(value.items())
+                text = objects.get(key)
+                if text is None:
+                    text = objects[key] = show(value)
+                cells.append(text)
+            else:
+                cells.append(show(value))
+        table.append(cells)
+    return table
+
+
+def _flat(value: dict[Any, Any]) -> bool:
+    """Only strings as keys and only strings or nulls as values: the object's items then say
+    exactly what ``show`` makes of it (no 1 == True == 1.0), and can be a dictionary key."""
+    return _STRINGS.issuperset(map(type, value)) and _PLAIN.issuperset(map(type, value.values()))
+
+
+class KindTables:
+    """Each kind's columns and its rows' values as text, worked out once for both files.
+
+    ``answer_files`` hands one to both renderers: index.html shows every kept row and
+    README.txt the newest ``TEXT_ROWS`` of them, the same text for the same cell. Keyed by the
+    kind's name, so one instance serves one view only.
+    """
+
+    __slots__ = ("_done",)
+
+    def __init__(self) -> None:
+        self._done: dict[str, tuple[list[str], list[list[str]]]] = {}
+
+    def of(self, kind: TypeRows, limit: int | None = None) -> tuple[list[str], list[list[str]]]:
+        """The columns of ``kind`` and the values of its first ``limit`` rows (all: ``None``)."""
+        wanted = len(kind.rows) if limit is None else min(limit, len(kind.rows))
+        done = self._done.get(kind.name)
+        if done is not None and len(done[1]) >= wanted:
+            return done[0], done[1][:wanted]
+        columns = done[0] if done is not None else interaction_columns(kind.rows)
+        cells = shown_cells(kind.rows[:wanted], columns)
+        self._done[kind.name] = (columns, cells)
+        return columns, cells

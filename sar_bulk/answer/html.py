@@ -14,17 +14,17 @@ zoom, and types with many rows are folded in ``<details>`` (closed ones cost the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any, Final
 
 from sar_bulk.answer import wording
 from sar_bulk.answer.fields import (
-    interaction_columns,
+    KindTables,
     label,
     long_date,
     record_fields,
-    show,
 )
 from sar_bulk.answer.statement import Statement
 from sar_bulk.answer.timeline import timeline_svg
@@ -70,15 +70,29 @@ code{overflow-wrap:anywhere}
 @media (max-width:40rem){dl{grid-template-columns:1fr}dd{margin-bottom:.5rem}}
 """
 
+_CACHED_TEXT: Final = 200  # longest text whose escaped form is kept
+
+# Stand-ins between cells and rows while a table's body is escaped at once (_body_at_once).
+_CELL: Final = "\x00"
+_ROW: Final = "\x01"
+
 _CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
 def _e(value: object) -> str:
-    return escape(str(value), quote=True)
+    text = str(value)
+    # Labels, headings and sentences come back on every contact: each escaped once, kept in a
+    # cache bounded in entries and, since values come from the org, in each entry's size.
+    return _escaped(text) if len(text) <= _CACHED_TEXT else escape(text, quote=True)
 
 
-def render_html(view: AnswerView) -> str:
-    """The whole page as one string."""
+@functools.lru_cache(maxsize=4096)
+def _escaped(text: str) -> str:
+    return escape(text, quote=True)
+
+
+def render_html(view: AnswerView, tables: KindTables | None = None) -> str:
+    """The whole page as one string; ``tables`` shares the cells' text with README.txt."""
     out: list[str] = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -97,7 +111,7 @@ def render_html(view: AnswerView) -> str:
     _statement(out, view.statement)
     _rights(out, view.statement)
     _records(out, view)
-    _interactions(out, view)
+    _interactions(out, view, tables or KindTables())
     _exports(out, view)
     _searched(out, view)
     _files(out)
@@ -145,20 +159,46 @@ def _table(
         f'<th scope="col"{num if n in numeric else ""}>{_e(h)}</th>' for n, h in enumerate(head)
     ]
     out.append("</tr></thead><tbody>")
+    body = [row if isinstance(row, list) else list(row) for row in rows]
     # Each column's opening and closing tags are worked out once, not once per cell: a type's
     # table can have 500 rows of a dozen cells.
+    width = max(map(len, body), default=0)
     tags: list[tuple[str, str]] = []
-    for row in rows:
-        while len(tags) < len(row):
-            n = len(tags)
-            css = ' class="num"' if n in numeric else ' class="when"' if n in when else ""
-            header = n == 0 and row_headers
-            tags.append((f'<th scope="row"{css}>', "</th>") if header else (f"<td{css}>", "</td>"))
-        # tags can be longer than a short row: zip stops at the row's last cell.
-        pairs = zip(tags, row, strict=False)
-        cells = "".join([f"{start}{escape(str(cell))}{end}" for (start, end), cell in pairs])
-        out.append(f"<tr>{cells}</tr>")
+    for n in range(width):
+        css = ' class="num"' if n in numeric else ' class="when"' if n in when else ""
+        header = n == 0 and row_headers
+        tags.append((f'<th scope="row"{css}>', "</th>") if header else (f"<td{css}>", "</td>"))
+    if not _body_at_once(out, tags, body):
+        for row in body:
+            # tags can be longer than a short row: zip stops at the row's last cell.
+            pairs = zip(tags, row, strict=False)
+            cells = "".join([f"{start}{escape(str(cell))}{end}" for (start, end), cell in pairs])
+            out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table></div>")
+
+
+def _body_at_once(out: list[str], tags: list[tuple[str, str]], rows: list[list[str]]) -> bool:
+    """The table's rows as ``_table`` writes them one by one, in one ``escape`` for all cells.
+
+    Escaping maps each character on its own, so escaping the cells joined by a character it
+    leaves alone, then putting the tags where those characters are, gives the same text. Done
+    when every row has every column and all cells but the first open and close alike (the
+    tables of interactions); ``False`` leaves the table to the cell-by-cell loop.
+    """
+    width = len(tags)
+    if not rows or not width or any(len(row) != width for row in rows):
+        return False
+    first_start, first_end = tags[0]
+    if any(tag != tags[-1] for tag in tags[1:]) or any(end != first_end for _, end in tags):
+        return False
+    text = _ROW.join([_CELL.join(map(str, row)) for row in rows])
+    if text.count(_CELL) != len(rows) * (width - 1) or text.count(_ROW) != len(rows) - 1:
+        return False  # a cell holds one of the two characters itself
+    start = tags[-1][0]
+    text = escape(text).replace(_CELL, first_end + start)
+    text = text.replace(_ROW, f"{first_end}</tr>\n<tr>{first_start}")
+    out.append(f"<tr>{first_start}{text}{first_end}</tr>")
+    return True
 
 
 def _when(value: Any) -> str:
@@ -281,7 +321,7 @@ def _more(out: list[str], more: int, file: str) -> None:
         out.append(f'<p class="muted">{more:,} more in <code>{_e(file)}</code>.</p>')
 
 
-def _interactions(out: list[str], view: AnswerView) -> None:
+def _interactions(out: list[str], view: AnswerView, tables: KindTables) -> None:
     if "interactions" not in view.question.sources:
         return
     out.append('<h2 id="interactions">Your marketing interactions, kind by kind</h2>')
@@ -293,10 +333,10 @@ def _interactions(out: list[str], view: AnswerView) -> None:
         "organisation find each record if you ask for it to be corrected or deleted.</p>"
     )
     for t in view.held_types:
-        _type_section(out, t)
+        _type_section(out, t, tables)
 
 
-def _type_section(out: list[str], t: TypeRows) -> None:
+def _type_section(out: list[str], t: TypeRows, tables: KindTables) -> None:
     out.append(f'<h3 id="type-{_e(t.name)}">{_e(label(t.name))}</h3>')
     span = f", from {_when(t.first)} to {_when(t.last)}" if t.first and t.last else ""
     out.append(
@@ -305,7 +345,7 @@ def _type_section(out: list[str], t: TypeRows) -> None:
     )
     if note := wording.type_note(t.name):
         out.append(f'<p class="note">{_e(note)}</p>')
-    columns = interaction_columns(t.rows)
+    columns, cells = tables.of(t)
     caption = f"{label(t.name)}: newest first" + (
         f", the newest {len(t.rows):,} of {t.count:,}" if t.more else ""
     )
@@ -317,7 +357,7 @@ def _type_section(out: list[str], t: TypeRows) -> None:
         out,
         caption,
         [label(c) for c in columns],
-        ([show(row.get(c)) for c in columns] for row in t.rows),
+        cells,
         when=frozenset({0}) if columns[:1] == ["Timestamp"] else frozenset(),
     )
     if folded:
@@ -435,7 +475,13 @@ def _searched(out: list[str], view: AnswerView) -> None:
 
 
 def _files(out: list[str]) -> None:
-    out.append('<h2 id="files">The files of this answer</h2>')
+    out += _file_guide()
+
+
+@functools.lru_cache(maxsize=1)
+def _file_guide() -> tuple[str, ...]:
+    """The same on every page: written once."""
+    out = ['<h2 id="files">The files of this answer</h2>']
     _table(
         out,
         "Files and what they hold",
@@ -443,3 +489,4 @@ def _files(out: list[str]) -> None:
         wording.file_guide(),
         row_headers=True,
     )
+    return tuple(out)

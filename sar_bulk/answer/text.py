@@ -11,13 +11,16 @@ file cannot fold them away; the rest is named by file.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import re
 import textwrap
 import unicodedata
 from collections.abc import Iterable
 from typing import Final
 
 from sar_bulk.answer import wording
-from sar_bulk.answer.fields import interaction_columns, label, record_fields, show
+from sar_bulk.answer.fields import KindTables, label, record_fields
 from sar_bulk.answer.timeline import month_rows
 from sar_bulk.answer.view import AnswerView
 
@@ -25,6 +28,10 @@ __all__ = ["render_text"]
 
 TEXT_ROWS: Final = 20
 _WIDTH: Final = 78
+_CACHED_TEXT: Final = 2000  # longest text whose wrapped lines are kept
+_SPACES: Final = re.compile("( +)")
+_WORDSEP: Final = textwrap.TextWrapper.wordsep_re
+_BLANKS: Final = itertools.repeat(" ")  # str.rstrip's argument, for map()
 
 
 def _clean(text: str) -> str:
@@ -37,13 +44,110 @@ def _clean(text: str) -> str:
 
 def _wrap(text: str, width: int, indent: str = "") -> list[str]:
     """``textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)`` for
-    cleaned text, without its cost when the text fits on one line (most values do)."""
+    cleaned text, at a fraction of its cost (tests compare the two on made-up text).
+
+    Most values fit on one line; the rest are mostly the same sentences again and again (the
+    rights, the kinds not searched, a campaign's subject on every row), so their lines are
+    kept, in a cache bounded in entries and in each entry's size.
+    """
     if len(indent) + len(text) <= width:
         # What textwrap gives then: one line, its trailing blanks dropped, none if all blank.
         # After _clean, " " is the only white space textwrap would split on.
         text = text.rstrip(" ")
         return [indent + text] if text else []
-    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)
+    if len(text) <= _CACHED_TEXT:
+        return list(_cached_wrap(text, width, indent))
+    return _wrap_long(text, width, indent)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_wrap(text: str, width: int, indent: str) -> tuple[str, ...]:
+    return tuple(_wrap_long(text, width, indent))
+
+
+def _wrap_long(text: str, width: int, indent: str) -> list[str]:
+    if not text.isprintable() or width <= len(indent):
+        # White space other than " " (text that was not cleaned), or no room: textwrap itself.
+        return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)
+    # textwrap's chunks: runs of spaces and words. Without a hyphen its word-splitting pattern
+    # (wordsep_re, which breaks "machine-readable" after the hyphen) finds no more than the
+    # spaces do; with one, it is used as it is.
+    if "-" in text:
+        chunks = [c for c in _WORDSEP.split(text) if c]
+    elif text[0] != " " and text[-1] != " " and "  " not in text:
+        return _fill_words(text, width - len(indent), indent)
+    else:
+        chunks = [c for c in _SPACES.split(text) if c]
+    return _fill(chunks, width - len(indent), indent)
+
+
+def _fill_words(text: str, room: int, indent: str) -> list[str]:
+    """``_fill`` of words between single spaces (no hyphen, no blank at either end), a line at
+    a time: each line ends at the last space that fits, or cuts a word longer than a line."""
+    lines: list[str] = []
+    start, size = 0, len(text)
+    while True:
+        end = start + room
+        if end >= size:
+            lines.append(indent + text[start:])
+            return lines
+        if text[end] == " ":  # the line is full up to a word's end; the space is dropped
+            lines.append(indent + text[start:end])
+            start = end + 1
+            continue
+        space = text.rfind(" ", start, end)
+        if space < 0:  # one word longer than the line: cut
+            lines.append(indent + text[start:end])
+            start = end
+            continue
+        after = text.find(" ", space + 1)
+        if (after if after >= 0 else size) - space - 1 > room:
+            # The next word is longer than a line: textwrap starts cutting it on this line,
+            # after the space (which stays, if the line is full with it).
+            lines.append(indent + text[start:end])
+            start = end
+            continue
+        lines.append(indent + text[start:space])
+        start = space + 1
+
+
+def _fill(chunks: list[str], room: int, indent: str) -> list[str]:
+    """``TextWrapper._wrap_chunks`` for our options (break long words, on hyphens too; drop
+    white space at line ends; the same indent on every line; no line limit), step by step.
+
+    Chunks hold no white space but " ": a chunk is blank exactly when it starts with one, or
+    is empty (what is left of a long word cut at the very end of a line).
+    """
+    lines: list[str] = []
+    chunks.reverse()
+    while chunks:
+        line: list[str] = []
+        used = 0
+        # A blank chunk is dropped at the start of every line but the first.
+        if lines and chunks[-1][:1] == " ":
+            del chunks[-1]
+        while chunks:
+            size = len(chunks[-1])
+            if used + size > room:
+                break
+            line.append(chunks.pop())
+            used += size
+        if chunks and len(chunks[-1]) > room:
+            # A word longer than a line: as much as fits, cut after its last hyphen that fits
+            # if something other than hyphens comes before it (_handle_long_word).
+            chunk = chunks[-1]
+            end = room - used
+            if len(chunk) > end:
+                hyphen = chunk.rfind("-", 0, end)
+                if hyphen > 0 and chunk[:hyphen].strip("-"):
+                    end = hyphen + 1
+            line.append(chunk[:end])
+            chunks[-1] = chunk[end:]
+        if line and line[-1][:1] in (" ", ""):
+            del line[-1]
+        if line:
+            lines.append(indent + "".join(line))
+    return lines
 
 
 def _para(text: str, indent: str = "") -> list[str]:
@@ -54,31 +158,30 @@ def _heading(text: str, char: str = "-") -> list[str]:
     return ["", text, char * len(text), ""]
 
 
-def _pairs(
-    pairs: Iterable[tuple[str, str]],
-    indent: str = "  ",
-    wrapped_before: dict[tuple[str, int], list[str]] | None = None,
-) -> list[str]:
-    """ "key  value" lines, values wrapped beside the keys. ``wrapped_before`` (one table's)
-    keeps long values already wrapped: rows of one type often repeat them."""
-    pairs = [(_clean(k), _clean(v)) for k, v in pairs]
+def _pairs(pairs: Iterable[tuple[str, str]], indent: str = "  ") -> list[str]:
+    """ "key  value" lines, values wrapped beside the keys."""
+    return _pair_lines([(_clean(k), _clean(v)) for k, v in pairs], indent)
+
+
+def _pair_lines(pairs: list[tuple[str, str]], indent: str) -> list[str]:
+    """``_pairs`` of keys and values already cleaned."""
     width = min(32, max((len(k) for k, _ in pairs), default=0))
     room = _WIDTH - width - len(indent) - 2
+    beside = indent + " " * (width + 2)  # where the lines after a value's first one start
     lines: list[str] = []
     for key, value in pairs:
-        if wrapped_before is None or len(value) <= room:
-            wrapped = _wrap(value, room) or [""]
-        elif (value, room) in wrapped_before:
-            wrapped = wrapped_before[(value, room)]
-        else:
-            wrapped = wrapped_before[(value, room)] = _wrap(value, room) or [""]
-        lines.append(f"{indent}{key:<{width}}  {wrapped[0]}")
-        lines += [f"{indent}{'':<{width}}  {more}" for more in wrapped[1:]]
+        if len(value) <= room:  # _wrap's one-line case, inline: most values
+            lines.append(f"{indent}{key:<{width}}  {value.rstrip(' ')}")
+            continue
+        first, *more = _wrap(value, room) or [""]
+        lines.append(f"{indent}{key:<{width}}  {first}")
+        lines += [beside + line for line in more]
     return lines
 
 
-def render_text(view: AnswerView) -> str:
-    """The whole README.txt as one string with CRLF line ends."""
+def render_text(view: AnswerView, tables: KindTables | None = None) -> str:
+    """The whole README.txt as one string with CRLF line ends; ``tables`` shares the cells'
+    text with index.html."""
     title = wording.title(view)
     out = [title, "=" * len(title), "", wording.greeting(view), ""]
     for line in wording.intro(view):
@@ -103,13 +206,16 @@ def render_text(view: AnswerView) -> str:
             out += ["", *_para(s.rights_note)]
     # The long lists come after what, why, how long and the rights, as in index.html.
     _records(out, view)
-    _interactions(out, view)
+    _interactions(out, view, tables or KindTables())
     _exports(out, view)
     _searched(out, view)
     out += _heading("The files of this answer")
     out += _pairs(wording.file_guide())
     out.append("")
-    # Every line once more, for the lines built from org values outside _para and _pairs.
+    # Every line once more, for the lines built from org values outside _para and _pairs; one
+    # look at all of them finds the common case, where none holds anything to clean.
+    if "".join(out).isprintable():
+        return "\r\n".join(out)
     return "\r\n".join(_clean(line) for line in out)
 
 
@@ -139,9 +245,13 @@ def _summary(out: list[str], view: AnswerView) -> None:
     if months:
         out += _heading("Your interactions per month")
         peak = max(c for _, c in months) or 1
-        out += [
-            f"  {k}  {c:>7,}  {'#' * max(1 if c else 0, round(40 * c / peak))}" for k, c in months
-        ]
+        out += [f"  {k}  {_month_bar(c, peak)}" for k, c in months]
+
+
+@functools.lru_cache(maxsize=8192, typed=True)  # typed: 1 and 1.0 are not written alike
+def _month_bar(count: int, peak: int) -> str:
+    """A month's count and bar: the same counts and peaks come back on every contact."""
+    return f"{count:>7,}  {'#' * max(1 if count else 0, round(40 * count / peak))}"
 
 
 def _records(out: list[str], view: AnswerView) -> None:
@@ -168,7 +278,7 @@ def _records(out: list[str], view: AnswerView) -> None:
             out.append(f"  {table.more:,} more in {table.file}")
 
 
-def _interactions(out: list[str], view: AnswerView) -> None:
+def _interactions(out: list[str], view: AnswerView, tables: KindTables) -> None:
     if "interactions" not in view.question.sources or not view.held_types:
         return
     out += _heading("Your marketing interactions, kind by kind", "=")
@@ -178,14 +288,55 @@ def _interactions(out: list[str], view: AnswerView) -> None:
         out += _para(wording.meaning(t.name).capitalize() + ".")
         if note := wording.type_note(t.name):
             out += ["", *_para(note)]
-        columns = interaction_columns(t.rows)
-        labels = [(c, label(c)) for c in columns]
-        wrapped: dict[tuple[str, int], list[str]] = {}  # this table's only
-        for row in t.rows[:TEXT_ROWS]:
-            shown = ((name, show(row.get(c))) for c, name in labels)
-            out += ["", *_pairs([(name, text) for name, text in shown if text], "  ", wrapped)]
+        columns, rows = tables.of(t, TEXT_ROWS)
+        _kind_rows(out, [_clean(label(c)) for c in columns], rows)
         if t.count > TEXT_ROWS:
             out += ["", f"  {t.count - min(TEXT_ROWS, len(t.rows)):,} more in {t.file}"]
+
+
+def _kind_rows(out: list[str], names: list[str], rows: list[list[str]]) -> None:
+    """``_pairs`` of each row's non-empty cells (an empty line before each row).
+
+    Rows of one kind mostly leave the same cells empty, so what depends only on which are
+    empty is worked out once per pattern: the cells shown, the keys padded to their width and
+    the room for values. A row whose shown values all fit and need no cleaning (most) then
+    costs a few calls that go over all its cells at once.
+    """
+    plans: dict[tuple[bool, ...], _Plan] = {}
+    for cells in rows:
+        out.append("")
+        filled = tuple(map(bool, cells))
+        plan = plans.get(filled)
+        if plan is None:
+            plan = plans[filled] = _Plan(names, filled)
+        if not plan.shown:
+            continue
+        texts = [cells[n] for n in plan.shown]
+        if max(map(len, texts)) <= plan.room and "".join(texts).isprintable():
+            out += map(str.__add__, plan.keys, map(str.rstrip, texts, _BLANKS))
+            continue
+        for key, text in zip(plan.keys, texts, strict=True):
+            if not text.isprintable():
+                text = _clean(text)
+            if len(text) <= plan.room:
+                out.append(key + text.rstrip(" "))
+                continue
+            first, *more = _wrap(text, plan.room) or [""]
+            out.append(key + first)
+            out += [plan.beside + line for line in more]
+
+
+class _Plan:
+    """What the rows of one kind with the same empty cells share (see ``_kind_rows``)."""
+
+    __slots__ = ("beside", "keys", "room", "shown")
+
+    def __init__(self, names: list[str], filled: tuple[bool, ...]) -> None:
+        self.shown = [n for n, full in enumerate(filled) if full]
+        width = min(32, max([len(names[n]) for n in self.shown], default=0))
+        self.room = _WIDTH - width - 4  # as _pair_lines with the indent "  "
+        self.keys = [f"  {names[n]:<{width}}  " for n in self.shown]
+        self.beside = " " * (width + 4)
 
 
 def _exports(out: list[str], view: AnswerView) -> None:

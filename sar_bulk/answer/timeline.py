@@ -12,6 +12,7 @@ text description for screen readers. ``month_rows`` gives the same numbers for t
 
 from __future__ import annotations
 
+import functools
 from html import escape
 from typing import Final
 
@@ -31,10 +32,14 @@ _MONTHS: Final = (
     "Nov",
     "Dec",
 )
+_SUFFIXES: Final = tuple(f"-{month:02d}" for month in range(1, 13))
+_LAST_YEAR: Final = 9999
 _HEIGHT: Final = 172
 _TOP: Final = 16
 _BOTTOM: Final = 40
 _LEFT: Final = 44
+_PLOT: Final = _HEIGHT - _TOP - _BOTTOM
+_CACHED_MONTHS: Final = 1200  # a hundred years: longer timelines are worked out, not kept
 
 
 def month_rows(monthly: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
@@ -45,10 +50,23 @@ def month_rows(monthly: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
     first, last = monthly[0][0], monthly[-1][0]
     year, month = int(first[:4]), int(first[5:7])
     rows: list[tuple[str, int]] = []
-    while f"{year:04d}-{month:02d}" <= last:
-        key = f"{year:04d}-{month:02d}"
-        rows.append((key, counts.get(key, 0)))
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    # Month keys compare as text; the years stop at 9999 (datetime's last), where "10000-01"
+    # would sort before "9999-12" and the months would never end.
+    while year <= _LAST_YEAR:
+        if not 1 <= month <= 12:  # not a key the builder makes: one month at a time
+            key = f"{year:04d}-{month:02d}"
+            if key > last:
+                break
+            rows.append((key, counts.get(key, 0)))
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+            continue
+        prefix = f"{year:04d}"
+        for suffix in _SUFFIXES[month - 1 :]:
+            key = prefix + suffix
+            if key > last:
+                return rows
+            rows.append((key, counts.get(key, 0)))
+        year, month = year + 1, 1
     return rows
 
 
@@ -56,14 +74,43 @@ def _month_name(key: str) -> str:
     return f"{_MONTHS[int(key[5:7]) - 1]} {key[:4]}"
 
 
+@functools.lru_cache(maxsize=1024)
+def _bar_title(key: str) -> str:
+    """A bar's title, "Mar 2024": the same few hundred months on every contact's picture."""
+    return escape(_month_name(key))
+
+
+def _step(months: int) -> float:
+    """The width of one month's bar and gap."""
+    return max(6.0, min(28.0, 760.0 / months))
+
+
+@functools.lru_cache(maxsize=256)
+def _places(months: int) -> tuple[tuple[str, str, str], ...]:
+    """Each bar's x as text: its left edge, its slot's start and its middle."""
+    step = _step(months)
+    places: list[tuple[str, str, str]] = []
+    for n in range(months):
+        x = _LEFT + n * step
+        places.append((f"{x + 1:.1f}", f"{x:.1f}", f"{x + step / 2:.1f}"))
+    return tuple(places)
+
+
+@functools.lru_cache(maxsize=8192)
+def _bar(count: int, peak: int) -> tuple[str, str]:
+    """A bar's top and height as text."""
+    height = _PLOT * count / peak
+    return f"{_TOP + _PLOT - height:.1f}", f"{max(height, 1.0):.1f}"
+
+
 def timeline_svg(monthly: tuple[tuple[str, int], ...]) -> str:
     rows = month_rows(monthly)
     if not rows:
         return ""
     peak = max(count for _, count in rows) or 1
-    step = max(6.0, min(28.0, 760.0 / len(rows)))
+    step = _step(len(rows))
     width = _LEFT + step * len(rows) + 8
-    plot = _HEIGHT - _TOP - _BOTTOM
+    plot = _PLOT
     description = (
         f"Bar chart of your interactions per month, from {_month_name(rows[0][0])} to "
         f"{_month_name(rows[-1][0])}; the busiest month had {peak:,}."
@@ -77,27 +124,31 @@ def timeline_svg(monthly: tuple[tuple[str, int], ...]) -> str:
         f'<text x="{_LEFT - 8}" y="{_TOP + 4}" text-anchor="end">{peak:,}</text>',
         f'<text x="{_LEFT - 8}" y="{_TOP + plot}" text-anchor="end">0</text>',
     ]
+    # The first bar names its year unless a January follows too closely to fit both labels.
+    first_label = not any(k.endswith("-01") for k, _ in rows[1 : 1 + int(40 / step)])
+    bottom = _TOP + plot
+    bar_width = f"{step - 2:.1f}"
+    # The bars' places depend only on how many months there are, their heights only on the
+    # count and the peak: both repeat from contact to contact, so their numbers are kept.
+    places = _places(len(rows)) if len(rows) <= _CACHED_MONTHS else _places.__wrapped__(len(rows))
     for n, (key, count) in enumerate(rows):
-        x = _LEFT + n * step
-        height = plot * count / peak
+        left, x, middle = places[n]
         if count:
+            top, height = _bar(count, peak)
             parts.append(
-                f'<rect x="{x + 1:.1f}" y="{_TOP + plot - height:.1f}" width="{step - 2:.1f}" '
-                f'height="{max(height, 1.0):.1f}"><title>{escape(_month_name(key))}: '
-                f"{count:,}</title></rect>"
+                f'<rect x="{left}" y="{top}" width="{bar_width}" height="{height}"><title>'
+                f"{_bar_title(key)}: {count:,}</title></rect>"
             )
-        # The first bar names its year unless a January follows too closely to fit both labels.
-        first_label = n == 0 and not any(k.endswith("-01") for k, _ in rows[1 : 1 + int(40 / step)])
         if step >= 24:
             # Room for the month under each bar; the year then goes below it.
             parts.append(
-                f'<text x="{x + step / 2:.1f}" y="{_HEIGHT - 18}" text-anchor="middle">'
+                f'<text x="{middle}" y="{_HEIGHT - 18}" text-anchor="middle">'
                 f"{_MONTHS[int(key[5:7]) - 1]}</text>"
             )
-        if key.endswith("-01") or first_label:
+        if key.endswith("-01") or (n == 0 and first_label):
             parts.append(
-                f'<text x="{x + 1:.1f}" y="{_HEIGHT - 2}">{escape(key[:4])}</text>'
-                f'<line x1="{x:.1f}" y1="{_TOP + plot}" x2="{x:.1f}" y2="{_TOP + plot + 5}" '
+                f'<text x="{left}" y="{_HEIGHT - 2}">{escape(key[:4])}</text>'
+                f'<line x1="{x}" y1="{bottom}" x2="{x}" y2="{bottom + 5}" '
                 'class="axis"/>'
             )
     parts.append("</svg>")

@@ -42,6 +42,7 @@ __all__ = [
     "Question",
     "RecordTable",
     "TypeRows",
+    "parse_stamp",
     "parse_when",
 ]
 
@@ -57,17 +58,31 @@ SUMMARY_LIMIT: Final = 64 * 1024
 
 _CONTACT_TABLES: Final = frozenset({"contact", "contacts"})
 _NEVER: Final = datetime.min.replace(tzinfo=UTC)
+_from_iso: Final = datetime.fromisoformat
 
 
 def parse_when(value: object) -> datetime | None:
     """An ISO 8601 timestamp as the org sends it (``2024-03-04T13:10:00Z``), else ``None``."""
-    if not isinstance(value, str) or len(value) < 10:
+    return parse_stamp(value) if isinstance(value, str) else None
+
+
+def parse_stamp(value: str) -> datetime | None:
+    """``parse_when`` of a string (shared with ``fields.shown_cells``)."""
+    if len(value) < 10:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    tz = parsed.tzinfo
+    if tz is UTC:  # "...Z" and "+00:00" parse to UTC itself: nothing to convert
+        return parsed
+    if tz is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # before year 1 or after 9999 in UTC: no time a date can show
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +152,18 @@ class ExportFile:
     summary: tuple[tuple[str, str], ...] | None = None
 
 
+@dataclass(slots=True)
+class _Derived:
+    """What ``AnswerView``'s properties derive from its interactions (see ``_derived``)."""
+
+    done: bool = False
+    total_interactions: int = 0
+    held_types: tuple[TypeRows, ...] = ()
+    empty_types: tuple[str, ...] = ()
+    first: datetime | None = None
+    last: datetime | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AnswerView:
     """The input of ``render_html`` and ``render_text``: one person's answer, ready to show."""
@@ -156,26 +183,43 @@ class AnswerView:
     exports: tuple[ExportFile, ...] = ()
     received: date | None = None
     answered: date | None = None
+    # What the properties below derive from ``interactions``, worked out at the first use: the
+    # renderers ask for them some forty times per answer.
+    _derived: _Derived = field(
+        default_factory=lambda: _Derived(), init=False, repr=False, compare=False
+    )
 
     @property
     def total_interactions(self) -> int:
-        return sum(t.count for t in self.interactions)
+        return self._derive().total_interactions
 
     @property
     def held_types(self) -> tuple[TypeRows, ...]:
-        return tuple(t for t in self.interactions if t.count)
+        return self._derive().held_types
 
     @property
     def empty_types(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.interactions if not t.count)
+        return self._derive().empty_types
 
     @property
     def first(self) -> datetime | None:
-        return min((t.first for t in self.interactions if t.first), default=None)
+        return self._derive().first
 
     @property
     def last(self) -> datetime | None:
-        return max((t.last for t in self.interactions if t.last), default=None)
+        return self._derive().last
+
+    def _derive(self) -> _Derived:
+        derived = self._derived
+        if not derived.done:
+            kinds = self.interactions
+            derived.total_interactions = sum(t.count for t in kinds)
+            derived.held_types = tuple(t for t in kinds if t.count)
+            derived.empty_types = tuple(t.name for t in kinds if not t.count)
+            derived.first = min((t.first for t in kinds if t.first), default=None)
+            derived.last = max((t.last for t in kinds if t.last), default=None)
+            derived.done = True
+        return derived
 
 
 @dataclass(slots=True)
@@ -229,25 +273,55 @@ class AnswerBuilder:
 
     def add_interaction(self, itype: str, row: Mapping[str, Any]) -> None:
         """One interaction of ``itype`` (the org's JSON object); keeps what the answer shows."""
-        acc = self._types.setdefault(itype, _TypeAcc())
-        acc.count += 1
-        when = parse_when(row.get("Timestamp"))
-        if when is not None:
-            acc.first = when if acc.first is None else min(acc.first, when)
-            acc.last = when if acc.last is None else max(acc.last, when)
-            month = f"{when.year:04d}-{when.month:02d}"
-            self._monthly[month] = self._monthly.get(month, 0) + 1
-        # Min-heap on (time, arrival): the oldest kept row is dropped first, so the heap ends up
-        # holding the newest row_cap rows whatever order the pages came in.
-        item = (when or _NEVER, -next(self._seq), row)
-        if len(acc.newest) < self._row_cap:
-            heapq.heappush(acc.newest, item)
-        elif self._row_cap:
-            heapq.heappushpop(acc.newest, item)
+        self.add_interactions(itype, (row,))
 
     def add_interactions(self, itype: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Interactions of ``itype``, one after the other (what ``add_interaction`` does for
+        each, with the type's state looked up once)."""
+        acc = self._types.get(itype)
+        if acc is None:
+            acc = self._types[itype] = _TypeAcc()
+        monthly = self._monthly
+        newest = acc.newest
+        cap = self._row_cap
+        seq = self._seq
+        first, last = acc.first, acc.last
+        count = 0
         for row in rows:
-            self.add_interaction(itype, row)
+            count += 1
+            value = row.get("Timestamp")
+            stamp: str = value if isinstance(value, str) else ""
+            if len(stamp) == 20 and stamp[19] == "Z" and stamp[4] == stamp[7] == "-":
+                # The org's usual form ("2024-03-04T13:10:00Z"): parse_stamp's result without
+                # its call (a time in UTC itself), and the month's key straight from the text.
+                try:
+                    when = _from_iso(stamp)
+                except ValueError:
+                    when = None
+                if when is not None and when.tzinfo is not UTC:
+                    when = parse_stamp(stamp)
+                month = stamp[:7]
+            else:
+                when = parse_stamp(stamp)
+                month = f"{when.year:04d}-{when.month:02d}" if when is not None else ""
+            if when is not None:
+                if first is None or when < first:
+                    first = when
+                if last is None or when > last:
+                    last = when
+                monthly[month] = monthly.get(month, 0) + 1
+            # Min-heap on (time, arrival): the oldest kept row is dropped first, so the heap
+            # ends up holding the newest row_cap rows whatever order the pages came in. Until
+            # it is full the rows are only collected (build sorts them): most types never are.
+            item = (when or _NEVER, -next(seq), row)
+            if len(newest) < cap:
+                newest.append(item)
+                if len(newest) == cap:
+                    heapq.heapify(newest)
+            elif cap:
+                heapq.heappushpop(newest, item)
+        acc.count += count
+        acc.first, acc.last = first, last
 
     def add_record(self, table: str, row: Mapping[str, Any]) -> None:
         """One Dataverse row of ``table`` (``contact``, ``leads``, ...), as the org sent it."""

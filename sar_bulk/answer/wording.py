@@ -7,6 +7,7 @@ when that is missing the answer says so (``MISSING_STATEMENT``) instead of inven
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Final
 
@@ -81,6 +82,7 @@ def count(number: int) -> str:
     return f"{number:,}" if number else "none"
 
 
+@functools.lru_cache(maxsize=256)  # an enum look-up a few times per type of every contact
 def meaning(itype: str) -> str:
     """What an interaction type means for a person; the name itself for unknown types."""
     try:

@@ -7,9 +7,10 @@ Usage (``Spool.assemble``, in the worker thread, before the zip is written)::
 
 Why read the spool back rather than feed an ``AnswerBuilder`` as pages arrive: ``add_rows`` runs
 on the event loop, which every contact of the run shares, while assembly already runs in a
-worker thread. Reading back costs one ``orjson.loads`` per row (the spool is in memory for most
-contacts, else in the page cache it was just written to) and keeps the hot path as it was. The
-builder keeps bounded samples, so memory stays bounded too; a line is never longer than a row.
+worker thread. Reading back costs one ``orjson.loads`` per run of whole lines (the spool is in
+memory for most contacts, else in the page cache it was just written to) and keeps the hot path
+as it was. The builder keeps bounded samples, so memory stays bounded too: a run of lines is at
+most one read of ``_CHUNK`` bytes.
 
 What goes where: interactions rows by their part's type; ``records/<table>.json`` rows by
 ``<table>`` (``contact`` is the person's record and gives their name); every file entry
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["answer_files_for"]
 
-_CHUNK: Final = 1 << 20
+_CHUNK: Final = 256 * 1024  # also what one orjson call reads at most (_batch)
 _RECORDS: Final = "records"
 
 
@@ -68,8 +69,7 @@ def answer_files_for(
             content = b"".join(_chunks(spool)) if small else None
             builder.add_export(spool.name, spool.entry_bytes, spool.view().sha256, content)
         elif source == INTERACTIONS:
-            for row in _rows(spool):
-                builder.add_interaction(spool.part.name, row)
+            builder.add_interactions(spool.part.name, _rows(spool))
         elif source == _RECORDS:
             table = spool.name.removeprefix(f"{_RECORDS}/").removesuffix(".json")
             for row in _rows(spool):
@@ -98,15 +98,38 @@ def _chunks(spool: EntrySpool) -> Iterator[bytes]:
 
 def _rows(spool: EntrySpool) -> Iterator[dict[str, object]]:
     """Each row of a rows entry: one compact JSON object per line, as ``encode_rows`` wrote."""
+    # Interactions lines end with the array's separator, so a run of whole lines is an array
+    # but for its brackets: one orjson call reads them all.
+    batched = spool.part.source == INTERACTIONS
     pending = b""
     for chunk in _chunks(spool):
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            if row := _row(line):
-                yield row
-    if row := _row(pending):
-        yield row
+        text = pending + chunk
+        cut = text.rfind(b"\n")
+        if cut < 0:
+            pending = text
+            continue
+        block, pending = text[:cut], text[cut + 1 :]
+        yield from _batch(block) if batched else _lines(block)
+    yield from _lines(pending)
+
+
+def _batch(block: bytes) -> Iterator[dict[str, object]]:
+    """The rows of whole interactions lines, as ``_lines`` reads them, in one ``orjson.loads``;
+    ``_lines`` itself when that cannot read them all, or finds other than one value a line."""
+    try:
+        values = orjson.loads(b"[" + block.rstrip(b",") + b"]")
+    except orjson.JSONDecodeError:
+        return _lines(block)
+    if not isinstance(values, list) or len(values) != block.count(b"\n") + 1:
+        return _lines(block)
+    return (v for v in values if isinstance(v, dict) and v)
+
+
+def _lines(block: bytes) -> Iterator[dict[str, object]]:
+    """The rows of whole lines, one at a time; an empty object or other value is no row."""
+    for line in block.split(b"\n"):
+        if row := _row(line):
+            yield row
 
 
 def _row(line: bytes) -> dict[str, object] | None:

@@ -1,0 +1,200 @@
+"""Reference copy of the answer code before its speed work (see __init__).
+
+How a field of the org's data is shown to a person: its label, its order, its value as text.
+
+Usage::
+
+    columns = interaction_columns(rows)          # personal fields first, technical ids last
+    label("EmailAddressUsed")                    # "Email address used"
+    show(row.get("Timestamp"))                   # "4 March 2024, 13:10 UTC"
+    record_fields(contact_row)                   # [(label, text)] with Dataverse's formatted values
+
+Shared by the HTML and the text renderer so both say the same thing. Values are returned as
+plain text; escaping is the renderer's job (HTML escapes every one of them).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from typing import Any, Final
+
+from answer_reference.view import parse_when
+from sar_bulk.dates import MONTHS
+
+__all__ = [
+    "interaction_columns",
+    "label",
+    "long_date",
+    "long_day",
+    "record_fields",
+    "show",
+]
+
+_FORMATTED: Final = "@OData.Community.Display.V1.FormattedValue"
+
+# Columns every row of one table repeats (the type is the table, the contact is the person).
+_DROPPED: Final = frozenset({"InteractionType", "ContactId"})
+
+# Known Dataverse columns and what a person calls them.
+_LABELS: Final[dict[str, str]] = {
+    "fullname": "Full name",
+    "firstname": "First name",
+    "middlename": "Middle name",
+    "lastname": "Last name",
+    "salutation": "Salutation",
+    "jobtitle": "Job title",
+    "birthdate": "Date of birth",
+    "gendercode": "Gender",
+    "emailaddress1": "E-mail address",
+    "emailaddress2": "Second e-mail address",
+    "emailaddress3": "Third e-mail address",
+    "telephone1": "Business phone",
+    "telephone2": "Home phone",
+    "mobilephone": "Mobile phone",
+    "address1_line1": "Street",
+    "address1_line2": "Street (2)",
+    "address1_city": "City",
+    "address1_stateorprovince": "State or province",
+    "address1_postalcode": "Postal code",
+    "address1_country": "Country",
+    "address1_composite": "Address (as one line)",
+    "parentcustomerid": "Company",
+    "_parentcustomerid_value": "Company",
+    "preferredcontactmethodcode": "Preferred way to contact you",
+    "donotemail": "Do not e-mail",
+    "donotbulkemail": "Do not send marketing e-mail",
+    "donotphone": "Do not phone",
+    "donotpostalmail": "Do not send post",
+    "msdynmkt_contactpointvalue": "E-mail address or phone number",
+    "msdynmkt_contactpointtype": "Channel",
+    "msdynmkt_value": "Consent",
+    "msdynmkt_contactpointconsenttype": "Consent for",
+    "_msdynmkt_purposeid_value": "Purpose",
+    "_msdynmkt_topicid_value": "Topic",
+    "msdynmkt_source": "Source",
+    "msdynmkt_reason": "Reason",
+    "subject": "Subject",
+    "description": "Description",
+    "createdon": "Created",
+    "modifiedon": "Last changed",
+    "statecode": "Status",
+    "statuscode": "Status reason",
+    "contactid": "Contact id",
+    "leadid": "Lead id",
+    "msdynmkt_contactpointconsent4id": "Consent record id",
+    "msdynmkt_gdprrequestid": "Request record id",
+    "accountid": "Account id",
+    "activityid": "Activity id",
+}
+
+
+_WORD_BREAK: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_INITIALISM: Final = re.compile(r"\b(crm|url|sms)\b", flags=re.IGNORECASE)
+
+
+_CACHED_NAME: Final = 100  # longest column name whose label is kept
+
+
+def label(column: str) -> str:
+    """A person's name for a column: known Dataverse names, else PascalCase split into words."""
+    if column in _LABELS:
+        return _LABELS[column]
+    # Column names repeat on every row of every contact, so each label is worked out once. The
+    # cache is bounded in entries and, since names come from the org, in each entry's size.
+    return _cached_label(column) if len(column) <= _CACHED_NAME else _label(column)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_label(column: str) -> str:
+    return _label(column)
+
+
+def _label(column: str) -> str:
+    words = _WORD_BREAK.sub(" ", column)
+    words = words.replace("_", " ").strip()
+    if words.endswith(" Id"):
+        words = words[:-3] + " id"
+    if not words.isascii():
+        return words
+    text = words[:1].upper() + words[1:].lower()
+    # Initialisms that PascalCase spells as words ("CreateCrmActivity...") read better in capitals.
+    return _INITIALISM.sub(lambda m: m.group(1).upper(), text)
+
+
+def long_date(when: datetime) -> str:
+    """``4 March 2024, 13:10 UTC``."""
+    return f"{when.day} {MONTHS[when.month - 1]} {when.year}, {when.hour:02d}:{when.minute:02d} UTC"
+
+
+def long_day(day: date) -> str:
+    """``4 March 2024``."""
+    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def show(value: Any) -> str:
+    """A JSON value as short readable text: dates spelled out, booleans as Yes/No, nesting flat."""
+    if type(value) is str:  # most values: tested first, and exactly, since bool is an int
+        when = parse_when(value) if "T" in value[:11] else None
+        return long_date(when) if when else value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    if isinstance(value, str):
+        when = parse_when(value) if "T" in value[:11] else None
+        return long_date(when) if when else value
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Mapping):
+        return "; ".join(f"{label(str(k))}: {show(v)}" for k, v in value.items() if v is not None)
+    if isinstance(value, list):
+        return ", ".join(show(v) for v in value)
+    return str(value)
+
+
+def _is_technical(column: str) -> bool:
+    # Interaction ids are PascalCase ("MessageId"), Dataverse keys lower case ("contactid");
+    # lookups ("_parentcustomerid_value") are shown by their formatted value, so they stay.
+    return column.endswith(("Id", "id"))
+
+
+def interaction_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Columns of one type's table: Timestamp, then personal fields, then technical ids."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        # Rows of one type mostly share their columns: a row that adds none costs one set test.
+        if not seen.keys() >= row.keys():
+            seen.update(dict.fromkeys(row))
+    columns = [c for c in seen if c != "Timestamp" and c not in _DROPPED]
+    personal = [c for c in columns if not _is_technical(c)]
+    technical = [c for c in columns if _is_technical(c)]
+    return (["Timestamp"] if "Timestamp" in seen else []) + personal + technical
+
+
+def record_fields(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A Dataverse row as (label, text), using the org's formatted values where it sent them.
+
+    Known columns come first in the order of ``_LABELS``; annotations (``@odata...``) are left
+    out, and other columns follow with their own names, technical ids last.
+    """
+    columns = [c for c in row if "@" not in c]
+    known = [c for c in _LABELS if c in row]
+    rest = [c for c in columns if c not in _LABELS]
+    ordered = (
+        [c for c in known if not _is_technical(c)]
+        + [c for c in rest if not _is_technical(c)]
+        + [c for c in known if _is_technical(c)]
+        + [c for c in rest if _is_technical(c)]
+    )
+    fields: list[tuple[str, str]] = []
+    for column in ordered:
+        formatted = row.get(column + _FORMATTED)
+        text = str(formatted) if formatted is not None else show(row[column])
+        if text:
+            fields.append((label(column), text))
+    return fields
