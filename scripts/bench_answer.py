@@ -4,8 +4,6 @@ Usage::
 
     .venv/bin/python scripts/bench_answer.py                    # 500 contacts, 3 rounds
     .venv/bin/python scripts/bench_answer.py --contacts 200 --rounds 5 --statement
-    .venv/bin/python scripts/bench_answer.py --reference        # also the code before the speed
-                                                                # work (tests/answer_reference)
     .venv/bin/python scripts/bench_answer.py --dossiers out/    # re-render the answers of a run's
                                                                 # dossiers: same bytes?
 
@@ -13,8 +11,8 @@ The inputs are what scenario 4 of ``bench.py`` spools: the simulator's dataset (
 every one of the 40 interaction types, encoded as ``encode_rows`` writes them and held in memory
 as ``EntrySpool`` entries, so ``answer_files_for`` does what ``Spool.assemble`` makes it do. The
 figure is thread CPU time (``time.thread_time``) per contact, the best of the rounds: the machine
-is shared, and wall time would count other people's work. ``--reference`` also checks that both
-codes give the same bytes for every contact. ``--dossiers`` takes the unencrypted zips of a run
+is shared, and wall time would count other people's work. To compare with another checkout, run
+the script from each (the inputs are the same). ``--dossiers`` takes the unencrypted zips of a run
 without a statement or subject columns (scenario 4's, ``KEEP=dir bash run_s4.sh`` style), feeds
 each one's interaction entries back as its spool held them (big ones from a file) and compares
 the answer with the index.html and README.txt inside: files written by whatever code made them.
@@ -23,7 +21,6 @@ the answer with the index.html and README.txt inside: files written by whatever 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import random
 import sys
@@ -34,7 +31,6 @@ import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sar_bulk.answer.sample import sample_statement
 from sar_bulk.answer.statement import Statement
@@ -126,7 +122,6 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--statement", action="store_true", help="the demo's sample statement")
-    parser.add_argument("--reference", action="store_true", help="also time the code before")
     parser.add_argument("--dossiers", type=Path, help="check a run's dossiers instead")
     args = parser.parse_args()
     if args.dossiers:
@@ -135,31 +130,10 @@ def main() -> int:
     rows = sum(s.rows for _, entries in inputs for s in entries)
     statement = sample_statement() if args.statement else None
     print(f"{len(inputs)} contacts, {rows:,} interactions ({rows / len(inputs):.1f} per contact)")
-    renders: dict[str, Render] = {"answer_files_for": answer_files_for}
-    if args.reference:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        reference: Any = importlib.import_module("answer_reference.answer_feed")
-        renders["reference (before)"] = reference.answer_files_for
-    # Rounds alternate between the two, so both see the same load of the shared machine.
-    best = dict.fromkeys(renders, float("inf"))
+    best = float("inf")
     for _ in range(args.rounds):
-        for name, render in renders.items():
-            best[name] = min(best[name], _time(render, inputs, statement))
-    for name, figure in best.items():
-        ratio = figure / best["answer_files_for"]
-        print(
-            f"{name}: {figure:.3f} ms CPU per contact" + (f", x{ratio:.2f}" if ratio != 1 else "")
-        )
-    if args.reference:
-        for request, entries in inputs:
-            ours = answer_files_for(request, entries, statement=statement, prepared_at=_PREPARED)
-            theirs = reference.answer_files_for(
-                request, entries, statement=statement, prepared_at=_PREPARED
-            )
-            if ours != theirs:
-                print(f"DIFFERENT BYTES for contact {request.contact_id}")
-                return 1
-        print("same bytes for every contact")
+        best = min(best, _time(answer_files_for, inputs, statement))
+    print(f"answer_files_for: {best:.3f} ms CPU per contact (best of {args.rounds} rounds)")
     return 0
 
 
