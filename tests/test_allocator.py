@@ -6,7 +6,7 @@ import platform
 import subprocess
 import sys
 
-from sar_bulk.allocator import ARENA_MAX, GC_THRESHOLD, MMAP_THRESHOLD, tune_allocator
+from sar_bulk.allocator import ARENA_MAX, MMAP_THRESHOLD, tune_allocator
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -37,18 +37,18 @@ def test_malloc_tunables_of_the_operator_leave_both_alone() -> None:
     assert tune_allocator({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}) == {}
 
 
-def test_the_collector_is_tuned_in_a_fresh_process() -> None:
+def test_the_collector_freezes_start_up_objects_once() -> None:
     code = (
         "import gc; from sar_bulk.allocator import tune_collector; "
-        "before = gc.get_freeze_count(); middle, old = gc.get_threshold()[1:]; "
-        "now = tune_collector(); "
-        "print(now == (GC_THRESHOLD, middle, old), gc.get_freeze_count() > before)"
-    ).replace("GC_THRESHOLD", str(GC_THRESHOLD))
+        "before = gc.get_threshold(); frozen = tune_collector(); "
+        "again = tune_collector(); "
+        "print(frozen > 1000, again == frozen, gc.get_threshold() == before)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["True", "True"]
+    assert done.stdout.split() == ["True", "True", "True"]
 
 
-def test_the_console_entry_tunes_the_collector() -> None:
-    code = "import gc, sar_bulk.cli as c; c.main(['types']); print(gc.get_threshold()[0])"
+def test_the_console_entry_freezes_start_up_objects() -> None:
+    code = "import gc, sar_bulk.cli as c; c.main(['types']); print(gc.get_freeze_count() > 1000)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.splitlines()[-1] == str(GC_THRESHOLD)
+    assert done.stdout.splitlines()[-1] == "True"

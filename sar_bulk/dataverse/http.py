@@ -219,10 +219,8 @@ class OrgHttp:
         announced = response.content_length
         if announced is not None and announced > cap:
             raise _over_cap(context, response.status, f"announces {announced} bytes", cap)
-        if announced is not None and "Content-Encoding" not in response.headers:
-            # Nothing to inflate, and aiohttp reads no further than Content-Length (a shorter
-            # body raises ClientPayloadError): the announced size is the size. The common case.
-            return await response.read()
+        # Not response.read(), even when the size is announced: it keeps the body on the
+        # response object as well, for as long as that object lives.
         body = bytearray()
         # iter_chunked yields decompressed data, and aiohttp inflates in bounded steps, so
         # a gzip bomb is stopped after about one chunk past the cap.

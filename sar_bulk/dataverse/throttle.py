@@ -291,7 +291,7 @@ class Throttle:
 
         Each wait at the closed gate is charged to ``budget`` before it starts: over the budget,
         ``RetryBudgetSpent`` is raised at once (``context`` names the request in it). When a
-        slot is free, the gate open and the pacer due, nothing is awaited: this runs for every
+        slot is free, the gate open and the pacer due, nothing waits or sleeps: this runs for every
         request, so its common case costs a few comparisons.
         """
         await self._slots.acquire(priority)
