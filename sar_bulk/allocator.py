@@ -22,8 +22,7 @@ its full collections, start-up's too (modules, classes, aiohttp's tables), which
 the whole run anyway. Freezing what exists once the modules are imported takes them out of
 every later walk (``gc.freeze``). The thresholds are left as Python sets them: a young
 generation collected 14 times less often saved ~0.6 s of the ~9 s of CPU of ``scripts/bench.py
---only 4``, but garbage a contact leaves in reference cycles then lived longer, and the peak
-RSS of ``--only 9`` grew 19.5 % from 1,000 to 10,000 contacts instead of 8.4 %.
+--only 4``, but held ~2 MB more at its peak (1,000 contacts of ``--only 5``, two runs each).
 """
 
 from __future__ import annotations
