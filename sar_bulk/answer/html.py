@@ -70,7 +70,7 @@ code{overflow-wrap:anywhere}
 @media (max-width:40rem){dl{grid-template-columns:1fr}dd{margin-bottom:.5rem}}
 """
 
-_CACHED_TEXT: Final = 200  # longest text whose escaped form is kept
+_CACHED_TEXT: Final = 120  # longest text whose escaped form is kept (1,024 of them)
 
 # Stand-ins between cells and rows while a table's body is escaped at once (_body_at_once).
 _CELL: Final = "\x00"
@@ -86,7 +86,7 @@ def _e(value: object) -> str:
     return _escaped(text) if len(text) <= _CACHED_TEXT else escape(text, quote=True)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _escaped(text: str) -> str:
     return escape(text, quote=True)
 

@@ -28,7 +28,11 @@ __all__ = ["render_text"]
 
 TEXT_ROWS: Final = 20
 _WIDTH: Final = 78
-_CACHED_TEXT: Final = 2000  # longest text whose wrapped lines are kept
+# Longest text whose wrapped lines are kept, and how many: the texts that come back on every
+# contact are our own sentences and a few column values; a person's own values (names,
+# addresses, descriptions) are new on every contact and would only fill it (4,096 texts of up
+# to 2,000 characters and their lines could hold ~16 MB).
+_CACHED_TEXT: Final = 600
 _SPACES: Final = re.compile("( +)")
 _WORDSEP: Final = textwrap.TextWrapper.wordsep_re
 _BLANKS: Final = itertools.repeat(" ")  # str.rstrip's argument, for map()
@@ -60,7 +64,7 @@ def _wrap(text: str, width: int, indent: str = "") -> list[str]:
     return _wrap_long(text, width, indent)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=512)
 def _cached_wrap(text: str, width: int, indent: str) -> tuple[str, ...]:
     return tuple(_wrap_long(text, width, indent))
 
