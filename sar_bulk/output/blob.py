@@ -190,7 +190,7 @@ class BlobTarget:
         self._chunk = chunk_size
         self._credential = credential
         self._uploads = asyncio.Semaphore(_UPLOADS)
-        # Uploads in a row that got no answer: past ``breaker_failures`` the run stops.
+        # Uploads in a row that got no answer: at ``breaker_failures`` of them the run stops.
         self._breaker = OutputBreaker(breaker_failures)
         # The SDK retries what its policy calls retryable (timeouts, 500/503, dropped
         # connections, refused connects); our policy only sets how long it waits.
