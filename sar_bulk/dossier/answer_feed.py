@@ -101,16 +101,18 @@ def _rows(spool: EntrySpool) -> Iterator[dict[str, object]]:
     # Interactions lines end with the array's separator, so a run of whole lines is an array
     # but for its brackets: one orjson call reads them all.
     batched = spool.part.source == INTERACTIONS
-    pending = b""
+    # The start of a line not yet ended, in pieces: a line longer than a chunk (one big row the
+    # server sent) is joined once when it ends, not copied again with every chunk.
+    pending: list[bytes] = []
     for chunk in _chunks(spool):
-        text = pending + chunk
-        cut = text.rfind(b"\n")
+        cut = chunk.rfind(b"\n")
         if cut < 0:
-            pending = text
+            pending.append(chunk)
             continue
-        block, pending = text[:cut], text[cut + 1 :]
+        block = b"".join((*pending, chunk[:cut]))
+        pending = [chunk[cut + 1 :]]
         yield from _batch(block) if batched else _lines(block)
-    yield from _lines(pending)
+    yield from _lines(b"".join(pending))
 
 
 def _batch(block: bytes) -> Iterator[dict[str, object]]:
