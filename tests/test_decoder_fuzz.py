@@ -252,12 +252,22 @@ def documents_with_numbers(draw: st.DrawFn, depth: int = 0) -> tuple[str, str]:
     False,
 )
 @example(('{"a":"x:1.5","b":7}', '{"a":"x:1.5","b":7}'), True)
+@example(('[51.473,{"a":1e-7,"b":-0.5}]', '[51.473,{"a":1e-7,"b":-0.5}]'), False)  # writes back
 def test_exact_decoding_keeps_every_number_as_written(
     pair: tuple[str, str], as_bytes: bool
 ) -> None:
     written, compact = pair
     value = jsonexact.loads(written.encode() if as_bytes else written)
     assert orjson.dumps(value).decode() == compact
+
+
+def test_a_text_nested_deeper_than_orjson_writes_still_keeps_its_numbers() -> None:
+    # orjson decodes 300 levels but writes at most 254: the write-back check must not raise,
+    # and the scan then finds 1.50, which orjson would write as 1.5.
+    value = jsonexact.loads("[" * 300 + "1.50" + "]" * 300)
+    for _ in range(299):
+        value = value[0]
+    assert isinstance(value[0], orjson.Fragment)
 
 
 @FUZZ
