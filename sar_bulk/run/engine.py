@@ -238,6 +238,10 @@ class Engine:
                 optional = reader.optional_columns
                 _log.info("contacts.column", column=self.column, **optional)
                 self._main = asyncio.create_task(self._process(reader, state))
+                if self._interrupted_by is not None:
+                    # The stop came while the run was starting (waiting for a state file
+                    # another process writes, say): there was no task to cancel then.
+                    self._main.cancel()
                 try:
                     await self._main
                 except asyncio.CancelledError:
