@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+from cli_support import run_args, run_cli, token_env
 from support import RotatingCredential, contact_ids, run_config, unlimited, write_csv
 
 from sar_bulk.config import RunConfig
@@ -23,7 +25,10 @@ from sar_bulk.dataverse.client import DataverseClient
 from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.throttle import Throttle
+from sar_bulk.errors import ConfigError
 from sar_bulk.run.engine import Engine
+from sar_bulk.run.runner import ExitCode
+from sar_bulk.run.state import RunState
 from sar_bulk.simulator import Simulator
 from sar_bulk.sources.base import SourceDeps
 from sar_bulk.sources.interactions import InteractionsSource
@@ -91,3 +96,75 @@ async def test_a_stop_while_the_run_starts_up_ends_it_before_any_contact(tmp_pat
     assert result.totals.succeeded == 0
     assert not fetched, "contacts were fetched after the run was told to stop"
     assert not list((tmp_path / "out").glob("*.zip"))
+
+
+# --- a damaged state file: one clear error saying what to do, never a traceback ----------------
+
+
+def _done_state(path: Path, contacts: list[str]) -> None:
+    """A state file in which an earlier run finished ``contacts``, checkpointed into the file."""
+    with RunState.open(path, fingerprint="fp", run_id="earlier") as earlier:
+        earlier.claim_many(contacts)
+        for contact_id in contacts:
+            earlier.mark_done(contact_id, dossier=f"{contact_id}.zip", interactions=1, zip_bytes=9)
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw.close()
+
+
+def _garble_page(path: Path, page: int) -> None:
+    """Overwrite one page of the file with junk, as a bad sector or a torn copy would."""
+    with sqlite3.connect(path) as raw:
+        size = raw.execute("PRAGMA page_size").fetchone()[0]
+    raw.close()
+    with path.open("r+b") as handle:
+        handle.seek((page - 1) * size)
+        handle.write(b"\xab" * size)
+
+
+def test_a_damaged_page_found_while_claiming_is_a_config_error_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out" / ".sar-bulk" / "state.sqlite"
+    contacts = sorted(contact_ids(5000, 3))
+    _done_state(path, contacts)
+    with sqlite3.connect(path) as raw:
+        # The contacts table's last leaf holds the highest ids; opening the file never reads it.
+        (last_leaf,) = raw.execute(
+            "SELECT max(pageno) FROM dbstat WHERE name = 'contacts' AND pagetype = 'leaf'"
+        ).fetchone()
+    raw.close()
+    _garble_page(path, last_leaf)
+    with (
+        RunState.open(path, fingerprint="fp", run_id="now") as state,
+        pytest.raises(ConfigError) as caught,
+    ):
+        state.claim_many(contacts[-1:])
+    message = str(caught.value)
+    assert str(path) in message
+    assert "damaged" in message
+    assert "delete" in message
+
+
+async def test_a_damaged_state_file_ends_the_command_with_exit_2_and_advice(
+    tmp_path: Path,
+) -> None:
+    contacts = contact_ids(6, 4)
+    csv = write_csv(tmp_path / "c.csv", ["ContactId", *contacts])
+    out = tmp_path / "out"
+    state = out / ".sar-bulk" / "state.sqlite"
+    async with Simulator(unlimited(seed=4)) as sim:
+        args = run_args(sim.base_url, csv, out)
+        first = await run_cli(args, env=token_env())
+        assert first.code == ExitCode.OK, first.explain()
+        with sqlite3.connect(state) as raw:
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            pages = raw.execute("PRAGMA page_count").fetchone()[0]
+        raw.close()
+        for page in range(2, pages + 1):  # the header page stays: the file still looks like ours
+            _garble_page(state, page)
+        second = await run_cli(args, env=token_env())
+    assert second.code == ExitCode.USAGE, second.explain()
+    assert "Traceback" not in second.stderr, second.explain()
+    assert f"the state file {state} is damaged" in second.stderr, second.explain()
+    assert "delete" in second.stderr
