@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from cli_support import run_args, run_cli, token_env
+from prometheus_client.parser import text_string_to_metric_families
 from support import RotatingCredential, contact_ids, run_config, unlimited, write_csv
 
 from sar_bulk.config import RunConfig
@@ -168,3 +169,37 @@ async def test_a_damaged_state_file_ends_the_command_with_exit_2_and_advice(
     assert "Traceback" not in second.stderr, second.explain()
     assert f"the state file {state} is damaged" in second.stderr, second.explain()
     assert "delete" in second.stderr
+
+
+# --- metrics: a run that ends in an error still says how it ended -------------------------------
+
+
+def _textfile_samples(path: Path) -> dict[str, float]:
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(path.read_text("utf-8"))
+        for sample in family.samples
+        if sample.labels.get("shard") == "all" and "state" not in sample.labels
+    }
+
+
+async def test_a_run_ending_in_a_usage_error_writes_its_exit_code_to_the_textfile(
+    tmp_path: Path,
+) -> None:
+    # The nightly export came out empty (a header and nothing else): exit 2, and the textfile
+    # must say so, or an alert on sar_bulk_run_exit_code goes quiet exactly on that night.
+    textfile = tmp_path / "sar-bulk.prom"
+    good_csv = write_csv(tmp_path / "good.csv", ["ContactId", *contact_ids(2, 8)])
+    empty_csv = write_csv(tmp_path / "empty.csv", ["ContactId"])
+    out = tmp_path / "out"
+    async with Simulator(unlimited(seed=8)) as sim:
+        metrics = ("--metrics-textfile", str(textfile))
+        good = await run_cli(run_args(sim.base_url, good_csv, out, *metrics), env=token_env())
+        assert good.code == ExitCode.OK, good.explain()
+        last_good = _textfile_samples(textfile)["sar_bulk_last_success_timestamp_seconds"]
+        empty = await run_cli(run_args(sim.base_url, empty_csv, out, *metrics), env=token_env())
+    assert empty.code == ExitCode.USAGE, empty.explain()
+    assert "only a header line" in empty.stderr
+    after = _textfile_samples(textfile)
+    assert after.get("sar_bulk_run_exit_code") == ExitCode.USAGE
+    assert after["sar_bulk_last_success_timestamp_seconds"] == last_good
