@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -36,7 +36,9 @@ from sar_bulk.sources.interactions import InteractionsSource
 
 
 @asynccontextmanager
-async def _engine(config: RunConfig) -> AsyncIterator[Engine]:
+async def _engine(
+    config: RunConfig, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> AsyncIterator[Engine]:
     """An engine over the action's source, with a real session to the simulator."""
     loop = asyncio.get_running_loop()
     async with (
@@ -50,7 +52,7 @@ async def _engine(config: RunConfig) -> AsyncIterator[Engine]:
         deps = SourceDeps(
             http, fetcher, config.source_settings, datetime.now, loop.time, asyncio.sleep
         )
-        yield Engine(config, [InteractionsSource(deps)])
+        yield Engine(config, [InteractionsSource(deps)], now=now)
 
 
 def _hold_write_lock(path: Path, release: threading.Event, held: threading.Event) -> None:
@@ -203,3 +205,27 @@ async def test_a_run_ending_in_a_usage_error_writes_its_exit_code_to_the_textfil
     after = _textfile_samples(textfile)
     assert after.get("sar_bulk_run_exit_code") == ExitCode.USAGE
     assert after["sar_bulk_last_success_timestamp_seconds"] == last_good
+
+
+# --- received dates: "today" is the controller's, wherever it is -------------------------------
+
+
+async def test_a_request_received_today_east_of_utc_is_not_taken_for_a_future_one(
+    tmp_path: Path,
+) -> None:
+    # 22:00 UTC on 1 December is already 2 December from UTC+2 eastwards (Helsinki, Sydney):
+    # a request logged there today must be answered, not rejected as "in the future".
+    a, b = contact_ids(2, 9)
+    lines = ["id,received", f"{a},2026-12-02", f"{b},2026-12-03"]
+    async with Simulator(unlimited(seed=9)) as sim:
+        csv = write_csv(tmp_path / "c.csv", lines)
+        config = run_config(sim, csv, tmp_path / "out", types="EmailSent")
+        late_evening = datetime(2026, 12, 1, 22, 0, tzinfo=UTC)
+        async with _engine(config, now=lambda: late_evening) as engine:
+            result = await engine.run()
+    # 3 December is not today anywhere yet (UTC+14 reaches it at 10:00 UTC): still rejected.
+    assert [(r["line"], r["reason"]) for r in result.totals.rejected_rows] == [
+        (3, "received date: in the future")
+    ]
+    assert result.totals.succeeded == 1
+    assert (tmp_path / "out" / f"{a}.zip").exists()

@@ -42,8 +42,9 @@ The rules, in the order they apply:
   ``KNOWN_NAME_HEADERS``). None of these names is an id header, and dates are not GUIDs, so they
   never change which column holds the ids. A received date is ISO (``YYYY-MM-DD``, or an ISO date
   and time) unless ``received_format`` names a ``strptime`` format; an empty cell means "not
-  known", while a date that cannot be read, or lies after ``today``, rejects the row (a wrong
-  date would move a legal deadline). The row then carries a ``Deadline`` (``run.deadlines``).
+  known", while a date that cannot be read, or lies after ``today`` (default: the latest date
+  anywhere on Earth, ``deadlines.latest_date``), rejects the row (a wrong date would move a legal
+  deadline). The row then carries a ``Deadline`` (``run.deadlines``).
 * A file without a single valid id raises ``InputError``: at once for an empty or header-only
   file, otherwise after the last rejected row has been yielded, so every rejection is reported.
 """
@@ -63,7 +64,7 @@ from typing import BinaryIO, Final, final
 
 from sar_bulk.errors import InputError
 from sar_bulk.guids import canonical_guid, is_canonical_guid
-from sar_bulk.run.deadlines import Deadline, parse_received
+from sar_bulk.run.deadlines import Deadline, latest_date, parse_received
 
 __all__ = [
     "KNOWN_EXTENSION_HEADERS",
@@ -323,7 +324,7 @@ class ContactReader:
         }
         self._optional: dict[str, int] = {}
         self._received_format = received_format
-        self._today = today or datetime.now(UTC).date()
+        self._today = today or latest_date(datetime.now(UTC))
 
     @property
     def optional_columns(self) -> dict[str, str]:

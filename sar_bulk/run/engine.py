@@ -79,7 +79,7 @@ from sar_bulk.errors import ConfigError, DataverseError, OutputError, RunStopper
 from sar_bulk.guids import is_canonical_guid
 from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
-from sar_bulk.run.deadlines import Deadline
+from sar_bulk.run.deadlines import Deadline, latest_date
 from sar_bulk.run.paths import create_private_folder
 from sar_bulk.run.report import MAX_LISTED, DeadlineSummary, RunTotals
 from sar_bulk.run.scope import Scope, Slots
@@ -232,7 +232,7 @@ class Engine:
                     extension_column=config.extension_column,
                     name_column=config.name_column,
                     received_format=config.received_format,
-                    today=self._now().date(),
+                    today=latest_date(self._now()),  # today where the controller is
                 )
                 self.column = await asyncio.to_thread(reader.detect)
                 optional = reader.optional_columns
