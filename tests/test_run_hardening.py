@@ -27,6 +27,7 @@ from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import ConfigError
+from sar_bulk.run import state as state_module
 from sar_bulk.run.engine import Engine
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.run.state import RunState
@@ -229,3 +230,29 @@ async def test_a_request_received_today_east_of_utc_is_not_taken_for_a_future_on
     ]
     assert result.totals.succeeded == 1
     assert (tmp_path / "out" / f"{a}.zip").exists()
+
+
+def test_a_state_file_another_process_keeps_locked_is_a_config_error_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sqlite3 shell left in a transaction, or a second run given the same --state: after the
+    # busy timeout the run must say who is in the way, not end in a traceback.
+    path = tmp_path / "out" / ".sar-bulk" / "state.sqlite"
+    _done_state(path, contact_ids(3, 5))
+    monkeypatch.setattr(state_module, "_BUSY_TIMEOUT_MS", 200)
+    release, held = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, release, held))
+    holder.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(ConfigError) as caught:
+            RunState.open(path, fingerprint="fp", run_id="blocked")
+    finally:
+        release.set()
+        holder.join()
+    message = str(caught.value)
+    assert str(path) in message
+    assert "another process" in message
+    assert "--state" in message
+    with RunState.open(path, fingerprint="fp", run_id="after") as state:  # free again: fine
+        assert state.claim_many(contact_ids(1, 6))

@@ -323,7 +323,8 @@ class RunState:
         except (OSError, sqlite3.OperationalError) as exc:
             raise ConfigError(f"cannot create or open the state file {path} ({exc})") from None
         try:
-            _prepare(conn, path)
+            with _file_errors(path):
+                _prepare(conn, path)
             with _file_errors(path), _write(conn):
                 if restart:
                     # deadlines first: its run ids would be reused by the next runs
@@ -644,7 +645,8 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
 
 @contextmanager
 def _file_errors(path: Path) -> Iterator[None]:
-    """A damaged state file, a full disk or an I/O error as a ``ConfigError`` saying what to do.
+    """A damaged state file, a full disk, an I/O error or a lock held too long by another process
+    as a ``ConfigError`` saying what to do.
 
     Damage can sit in any page, so it may show only when a claim or a write first reads it,
     long after the file was opened. Any other SQLite error (a bug) stays as it is.
@@ -664,6 +666,13 @@ def _file_errors(path: Path) -> Iterator[None]:
                 f"the disk is full: the state file {path} (or SQLite's temporary files, in "
                 "SQLITE_TMPDIR, TMPDIR or /var/tmp) cannot grow; free some space and run again "
                 "(what is finished is kept)"
+            ) from None
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            raise ConfigError(
+                f"another process has held the state file {path} for over "
+                f"{_BUSY_TIMEOUT_MS / 1000:g} s (another run given the same --state, or a "
+                "sqlite3 shell with a transaction open?): end it, or give this run its own "
+                "--state or --out"
             ) from None
         if name.startswith("SQLITE_IOERR"):
             raise ConfigError(
