@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 from cli_support import run_args, run_cli, token_env
 from prometheus_client.parser import text_string_to_metric_families
@@ -256,3 +257,22 @@ def test_a_state_file_another_process_keeps_locked_is_a_config_error_saying_so(
     assert "--state" in message
     with RunState.open(path, fingerprint="fp", run_id="after") as state:  # free again: fine
         assert state.claim_many(contact_ids(1, 6))
+
+
+# --- a contacts file whose every row is rejected: the user is told which and why ----------------
+
+
+async def test_a_file_whose_every_row_is_rejected_names_them_in_the_log_and_the_message(
+    tmp_path: Path,
+) -> None:
+    secret_looking = "jane.doe@example.com"  # a value that is no id, and personal data
+    csv = write_csv(tmp_path / "c.csv", ["ContactId", "not-a-guid", secret_looking, "", "{bad}"])
+    async with Simulator(unlimited(seed=10)) as sim:
+        args = run_args(sim.base_url, csv, tmp_path / "out", "--log-format", "json")
+        result = await run_cli(args, env=token_env())
+    assert result.code == ExitCode.USAGE, result.explain()
+    events = [orjson.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    rejected = [(e["line"], e["reason"]) for e in events if e["event"] == "contacts.rejected"]
+    assert rejected == [(2, "not a GUID"), (3, "not a GUID"), (5, "not a GUID")]
+    assert "all 3 rows were rejected, the first at line 2: not a GUID" in result.stderr
+    assert secret_looking not in result.stderr

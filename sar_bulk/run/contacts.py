@@ -701,11 +701,13 @@ class ContactReader:
         self.detect()
         column = self._column
         valid = 0
+        first: RejectedRow | None = None  # for the error when no row is usable
         items = chain(self._buffered, self._records)
         self._buffered = []
         for item in items:
             if type(item) is RejectedRow:
                 self.rows_read += 1
+                first = first or item
                 yield item
                 continue
             assert type(item) is tuple
@@ -722,16 +724,20 @@ class ContactReader:
                     contact_id = canonical_guid(value)
                 except ValueError:
                     if value.strip():
-                        self.rows_read += 1
-                        yield RejectedRow(line_no, "not a GUID", safe_preview(value))
+                        rejected = RejectedRow(line_no, "not a GUID", safe_preview(value))
                     elif any(cell.strip() for cell in cells):
-                        self.rows_read += 1
-                        yield RejectedRow(line_no, "empty id", "")
+                        rejected = RejectedRow(line_no, "empty id", "")
+                    else:
+                        continue
+                    self.rows_read += 1
+                    first = first or rejected
+                    yield rejected
                     continue
             self.rows_read += 1
             if self._optional:
                 row = self._with_optional(line_no, contact_id, cells)
                 if type(row) is RejectedRow:
+                    first = first or row
                     yield row
                     continue
                 valid += 1
@@ -746,7 +752,8 @@ class ContactReader:
                 if self._not_utf8
                 else ""
             )
+            where = f", the first at line {first.line}: {first.reason}" if first else ""
             raise InputError(
-                f"{self._source} has no contact ids: all {self.rows_read} rows were rejected "
-                f"(see the rejected rows for why){encoding}"
+                f"{self._source} has no contact ids: all {self.rows_read} rows were rejected"
+                f"{where} (each is listed with its line and reason){encoding}"
             )

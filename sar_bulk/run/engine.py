@@ -75,7 +75,14 @@ from sar_bulk.dossier.writer import (
     dossier_path,
     remove_leftovers,
 )
-from sar_bulk.errors import ConfigError, DataverseError, OutputError, RunStopper, SarBulkError
+from sar_bulk.errors import (
+    ConfigError,
+    DataverseError,
+    InputError,
+    OutputError,
+    RunStopper,
+    SarBulkError,
+)
 from sar_bulk.guids import is_canonical_guid
 from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
@@ -288,8 +295,11 @@ class Engine:
             more = True
             while True:
                 while more and len(waiting) < lookahead:
-                    batch = await asyncio.to_thread(_next_batch, rows)
+                    batch, unusable = await asyncio.to_thread(_next_batch, rows)
                     self.totals.rows_read = reader.rows_read
+                    if unusable is not None:
+                        self._accept(batch)  # the rows it is about: counted and logged first
+                        raise unusable
                     if not batch:
                         more = False
                         break
@@ -695,8 +705,20 @@ def _lookahead(window: int) -> int:
     return min(max(window * _LOOKAHEAD_PER_SLOT, _BATCH), _LOOKAHEAD_MAX)
 
 
-def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:
-    return list(islice(rows, _BATCH))
+def _next_batch(
+    rows: Iterator[ContactRow | RejectedRow],
+) -> tuple[list[ContactRow | RejectedRow], InputError | None]:
+    """The next rows, and the ``InputError`` the reader ended with after them (no usable id).
+
+    The error comes after the file's last row: the rows read before it in this batch are
+    returned with it, or the rejections it speaks of would never be logged.
+    """
+    batch: list[ContactRow | RejectedRow] = []
+    try:
+        batch.extend(islice(rows, _BATCH))
+    except InputError as error:
+        return batch, error
+    return batch, None
 
 
 async def _holds_dossiers(target: OutputTarget) -> bool:
