@@ -276,3 +276,14 @@ async def test_a_file_whose_every_row_is_rejected_names_them_in_the_log_and_the_
     assert rejected == [(2, "not a GUID"), (3, "not a GUID"), (5, "not a GUID")]
     assert "all 3 rows were rejected, the first at line 2: not a GUID" in result.stderr
     assert secret_looking not in result.stderr
+
+
+async def test_a_contacts_file_that_fails_to_read_is_exit_2_naming_it(tmp_path: Path) -> None:
+    # A read that fails with an I/O error (a share gone stale, a bad sector): /proc/self/mem
+    # opens fine and then fails its first read with EIO, as such a file does.
+    async with Simulator(unlimited(seed=11)) as sim:
+        args = run_args(sim.base_url, Path("/proc/self/mem"), tmp_path / "out")
+        result = await run_cli(args, env=token_env())
+    assert result.code == ExitCode.USAGE, result.explain()
+    assert "Traceback" not in result.stderr, result.explain()
+    assert "/proc/self/mem cannot be read (Input/output error)" in result.stderr

@@ -47,6 +47,7 @@ The rules, in the order they apply:
   deadline). The row then carries a ``Deadline`` (``run.deadlines``).
 * A file without a single valid id raises ``InputError``: at once for an empty or header-only
   file, otherwise after the last rejected row has been yielded, so every rejection is reported.
+  A read that fails (an I/O error) raises ``InputError`` naming the file, not a bare ``OSError``.
 """
 
 from __future__ import annotations
@@ -366,10 +367,21 @@ class ContactReader:
 
     # -- physical lines ---------------------------------------------------------------------
 
+    def _read(self, size: int) -> bytes:
+        """The stream's ``read``, with a failed read (EIO, a stale share) as an ``InputError``."""
+        try:
+            return self._stream.read(size)
+        except OSError as exc:
+            raise InputError(
+                f"{self._source} cannot be read ({exc.strerror or exc}) after {self.rows_read} "
+                "rows: check the file or the disk it is on, then run again (finished contacts "
+                "are kept)"
+            ) from None
+
     def _physical_lines(self) -> Iterator[bytes | _Overlong]:
         """Every physical line without its terminator, in chunks so no line is held whole."""
         limit = self._max_line_bytes
-        pending, eof, read = self._read_past_bom(self._stream.read)
+        pending, eof, read = self._read_past_bom(self._read)
         carry = b""
         skip_lf = False  # the previous chunk ended in CR: a LF at the start finishes that CRLF
         while True:
