@@ -30,6 +30,7 @@ from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import ConfigError
 from sar_bulk.run import state as state_module
 from sar_bulk.run.engine import Engine
+from sar_bulk.run.run_lock import RunLock
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.run.state import RunState
 from sar_bulk.simulator import Simulator
@@ -287,3 +288,29 @@ async def test_a_contacts_file_that_fails_to_read_is_exit_2_naming_it(tmp_path: 
     assert result.code == ExitCode.USAGE, result.explain()
     assert "Traceback" not in result.stderr, result.explain()
     assert "/proc/self/mem cannot be read (Input/output error)" in result.stderr
+
+
+# --- shards of two different counts in one folder ------------------------------------------------
+
+
+def test_shards_of_another_count_are_refused_while_shards_run(tmp_path: Path) -> None:
+    # Shard 0 of 2 owns every contact shard 0 of 4 owns (and more): run side by side, both
+    # fetch them, and one's start removes the other's half-written dossiers as leftovers.
+    first = RunLock.for_folder(tmp_path, shard="0/4")
+    try:
+        with pytest.raises(ConfigError) as caught:
+            RunLock.for_folder(tmp_path, shard="0/2")
+        RunLock.for_folder(tmp_path, shard="3/4").release()  # the same job's shards: fine
+    finally:
+        first.release()
+    message = str(caught.value)
+    assert "shards of 4" in message
+    assert "0/2" in message
+    # Once they are gone, another count may use the folder (and then holds it in turn).
+    second = RunLock.for_folder(tmp_path, shard="0/2")
+    try:
+        with pytest.raises(ConfigError, match="shards of 2"):
+            RunLock.for_folder(tmp_path, shard="1/3")
+    finally:
+        second.release()
+    RunLock.for_folder(tmp_path).release()
