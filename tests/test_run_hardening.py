@@ -1,8 +1,9 @@
-"""The run side under awkward conditions: a stop that comes while the run is still starting, a
-damaged state file, and what the report and metrics say after a resume.
+"""The run side under awkward conditions: a stop while the run starts up, a damaged or locked
+state file, an unreadable or unusable contacts file, received dates east of UTC, shards of two
+counts in one folder, and the metrics textfile of a run that ends in an error.
 
-Real SQLite files, the simulator over loopback, and the command as a real process where the
-exit code and the printed message are what is being checked.
+Real SQLite files and locks, the simulator over loopback, and the command as a real process
+where the exit code and the printed message are what is being checked.
 """
 
 from __future__ import annotations
