@@ -29,10 +29,10 @@ from sar_bulk._version import __version__
 from sar_bulk.allocator import tune_allocator, tune_collector
 from sar_bulk.config import RUN_OPTIONS, Option, RunConfig, resolve
 from sar_bulk.dataverse.auth import AuthKind, build_credential
-from sar_bulk.errors import ConfigError, CredentialError, InputError, SarBulkError
+from sar_bulk.errors import ConfigError, CredentialError, SarBulkError
 from sar_bulk.logs import configure_logging, scrub, secrets_from_environ
 from sar_bulk.output.url import is_container_url, storage_secrets
-from sar_bulk.run.runner import ExitCode
+from sar_bulk.run.runner import ExitCode, exit_code_for
 from sar_bulk.sources.interaction_types import ALL_TYPES
 
 __all__ = ["main"]
@@ -91,15 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = _COMMANDS[args.command]
     try:
         return handler(args)
-    except (ConfigError, InputError) as exc:
-        print(f"sar-bulk: {scrub(str(exc))}", file=sys.stderr)
-        return ExitCode.USAGE
-    except CredentialError as exc:
-        print(f"sar-bulk: {scrub(str(exc))}", file=sys.stderr)
-        return ExitCode.REFUSED
     except SarBulkError as exc:
         print(f"sar-bulk: {scrub(str(exc))}", file=sys.stderr)
-        return ExitCode.INCOMPLETE
+        return exit_code_for(exc) or ExitCode.INCOMPLETE
     except KeyboardInterrupt:
         return ExitCode.SIGINT
     except BrokenPipeError:
@@ -337,7 +331,9 @@ def _run(args: argparse.Namespace) -> int:
             output=output,
         )
 
-    outcome = asyncio.run(run_with_metrics(metrics, shard=config.shard, run=run))
+    outcome = asyncio.run(
+        run_with_metrics(metrics, shard=config.shard, run=run, error_code=exit_code_for)
+    )
     return outcome.code
 
 

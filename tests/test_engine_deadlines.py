@@ -124,7 +124,7 @@ async def test_failed_and_rejected_contacts_in_the_report_of_a_real_run(tmp_path
     lines = [
         "id,received",
         f"{a},{(today - timedelta(days=40)).isoformat()}",  # overdue; every request fails
-        f"{b},{(today + timedelta(days=1)).isoformat()}",  # in the future: rejected
+        f"{b},{(today + timedelta(days=2)).isoformat()}",  # in the future everywhere: rejected
         f"{c},31/03/2026",  # not ISO: rejected
         f"{d},{(today - timedelta(days=27)).isoformat()}",  # due within 7 days; fails too
     ]

@@ -42,10 +42,12 @@ The rules, in the order they apply:
   ``KNOWN_NAME_HEADERS``). None of these names is an id header, and dates are not GUIDs, so they
   never change which column holds the ids. A received date is ISO (``YYYY-MM-DD``, or an ISO date
   and time) unless ``received_format`` names a ``strptime`` format; an empty cell means "not
-  known", while a date that cannot be read, or lies after ``today``, rejects the row (a wrong
-  date would move a legal deadline). The row then carries a ``Deadline`` (``run.deadlines``).
+  known", while a date that cannot be read, or lies after ``today`` (default: the latest date
+  anywhere on Earth, ``deadlines.latest_date``), rejects the row (a wrong date would move a legal
+  deadline). The row then carries a ``Deadline`` (``run.deadlines``).
 * A file without a single valid id raises ``InputError``: at once for an empty or header-only
   file, otherwise after the last rejected row has been yielded, so every rejection is reported.
+  A read that fails (an I/O error) raises ``InputError`` naming the file, not a bare ``OSError``.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from typing import BinaryIO, Final, final
 
 from sar_bulk.errors import InputError
 from sar_bulk.guids import canonical_guid, is_canonical_guid
-from sar_bulk.run.deadlines import Deadline, parse_received
+from sar_bulk.run.deadlines import Deadline, latest_date, parse_received
 
 __all__ = [
     "KNOWN_EXTENSION_HEADERS",
@@ -323,7 +325,7 @@ class ContactReader:
         }
         self._optional: dict[str, int] = {}
         self._received_format = received_format
-        self._today = today or datetime.now(UTC).date()
+        self._today = today or latest_date(datetime.now(UTC))
 
     @property
     def optional_columns(self) -> dict[str, str]:
@@ -365,10 +367,21 @@ class ContactReader:
 
     # -- physical lines ---------------------------------------------------------------------
 
+    def _read(self, size: int) -> bytes:
+        """The stream's ``read``, with a failed read (EIO, a stale share) as an ``InputError``."""
+        try:
+            return self._stream.read(size)
+        except OSError as exc:
+            raise InputError(
+                f"{self._source} cannot be read ({exc.strerror or exc}) after {self.rows_read} "
+                "rows: check the file or the disk it is on, then run again (finished contacts "
+                "are kept)"
+            ) from None
+
     def _physical_lines(self) -> Iterator[bytes | _Overlong]:
         """Every physical line without its terminator, in chunks so no line is held whole."""
         limit = self._max_line_bytes
-        pending, eof, read = self._read_past_bom(self._stream.read)
+        pending, eof, read = self._read_past_bom(self._read)
         carry = b""
         skip_lf = False  # the previous chunk ended in CR: a LF at the start finishes that CRLF
         while True:
@@ -700,11 +713,13 @@ class ContactReader:
         self.detect()
         column = self._column
         valid = 0
+        first: RejectedRow | None = None  # for the error when no row is usable
         items = chain(self._buffered, self._records)
         self._buffered = []
         for item in items:
             if type(item) is RejectedRow:
                 self.rows_read += 1
+                first = first or item
                 yield item
                 continue
             assert type(item) is tuple
@@ -721,16 +736,20 @@ class ContactReader:
                     contact_id = canonical_guid(value)
                 except ValueError:
                     if value.strip():
-                        self.rows_read += 1
-                        yield RejectedRow(line_no, "not a GUID", safe_preview(value))
+                        rejected = RejectedRow(line_no, "not a GUID", safe_preview(value))
                     elif any(cell.strip() for cell in cells):
-                        self.rows_read += 1
-                        yield RejectedRow(line_no, "empty id", "")
+                        rejected = RejectedRow(line_no, "empty id", "")
+                    else:
+                        continue
+                    self.rows_read += 1
+                    first = first or rejected
+                    yield rejected
                     continue
             self.rows_read += 1
             if self._optional:
                 row = self._with_optional(line_no, contact_id, cells)
                 if type(row) is RejectedRow:
+                    first = first or row
                     yield row
                     continue
                 valid += 1
@@ -745,7 +764,8 @@ class ContactReader:
                 if self._not_utf8
                 else ""
             )
+            where = f", the first at line {first.line}: {first.reason}" if first else ""
             raise InputError(
-                f"{self._source} has no contact ids: all {self.rows_read} rows were rejected "
-                f"(see the rejected rows for why){encoding}"
+                f"{self._source} has no contact ids: all {self.rows_read} rows were rejected"
+                f"{where} (each is listed with its line and reason){encoding}"
             )

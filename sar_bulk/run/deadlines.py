@@ -33,7 +33,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
@@ -45,6 +45,7 @@ __all__ = [
     "add_months",
     "days_left",
     "due_date",
+    "latest_date",
     "parse_received",
     "urgency",
 ]
@@ -53,6 +54,9 @@ DUE_SOON_DAYS: Final = 7
 """A request due within this many days (today included) is "due soon"."""
 ANSWER_MONTHS: Final = 1
 EXTENSION_MONTHS: Final = 2
+
+# The easternmost time zone (Kiribati's Line Islands): no calendar date anywhere runs ahead of it.
+_EASTERNMOST: Final = timedelta(hours=14)
 
 _ISO: Final = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
@@ -116,6 +120,17 @@ def urgency(due: date, today: date, *, soon: int = DUE_SOON_DAYS) -> Urgency:
     if left <= soon:
         return Urgency.DUE_SOON
     return Urgency.LATER
+
+
+def latest_date(now: datetime) -> date:
+    """The latest calendar date anywhere on Earth at ``now`` (naive: taken as UTC).
+
+    A received date is a date without a zone, written where the controller is. At 22:00 UTC it
+    is already tomorrow from UTC+2 eastwards, so "after today" must mean after this date, or a
+    request logged there today is taken for one from the future.
+    """
+    utc = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+    return (utc + _EASTERNMOST).date()
 
 
 def parse_received(text: str, fmt: str | None = None, *, today: date | None = None) -> date:

@@ -75,11 +75,18 @@ from sar_bulk.dossier.writer import (
     dossier_path,
     remove_leftovers,
 )
-from sar_bulk.errors import ConfigError, DataverseError, OutputError, RunStopper, SarBulkError
+from sar_bulk.errors import (
+    ConfigError,
+    DataverseError,
+    InputError,
+    OutputError,
+    RunStopper,
+    SarBulkError,
+)
 from sar_bulk.guids import is_canonical_guid
 from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
-from sar_bulk.run.deadlines import Deadline
+from sar_bulk.run.deadlines import Deadline, latest_date
 from sar_bulk.run.paths import create_private_folder
 from sar_bulk.run.report import MAX_LISTED, DeadlineSummary, RunTotals
 from sar_bulk.run.scope import Scope, Slots
@@ -232,12 +239,16 @@ class Engine:
                     extension_column=config.extension_column,
                     name_column=config.name_column,
                     received_format=config.received_format,
-                    today=self._now().date(),
+                    today=latest_date(self._now()),  # today where the controller is
                 )
                 self.column = await asyncio.to_thread(reader.detect)
                 optional = reader.optional_columns
                 _log.info("contacts.column", column=self.column, **optional)
                 self._main = asyncio.create_task(self._process(reader, state))
+                if self._interrupted_by is not None:
+                    # The stop came while the run was starting (waiting for a state file
+                    # another process writes, say): there was no task to cancel then.
+                    self._main.cancel()
                 try:
                     await self._main
                 except asyncio.CancelledError:
@@ -284,8 +295,11 @@ class Engine:
             more = True
             while True:
                 while more and len(waiting) < lookahead:
-                    batch = await asyncio.to_thread(_next_batch, rows)
+                    batch, unusable = await asyncio.to_thread(_next_batch, rows)
                     self.totals.rows_read = reader.rows_read
+                    if unusable is not None:
+                        self._accept(batch)  # the rows it is about: counted and logged first
+                        raise unusable
                     if not batch:
                         more = False
                         break
@@ -691,8 +705,20 @@ def _lookahead(window: int) -> int:
     return min(max(window * _LOOKAHEAD_PER_SLOT, _BATCH), _LOOKAHEAD_MAX)
 
 
-def _next_batch(rows: Iterator[ContactRow | RejectedRow]) -> list[ContactRow | RejectedRow]:
-    return list(islice(rows, _BATCH))
+def _next_batch(
+    rows: Iterator[ContactRow | RejectedRow],
+) -> tuple[list[ContactRow | RejectedRow], InputError | None]:
+    """The next rows, and the ``InputError`` the reader ended with after them (no usable id).
+
+    The error comes after the file's last row: the rows read before it in this batch are
+    returned with it, or the rejections it speaks of would never be logged.
+    """
+    batch: list[ContactRow | RejectedRow] = []
+    try:
+        batch.extend(islice(rows, _BATCH))
+    except InputError as error:
+        return batch, error
+    return batch, None
 
 
 async def _holds_dossiers(target: OutputTarget) -> bool:

@@ -308,8 +308,14 @@ async def run_with_metrics(
     *,
     shard: Shard | None,
     run: Callable[[RunMetrics | None], Awaitable[_R]],
+    error_code: Callable[[BaseException], int | None] = lambda error: None,
 ) -> _R:
-    """Run ``run`` with its metrics served and written around it (``None`` when not asked)."""
+    """Run ``run`` with its metrics served and written around it (``None`` when not asked).
+
+    ``error_code`` gives the exit code of a run that ends in an error (the command's own
+    mapping, ``runner.exit_code_for``): a night that ends with exit 2 (an empty contacts file,
+    say) must show it in the textfile too, not leave ``run_exit_code`` out.
+    """
     if not settings.enabled:
         return await run(None)
     metrics = RunMetrics(settings, shard=shard)
@@ -319,5 +325,8 @@ async def run_with_metrics(
         outcome = await run(metrics)
         code = outcome.code
         return outcome
+    except BaseException as error:
+        code = error_code(error)
+        raise
     finally:
         await metrics.stop(code)

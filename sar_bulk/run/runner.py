@@ -45,7 +45,7 @@ from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.preflight import Outcome, probe_sources
 from sar_bulk.dataverse.throttle import Throttle, ThrottleSettings
-from sar_bulk.errors import ConfigError, InputError, OutputError
+from sar_bulk.errors import ConfigError, CredentialError, InputError, OutputError
 from sar_bulk.logs import REDACTOR, scrub
 from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.engine import Engine, RunResult, run_id_for
@@ -65,7 +65,7 @@ from sar_bulk.sources.base import SourceDeps
 from sar_bulk.sources.interactions import InteractionsSource
 from sar_bulk.sources.registry import build_many
 
-__all__ = ["ExitCode", "RunOutcome", "execute_run"]
+__all__ = ["ExitCode", "RunOutcome", "execute_run", "exit_code_for"]
 
 _log = structlog.get_logger("sar_bulk.run")
 
@@ -80,6 +80,23 @@ class ExitCode:
 
 
 _SIGNAL_EXIT = {"SIGINT": ExitCode.SIGINT, "SIGTERM": ExitCode.SIGTERM}
+
+
+def exit_code_for(error: BaseException) -> int | None:
+    """The exit code of a command that ``error`` ends (None: it does not end in an exit code).
+
+    A usage error is 2, a refused credential 3, Ctrl-C 130; any other error 1, which is also
+    what Python exits with when an unexpected one ends the process.
+    """
+    if isinstance(error, (ConfigError, InputError)):
+        return ExitCode.USAGE
+    if isinstance(error, CredentialError):
+        return ExitCode.REFUSED
+    if isinstance(error, KeyboardInterrupt):
+        return ExitCode.SIGINT
+    if isinstance(error, Exception):
+        return ExitCode.INCOMPLETE
+    return None
 
 
 class RedactingTokenProvider(TokenProvider):

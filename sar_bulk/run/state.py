@@ -310,7 +310,8 @@ class RunState:
         ``fingerprint`` identifies the run parameters: contacts done under another one are
         claimed as NEW. ``restart`` forgets every earlier contact; use it only while no other
         process has the file open. Raises ``ConfigError`` for a file that cannot be created or
-        opened, is not a sar-bulk state database, or comes from a newer sar-bulk.
+        opened, is not a sar-bulk state database, or comes from a newer sar-bulk; the methods
+        raise it too for damage found later, a full disk or an I/O error (``_file_errors``).
         """
         if not fingerprint or not run_id:
             raise ValueError("fingerprint and run_id must not be empty")
@@ -322,14 +323,16 @@ class RunState:
         except (OSError, sqlite3.OperationalError) as exc:
             raise ConfigError(f"cannot create or open the state file {path} ({exc})") from None
         try:
-            _prepare(conn, path)
-            with _write(conn):
+            with _file_errors(path):
+                _prepare(conn, path)
+            with _file_errors(path), _write(conn):
                 if restart:
                     # deadlines first: its run ids would be reused by the next runs
                     for table in ("deadlines", "notes", "contacts", "runs", "fingerprints"):
                         conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
                 fp, run = _lookup_ids(conn, fingerprint, run_id)
-            return cls(path, conn, fp, run)
+            with _file_errors(path):
+                return cls(path, conn, fp, run)
         except BaseException:
             conn.close()
             raise
@@ -349,7 +352,7 @@ class RunState:
         if deadlines and len(deadlines) != len(contact_ids):
             raise ValueError("deadlines must hold one entry per contact id")
         results: list[tuple[Claim, DoneRecord | None]] = []
-        with self._lock:
+        with self._lock, _file_errors(self.path):
             step = self._seen.chunk
             for start in range(0, len(contact_ids), step):
                 chunk = contact_ids[start : start + step]
@@ -420,7 +423,7 @@ class RunState:
 
     def recall(self, contact_id: str, key: str) -> str | None:
         """The note ``key`` kept for ``contact_id`` by this run or an earlier one, or None."""
-        with self._lock:
+        with self._lock, _file_errors(self.path):
             row = self._conn.execute(
                 "SELECT value FROM notes WHERE contact_id = ? AND key = ?", (contact_id, key)
             ).fetchone()
@@ -430,7 +433,7 @@ class RunState:
         """Keep a note for ``contact_id`` (committed before this returns)."""
         if not key:
             raise ValueError("a note needs a key")
-        with self._lock:
+        with self._lock, _file_errors(self.path):
             self._conn.execute(
                 "INSERT OR REPLACE INTO notes (contact_id, key, value) VALUES (?, ?, ?)",
                 (contact_id, key, value),
@@ -454,7 +457,7 @@ class RunState:
 
     def at_risk(self, today: date, *, limit: int) -> tuple[dict[Urgency, int], list[AtRisk]]:
         """This run's unanswered requests: counts by urgency, and the ``limit`` nearest due."""
-        with self._lock:
+        with self._lock, _file_errors(self.path):
             counts = deadline_counts(self._conn, today, run=self._run)
             return counts, at_risk(self._conn, today, limit=limit, run=self._run)
 
@@ -481,7 +484,7 @@ class RunState:
             try:
                 if self._unsaved:
                     self._unsaved = False
-                    with _write(self._conn):
+                    with _file_errors(self.path), _write(self._conn):
                         self._save_counts()
             finally:
                 self._conn.close()
@@ -522,7 +525,7 @@ class RunState:
         with self._lock:
             if not self._seen.has(contact_id):
                 raise KeyError(f"contact {contact_id} was not claimed by this run")
-            with _write(self._conn):
+            with _file_errors(self.path), _write(self._conn):
                 self._conn.execute(_RECORD, (*row, finished_at, reasons, sha256, etag))
                 if status is Status.DONE:
                     self._conn.execute("DELETE FROM notes WHERE contact_id = ?", (contact_id,))
@@ -632,9 +635,51 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk, an I/O error): a second ROLLBACK
+        # would fail and hide the error that says what went wrong.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+@contextmanager
+def _file_errors(path: Path) -> Iterator[None]:
+    """A damaged state file, a full disk, an I/O error or a lock held too long by another process
+    as a ``ConfigError`` saying what to do.
+
+    Damage can sit in any page, so it may show only when a claim or a write first reads it,
+    long after the file was opened. Any other SQLite error (a bug) stays as it is.
+    """
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        name = exc.sqlite_errorname or ""
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            raise ConfigError(
+                f"the state file {path} is damaged ({exc}): delete it, with its -wal and -shm "
+                "files, to start over (dossiers already written are checked again, not lost), "
+                "or choose another output folder"
+            ) from None
+        if name == "SQLITE_FULL":
+            raise ConfigError(
+                f"the disk is full: the state file {path} (or SQLite's temporary files, in "
+                "SQLITE_TMPDIR, TMPDIR or /var/tmp) cannot grow; free some space and run again "
+                "(what is finished is kept)"
+            ) from None
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            raise ConfigError(
+                f"another process has held the state file {path} for over "
+                f"{_BUSY_TIMEOUT_MS / 1000:g} s (another run given the same --state, or a "
+                "sqlite3 shell with a transaction open?): end it, or give this run its own "
+                "--state or --out"
+            ) from None
+        if name.startswith("SQLITE_IOERR"):
+            raise ConfigError(
+                f"the state file {path} cannot be read or written ({exc}): check the disk, "
+                "then run again (what is finished is kept)"
+            ) from None
+        raise
 
 
 def _create_private(path: Path) -> None:
