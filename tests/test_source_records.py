@@ -20,7 +20,7 @@ from webapi_support import (
     source_deps,
 )
 
-from sar_bulk.errors import ConfigError, RunStopper
+from sar_bulk.errors import ConfigError, ForeignData, RunStopper
 from sar_bulk.sources.base import Availability, CustomTable, Part, Source, SourceSettings
 from sar_bulk.sources.own_exports import CREATED, PENDING, note_key
 from sar_bulk.sources.records import ContactMissing, RecordsSource, TableForbidden, identifiers
@@ -41,6 +41,32 @@ CONTACT_BODY = (
 )
 
 
+LEAD: dict[str, object] = {
+    "leadid": "0e0e0e0e-0000-4000-8000-00000000000a",
+    "_parentcontactid_value": CID,
+}
+CONSENT: dict[str, object] = {
+    "msdynmkt_contactpointconsent4id": "0e0e0e0e-0000-4000-8000-00000000000c",
+    "msdynmkt_contactpointvalue": PHONE,
+    "msdynmkt_value": 534120001,
+}
+
+
+def activity(n: int) -> dict[str, object]:
+    return {
+        "activityid": f"0e0e0e0e-0000-4000-8000-0000000000a{n}",
+        "_regardingobjectid_value": CID,
+    }
+
+
+def request(name: str, n: int = 0, value: str = EMAIL) -> dict[str, object]:
+    return {
+        "msdynmkt_gdprrequestid": f"0e0e0e0e-0000-4000-8000-00000000010{n}",
+        "msdynmkt_name": name,
+        "msdynmkt_dsrrequestinput": value,
+    }
+
+
 def rows_for(expected_filter: str, rows: list[dict[str, object]]) -> Handler:
     def handler(seen: Seen) -> web.Response:
         assert seen.params["$filter"] == expected_filter, seen.params
@@ -53,15 +79,15 @@ def rows_for(expected_filter: str, rows: list[dict[str, object]]) -> Handler:
 async def org() -> AsyncIterator[ScriptedOrg]:
     async with scripted_org() as org:
         org.on("GET", f"contacts({CID})", lambda s: web.Response(body=CONTACT_BODY))
-        org.on("GET", "leads", rows_for(f"_parentcontactid_value eq {CID}", [{"leadid": "l1"}]))
+        org.on("GET", "leads", rows_for(f"_parentcontactid_value eq {CID}", [LEAD]))
         org.on("GET", "accounts", rows_for(f"_primarycontactid_value eq {CID}", []))
 
         def activities(seen: Seen) -> web.Response:
             if seen.params.get("page") == "2":
-                return json_response({"value": [{"activityid": "a2"}]})
+                return json_response({"value": [activity(2)]})
             assert seen.params["$filter"] == f"_regardingobjectid_value eq {CID}"
             link = f"{org.base_url}/api/data/v9.2/activitypointers?page=2"
-            return json_response({"value": [{"activityid": "a1"}], "@odata.nextLink": link})
+            return json_response({"value": [activity(1)], "@odata.nextLink": link})
 
         org.on("GET", "activitypointers", activities)
         values = (
@@ -71,14 +97,14 @@ async def org() -> AsyncIterator[ScriptedOrg]:
         org.on(
             "GET",
             "msdynmkt_contactpointconsent4s",
-            rows_for(values, [{"msdynmkt_value": 534120001}]),
+            rows_for(values, [CONSENT]),
         )
         install_gdpr_metadata(org)
         inputs = (
             "(msdynmkt_dsrrequestinput eq 'o''brien+sar@example.org' "
             "or msdynmkt_dsrrequestinput eq '+44 20 7946 0000')"
         )
-        org.on("GET", "msdynmkt_gdprrequests", rows_for(inputs, [{"msdynmkt_name": "old"}]))
+        org.on("GET", "msdynmkt_gdprrequests", rows_for(inputs, [request("old")]))
         yield org
 
 
@@ -91,8 +117,8 @@ async def test_every_table_is_stored_as_sent(org: ScriptedOrg) -> None:
     assert orjson.dumps(sink.rows["records/contact.json"][0]) == CONTACT_BODY.replace(
         b'"@odata.context":"x",', b'"@odata.context":"x",'
     )
-    assert sink.rows["records/lead.json"] == [{"leadid": "l1"}]
-    assert sink.rows["records/activitypointer.json"] == [{"activityid": "a1"}, {"activityid": "a2"}]
+    assert sink.rows["records/lead.json"] == [LEAD]
+    assert sink.rows["records/activitypointer.json"] == [activity(1), activity(2)]
     assert "records/account.json" not in sink.rows
     assert sink.notes["tables"] == {
         "contact": 1,
@@ -115,15 +141,12 @@ async def test_export_requests_this_run_made_are_left_out_of_earlier_requests(
 ) -> None:
     made, named = "5b7a1a52-31d4-4f4b-8a55-0e3c2b1d9f10", "sar-bulk export 3f2504e0 2 0badcafe"
     rows: list[dict[str, object]] = [
-        {"msdynmkt_gdprrequestid": "0e0e0e0e-0000-4000-8000-000000000001", "msdynmkt_name": "old"},
+        request("old", 1),
         # an export an earlier run made for this contact: an earlier subject request, kept
-        {
-            "msdynmkt_gdprrequestid": "0e0e0e0e-0000-4000-8000-000000000002",
-            "msdynmkt_name": "sar-bulk export 3f2504e0 1 12345678",
-        },
+        request("sar-bulk export 3f2504e0 1 12345678", 2),
         # this run's, noted by id (created) and by name (the POST's answer not noted yet)
-        {"msdynmkt_gdprrequestid": made.upper(), "msdynmkt_name": "sar-bulk export x 1 aa"},
-        {"msdynmkt_gdprrequestid": "0e0e0e0e-0000-4000-8000-000000000004", "msdynmkt_name": named},
+        {**request("sar-bulk export x 1 aa", 3, PHONE), "msdynmkt_gdprrequestid": made.upper()},
+        request(named, 4, PHONE),
     ]
     org.on("GET", "msdynmkt_gdprrequests", lambda s: json_response({"value": rows}))
     notes = {
@@ -145,6 +168,69 @@ async def test_export_requests_this_run_made_are_left_out_of_earlier_requests(
         scope = DictScope(CID, notes=notes, sources=frozenset({"records"}))
         await RecordsSource(deps).fetch(scope, PART, alone)
     assert len(alone.rows["records/msdynmkt_gdprrequest.json"]) == 4
+
+
+OTHER = "0e0e0e0e-0000-4000-8000-0000000000ff"
+
+
+@pytest.mark.parametrize(
+    ("entity_set", "rows", "column"),
+    [
+        ("leads", [LEAD, {**LEAD, "_parentcontactid_value": OTHER}], "_parentcontactid_value"),
+        ("leads", [{"leadid": LEAD["leadid"]}], "_parentcontactid_value"),
+        ("activitypointers", [{**activity(1), "_regardingobjectid_value": None}], "_regarding"),
+        (
+            "msdynmkt_contactpointconsent4s",
+            [{**CONSENT, "msdynmkt_contactpointvalue": "x@y.z"}],
+            "_contactpointvalue",
+        ),
+        ("msdynmkt_gdprrequests", [request("old", value="x@y.z")], "dsrrequestinput"),
+    ],
+)
+async def test_a_row_of_another_contact_fails_the_part_and_nothing_of_its_table_is_kept(
+    org: ScriptedOrg, entity_set: str, rows: list[dict[str, object]], column: str
+) -> None:
+    org.on("GET", entity_set, lambda s: json_response({"value": rows}))
+    sink = DictSink()
+    async with source_deps(org) as deps:
+        with pytest.raises(ForeignData, match=column) as caught:
+            await RecordsSource(deps).fetch(DictScope(CID), PART, sink)
+    message = str(caught.value)
+    assert OTHER not in message  # names no one's data
+    assert "x@y.z" not in message
+    table = {"leads": "lead", "activitypointers": "activitypointer"}.get(entity_set)
+    assert f"records/{table or entity_set[:-1]}.json" not in sink.rows
+
+
+async def test_the_row_of_another_contact_is_not_taken_for_the_contact(org: ScriptedOrg) -> None:
+    org.on("GET", f"contacts({CID})", lambda s: json_response({"contactid": OTHER}))
+    sink = DictSink()
+    async with source_deps(org) as deps:
+        with pytest.raises(ForeignData, match="contactid"):
+            await RecordsSource(deps).fetch(DictScope(CID), PART, sink)
+    assert sink.rows == {}
+    assert len(org.log) == 1
+
+
+async def test_keyed_rows_match_without_case_or_outer_blanks(org: ScriptedOrg) -> None:
+    # Dataverse compares strings without case (and SQL ignores trailing blanks): these are the
+    # contact's own rows, kept as sent.
+    upper = {**CONSENT, "msdynmkt_contactpointvalue": PHONE + " "}
+    org.on("GET", "msdynmkt_contactpointconsent4s", lambda s: json_response({"value": [upper]}))
+    shouted = request("old", value=EMAIL.upper())
+    org.on("GET", "msdynmkt_gdprrequests", lambda s: json_response({"value": [shouted]}))
+    org.on(
+        "GET",
+        f"contacts({CID})",
+        lambda s: json_response(
+            {"contactid": CID.upper(), "emailaddress1": EMAIL, "telephone1": PHONE}
+        ),
+    )
+    sink = DictSink()
+    async with source_deps(org) as deps:
+        await RecordsSource(deps).fetch(DictScope(CID), PART, sink)
+    assert sink.rows["records/msdynmkt_contactpointconsent4.json"] == [upper]
+    assert sink.rows["records/msdynmkt_gdprrequest.json"] == [shouted]
 
 
 async def test_contact_row_and_metadata_are_fetched_once(org: ScriptedOrg) -> None:
@@ -209,7 +295,9 @@ async def test_custom_tables_run_per_email(org: ScriptedOrg) -> None:
     org.on(
         "GET",
         f"contacts({CID})",
-        lambda s: json_response({"emailaddress1": "a@x.org", "emailaddress3": "b'@x.org"}),
+        lambda s: json_response(
+            {"contactid": CID, "emailaddress1": "a@x.org", "emailaddress3": "b'@x.org"}
+        ),
     )
     seen_filters: list[str] = []
 

@@ -36,7 +36,13 @@ Outcomes, noted under ``tables`` as ``{table: rows | "not present" | "excluded"}
 * a table this org does not have (404, code 0x80060888) is "not present"; the part succeeds;
 * a table the identity may not read (403) fails the part: an answer that skipped it would be
   incomplete. The operator can list it in ``excluded_tables`` (then it is not asked for at all);
-* a contact that does not exist (404 on ``contacts(<id>)``) fails the part.
+* a contact that does not exist (404 on ``contacts(<id>)``) fails the part;
+* a row that is not the contact's fails the part (``ForeignData``, as the action does): every
+  row of a known table must hold the column its query asked for (``contactid``,
+  ``_parentcontactid_value``, ``msdynmkt_contactpointvalue``, ...) with the contact's value
+  (GUIDs in any case, e-mails and phones without case or outer blanks, as Dataverse compares
+  them). A missing column counts as another contact's. Custom tables are the operator's
+  filters and are not checked.
 
 Assumptions where the docs are silent: the e-mail columns are ``emailaddress1..3`` and the
 phones ``telephone1..3`` and ``mobilephone``; Dataverse returns at most 5,000 expanded parties
@@ -45,8 +51,8 @@ per activity, far above what an activity has.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from sar_bulk.dataverse.webapi import FORMATTED_VALUES, ResourceMissing, WebApi
@@ -54,10 +60,11 @@ from sar_bulk.errors import (
     ConfigError,
     DataverseError,
     Forbidden,
+    ForeignData,
     MalformedResponse,
     RequestContext,
 )
-from sar_bulk.guids import is_canonical_guid
+from sar_bulk.guids import canonical_guid, is_canonical_guid
 from sar_bulk.sources.base import (
     Availability,
     ContactScope,
@@ -82,6 +89,7 @@ from sar_bulk.sources.own_exports import NAME_PREFIX, own_requests
 
 __all__ = [
     "CONTACT_ROW_KEY",
+    "Anchor",
     "ContactMissing",
     "Identifier",
     "RecordsSource",
@@ -125,6 +133,44 @@ class Identifier:
     value: str
 
 
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """What every row a query returns must hold: ``column`` equal to one of ``accepted``.
+
+    GUIDs are compared in canonical form; texts (e-mails, phones) without case or outer blanks,
+    as Dataverse compares them in a filter. A row without the column is not the contact's.
+    """
+
+    column: str
+    accepted: frozenset[str]
+    text: bool = False
+
+    @classmethod
+    def guids(cls, column: str, values: Iterable[str]) -> Anchor:
+        return cls(column, frozenset(value.lower() for value in values))
+
+    @classmethod
+    def texts(cls, column: str, values: Iterable[str]) -> Anchor:
+        return cls(column, frozenset(_fold(value) for value in values), text=True)
+
+    def holds(self, row: Mapping[str, Any]) -> bool:
+        value = row.get(self.column)
+        if not isinstance(value, str):
+            return False
+        if self.text:
+            return _fold(value) in self.accepted
+        if value in self.accepted:
+            return True  # the usual case, without parsing
+        try:
+            return canonical_guid(value) in self.accepted
+        except ValueError:
+            return False
+
+
+def _fold(text: str) -> str:
+    return text.strip().casefold()
+
+
 def identifiers(row: Mapping[str, Any]) -> list[Identifier]:
     """The contact's e-mail addresses, then phones, in column order, blanks and repeats dropped."""
     found: list[Identifier] = []
@@ -150,13 +196,21 @@ async def contact_row(scope: ContactScope, api: WebApi) -> dict[str, Any]:
     async def load() -> dict[str, Any]:
         url = api.url(f"contacts({scope.contact_id})")
         try:
-            return await api.get_json(url, {"Prefer": FORMATTED_VALUES})
+            row = await api.get_json(url, {"Prefer": FORMATTED_VALUES})
         except ResourceMissing as error:
             if error.missing_table:
                 raise
             raise ContactMissing(
                 error.context, "the contact does not exist", status=error.status, code=error.code
             ) from None
+        if not Anchor.guids("contactid", [scope.contact_id]).holds(row):
+            # Inside the memo: every part of the contact fails alike, none keeps the row.
+            raise ForeignData(
+                api.context,
+                "the contact's row has a contactid that is missing or names another contact",
+                status=200,
+            )
+        return row
 
     return await scope.once(CONTACT_ROW_KEY, load)
 
@@ -205,7 +259,12 @@ class RecordsSource:
             ("account", "accounts", "_primarycontactid_value"),
         ):
             tables[table] = await self._table(
-                api, sink, table, entity_set, [equal_guid(column, cid)]
+                api,
+                sink,
+                table,
+                entity_set,
+                [equal_guid(column, cid)],
+                anchor=Anchor.guids(column, [cid]),
             )
         tables.update(await self._activities(api, sink, cid))
         tables["parent_account"] = await self._parent_account(api, sink, row)
@@ -217,6 +276,7 @@ class RecordsSource:
             CONSENT_TABLE,
             "msdynmkt_contactpointconsent4s",
             [any_equal("msdynmkt_contactpointvalue", values)] if values else [],
+            anchor=Anchor.texts("msdynmkt_contactpointvalue", values),
         )
         tables[LOGICAL_NAME] = await self._requests(api, sink, scope, found)
         for custom in deps.settings.custom_tables:
@@ -249,11 +309,19 @@ class RecordsSource:
             "activityparties",
             [equal_guid("_partyid_value", cid)],
             keep=activity_of,
+            anchor=Anchor.guids("_partyid_value", [cid]),
         )
         filters = [equal_guid("_regardingobjectid_value", cid)]
         table = "activitypointer"
         activities = await self._table(
-            api, sink, table, "activitypointers", filters, expand=ACTIVITY_PARTIES, keep=activity_id
+            api,
+            sink,
+            table,
+            "activitypointers",
+            filters,
+            expand=ACTIVITY_PARTIES,
+            keep=activity_id,
+            anchor=Anchor.guids("_regardingobjectid_value", [cid]),
         )
         others = [value for value in party_of if value not in regarding]
         if others and isinstance(activities, int):
@@ -262,7 +330,13 @@ class RecordsSource:
                 for i in range(0, len(others), _ID_BATCH)
             ]
             more = await self._table(
-                api, sink, table, "activitypointers", batches, expand=ACTIVITY_PARTIES
+                api,
+                sink,
+                table,
+                "activitypointers",
+                batches,
+                expand=ACTIVITY_PARTIES,
+                anchor=Anchor.guids("activityid", others),
             )
             activities = activities + more if isinstance(more, int) else more
         return {"activitypointer": activities, "activityparty": parties}
@@ -280,7 +354,8 @@ class RecordsSource:
             text = equal_guid("accountid", parent)
         except ValueError:
             raise MalformedResponse(api.context, "_parentcustomerid_value is not a GUID") from None
-        return await self._table(api, sink, "parent_account", "accounts", [text])
+        anchor = Anchor.guids("accountid", [parent])
+        return await self._table(api, sink, "parent_account", "accounts", [text], anchor=anchor)
 
     async def _requests(
         self, api: WebApi, sink: PartSink, scope: ContactScope, found: list[Identifier]
@@ -309,8 +384,9 @@ class RecordsSource:
             mine = await own_requests(scope, ((item.kind, item.value) for item in found))
             return [row for row in rows if not _ours(row, schema, mine)]
 
+        anchor = Anchor.texts(schema.input_column, values)
         return await self._table(
-            api, sink, LOGICAL_NAME, schema.entity_set, filters, select=earlier
+            api, sink, LOGICAL_NAME, schema.entity_set, filters, select=earlier, anchor=anchor
         )
 
     async def _table(
@@ -324,8 +400,13 @@ class RecordsSource:
         expand: str = "",
         keep: Callable[[Mapping[str, Any]], None] | None = None,
         select: Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]] | None = None,
+        anchor: Anchor | None = None,
     ) -> JsonValue:
-        """Every row matching any of ``filters`` (one query each) into ``records/<table>.json``."""
+        """Every row matching any of ``filters`` (one query each) into ``records/<table>.json``.
+
+        With ``anchor``, a page holding a row that is not the contact's fails the part before
+        any of that page is written (``ForeignData``).
+        """
         settings = self._deps.settings
         if table in settings.excluded_tables:
             return "excluded"
@@ -334,6 +415,7 @@ class RecordsSource:
         for text in filters:
             params = {"$filter": text, **({"$expand": expand} if expand else {})}
             url = api.url(identifier(entity_set) + query(params))
+            page = 0
             try:
                 async for rows in api.pages(
                     url,
@@ -341,6 +423,14 @@ class RecordsSource:
                     prefer=(FORMATTED_VALUES,),
                     max_pages=settings.max_pages,
                 ):
+                    page += 1
+                    if anchor is not None and not all(anchor.holds(row) for row in rows):
+                        raise ForeignData(
+                            replace(api.context, page=page),
+                            f"{table} ({entity_set}) sent a row whose {anchor.column} is missing "
+                            "or is not the contact's",
+                            status=200,
+                        )
                     if rows and select is not None:
                         rows = await select(rows)
                     if rows:
