@@ -20,7 +20,7 @@ from webapi_support import (
     source_deps,
 )
 
-from sar_bulk.errors import ConfigError, ForeignData, RunStopper
+from sar_bulk.errors import ConfigError, ForeignData, MalformedResponse, PagingError, RunStopper
 from sar_bulk.sources.base import Availability, CustomTable, Part, Source, SourceSettings
 from sar_bulk.sources.own_exports import CREATED, PENDING, note_key
 from sar_bulk.sources.records import ContactMissing, RecordsSource, TableForbidden, identifiers
@@ -231,6 +231,34 @@ async def test_keyed_rows_match_without_case_or_outer_blanks(org: ScriptedOrg) -
         await RecordsSource(deps).fetch(DictScope(CID), PART, sink)
     assert sink.rows["records/msdynmkt_contactpointconsent4.json"] == [upper]
     assert sink.rows["records/msdynmkt_gdprrequest.json"] == [shouted]
+
+
+@pytest.mark.parametrize("same_page", [False, True])
+async def test_a_row_sent_twice_fails_the_part(org: ScriptedOrg, same_page: bool) -> None:
+    # Each nextLink is new (so no loop is seen), but the rows repeat: without a check the
+    # dossier would hold the lead twice, or 10,000 pages of it.
+    def leads(seen: Seen) -> web.Response:
+        page = int(seen.params.get("page", "1"))
+        link = f"{org.base_url}/api/data/v9.2/leads?page={page + 1}"
+        rows = [LEAD, LEAD] if same_page else [LEAD]
+        return json_response({"value": rows, "@odata.nextLink": link})
+
+    org.on("GET", "leads", leads)
+    sink = DictSink()
+    async with source_deps(org) as deps:
+        with pytest.raises(
+            PagingError, match=r"lead \(leads\) sent a row twice \(the same leadid\)"
+        ) as caught:
+            await RecordsSource(deps).fetch(DictScope(CID), PART, sink)
+    assert str(LEAD["leadid"]) not in str(caught.value)
+    assert len(org.seen("GET", "leads")) == (1 if same_page else 2)
+
+
+async def test_a_row_without_its_id_fails_the_part(org: ScriptedOrg) -> None:
+    org.on("GET", "leads", lambda s: json_response({"value": [{**LEAD, "leadid": None}]}))
+    async with source_deps(org) as deps:
+        with pytest.raises(MalformedResponse, match=r"lead \(leads\).*leadid"):
+            await RecordsSource(deps).fetch(DictScope(CID), PART, DictSink())
 
 
 async def test_contact_row_and_metadata_are_fetched_once(org: ScriptedOrg) -> None:

@@ -42,7 +42,10 @@ Outcomes, noted under ``tables`` as ``{table: rows | "not present" | "excluded"}
   ``_parentcontactid_value``, ``msdynmkt_contactpointvalue``, ...) with the contact's value
   (GUIDs in any case, e-mails and phones without case or outer blanks, as Dataverse compares
   them). A missing column counts as another contact's. Custom tables are the operator's
-  filters and are not checked.
+  filters and are not checked;
+* a row sent twice for one table (its id repeated, on one page or across pages whose nextLinks
+  differ) fails the part (``PagingError``): a dossier must not count a row twice, nor page
+  through the same rows up to ``max_pages``. A row without its id fails it too.
 
 Assumptions where the docs are silent: the e-mail columns are ``emailaddress1..3`` and the
 phones ``telephone1..3`` and ``mobilephone``; Dataverse returns at most 5,000 expanded parties
@@ -62,6 +65,7 @@ from sar_bulk.errors import (
     Forbidden,
     ForeignData,
     MalformedResponse,
+    PagingError,
     RequestContext,
 )
 from sar_bulk.guids import canonical_guid, is_canonical_guid
@@ -265,6 +269,7 @@ class RecordsSource:
                 entity_set,
                 [equal_guid(column, cid)],
                 anchor=Anchor.guids(column, [cid]),
+                key=f"{table}id",
             )
         tables.update(await self._activities(api, sink, cid))
         tables["parent_account"] = await self._parent_account(api, sink, row)
@@ -277,6 +282,7 @@ class RecordsSource:
             "msdynmkt_contactpointconsent4s",
             [any_equal("msdynmkt_contactpointvalue", values)] if values else [],
             anchor=Anchor.texts("msdynmkt_contactpointvalue", values),
+            key=f"{CONSENT_TABLE}id",
         )
         tables[LOGICAL_NAME] = await self._requests(api, sink, scope, found)
         for custom in deps.settings.custom_tables:
@@ -310,6 +316,7 @@ class RecordsSource:
             [equal_guid("_partyid_value", cid)],
             keep=activity_of,
             anchor=Anchor.guids("_partyid_value", [cid]),
+            key="activitypartyid",
         )
         filters = [equal_guid("_regardingobjectid_value", cid)]
         table = "activitypointer"
@@ -322,6 +329,7 @@ class RecordsSource:
             expand=ACTIVITY_PARTIES,
             keep=activity_id,
             anchor=Anchor.guids("_regardingobjectid_value", [cid]),
+            key="activityid",
         )
         others = [value for value in party_of if value not in regarding]
         if others and isinstance(activities, int):
@@ -337,6 +345,7 @@ class RecordsSource:
                 batches,
                 expand=ACTIVITY_PARTIES,
                 anchor=Anchor.guids("activityid", others),
+                key="activityid",
             )
             activities = activities + more if isinstance(more, int) else more
         return {"activitypointer": activities, "activityparty": parties}
@@ -355,7 +364,9 @@ class RecordsSource:
         except ValueError:
             raise MalformedResponse(api.context, "_parentcustomerid_value is not a GUID") from None
         anchor = Anchor.guids("accountid", [parent])
-        return await self._table(api, sink, "parent_account", "accounts", [text], anchor=anchor)
+        return await self._table(
+            api, sink, "parent_account", "accounts", [text], anchor=anchor, key="accountid"
+        )
 
     async def _requests(
         self, api: WebApi, sink: PartSink, scope: ContactScope, found: list[Identifier]
@@ -386,7 +397,14 @@ class RecordsSource:
 
         anchor = Anchor.texts(schema.input_column, values)
         return await self._table(
-            api, sink, LOGICAL_NAME, schema.entity_set, filters, select=earlier, anchor=anchor
+            api,
+            sink,
+            LOGICAL_NAME,
+            schema.entity_set,
+            filters,
+            select=earlier,
+            anchor=anchor,
+            key=schema.id_column,
         )
 
     async def _table(
@@ -401,17 +419,20 @@ class RecordsSource:
         keep: Callable[[Mapping[str, Any]], None] | None = None,
         select: Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]] | None = None,
         anchor: Anchor | None = None,
+        key: str | None = None,
     ) -> JsonValue:
         """Every row matching any of ``filters`` (one query each) into ``records/<table>.json``.
 
         With ``anchor``, a page holding a row that is not the contact's fails the part before
-        any of that page is written (``ForeignData``).
+        any of that page is written (``ForeignData``); with ``key`` (the table's id column), a
+        row whose id came before fails it (``PagingError``).
         """
         settings = self._deps.settings
         if table in settings.excluded_tables:
             return "excluded"
         count = 0
         entry = f"records/{table}.json"
+        ids: set[str] = set()  # the table's row ids so far, over all its queries
         for text in filters:
             params = {"$filter": text, **({"$expand": expand} if expand else {})}
             url = api.url(identifier(entity_set) + query(params))
@@ -431,6 +452,8 @@ class RecordsSource:
                             "or is not the contact's",
                             status=200,
                         )
+                    if key is not None:
+                        _add_ids(replace(api.context, page=page), table, entity_set, key, rows, ids)
                     if rows and select is not None:
                         rows = await select(rows)
                     if rows:
@@ -451,6 +474,29 @@ class RecordsSource:
                     code=error.code,
                 ) from None
         return count
+
+
+def _add_ids(
+    context: RequestContext,
+    table: str,
+    entity_set: str,
+    key: str,
+    rows: Sequence[Mapping[str, Any]],
+    ids: set[str],
+) -> None:
+    """Add the rows' ids to ``ids``; one seen before (or none at all) fails the part."""
+    for row in rows:
+        value = row.get(key)
+        if not isinstance(value, str) or not value:
+            raise MalformedResponse(context, f"{table} ({entity_set}) sent a row without its {key}")
+        value = value.lower()
+        if value in ids:
+            raise PagingError(
+                context,
+                f"{table} ({entity_set}) sent a row twice (the same {key}): the org's paging "
+                "repeats rows",
+            )
+        ids.add(value)
 
 
 def _named_like_ours(row: Mapping[str, Any], name_column: str) -> bool:
