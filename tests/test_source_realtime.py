@@ -31,7 +31,9 @@ from webapi_support import (
 )
 
 from sar_bulk.dataverse.webapi import TooLarge
+from sar_bulk.errors import ForeignData
 from sar_bulk.sources.base import Availability, Part, Source, SourceSettings
+from sar_bulk.sources.own_exports import note_key
 from sar_bulk.sources.realtime import ExportFailed, ExportForbidden, RealtimeSource, created_id
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
 from sar_bulk.sources.records import RecordsSource
@@ -57,6 +59,8 @@ class FakeGdpr:
     polls: dict[str, int] = field(default_factory=dict)
     progress_queries: list[int] = field(default_factory=list)  # ids asked for, per query
     fail_next_post_after_create: bool = False
+    ignore_name_filter: bool = False  # a look-up by name answers with every row
+    answer_id: str | None = None  # the id the next POST's answer names instead of the new row's
 
     def content(self, request_id: str) -> bytes:
         row = self.rows[request_id]
@@ -75,7 +79,8 @@ class FakeGdpr:
         if self.fail_next_post_after_create:
             self.fail_next_post_after_create = False
             return web.Response(status=503)
-        entity = f"{self.org.base_url}/api/data/v9.2/{SET}({request_id})"
+        answered, self.answer_id = self.answer_id or request_id, None
+        entity = f"{self.org.base_url}/api/data/v9.2/{SET}({answered})"
         return web.Response(status=204, headers={"OData-EntityId": entity})
 
     def get(self, seen: Seen) -> web.Response:
@@ -83,10 +88,13 @@ class FakeGdpr:
         name = re.fullmatch(r"msdynmkt_name eq '(.*)'", text)
         if name:
             wanted = name.group(1).replace("''", "'")
-            found = [r for r in self.rows.values() if r["msdynmkt_name"] == wanted]
-            return json_response(
-                {"value": [{"msdynmkt_gdprrequestid": r["msdynmkt_gdprrequestid"]} for r in found]}
-            )
+            found = [
+                r
+                for r in self.rows.values()
+                if r["msdynmkt_name"] == wanted or self.ignore_name_filter
+            ]
+            select = seen.params["$select"].split(",")
+            return json_response({"value": [{k: r[k] for k in select} for r in found]})
         if text.startswith("(msdynmkt_dsrrequestinput eq "):
             return json_response({"value": []})  # records asking for earlier requests
         ids = GUID.findall(text)
@@ -217,6 +225,45 @@ async def test_a_resumed_contact_waits_for_the_request_it_made(gdpr: FakeGdpr) -
         await source.fetch(lost, PART, DictSink())
         assert len(gdpr.rows) == 2
         assert [r["msdynmkt_name"] for r in gdpr.rows.values()][1] == "sar-bulk export lost 1 0000"
+
+
+async def test_a_look_up_by_name_takes_only_the_row_of_that_name(gdpr: FakeGdpr) -> None:
+    # A resumed contact looks its request up by the name it noted; an org that ignores the
+    # filter answers with someone else's request, which must not be taken (and downloaded).
+    org = gdpr.org
+    contact(org, cid(5), emailaddress1="someone@x.org")
+    contact(org, cid(6), emailaddress1="a@x.org")
+    gdpr.ignore_name_filter = True
+    async with source_deps(org, fast()) as deps:
+        source = RealtimeSource(deps)
+        await source.fetch(DictScope(cid(5)), PART, DictSink())
+        (theirs,) = gdpr.rows
+        key = note_key("email", "a@x.org")
+        scope, sink = DictScope(cid(6), notes={key: "pending:sar-bulk export 6 1 00"}), DictSink()
+        await source.fetch(scope, PART, sink)
+    assert len(gdpr.rows) == 2  # not found by its name: made now
+    assert scope.notes[key] != f"id:{theirs}"
+    assert b"someone@x.org" not in bytes(sink.files["realtime/1-gdpr_output.json"])
+
+
+async def test_a_request_made_for_another_identifier_is_not_downloaded(gdpr: FakeGdpr) -> None:
+    # The POST's answer names another (completed) request: its file is another person's.
+    org = gdpr.org
+    contact(org, cid(7), emailaddress1="someone@x.org")
+    contact(org, cid(8), emailaddress1="a@x.org")
+    async with source_deps(org, fast()) as deps:
+        source = RealtimeSource(deps)
+        await source.fetch(DictScope(cid(7)), PART, DictSink())
+        (theirs,) = gdpr.rows
+        gdpr.answer_id = theirs
+        downloads = len([s for s in org.log if s.path.endswith("$value")])
+        sink = DictSink()
+        with pytest.raises(ForeignData, match=f"export request {theirs}.*another") as caught:
+            await source.fetch(DictScope(cid(8)), PART, sink)
+    assert "someone@x.org" not in str(caught.value)
+    assert "a@x.org" not in str(caught.value)
+    assert sink.files == {}
+    assert len([s for s in org.log if s.path.endswith("$value")]) == downloads
 
 
 async def test_records_and_realtime_share_one_contact_row(gdpr: FakeGdpr) -> None:

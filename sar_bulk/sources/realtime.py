@@ -37,6 +37,12 @@ failure progress value is documented, so none is looked for; a Completed request
 fails it too; a file above ``max_file_bytes`` (default 1 GiB) is refused before its first byte
 is stored. A remembered request whose row was deleted meanwhile fails the part (it is not made
 again: an operator deleted it on purpose, or the org lost it; either way a person should look).
+
+The org's word on which row is ours is checked, not taken: a look-up by name takes only a row of
+that very name, and a completed request whose input is not the identifier it was made for
+(compared without case or outer blanks) fails the part with ``ForeignData`` before a byte of its
+file is fetched: a POST answer or a look-up naming another request would otherwise hand one
+person's export to another.
 """
 
 from __future__ import annotations
@@ -52,7 +58,13 @@ import orjson
 
 from sar_bulk.dataverse.fetcher import PairFetcher
 from sar_bulk.dataverse.webapi import ResourceMissing, WebApi, object_body
-from sar_bulk.errors import DataverseError, Forbidden, MalformedResponse, RequestContext
+from sar_bulk.errors import (
+    DataverseError,
+    Forbidden,
+    ForeignData,
+    MalformedResponse,
+    RequestContext,
+)
 from sar_bulk.sources.base import (
     Availability,
     ContactScope,
@@ -72,7 +84,7 @@ from sar_bulk.sources.odata_filter import (
 )
 from sar_bulk.sources.own_exports import CREATED, NAME_PREFIX, PENDING, note_key
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
-from sar_bulk.sources.records import Identifier, contact_row, identifiers
+from sar_bulk.sources.records import Anchor, Identifier, contact_row, identifiers
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
@@ -192,6 +204,13 @@ class RealtimeSource:
         api = self._web_api(context, pair.queued_as(_DOWNLOADS_AFTER + scope.number))
         exports: list[JsonValue] = []
         for n, (item, request_id, done) in enumerate(zip(found, ids, rows, strict=True), 1):
+            if not Anchor.texts(schema.input_column, [item.value]).holds(done):
+                raise ForeignData(
+                    context,
+                    f"export request {request_id} holds another e-mail or phone than the one it "
+                    "was made for; its file is not fetched",
+                    status=200,
+                )
             if done.get(schema.data_column) is None:
                 raise ExportFailed(context, f"export request {request_id} completed without a file")
             entry = f"realtime/{n}-gdpr_output.json"
@@ -301,7 +320,7 @@ class RealtimeSource:
             identifier(schema.entity_set)
             + query(
                 {
-                    "$select": schema.id_column,
+                    "$select": f"{schema.id_column},{schema.name_column}",
                     "$filter": f"{identifier(schema.name_column)} eq {string_literal(name)}",
                 }
             )
@@ -311,7 +330,9 @@ class RealtimeSource:
         if not isinstance(rows, list):
             raise MalformedResponse(api.context, "the answer has no 'value' list of rows")
         for row in rows:
-            value = row.get(schema.id_column) if isinstance(row, dict) else None
+            if not isinstance(row, dict) or row.get(schema.name_column) != name:
+                continue  # the filter was not applied: only a row of this very name is ours
+            value = row.get(schema.id_column)
             if isinstance(value, str) and (found := _guid(value)) is not None:
                 return found
         return None
@@ -348,7 +369,9 @@ class RealtimeSource:
             raise RuntimeError("progress read before the schema was loaded")
         context = RequestContext(f"({len(ids)} waiting)", f"{self.name}/progress")
         api = self._api(context, 0)
-        columns = ",".join((schema.id_column, schema.progress_column, schema.data_column))
+        columns = ",".join(
+            (schema.id_column, schema.progress_column, schema.data_column, schema.input_column)
+        )
         url = api.url(
             identifier(schema.entity_set)
             + query({"$select": columns, "$filter": any_equal_guid(schema.id_column, ids)})
