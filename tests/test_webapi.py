@@ -72,6 +72,9 @@ async def test_pages_follow_next_link_with_page_size(org: ScriptedOrg, api: WebA
     [
         ("{base}/api/data/v9.2/leads?page=1", "repeated"),
         ("https://elsewhere.example/api/data/v9.2/leads?page=2", "off the org"),
+        # On the org, but another query's rows (another person's, another table's).
+        ("{base}/api/data/v9.2/contacts?page=2", "another resource"),
+        ("{base}/api/data/v9.2/leads(1)/x?page=2", "another resource"),
     ],
 )
 async def test_pages_refuse_looping_or_foreign_links(
@@ -85,6 +88,7 @@ async def test_pages_refuse_looping_or_foreign_links(
         async for _ in api.pages(api.url("leads"), page_size=5):
             pass
     assert all(not s.path.startswith("elsewhere") for s in org.log)
+    assert {s.path for s in org.log} == {"leads"}  # never asked another resource
 
 
 async def test_pages_stop_at_max_pages(org: ScriptedOrg, api: WebApi) -> None:

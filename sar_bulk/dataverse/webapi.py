@@ -16,8 +16,10 @@ a ``ResourceMissing`` (a table or a row, not the retired action: it must not sto
 ``MalformedResponse`` for a 2xx whose body is not the expected JSON shape.
 
 Paging follows ``@odata.nextLink`` with ``Prefer: odata.maxpagesize=N``; a nextLink off the
-org's origin, one seen before (compared by digest, so memory stays small) or one page more than
-``max_pages`` stops with a ``PagingError``.
+org's origin, to another resource than the query's (Dataverse's nextLink is the query's own URL
+with a ``$skiptoken``: another path would be another table's or another row's data), one seen
+before (compared by digest, so memory stays small) or one page more than ``max_pages`` stops
+with a ``PagingError``.
 
 Downloads ask for ``Range`` chunks and continue from what arrived (a server may send less than
 asked); ``x-ms-file-size`` gives the total, which must stay the same, stay under the cap and be
@@ -34,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
@@ -188,6 +191,7 @@ class WebApi:
         """The ``value`` rows of each page, following ``@odata.nextLink``."""
         headers = {"Prefer": ", ".join((f"odata.maxpagesize={page_size}", *prefer))}
         seen: set[bytes] = set()
+        resource = _resource(url)
         number = 1
         next_url: str | None = url
         while next_url is not None:
@@ -204,6 +208,10 @@ class WebApi:
                 raise MalformedResponse(context, "@odata.nextLink is not a string")
             if not self._http.org.owns(link):
                 raise PagingError(context, "@odata.nextLink points off the org's origin")
+            if _resource(link) != resource:
+                raise PagingError(
+                    context, "@odata.nextLink points to another resource than the query's"
+                )
             digest = hashlib.sha256(link.encode("utf-8")).digest()
             if digest in seen:
                 raise PagingError(context, "@odata.nextLink repeated an earlier page")
@@ -300,6 +308,11 @@ def object_body(context: RequestContext, raw: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise MalformedResponse(context, "the answer is not a JSON object")
     return document
+
+
+def _resource(url: str) -> str:
+    """The path a URL names (the table or row), percent-decoded, without its query."""
+    return unquote(urlsplit(url).path)
 
 
 def _empty_file(answer: Answer) -> bool:
