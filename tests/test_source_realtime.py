@@ -61,6 +61,7 @@ class FakeGdpr:
     fail_next_post_after_create: bool = False
     ignore_name_filter: bool = False  # a look-up by name answers with every row
     answer_id: str | None = None  # the id the next POST's answer names instead of the new row's
+    progress_answers: list[web.Response] = field(default_factory=list)  # sent before the rows
 
     def content(self, request_id: str) -> bytes:
         row = self.rows[request_id]
@@ -99,6 +100,8 @@ class FakeGdpr:
             return json_response({"value": []})  # records asking for earlier requests
         ids = GUID.findall(text)
         assert ids, text
+        if self.progress_answers:
+            return self.progress_answers.pop(0)
         self.progress_queries.append(len(ids))
         out = []
         for request_id in ids:
@@ -314,6 +317,32 @@ async def test_a_request_not_completed_in_time_fails_with_its_id(gdpr: FakeGdpr)
     assert clock.sleeps == [1.0] * 5
 
 
+async def test_a_poll_that_fails_for_a_while_only_delays_the_wait(gdpr: FakeGdpr) -> None:
+    # The export goes on while the org is briefly unwell: a failed progress query (after the
+    # fetcher's retries) is asked again at the next poll, not the end of every waiting contact.
+    contact(gdpr.org, cid(4), emailaddress1="a@x.org")
+    gdpr.progress_answers = [web.Response(status=503) for _ in range(7)]
+    sink = DictSink()
+    async with source_deps(gdpr.org, fast()) as deps:
+        await RealtimeSource(deps).fetch(DictScope(cid(4)), PART, sink)
+    assert len(sink.files) == 1
+    assert not gdpr.progress_answers
+
+
+async def test_a_poll_refused_for_good_fails_naming_the_contact(gdpr: FakeGdpr) -> None:
+    contact(gdpr.org, cid(4), emailaddress1="a@x.org")
+    refused = error_response(403, "0x80040220", "Principal user is missing prvReadmsdynmkt_gdpr")
+    gdpr.progress_answers = [refused]
+    async with source_deps(gdpr.org, fast()) as deps:
+        with pytest.raises(ExportForbidden) as caught:
+            await RealtimeSource(deps).fetch(DictScope(cid(4)), PART, DictSink())
+    message = str(caught.value)
+    assert f"realtime for contact {cid(4)}" in message
+    assert "progress" in message
+    assert "prvReadmsdynmkt_gdpr" in message
+    assert "msdynmkt_gdprrequest" in caught.value.advice  # not the retired action's advice
+
+
 async def test_completed_without_a_file_fails(gdpr: FakeGdpr) -> None:
     contact(gdpr.org, cid(5), emailaddress1="a@x.org")
     gdpr.with_file = False
@@ -448,3 +477,22 @@ async def test_poller_stops_when_its_last_waiter_is_cancelled() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
     assert all(t.get_name() != "sar-bulk realtime poller" for t in asyncio.all_tasks())
+
+
+async def test_poller_keeps_waiting_through_passing_failures_until_the_deadline() -> None:
+    clock, reads = FakeClock(), Reads(done_after=3, fail=["bad"])
+    shared = ProgressPoller(
+        read=reads,
+        is_done=lambda row: bool(row["done"]),
+        poll=30.0,
+        clock=clock,
+        sleep=clock.sleep,
+        batch=1,
+        passing=lambda error: isinstance(error, RuntimeError),
+    )
+    results = await asyncio.gather(
+        shared.wait("ok", 1000), shared.wait("bad", 100), return_exceptions=True
+    )
+    assert results[0] == {"id": "ok", "done": True}
+    assert isinstance(results[1], WaitExpired)  # failing reads never end a wait early
+    assert isinstance(shared.last_failure, RuntimeError)

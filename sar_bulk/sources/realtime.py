@@ -64,6 +64,9 @@ from sar_bulk.errors import (
     ForeignData,
     MalformedResponse,
     RequestContext,
+    RetryableError,
+    RetryBudgetSpent,
+    RunStopper,
 )
 from sar_bulk.sources.base import (
     Availability,
@@ -158,6 +161,7 @@ class RealtimeSource:
             poll=deps.settings.realtime_poll,
             clock=deps.clock,
             sleep=deps.sleep,
+            passing=_passing,
         )
 
     @property
@@ -348,12 +352,28 @@ class RealtimeSource:
             # The engine wants one error of the tree: the first that ended the wait.
             first = group_error.exceptions[0]
             if isinstance(first, WaitExpired):
+                failure = self._poller.last_failure
+                why = (
+                    f" (the last progress query failed: {failure.detail})"
+                    if isinstance(failure, DataverseError)
+                    else ""
+                )
                 raise ExportFailed(
-                    context, f"export request {first} not completed within {limit:g} s"
+                    context, f"export request {first} not completed within {limit:g} s{why}"
                 ) from None
             if isinstance(first, RequestGone):
                 raise ExportFailed(
                     context, f"export request {first} was deleted while waiting"
+                ) from None
+            if isinstance(first, DataverseError) and not isinstance(first, RunStopper):
+                # The query was about every waiting request of the run: say which contact and
+                # what it means for it, with this source's advice (not the action's).
+                kind = ExportForbidden if isinstance(first, Forbidden) else ExportFailed
+                raise kind(
+                    context,
+                    f"reading the progress of its export requests: {first.detail}",
+                    status=first.status,
+                    code=first.code,
                 ) from None
             raise first from None
         return [task.result() for task in tasks]
@@ -383,6 +403,11 @@ class RealtimeSource:
                 if isinstance(value, str) and (guid := _guid(value)) is not None:
                     found[guid] = row
         return found
+
+
+def _passing(error: Exception) -> bool:
+    """A failed progress read worth asking again at the next poll (the export goes on)."""
+    return isinstance(error, RetryableError | RetryBudgetSpent)
 
 
 def _guid(value: str) -> str | None:
