@@ -223,6 +223,17 @@ async def test_download_takes_a_whole_file_when_range_is_ignored(
         await download(api, chunk=100)
 
 
+async def test_a_whole_answer_without_a_file_size_is_not_taken_for_the_file(
+    org: ScriptedOrg, api: WebApi
+) -> None:
+    # A proxy's sign-in page (or any 200 that is not Dataverse's file download) must not be
+    # stored as gdpr_output.json: Dataverse names the size of every file it sends.
+    page = b"<html><body>Sign in to continue</body></html>"
+    org.on("GET", "f(1)/col/$value", lambda s: web.Response(body=page, content_type="text/html"))
+    with pytest.raises(MalformedResponse, match="without x-ms-file-size"):
+        await download(api, chunk=100)
+
+
 async def test_a_content_range_other_than_asked_is_refused(org: ScriptedOrg, api: WebApi) -> None:
     # The same two bytes, labelled honestly, for every range asked: not the file.
     def handler(seen: Seen) -> web.Response:

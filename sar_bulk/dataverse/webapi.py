@@ -23,7 +23,10 @@ with a ``PagingError``.
 
 Downloads ask for ``Range`` chunks and continue from what arrived (a server may send less than
 asked); ``x-ms-file-size`` gives the total, which must stay the same, stay under the cap and be
-met exactly. Chunks are handed to ``write`` as they come: memory holds one chunk.
+met exactly. Chunks are handed to ``write`` as they come: memory holds one chunk. An answer that
+names no size at all (neither ``x-ms-file-size`` nor a ``Content-Range`` total) is refused, even
+a 200: Dataverse sends the size with every file, and a body without it is something else (a
+proxy's sign-in page) that would otherwise be stored as the file.
 
 JSON is decoded by ``jsonexact.loads``, which keeps every digit of every number as sent.
 """
@@ -337,15 +340,16 @@ def _check_range(
 
 
 def _file_size(context: RequestContext, answer: Answer) -> int:
-    """The file's whole size: ``x-ms-file-size``, else ``Content-Range``'s total, else the body."""
+    """The file's whole size: ``x-ms-file-size``, else ``Content-Range``'s total."""
     text = answer.headers.get("x-ms-file-size")
     if text is None:
         content_range = answer.headers.get("Content-Range", "")
         text = content_range.rpartition("/")[2] if "/" in content_range else None
     if text is None:
-        if answer.status == 200:
-            return len(answer.body)
-        raise MalformedResponse(context, "a chunk came without x-ms-file-size")
+        raise MalformedResponse(
+            context,
+            f"HTTP {answer.status} came without x-ms-file-size: not a Dataverse file download",
+        )
     text = text.strip()
     # int() alone would take "+5", "1_000" and other digits than ASCII ones.
     if not _SIZE.fullmatch(text):
