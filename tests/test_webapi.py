@@ -20,7 +20,14 @@ from webapi_support import (
 )
 
 from sar_bulk.dataverse.webapi import Download, ResourceMissing, TooLarge, WebApi
-from sar_bulk.errors import Forbidden, MalformedResponse, PagingError, RequestContext, RunStopper
+from sar_bulk.errors import (
+    Forbidden,
+    MalformedResponse,
+    PagingError,
+    RequestContext,
+    RetryBudgetSpent,
+    RunStopper,
+)
 
 CONTEXT = RequestContext("00000000-0000-4000-8000-000000000001", "records")
 
@@ -125,6 +132,33 @@ async def test_forbidden_and_malformed(org: ScriptedOrg, api: WebApi) -> None:
     org.on("GET", "list", lambda s: json_response([1, 2]))
     with pytest.raises(MalformedResponse, match="not a JSON object"):
         await api.get_json(api.url("list"))
+
+
+@pytest.mark.parametrize("kind", ["get", "pages", "download", "call"])
+async def test_a_pause_longer_than_the_budget_names_the_contact_and_part(
+    org: ScriptedOrg, api: WebApi, kind: str
+) -> None:
+    # As the action's pages do: the RetryBudgetSpent raised at the closed gate says whose
+    # request it was, not "request failed".
+    throttled = error_response(429, "0x80072322", "Number of requests exceeded the limit")
+    org.fallback = lambda s: web.Response(
+        status=429, body=throttled.body, headers={"Retry-After": "100"}
+    )
+
+    async def run() -> None:
+        if kind == "get":
+            await api.get_json(api.url("leads"))
+        elif kind == "pages":
+            async for _ in api.pages(api.url("leads"), page_size=5):
+                pass
+        elif kind == "download":
+            await download(api, chunk=100)
+        else:
+            await api.call(lambda: api.send("GET", api.url("leads")))
+
+    with pytest.raises(RetryBudgetSpent) as caught:
+        await run()
+    assert str(caught.value).startswith(f"records for contact {CONTEXT.contact_id} failed")
 
 
 async def test_transient_answer_is_retried(org: ScriptedOrg, api: WebApi) -> None:

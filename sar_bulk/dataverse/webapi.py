@@ -136,7 +136,7 @@ class WebApi:
 
     async def call(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
         """Run ``attempt`` (built from ``send``) inside the pair's throttle and retry."""
-        return await self._pair.call(attempt)
+        return await self._pair.call(attempt, context=self._context)
 
     async def send(
         self,
@@ -162,7 +162,8 @@ class WebApi:
             self._check(context, answer)
             return object_body(context, answer.body)
 
-        return await self._pair.call(attempt)
+        # The context also names the request when the wait at a closed gate is over budget.
+        return await self._pair.call(attempt, context=context)
 
     async def post_json(
         self, url: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
@@ -181,7 +182,7 @@ class WebApi:
             self._check(context, answer)
             return answer
 
-        return await self._pair.call(attempt)
+        return await self._pair.call(attempt, context=context)
 
     async def pages(
         self,
@@ -287,7 +288,7 @@ class WebApi:
             self._check(context, answer)
             return answer
 
-        return await self._pair.call(attempt)
+        return await self._pair.call(attempt, context=context)
 
     def _check(self, context: RequestContext, answer: Answer) -> None:
         if 200 <= answer.status < 300:
