@@ -20,6 +20,7 @@ from webapi_support import (
     source_deps,
 )
 
+from sar_bulk.dataverse.webapi import ResourceMissing
 from sar_bulk.errors import ConfigError, ForeignData, MalformedResponse, PagingError, RunStopper
 from sar_bulk.sources.base import Availability, CustomTable, Part, Source, SourceSettings
 from sar_bulk.sources.own_exports import CREATED, PENDING, note_key
@@ -304,6 +305,17 @@ async def test_a_contact_that_does_not_exist_fails_the_part_only(org: ScriptedOr
             await RecordsSource(deps).fetch(DictScope(other), PART, DictSink())
     assert not isinstance(caught.value, RunStopper)
     assert len(org.log) == 1
+
+
+async def test_a_bare_404_does_not_say_the_contact_does_not_exist(org: ScriptedOrg) -> None:
+    # A 404 without Dataverse's "Does Not Exist" code (a proxy, a gateway) says nothing about
+    # the contact: telling the operator it was deleted would answer the person "nothing held".
+    org.on("GET", f"contacts({CID})", lambda s: web.Response(status=404, text="Not Found"))
+    async with source_deps(org) as deps:
+        with pytest.raises(ResourceMissing) as caught:
+            await RecordsSource(deps).fetch(DictScope(CID), PART, DictSink())
+    assert not isinstance(caught.value, ContactMissing)
+    assert "does not exist" not in str(caught.value)
 
 
 async def test_a_contact_without_email_or_phone_skips_the_keyed_tables(org: ScriptedOrg) -> None:

@@ -36,7 +36,9 @@ Outcomes, noted under ``tables`` as ``{table: rows | "not present" | "excluded"}
 * a table this org does not have (404, code 0x80060888) is "not present"; the part succeeds;
 * a table the identity may not read (403) fails the part: an answer that skipped it would be
   incomplete. The operator can list it in ``excluded_tables`` (then it is not asked for at all);
-* a contact that does not exist (404 on ``contacts(<id>)``) fails the part;
+* a contact that does not exist (404 with code 0x80040217 on ``contacts(<id>)``) fails the part
+  (``ContactMissing``); another 404 there (no code: a proxy, a gateway) fails it as what it is,
+  never saying the contact does not exist;
 * a row that is not the contact's fails the part (``ForeignData``, as the action does): every
   row of a known table must hold the column its query asked for (``contactid``,
   ``_parentcontactid_value``, ``msdynmkt_contactpointvalue``, ...) with the contact's value
@@ -202,7 +204,7 @@ async def contact_row(scope: ContactScope, api: WebApi) -> dict[str, Any]:
         try:
             row = await api.get_json(url, {"Prefer": FORMATTED_VALUES})
         except ResourceMissing as error:
-            if error.missing_table:
+            if not error.missing_row:
                 raise
             raise ContactMissing(
                 error.context, "the contact does not exist", status=error.status, code=error.code
