@@ -30,7 +30,7 @@ from webapi_support import (
     source_deps,
 )
 
-from sar_bulk.dataverse.webapi import TooLarge
+from sar_bulk.dataverse.webapi import ResourceMissing, TooLarge
 from sar_bulk.errors import ForeignData
 from sar_bulk.sources.base import Availability, Part, Source, SourceSettings
 from sar_bulk.sources.own_exports import note_key
@@ -395,6 +395,13 @@ async def test_probe(gdpr: FakeGdpr) -> None:
         probe = await RealtimeSource(deps).probe()
         assert probe.availability is Availability.MISSING
         assert "no real-time journeys" in probe.detail
+        gdpr.org.on(
+            "GET",
+            "EntityDefinitions(LogicalName='msdynmkt_gdprrequest')",
+            lambda s: web.Response(status=404, text="Not Found"),
+        )
+        with pytest.raises(ResourceMissing):
+            await RealtimeSource(deps).probe()
 
 
 def test_created_id_from_header_or_body() -> None:

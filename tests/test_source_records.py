@@ -399,6 +399,11 @@ async def test_probe(org: ScriptedOrg) -> None:
         assert "prvReadContact" in probe.detail
         del org.routes[("GET", "contacts")]
         assert (await source.probe()).availability is Availability.MISSING
+        # A bare 404 (a proxy's) is no proof the org lacks the table: in auto mode "missing"
+        # would leave the source out of every dossier. The check fails instead, naming it.
+        org.on("GET", "contacts", lambda s: web.Response(status=404, text="Not Found"))
+        with pytest.raises(ResourceMissing):
+            await source.probe()
 
 
 def test_identifiers_drop_blanks_and_repeats() -> None:

@@ -175,7 +175,11 @@ class RealtimeSource:
         api = self._api(RequestContext("(pre-flight)", self.name), 0)
         try:
             await api.get_json(api.url(ENTITY_PATH))
-        except ResourceMissing:
+        except ResourceMissing as error:
+            if not (error.missing_table or error.missing_row):
+                # A bare 404 (a proxy's) proves nothing; "missing" would leave the source out
+                # of an auto run's every dossier. Raised, it fails the check, naming it.
+                raise
             return Probe(
                 self.name,
                 Availability.MISSING,

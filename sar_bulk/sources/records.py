@@ -249,6 +249,10 @@ class RecordsSource:
         except Forbidden as error:
             return Probe(self.name, Availability.FORBIDDEN, f"reading contacts: {error.detail}")
         except ResourceMissing as error:
+            if not error.missing_table:
+                # A bare 404 (a proxy's) proves nothing; "missing" would leave the source out
+                # of an auto run's every dossier. Raised, it fails the check, naming it.
+                raise
             return Probe(self.name, Availability.MISSING, f"no contacts table: {error.detail}")
         return Probe(self.name, Availability.AVAILABLE)
 
