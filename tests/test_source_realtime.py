@@ -384,6 +384,15 @@ async def test_forbidden_create_fails_the_part(gdpr: FakeGdpr) -> None:
             await RealtimeSource(deps).fetch(DictScope(cid(8)), PART, DictSink())
 
 
+async def test_a_refused_download_fails_with_the_export_advice(gdpr: FakeGdpr) -> None:
+    contact(gdpr.org, cid(8), emailaddress1="a@x.org")
+    refused = "Principal user is missing prvReadFileAttachment privilege"
+    gdpr.org.fallback = lambda s: error_response(403, "0x80040220", refused)
+    async with source_deps(gdpr.org, fast()) as deps:
+        with pytest.raises(ExportForbidden, match=r"prvReadFileAttachment.*file attachments"):
+            await RealtimeSource(deps).fetch(DictScope(cid(8)), PART, DictSink())
+
+
 async def test_probe(gdpr: FakeGdpr) -> None:
     async with source_deps(gdpr.org, fast()) as deps:
         source: Source = RealtimeSource(deps)  # mypy checks it meets the seam

@@ -21,7 +21,14 @@ from webapi_support import (
 )
 
 from sar_bulk.dataverse.webapi import ResourceMissing
-from sar_bulk.errors import ConfigError, ForeignData, MalformedResponse, PagingError, RunStopper
+from sar_bulk.errors import (
+    ConfigError,
+    Forbidden,
+    ForeignData,
+    MalformedResponse,
+    PagingError,
+    RunStopper,
+)
 from sar_bulk.sources.base import Availability, CustomTable, Part, Source, SourceSettings
 from sar_bulk.sources.own_exports import CREATED, PENDING, note_key
 from sar_bulk.sources.records import ContactMissing, RecordsSource, TableForbidden, identifiers
@@ -291,6 +298,22 @@ async def test_a_table_it_may_not_read_fails_the_part_unless_excluded(org: Scrip
         await RecordsSource(deps).fetch(DictScope(CID), PART, sink)
     assert sink.notes["tables"]["lead"] == "excluded"  # type: ignore[index,call-overload]
     assert not org.seen("GET", "leads")
+
+
+async def test_a_refused_read_outside_the_tables_gives_advice_for_the_web_api(
+    org: ScriptedOrg,
+) -> None:
+    # The contact row and the subject-request metadata are read like tables: a 403 there must
+    # not tell the operator to grant a role "that may run the action" (the retired one).
+    refused = "Principal user is missing prvReadContact privilege"
+    org.on("GET", f"contacts({CID})", lambda s: error_response(403, "0x80040220", refused))
+    async with source_deps(org) as deps:
+        with pytest.raises(Forbidden) as caught:
+            await RecordsSource(deps).fetch(DictScope(CID), PART, DictSink())
+    message = str(caught.value)
+    assert "prvReadContact" in message
+    assert "run the action" not in message
+    assert "read privilege" in message
 
 
 async def test_a_contact_that_does_not_exist_fails_the_part_only(org: ScriptedOrg) -> None:

@@ -12,8 +12,9 @@ Usage::
 Every request goes through ``OrgHttp.send`` (origin check, token, timeouts) inside the pair's
 ``PairFetcher.call`` (the identity's throttle and retry policy), so one attempt function per
 request raises the error tree: ``classify_error`` for a non-2xx answer, except that a 404 here is
-a ``ResourceMissing`` (a table or a row, not the retired action: it must not stop the run), and
-``MalformedResponse`` for a 2xx whose body is not the expected JSON shape.
+a ``ResourceMissing`` (a table or a row, not the retired action: it must not stop the run) and a
+403 a ``ReadForbidden`` (whose advice is about privileges on tables, not the retired action's
+role), and ``MalformedResponse`` for a 2xx whose body is not the expected JSON shape.
 
 Paging follows ``@odata.nextLink`` with ``Prefer: odata.maxpagesize=N``; a nextLink off the
 org's origin, to another resource than the query's (Dataverse's nextLink is the query's own URL
@@ -50,6 +51,7 @@ from sar_bulk.dataverse.http import Answer, OrgHttp
 from sar_bulk.dataverse.jsonexact import JsonRefused
 from sar_bulk.errors import (
     DataverseError,
+    Forbidden,
     MalformedResponse,
     NotFound,
     PagingError,
@@ -61,6 +63,7 @@ __all__ = [
     "MISSING_ROW",
     "MISSING_SEGMENT",
     "Download",
+    "ReadForbidden",
     "ResourceMissing",
     "TooLarge",
     "WebApi",
@@ -90,6 +93,15 @@ class ResourceMissing(NotFound):
     @property
     def missing_row(self) -> bool:
         return self.code == MISSING_ROW
+
+
+class ReadForbidden(Forbidden):
+    """403 from the Web API: the identity lacks a privilege on a table (the message names it)."""
+
+    advice = (
+        "give the application user a security role with the privilege the message names "
+        "(read privilege on that table)"
+    )
 
 
 class TooLarge(DataverseError):
@@ -298,6 +310,9 @@ class WebApi:
             # classify_error speaks of the retired action; here a 404 is a table or a row, and
             # neither may stop the run.
             raise ResourceMissing(context, error.detail, status=error.status, code=error.code)
+        if isinstance(error, Forbidden):
+            # classify_error's advice is the retired action's ("a role that may run the action").
+            raise ReadForbidden(context, error.detail, status=error.status, code=error.code)
         raise error
 
 

@@ -227,7 +227,15 @@ class RealtimeSource:
                 await sink.add_file(entry, chunk)
 
             url = api.url(f"{schema.entity_set}({request_id})/{schema.data_column}/$value")
-            result = await api.download(url, write=write, max_bytes=self._max_file_bytes)
+            try:
+                result = await api.download(url, write=write, max_bytes=self._max_file_bytes)
+            except Forbidden as error:
+                raise ExportForbidden(
+                    error.context,
+                    f"downloading export request {request_id}'s file: {error.detail}",
+                    status=error.status,
+                    code=error.code,
+                ) from None
             exports.append(
                 {
                     "entry": entry,
@@ -250,6 +258,13 @@ class RealtimeSource:
     async def _load_schema(self, api: WebApi, context: RequestContext) -> GdprSchema:
         try:
             self._schema = await self._schemas.get(api)
+        except Forbidden as error:
+            raise ExportForbidden(
+                context,
+                f"reading the metadata of {LOGICAL_NAME}: {error.detail}",
+                status=error.status,
+                code=error.code,
+            ) from None
         except ResourceMissing as error:
             raise ExportFailed(
                 context,
