@@ -22,6 +22,7 @@ from webapi_support import (
 
 from sar_bulk.dataverse.webapi import ResourceMissing
 from sar_bulk.errors import (
+    BadRequest,
     ConfigError,
     Forbidden,
     ForeignData,
@@ -387,6 +388,24 @@ async def test_custom_tables_run_per_email(org: ScriptedOrg) -> None:
         "new_email eq 'b''@x.org'",
     ]
     assert len(sink.rows["records/new_thing.json"]) == 2
+
+
+async def test_a_refused_query_names_the_table_and_the_settings_to_check(
+    org: ScriptedOrg,
+) -> None:
+    refused = (
+        "Could not find a property named 'new_emial' on type 'Microsoft.Dynamics.CRM.new_thing'."
+    )
+    org.on("GET", "new_things", lambda s: error_response(400, "0x80060888", refused))
+    table = CustomTable("new_thing", "new_things", "new_emial eq {email}")
+    async with source_deps(org, SourceSettings(custom_tables=(table,))) as deps:
+        with pytest.raises(BadRequest) as caught:
+            await RecordsSource(deps).fetch(DictScope(CID), PART, DictSink())
+    message = str(caught.value)
+    assert "new_thing (new_things)" in message
+    assert "new_emial" in message
+    assert "custom_tables" in message
+    assert "interaction type" not in message  # the retired action's advice
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ Every request goes through ``OrgHttp.send`` (origin check, token, timeouts) insi
 request raises the error tree: ``classify_error`` for a non-2xx answer, except that a 404 here is
 a ``ResourceMissing`` (a table or a row, not the retired action: it must not stop the run) and a
 403 a ``ReadForbidden`` (whose advice is about privileges on tables, not the retired action's
-role), and ``MalformedResponse`` for a 2xx whose body is not the expected JSON shape.
+role) and a 400 a ``QueryRefused`` (whose advice is about the query, not the action's dates and
+interaction types), and ``MalformedResponse`` for a 2xx whose body is not the expected JSON shape.
 
 Paging follows ``@odata.nextLink`` with ``Prefer: odata.maxpagesize=N``; a nextLink off the
 org's origin, to another resource than the query's (Dataverse's nextLink is the query's own URL
@@ -50,6 +51,7 @@ from sar_bulk.dataverse.fetcher import PairFetcher
 from sar_bulk.dataverse.http import Answer, OrgHttp
 from sar_bulk.dataverse.jsonexact import JsonRefused
 from sar_bulk.errors import (
+    BadRequest,
     DataverseError,
     Forbidden,
     MalformedResponse,
@@ -63,6 +65,7 @@ __all__ = [
     "MISSING_ROW",
     "MISSING_SEGMENT",
     "Download",
+    "QueryRefused",
     "ReadForbidden",
     "ResourceMissing",
     "TooLarge",
@@ -101,6 +104,15 @@ class ReadForbidden(Forbidden):
     advice = (
         "give the application user a security role with the privilege the message names "
         "(read privilege on that table)"
+    )
+
+
+class QueryRefused(BadRequest):
+    """400 from the Web API: Dataverse refused a query (the message says what it could not use)."""
+
+    advice = (
+        "for a custom table, check its entity_set and filter in custom_tables (column names, "
+        "types); otherwise report it"
     )
 
 
@@ -313,6 +325,9 @@ class WebApi:
         if isinstance(error, Forbidden):
             # classify_error's advice is the retired action's ("a role that may run the action").
             raise ReadForbidden(context, error.detail, status=error.status, code=error.code)
+        if isinstance(error, BadRequest):
+            # classify_error's advice is about the action's contact id, types and dates.
+            raise QueryRefused(context, error.detail, status=error.status, code=error.code)
         raise error
 
 

@@ -60,7 +60,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
-from sar_bulk.dataverse.webapi import FORMATTED_VALUES, ResourceMissing, WebApi
+from sar_bulk.dataverse.webapi import FORMATTED_VALUES, QueryRefused, ResourceMissing, WebApi
 from sar_bulk.errors import (
     ConfigError,
     DataverseError,
@@ -476,6 +476,13 @@ class RecordsSource:
                 raise TableForbidden(
                     error.context,
                     f"reading {table} ({entity_set}): {error.detail}",
+                    status=error.status,
+                    code=error.code,
+                ) from None
+            except QueryRefused as error:
+                raise QueryRefused(
+                    error.context,
+                    f"querying {table} ({entity_set}): {error.detail}",
                     status=error.status,
                     code=error.code,
                 ) from None
