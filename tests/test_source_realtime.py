@@ -30,7 +30,7 @@ from webapi_support import (
     source_deps,
 )
 
-from sar_bulk.dataverse.webapi import ResourceMissing, TooLarge
+from sar_bulk.dataverse.webapi import QueryRefused, ResourceMissing, TooLarge
 from sar_bulk.errors import ForeignData
 from sar_bulk.sources.base import Availability, Part, Source, SourceSettings
 from sar_bulk.sources.own_exports import note_key
@@ -391,6 +391,19 @@ async def test_a_refused_download_fails_with_the_export_advice(gdpr: FakeGdpr) -
     async with source_deps(gdpr.org, fast()) as deps:
         with pytest.raises(ExportForbidden, match=r"prvReadFileAttachment.*file attachments"):
             await RealtimeSource(deps).fetch(DictScope(cid(8)), PART, DictSink())
+
+
+async def test_a_refused_create_says_what_was_refused(gdpr: FakeGdpr) -> None:
+    contact(gdpr.org, cid(8), emailaddress1="a@x.org")
+    refused = "msdynmkt_dsrrequestinput must be a string of at most 100 characters."
+    gdpr.org.on("POST", SET, lambda s: error_response(400, "0x80040203", refused))
+    async with source_deps(gdpr.org, fast()) as deps:
+        with pytest.raises(QueryRefused) as caught:
+            await RealtimeSource(deps).fetch(DictScope(cid(8)), PART, DictSink())
+    message = str(caught.value)
+    assert "creating an export request (msdynmkt_gdprrequest)" in message
+    assert "at most 100 characters" in message
+    assert "interaction type" not in message
 
 
 async def test_probe(gdpr: FakeGdpr) -> None:

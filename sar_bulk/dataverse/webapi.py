@@ -111,8 +111,8 @@ class QueryRefused(BadRequest):
     """400 from the Web API: Dataverse refused a query (the message says what it could not use)."""
 
     advice = (
-        "for a custom table, check its entity_set and filter in custom_tables (column names, "
-        "types); otherwise report it"
+        "Dataverse refused the request as sent (the message says what); for a custom table "
+        "check its entity_set and filter in custom_tables, otherwise report it"
     )
 
 

@@ -57,7 +57,7 @@ from typing import Any, Final
 import orjson
 
 from sar_bulk.dataverse.fetcher import PairFetcher
-from sar_bulk.dataverse.webapi import ResourceMissing, WebApi, object_body
+from sar_bulk.dataverse.webapi import QueryRefused, ResourceMissing, WebApi, object_body
 from sar_bulk.errors import (
     DataverseError,
     Forbidden,
@@ -331,6 +331,13 @@ class RealtimeSource:
             return await api.call(attempt)
         except Forbidden as error:
             raise ExportForbidden(
+                error.context,
+                f"creating an export request ({LOGICAL_NAME}): {error.detail}",
+                status=error.status,
+                code=error.code,
+            ) from None
+        except QueryRefused as error:
+            raise QueryRefused(
                 error.context,
                 f"creating an export request ({LOGICAL_NAME}): {error.detail}",
                 status=error.status,
