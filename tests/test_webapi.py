@@ -161,6 +161,17 @@ async def test_a_pause_longer_than_the_budget_names_the_contact_and_part(
     assert str(caught.value).startswith(f"records for contact {CONTEXT.contact_id} failed")
 
 
+async def test_a_malformed_answer_s_advice_is_not_the_action_s(
+    org: ScriptedOrg, api: WebApi
+) -> None:
+    org.on("GET", "html", lambda s: web.Response(body=b"<html>proxy</html>"))
+    with pytest.raises(MalformedResponse) as caught:
+        await api.get_json(api.url("html"))
+    message = str(caught.value)
+    assert "the type fails" not in message  # the action's interaction types
+    assert "this contact's part fails" in message
+
+
 async def test_transient_answer_is_retried(org: ScriptedOrg, api: WebApi) -> None:
     answers = [web.Response(status=503), json_response({"ok": True})]
     org.on("GET", "flaky", lambda s: answers.pop(0))

@@ -15,7 +15,8 @@ request raises the error tree: ``classify_error`` for a non-2xx answer, except t
 a ``ResourceMissing`` (a table or a row, not the retired action: it must not stop the run) and a
 403 a ``ReadForbidden`` (whose advice is about privileges on tables, not the retired action's
 role) and a 400 a ``QueryRefused`` (whose advice is about the query, not the action's dates and
-interaction types), and ``MalformedResponse`` for a 2xx whose body is not the expected JSON shape.
+interaction types), and ``BadAnswer`` (a ``MalformedResponse``, whose advice speaks of this
+contact's part) for a 2xx whose body is not the expected JSON shape.
 
 Paging follows ``@odata.nextLink`` with ``Prefer: odata.maxpagesize=N``; a nextLink off the
 org's origin, to another resource than the query's (Dataverse's nextLink is the query's own URL
@@ -64,6 +65,7 @@ __all__ = [
     "FORMATTED_VALUES",
     "MISSING_ROW",
     "MISSING_SEGMENT",
+    "BadAnswer",
     "Download",
     "QueryRefused",
     "ReadForbidden",
@@ -96,6 +98,15 @@ class ResourceMissing(NotFound):
     @property
     def missing_row(self) -> bool:
         return self.code == MISSING_ROW
+
+
+class BadAnswer(MalformedResponse):
+    """A 2xx that is not what the Web API sends: not JSON, no rows, a file without its size."""
+
+    advice = (
+        "a proxy or gateway may be in the way, or the org answered outside the Web API's "
+        "contract; retried where a new answer may differ, then this contact's part fails"
+    )
 
 
 class ReadForbidden(Forbidden):
@@ -227,13 +238,13 @@ class WebApi:
             context = replace(self._context, page=number)
             rows = document.get("value")
             if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-                raise MalformedResponse(context, "the answer has no 'value' list of rows")
+                raise BadAnswer(context, "the answer has no 'value' list of rows")
             yield rows
             link = document.get("@odata.nextLink")
             if link is None or link == "":
                 return
             if not isinstance(link, str):
-                raise MalformedResponse(context, "@odata.nextLink is not a string")
+                raise BadAnswer(context, "@odata.nextLink is not a string")
             if not self._http.org.owns(link):
                 raise PagingError(context, "@odata.nextLink points off the org's origin")
             if _resource(link) != resource:
@@ -271,35 +282,35 @@ class WebApi:
             if size > max_bytes:
                 raise TooLarge(context, f"the file has {size} bytes, above the cap of {max_bytes}")
             if total is not None and size != total:
-                raise MalformedResponse(context, "x-ms-file-size changed between chunks")
+                raise BadAnswer(context, "x-ms-file-size changed between chunks")
             total = size
             name = name or answer.headers.get("x-ms-file-name")
             body = answer.body
             if answer.status == 200 and offset > 0:
-                raise MalformedResponse(context, "the server ignored Range after the first chunk")
+                raise BadAnswer(context, "the server ignored Range after the first chunk")
             if len(body) > chunk and answer.status == 206:
-                raise MalformedResponse(context, "a chunk came larger than asked")
+                raise BadAnswer(context, "a chunk came larger than asked")
             if offset + len(body) > total:
-                raise MalformedResponse(context, "more bytes came than x-ms-file-size")
+                raise BadAnswer(context, "more bytes came than x-ms-file-size")
             if not body and offset < total:
-                raise MalformedResponse(context, "an empty chunk before the end of the file")
+                raise BadAnswer(context, "an empty chunk before the end of the file")
             if answer.status == 206:
                 _check_range(context, answer.headers.get("Content-Range"), offset, len(body), total)
                 # Chunks smaller than asked are allowed (x-ms-chunk-size), tiny ones are not
                 # endless: a 1 GiB file a byte at a time would cost a request per byte.
                 most = 2 + 2 * -(-total // min(chunk, MIN_CHUNK))
                 if number > most:
-                    raise MalformedResponse(
+                    raise BadAnswer(
                         context, f"the file took more than {most} chunks: they are too small"
                     )
             elif answer.status != 200:
-                raise MalformedResponse(context, f"HTTP {answer.status} for a file download")
+                raise BadAnswer(context, f"HTTP {answer.status} for a file download")
             digest.update(body)
             await write(body)
             offset += len(body)
             number += 1
             if answer.status == 200 and offset != total:
-                raise MalformedResponse(context, "the whole file came shorter than its size")
+                raise BadAnswer(context, "the whole file came shorter than its size")
         return Download(offset, digest.hexdigest(), name)
 
     async def _ranged(self, context: RequestContext, url: str, wanted: str) -> Answer:
@@ -332,15 +343,13 @@ class WebApi:
 
 
 def object_body(context: RequestContext, raw: bytes) -> dict[str, Any]:
-    """A 2xx body that must be a JSON object, else ``MalformedResponse``."""
+    """A 2xx body that must be a JSON object, else ``BadAnswer``."""
     try:
         document = jsonexact.loads(raw)
     except JsonRefused as exc:
-        raise MalformedResponse(
-            context, f"{len(raw)} bytes that are not usable JSON: {exc}"
-        ) from None
+        raise BadAnswer(context, f"{len(raw)} bytes that are not usable JSON: {exc}") from None
     if not isinstance(document, dict):
-        raise MalformedResponse(context, "the answer is not a JSON object")
+        raise BadAnswer(context, "the answer is not a JSON object")
     return document
 
 
@@ -362,12 +371,10 @@ def _check_range(
         return
     match = _CONTENT_RANGE.fullmatch(header.strip())
     if match is None:
-        raise MalformedResponse(context, "Content-Range is not 'bytes first-last/size'")
+        raise BadAnswer(context, "Content-Range is not 'bytes first-last/size'")
     first, last, size = (int(group) for group in match.groups())
     if first != offset or last - first + 1 != length or size != total:
-        raise MalformedResponse(
-            context, "Content-Range does not match the bytes asked for and sent"
-        )
+        raise BadAnswer(context, "Content-Range does not match the bytes asked for and sent")
 
 
 def _file_size(context: RequestContext, answer: Answer) -> int:
@@ -377,12 +384,12 @@ def _file_size(context: RequestContext, answer: Answer) -> int:
         content_range = answer.headers.get("Content-Range", "")
         text = content_range.rpartition("/")[2] if "/" in content_range else None
     if text is None:
-        raise MalformedResponse(
+        raise BadAnswer(
             context,
             f"HTTP {answer.status} came without x-ms-file-size: not a Dataverse file download",
         )
     text = text.strip()
     # int() alone would take "+5", "1_000" and other digits than ASCII ones.
     if not _SIZE.fullmatch(text):
-        raise MalformedResponse(context, "x-ms-file-size is not a byte count")
+        raise BadAnswer(context, "x-ms-file-size is not a byte count")
     return int(text)

@@ -57,12 +57,17 @@ from typing import Any, Final
 import orjson
 
 from sar_bulk.dataverse.fetcher import PairFetcher
-from sar_bulk.dataverse.webapi import QueryRefused, ResourceMissing, WebApi, object_body
+from sar_bulk.dataverse.webapi import (
+    BadAnswer,
+    QueryRefused,
+    ResourceMissing,
+    WebApi,
+    object_body,
+)
 from sar_bulk.errors import (
     DataverseError,
     Forbidden,
     ForeignData,
-    MalformedResponse,
     RequestContext,
     RetryableError,
     RetryBudgetSpent,
@@ -322,9 +327,7 @@ class RealtimeSource:
             answer = await api.send("POST", url, body=body, headers=headers)
             request_id = created_id(answer.headers, answer.body, schema.id_column)
             if request_id is None:
-                raise MalformedResponse(
-                    api.context, "the created request's id is not in the answer"
-                )
+                raise BadAnswer(api.context, "the created request's id is not in the answer")
             return request_id
 
         try:
@@ -358,7 +361,7 @@ class RealtimeSource:
         answer = await api.send("GET", url)
         rows = object_body(api.context, answer.body).get("value")
         if not isinstance(rows, list):
-            raise MalformedResponse(api.context, "the answer has no 'value' list of rows")
+            raise BadAnswer(api.context, "the answer has no 'value' list of rows")
         for row in rows:
             if not isinstance(row, dict) or row.get(schema.name_column) != name:
                 continue  # the filter was not applied: only a row of this very name is ours

@@ -60,13 +60,18 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
-from sar_bulk.dataverse.webapi import FORMATTED_VALUES, QueryRefused, ResourceMissing, WebApi
+from sar_bulk.dataverse.webapi import (
+    FORMATTED_VALUES,
+    BadAnswer,
+    QueryRefused,
+    ResourceMissing,
+    WebApi,
+)
 from sar_bulk.errors import (
     ConfigError,
     DataverseError,
     Forbidden,
     ForeignData,
-    MalformedResponse,
     PagingError,
     RequestContext,
 )
@@ -368,7 +373,7 @@ class RecordsSource:
         try:
             text = equal_guid("accountid", parent)
         except ValueError:
-            raise MalformedResponse(api.context, "_parentcustomerid_value is not a GUID") from None
+            raise BadAnswer(api.context, "_parentcustomerid_value is not a GUID") from None
         anchor = Anchor.guids("accountid", [parent])
         return await self._table(
             api, sink, "parent_account", "accounts", [text], anchor=anchor, key="accountid"
@@ -501,7 +506,7 @@ def _add_ids(
     for row in rows:
         value = row.get(key)
         if not isinstance(value, str) or not value:
-            raise MalformedResponse(context, f"{table} ({entity_set}) sent a row without its {key}")
+            raise BadAnswer(context, f"{table} ({entity_set}) sent a row without its {key}")
         value = value.lower()
         if value in ids:
             raise PagingError(
