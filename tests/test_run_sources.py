@@ -291,6 +291,32 @@ async def test_a_contact_the_org_does_not_have_fails_alone(tmp_path: Path) -> No
         assert "0x80040217" in reason
 
 
+async def test_another_contacts_row_fails_that_contact_alone_and_is_filed_nowhere(
+    tmp_path: Path,
+) -> None:
+    async with Simulator(unlimited(seed=5, org_kind="realtime", **FAST_EXPORTS)) as sim:
+        present = pick_contacts(sim, 3, with_identifiers=2)
+        misfiled = pick_contacts(sim, 1, start=200)[0]
+    config = unlimited(
+        seed=5, org_kind="realtime", misfiled_contacts=frozenset({misfiled}), **FAST_EXPORTS
+    )
+    async with Simulator(config) as sim:
+        out = tmp_path / "out"
+        run = run_config(
+            sim, csv_of(tmp_path, [*present, misfiled]), out, sources="auto", realtime_poll=POLL
+        )
+        outcome = await run_engine(run)
+        assert outcome.code == 1, outcome.summary
+        assert_exact_sources(sim, out, present)
+    assert all(misfiled not in name for name in dossier_names(out))
+    reasons = _failures(out)[misfiled]
+    assert set(reasons) == {"records", "realtime"}
+    for reason in reasons.values():
+        assert misfiled in reason
+        assert "contactid" in reason
+        assert "another contact" in reason
+
+
 async def test_a_forbidden_table_fails_the_contact_unless_excluded(tmp_path: Path) -> None:
     config = unlimited(
         seed=5, org_kind="realtime", forbidden_tables=frozenset({"lead"}), **FAST_EXPORTS

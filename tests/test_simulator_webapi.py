@@ -135,6 +135,23 @@ async def test_contacts_have_zero_to_three_emails_and_phones_with_gaps() -> None
     assert (1, False) in shapes  # an e-mail in emailaddress2/3 while emailaddress1 is empty
 
 
+async def test_a_misfiled_contact_answers_with_another_contacts_row(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with Simulator(SimulatorConfig(seed=4)) as sim:
+        cid = existing(sim)
+        truth = sim.rows.truth(cid)
+    async with Simulator(SimulatorConfig(seed=4, misfiled_contacts=frozenset({cid}))) as sim:
+        answer = await call(session, sim, f"contacts({cid})")
+        leads = await call(session, sim, f"leads?$filter=_parentcontactid_value eq {cid}")
+        assert sim.rows.truth(cid) == truth  # only the answer is wrong, not the org's data
+    assert answer.status == 200
+    assert truth is not None
+    assert answer.json()["contactid"] != cid
+    assert answer.json()["contactid"][:-1] == cid[:-1]
+    assert leads.status == 200  # the other tables answer as ever
+
+
 async def test_missing_contact_and_bad_key(session: aiohttp.ClientSession) -> None:
     gone = contact(77)
     async with Simulator(SimulatorConfig(missing_contacts=frozenset({gone}))) as sim:

@@ -30,8 +30,10 @@ from webapi_support import (
     source_deps,
 )
 
-from sar_bulk.dataverse.webapi import TooLarge
+from sar_bulk.dataverse.webapi import QueryRefused, ResourceMissing, TooLarge
+from sar_bulk.errors import ForeignData
 from sar_bulk.sources.base import Availability, Part, Source, SourceSettings
+from sar_bulk.sources.own_exports import note_key
 from sar_bulk.sources.realtime import ExportFailed, ExportForbidden, RealtimeSource, created_id
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
 from sar_bulk.sources.records import RecordsSource
@@ -57,6 +59,9 @@ class FakeGdpr:
     polls: dict[str, int] = field(default_factory=dict)
     progress_queries: list[int] = field(default_factory=list)  # ids asked for, per query
     fail_next_post_after_create: bool = False
+    ignore_name_filter: bool = False  # a look-up by name answers with every row
+    answer_id: str | None = None  # the id the next POST's answer names instead of the new row's
+    progress_answers: list[web.Response] = field(default_factory=list)  # sent before the rows
 
     def content(self, request_id: str) -> bytes:
         row = self.rows[request_id]
@@ -75,7 +80,8 @@ class FakeGdpr:
         if self.fail_next_post_after_create:
             self.fail_next_post_after_create = False
             return web.Response(status=503)
-        entity = f"{self.org.base_url}/api/data/v9.2/{SET}({request_id})"
+        answered, self.answer_id = self.answer_id or request_id, None
+        entity = f"{self.org.base_url}/api/data/v9.2/{SET}({answered})"
         return web.Response(status=204, headers={"OData-EntityId": entity})
 
     def get(self, seen: Seen) -> web.Response:
@@ -83,14 +89,19 @@ class FakeGdpr:
         name = re.fullmatch(r"msdynmkt_name eq '(.*)'", text)
         if name:
             wanted = name.group(1).replace("''", "'")
-            found = [r for r in self.rows.values() if r["msdynmkt_name"] == wanted]
-            return json_response(
-                {"value": [{"msdynmkt_gdprrequestid": r["msdynmkt_gdprrequestid"]} for r in found]}
-            )
+            found = [
+                r
+                for r in self.rows.values()
+                if r["msdynmkt_name"] == wanted or self.ignore_name_filter
+            ]
+            select = seen.params["$select"].split(",")
+            return json_response({"value": [{k: r[k] for k in select} for r in found]})
         if text.startswith("(msdynmkt_dsrrequestinput eq "):
             return json_response({"value": []})  # records asking for earlier requests
         ids = GUID.findall(text)
         assert ids, text
+        if self.progress_answers:
+            return self.progress_answers.pop(0)
         self.progress_queries.append(len(ids))
         out = []
         for request_id in ids:
@@ -219,6 +230,45 @@ async def test_a_resumed_contact_waits_for_the_request_it_made(gdpr: FakeGdpr) -
         assert [r["msdynmkt_name"] for r in gdpr.rows.values()][1] == "sar-bulk export lost 1 0000"
 
 
+async def test_a_look_up_by_name_takes_only_the_row_of_that_name(gdpr: FakeGdpr) -> None:
+    # A resumed contact looks its request up by the name it noted; an org that ignores the
+    # filter answers with someone else's request, which must not be taken (and downloaded).
+    org = gdpr.org
+    contact(org, cid(5), emailaddress1="someone@x.org")
+    contact(org, cid(6), emailaddress1="a@x.org")
+    gdpr.ignore_name_filter = True
+    async with source_deps(org, fast()) as deps:
+        source = RealtimeSource(deps)
+        await source.fetch(DictScope(cid(5)), PART, DictSink())
+        (theirs,) = gdpr.rows
+        key = note_key("email", "a@x.org")
+        scope, sink = DictScope(cid(6), notes={key: "pending:sar-bulk export 6 1 00"}), DictSink()
+        await source.fetch(scope, PART, sink)
+    assert len(gdpr.rows) == 2  # not found by its name: made now
+    assert scope.notes[key] != f"id:{theirs}"
+    assert b"someone@x.org" not in bytes(sink.files["realtime/1-gdpr_output.json"])
+
+
+async def test_a_request_made_for_another_identifier_is_not_downloaded(gdpr: FakeGdpr) -> None:
+    # The POST's answer names another (completed) request: its file is another person's.
+    org = gdpr.org
+    contact(org, cid(7), emailaddress1="someone@x.org")
+    contact(org, cid(8), emailaddress1="a@x.org")
+    async with source_deps(org, fast()) as deps:
+        source = RealtimeSource(deps)
+        await source.fetch(DictScope(cid(7)), PART, DictSink())
+        (theirs,) = gdpr.rows
+        gdpr.answer_id = theirs
+        downloads = len([s for s in org.log if s.path.endswith("$value")])
+        sink = DictSink()
+        with pytest.raises(ForeignData, match=f"export request {theirs}.*another") as caught:
+            await source.fetch(DictScope(cid(8)), PART, sink)
+    assert "someone@x.org" not in str(caught.value)
+    assert "a@x.org" not in str(caught.value)
+    assert sink.files == {}
+    assert len([s for s in org.log if s.path.endswith("$value")]) == downloads
+
+
 async def test_records_and_realtime_share_one_contact_row(gdpr: FakeGdpr) -> None:
     contact(gdpr.org, cid(9), emailaddress1="a@x.org")
     scope, records_sink = DictScope(cid(9)), DictSink()
@@ -267,6 +317,32 @@ async def test_a_request_not_completed_in_time_fails_with_its_id(gdpr: FakeGdpr)
     assert clock.sleeps == [1.0] * 5
 
 
+async def test_a_poll_that_fails_for_a_while_only_delays_the_wait(gdpr: FakeGdpr) -> None:
+    # The export goes on while the org is briefly unwell: a failed progress query (after the
+    # fetcher's retries) is asked again at the next poll, not the end of every waiting contact.
+    contact(gdpr.org, cid(4), emailaddress1="a@x.org")
+    gdpr.progress_answers = [web.Response(status=503) for _ in range(7)]
+    sink = DictSink()
+    async with source_deps(gdpr.org, fast()) as deps:
+        await RealtimeSource(deps).fetch(DictScope(cid(4)), PART, sink)
+    assert len(sink.files) == 1
+    assert not gdpr.progress_answers
+
+
+async def test_a_poll_refused_for_good_fails_naming_the_contact(gdpr: FakeGdpr) -> None:
+    contact(gdpr.org, cid(4), emailaddress1="a@x.org")
+    refused = error_response(403, "0x80040220", "Principal user is missing prvReadmsdynmkt_gdpr")
+    gdpr.progress_answers = [refused]
+    async with source_deps(gdpr.org, fast()) as deps:
+        with pytest.raises(ExportForbidden) as caught:
+            await RealtimeSource(deps).fetch(DictScope(cid(4)), PART, DictSink())
+    message = str(caught.value)
+    assert f"realtime for contact {cid(4)}" in message
+    assert "progress" in message
+    assert "prvReadmsdynmkt_gdpr" in message
+    assert "msdynmkt_gdprrequest" in caught.value.advice  # not the retired action's advice
+
+
 async def test_completed_without_a_file_fails(gdpr: FakeGdpr) -> None:
     contact(gdpr.org, cid(5), emailaddress1="a@x.org")
     gdpr.with_file = False
@@ -308,6 +384,28 @@ async def test_forbidden_create_fails_the_part(gdpr: FakeGdpr) -> None:
             await RealtimeSource(deps).fetch(DictScope(cid(8)), PART, DictSink())
 
 
+async def test_a_refused_download_fails_with_the_export_advice(gdpr: FakeGdpr) -> None:
+    contact(gdpr.org, cid(8), emailaddress1="a@x.org")
+    refused = "Principal user is missing prvReadFileAttachment privilege"
+    gdpr.org.fallback = lambda s: error_response(403, "0x80040220", refused)
+    async with source_deps(gdpr.org, fast()) as deps:
+        with pytest.raises(ExportForbidden, match=r"prvReadFileAttachment.*file attachments"):
+            await RealtimeSource(deps).fetch(DictScope(cid(8)), PART, DictSink())
+
+
+async def test_a_refused_create_says_what_was_refused(gdpr: FakeGdpr) -> None:
+    contact(gdpr.org, cid(8), emailaddress1="a@x.org")
+    refused = "msdynmkt_dsrrequestinput must be a string of at most 100 characters."
+    gdpr.org.on("POST", SET, lambda s: error_response(400, "0x80040203", refused))
+    async with source_deps(gdpr.org, fast()) as deps:
+        with pytest.raises(QueryRefused) as caught:
+            await RealtimeSource(deps).fetch(DictScope(cid(8)), PART, DictSink())
+    message = str(caught.value)
+    assert "creating an export request (msdynmkt_gdprrequest)" in message
+    assert "at most 100 characters" in message
+    assert "interaction type" not in message
+
+
 async def test_probe(gdpr: FakeGdpr) -> None:
     async with source_deps(gdpr.org, fast()) as deps:
         source: Source = RealtimeSource(deps)  # mypy checks it meets the seam
@@ -319,6 +417,13 @@ async def test_probe(gdpr: FakeGdpr) -> None:
         probe = await RealtimeSource(deps).probe()
         assert probe.availability is Availability.MISSING
         assert "no real-time journeys" in probe.detail
+        gdpr.org.on(
+            "GET",
+            "EntityDefinitions(LogicalName='msdynmkt_gdprrequest')",
+            lambda s: web.Response(status=404, text="Not Found"),
+        )
+        with pytest.raises(ResourceMissing):
+            await RealtimeSource(deps).probe()
 
 
 def test_created_id_from_header_or_body() -> None:
@@ -401,3 +506,22 @@ async def test_poller_stops_when_its_last_waiter_is_cancelled() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
     assert all(t.get_name() != "sar-bulk realtime poller" for t in asyncio.all_tasks())
+
+
+async def test_poller_keeps_waiting_through_passing_failures_until_the_deadline() -> None:
+    clock, reads = FakeClock(), Reads(done_after=3, fail=["bad"])
+    shared = ProgressPoller(
+        read=reads,
+        is_done=lambda row: bool(row["done"]),
+        poll=30.0,
+        clock=clock,
+        sleep=clock.sleep,
+        batch=1,
+        passing=lambda error: isinstance(error, RuntimeError),
+    )
+    results = await asyncio.gather(
+        shared.wait("ok", 1000), shared.wait("bad", 100), return_exceptions=True
+    )
+    assert results[0] == {"id": "ok", "done": True}
+    assert isinstance(results[1], WaitExpired)  # failing reads never end a wait early
+    assert isinstance(shared.last_failure, RuntimeError)

@@ -20,7 +20,14 @@ from webapi_support import (
 )
 
 from sar_bulk.dataverse.webapi import Download, ResourceMissing, TooLarge, WebApi
-from sar_bulk.errors import Forbidden, MalformedResponse, PagingError, RequestContext, RunStopper
+from sar_bulk.errors import (
+    Forbidden,
+    MalformedResponse,
+    PagingError,
+    RequestContext,
+    RetryBudgetSpent,
+    RunStopper,
+)
 
 CONTEXT = RequestContext("00000000-0000-4000-8000-000000000001", "records")
 
@@ -72,6 +79,9 @@ async def test_pages_follow_next_link_with_page_size(org: ScriptedOrg, api: WebA
     [
         ("{base}/api/data/v9.2/leads?page=1", "repeated"),
         ("https://elsewhere.example/api/data/v9.2/leads?page=2", "off the org"),
+        # On the org, but another query's rows (another person's, another table's).
+        ("{base}/api/data/v9.2/contacts?page=2", "another resource"),
+        ("{base}/api/data/v9.2/leads(1)/x?page=2", "another resource"),
     ],
 )
 async def test_pages_refuse_looping_or_foreign_links(
@@ -85,6 +95,7 @@ async def test_pages_refuse_looping_or_foreign_links(
         async for _ in api.pages(api.url("leads"), page_size=5):
             pass
     assert all(not s.path.startswith("elsewhere") for s in org.log)
+    assert {s.path for s in org.log} == {"leads"}  # never asked another resource
 
 
 async def test_pages_stop_at_max_pages(org: ScriptedOrg, api: WebApi) -> None:
@@ -121,6 +132,44 @@ async def test_forbidden_and_malformed(org: ScriptedOrg, api: WebApi) -> None:
     org.on("GET", "list", lambda s: json_response([1, 2]))
     with pytest.raises(MalformedResponse, match="not a JSON object"):
         await api.get_json(api.url("list"))
+
+
+@pytest.mark.parametrize("kind", ["get", "pages", "download", "call"])
+async def test_a_pause_longer_than_the_budget_names_the_contact_and_part(
+    org: ScriptedOrg, api: WebApi, kind: str
+) -> None:
+    # As the action's pages do: the RetryBudgetSpent raised at the closed gate says whose
+    # request it was, not "request failed".
+    throttled = error_response(429, "0x80072322", "Number of requests exceeded the limit")
+    org.fallback = lambda s: web.Response(
+        status=429, body=throttled.body, headers={"Retry-After": "100"}
+    )
+
+    async def run() -> None:
+        if kind == "get":
+            await api.get_json(api.url("leads"))
+        elif kind == "pages":
+            async for _ in api.pages(api.url("leads"), page_size=5):
+                pass
+        elif kind == "download":
+            await download(api, chunk=100)
+        else:
+            await api.call(lambda: api.send("GET", api.url("leads")))
+
+    with pytest.raises(RetryBudgetSpent) as caught:
+        await run()
+    assert str(caught.value).startswith(f"records for contact {CONTEXT.contact_id} failed")
+
+
+async def test_a_malformed_answer_s_advice_is_not_the_action_s(
+    org: ScriptedOrg, api: WebApi
+) -> None:
+    org.on("GET", "html", lambda s: web.Response(body=b"<html>proxy</html>"))
+    with pytest.raises(MalformedResponse) as caught:
+        await api.get_json(api.url("html"))
+    message = str(caught.value)
+    assert "the type fails" not in message  # the action's interaction types
+    assert "this contact's part fails" in message
 
 
 async def test_transient_answer_is_retried(org: ScriptedOrg, api: WebApi) -> None:
@@ -216,6 +265,17 @@ async def test_download_takes_a_whole_file_when_range_is_ignored(
         lambda s: web.Response(body=b"{}", headers={"x-ms-file-size": "+2"}),
     )
     with pytest.raises(MalformedResponse, match="byte count"):
+        await download(api, chunk=100)
+
+
+async def test_a_whole_answer_without_a_file_size_is_not_taken_for_the_file(
+    org: ScriptedOrg, api: WebApi
+) -> None:
+    # A proxy's sign-in page (or any 200 that is not Dataverse's file download) must not be
+    # stored as gdpr_output.json: Dataverse names the size of every file it sends.
+    page = b"<html><body>Sign in to continue</body></html>"
+    org.on("GET", "f(1)/col/$value", lambda s: web.Response(body=page, content_type="text/html"))
+    with pytest.raises(MalformedResponse, match="without x-ms-file-size"):
         await download(api, chunk=100)
 
 

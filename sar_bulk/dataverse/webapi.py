@@ -12,16 +12,24 @@ Usage::
 Every request goes through ``OrgHttp.send`` (origin check, token, timeouts) inside the pair's
 ``PairFetcher.call`` (the identity's throttle and retry policy), so one attempt function per
 request raises the error tree: ``classify_error`` for a non-2xx answer, except that a 404 here is
-a ``ResourceMissing`` (a table or a row, not the retired action: it must not stop the run), and
-``MalformedResponse`` for a 2xx whose body is not the expected JSON shape.
+a ``ResourceMissing`` (a table or a row, not the retired action: it must not stop the run) and a
+403 a ``ReadForbidden`` (whose advice is about privileges on tables, not the retired action's
+role) and a 400 a ``QueryRefused`` (whose advice is about the query, not the action's dates and
+interaction types), and ``BadAnswer`` (a ``MalformedResponse``, whose advice speaks of this
+contact's part) for a 2xx whose body is not the expected JSON shape.
 
 Paging follows ``@odata.nextLink`` with ``Prefer: odata.maxpagesize=N``; a nextLink off the
-org's origin, one seen before (compared by digest, so memory stays small) or one page more than
-``max_pages`` stops with a ``PagingError``.
+org's origin, to another resource than the query's (Dataverse's nextLink is the query's own URL
+with a ``$skiptoken``: another path would be another table's or another row's data), one seen
+before (compared by digest, so memory stays small) or one page more than ``max_pages`` stops
+with a ``PagingError``.
 
 Downloads ask for ``Range`` chunks and continue from what arrived (a server may send less than
 asked); ``x-ms-file-size`` gives the total, which must stay the same, stay under the cap and be
-met exactly. Chunks are handed to ``write`` as they come: memory holds one chunk.
+met exactly. Chunks are handed to ``write`` as they come: memory holds one chunk. An answer that
+names no size at all (neither ``x-ms-file-size`` nor a ``Content-Range`` total) is refused, even
+a 200: Dataverse sends the size with every file, and a body without it is something else (a
+proxy's sign-in page) that would otherwise be stored as the file.
 
 JSON is decoded by ``jsonexact.loads``, which keeps every digit of every number as sent.
 """
@@ -34,6 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
@@ -43,7 +52,9 @@ from sar_bulk.dataverse.fetcher import PairFetcher
 from sar_bulk.dataverse.http import Answer, OrgHttp
 from sar_bulk.dataverse.jsonexact import JsonRefused
 from sar_bulk.errors import (
+    BadRequest,
     DataverseError,
+    Forbidden,
     MalformedResponse,
     NotFound,
     PagingError,
@@ -54,7 +65,10 @@ __all__ = [
     "FORMATTED_VALUES",
     "MISSING_ROW",
     "MISSING_SEGMENT",
+    "BadAnswer",
     "Download",
+    "QueryRefused",
+    "ReadForbidden",
     "ResourceMissing",
     "TooLarge",
     "WebApi",
@@ -84,6 +98,33 @@ class ResourceMissing(NotFound):
     @property
     def missing_row(self) -> bool:
         return self.code == MISSING_ROW
+
+
+class BadAnswer(MalformedResponse):
+    """A 2xx that is not what the Web API sends: not JSON, no rows, a file without its size."""
+
+    advice = (
+        "a proxy or gateway may be in the way, or the org answered outside the Web API's "
+        "contract; retried where a new answer may differ, then this contact's part fails"
+    )
+
+
+class ReadForbidden(Forbidden):
+    """403 from the Web API: the identity lacks a privilege on a table (the message names it)."""
+
+    advice = (
+        "give the application user a security role with the privilege the message names "
+        "(read privilege on that table)"
+    )
+
+
+class QueryRefused(BadRequest):
+    """400 from the Web API: Dataverse refused a query (the message says what it could not use)."""
+
+    advice = (
+        "Dataverse refused the request as sent (the message says what); for a custom table "
+        "check its entity_set and filter in custom_tables, otherwise report it"
+    )
 
 
 class TooLarge(DataverseError):
@@ -130,7 +171,7 @@ class WebApi:
 
     async def call(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
         """Run ``attempt`` (built from ``send``) inside the pair's throttle and retry."""
-        return await self._pair.call(attempt)
+        return await self._pair.call(attempt, context=self._context)
 
     async def send(
         self,
@@ -156,7 +197,8 @@ class WebApi:
             self._check(context, answer)
             return object_body(context, answer.body)
 
-        return await self._pair.call(attempt)
+        # The context also names the request when the wait at a closed gate is over budget.
+        return await self._pair.call(attempt, context=context)
 
     async def post_json(
         self, url: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
@@ -175,7 +217,7 @@ class WebApi:
             self._check(context, answer)
             return answer
 
-        return await self._pair.call(attempt)
+        return await self._pair.call(attempt, context=context)
 
     async def pages(
         self,
@@ -188,6 +230,7 @@ class WebApi:
         """The ``value`` rows of each page, following ``@odata.nextLink``."""
         headers = {"Prefer": ", ".join((f"odata.maxpagesize={page_size}", *prefer))}
         seen: set[bytes] = set()
+        resource = _resource(url)
         number = 1
         next_url: str | None = url
         while next_url is not None:
@@ -195,15 +238,19 @@ class WebApi:
             context = replace(self._context, page=number)
             rows = document.get("value")
             if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-                raise MalformedResponse(context, "the answer has no 'value' list of rows")
+                raise BadAnswer(context, "the answer has no 'value' list of rows")
             yield rows
             link = document.get("@odata.nextLink")
             if link is None or link == "":
                 return
             if not isinstance(link, str):
-                raise MalformedResponse(context, "@odata.nextLink is not a string")
+                raise BadAnswer(context, "@odata.nextLink is not a string")
             if not self._http.org.owns(link):
                 raise PagingError(context, "@odata.nextLink points off the org's origin")
+            if _resource(link) != resource:
+                raise PagingError(
+                    context, "@odata.nextLink points to another resource than the query's"
+                )
             digest = hashlib.sha256(link.encode("utf-8")).digest()
             if digest in seen:
                 raise PagingError(context, "@odata.nextLink repeated an earlier page")
@@ -235,35 +282,35 @@ class WebApi:
             if size > max_bytes:
                 raise TooLarge(context, f"the file has {size} bytes, above the cap of {max_bytes}")
             if total is not None and size != total:
-                raise MalformedResponse(context, "x-ms-file-size changed between chunks")
+                raise BadAnswer(context, "x-ms-file-size changed between chunks")
             total = size
             name = name or answer.headers.get("x-ms-file-name")
             body = answer.body
             if answer.status == 200 and offset > 0:
-                raise MalformedResponse(context, "the server ignored Range after the first chunk")
+                raise BadAnswer(context, "the server ignored Range after the first chunk")
             if len(body) > chunk and answer.status == 206:
-                raise MalformedResponse(context, "a chunk came larger than asked")
+                raise BadAnswer(context, "a chunk came larger than asked")
             if offset + len(body) > total:
-                raise MalformedResponse(context, "more bytes came than x-ms-file-size")
+                raise BadAnswer(context, "more bytes came than x-ms-file-size")
             if not body and offset < total:
-                raise MalformedResponse(context, "an empty chunk before the end of the file")
+                raise BadAnswer(context, "an empty chunk before the end of the file")
             if answer.status == 206:
                 _check_range(context, answer.headers.get("Content-Range"), offset, len(body), total)
                 # Chunks smaller than asked are allowed (x-ms-chunk-size), tiny ones are not
                 # endless: a 1 GiB file a byte at a time would cost a request per byte.
                 most = 2 + 2 * -(-total // min(chunk, MIN_CHUNK))
                 if number > most:
-                    raise MalformedResponse(
+                    raise BadAnswer(
                         context, f"the file took more than {most} chunks: they are too small"
                     )
             elif answer.status != 200:
-                raise MalformedResponse(context, f"HTTP {answer.status} for a file download")
+                raise BadAnswer(context, f"HTTP {answer.status} for a file download")
             digest.update(body)
             await write(body)
             offset += len(body)
             number += 1
             if answer.status == 200 and offset != total:
-                raise MalformedResponse(context, "the whole file came shorter than its size")
+                raise BadAnswer(context, "the whole file came shorter than its size")
         return Download(offset, digest.hexdigest(), name)
 
     async def _ranged(self, context: RequestContext, url: str, wanted: str) -> Answer:
@@ -276,7 +323,7 @@ class WebApi:
             self._check(context, answer)
             return answer
 
-        return await self._pair.call(attempt)
+        return await self._pair.call(attempt, context=context)
 
     def _check(self, context: RequestContext, answer: Answer) -> None:
         if 200 <= answer.status < 300:
@@ -286,20 +333,29 @@ class WebApi:
             # classify_error speaks of the retired action; here a 404 is a table or a row, and
             # neither may stop the run.
             raise ResourceMissing(context, error.detail, status=error.status, code=error.code)
+        if isinstance(error, Forbidden):
+            # classify_error's advice is the retired action's ("a role that may run the action").
+            raise ReadForbidden(context, error.detail, status=error.status, code=error.code)
+        if isinstance(error, BadRequest):
+            # classify_error's advice is about the action's contact id, types and dates.
+            raise QueryRefused(context, error.detail, status=error.status, code=error.code)
         raise error
 
 
 def object_body(context: RequestContext, raw: bytes) -> dict[str, Any]:
-    """A 2xx body that must be a JSON object, else ``MalformedResponse``."""
+    """A 2xx body that must be a JSON object, else ``BadAnswer``."""
     try:
         document = jsonexact.loads(raw)
     except JsonRefused as exc:
-        raise MalformedResponse(
-            context, f"{len(raw)} bytes that are not usable JSON: {exc}"
-        ) from None
+        raise BadAnswer(context, f"{len(raw)} bytes that are not usable JSON: {exc}") from None
     if not isinstance(document, dict):
-        raise MalformedResponse(context, "the answer is not a JSON object")
+        raise BadAnswer(context, "the answer is not a JSON object")
     return document
+
+
+def _resource(url: str) -> str:
+    """The path a URL names (the table or row), percent-decoded, without its query."""
+    return unquote(urlsplit(url).path)
 
 
 def _empty_file(answer: Answer) -> bool:
@@ -315,26 +371,25 @@ def _check_range(
         return
     match = _CONTENT_RANGE.fullmatch(header.strip())
     if match is None:
-        raise MalformedResponse(context, "Content-Range is not 'bytes first-last/size'")
+        raise BadAnswer(context, "Content-Range is not 'bytes first-last/size'")
     first, last, size = (int(group) for group in match.groups())
     if first != offset or last - first + 1 != length or size != total:
-        raise MalformedResponse(
-            context, "Content-Range does not match the bytes asked for and sent"
-        )
+        raise BadAnswer(context, "Content-Range does not match the bytes asked for and sent")
 
 
 def _file_size(context: RequestContext, answer: Answer) -> int:
-    """The file's whole size: ``x-ms-file-size``, else ``Content-Range``'s total, else the body."""
+    """The file's whole size: ``x-ms-file-size``, else ``Content-Range``'s total."""
     text = answer.headers.get("x-ms-file-size")
     if text is None:
         content_range = answer.headers.get("Content-Range", "")
         text = content_range.rpartition("/")[2] if "/" in content_range else None
     if text is None:
-        if answer.status == 200:
-            return len(answer.body)
-        raise MalformedResponse(context, "a chunk came without x-ms-file-size")
+        raise BadAnswer(
+            context,
+            f"HTTP {answer.status} came without x-ms-file-size: not a Dataverse file download",
+        )
     text = text.strip()
     # int() alone would take "+5", "1_000" and other digits than ASCII ones.
     if not _SIZE.fullmatch(text):
-        raise MalformedResponse(context, "x-ms-file-size is not a byte count")
+        raise BadAnswer(context, "x-ms-file-size is not a byte count")
     return int(text)

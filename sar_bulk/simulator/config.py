@@ -81,6 +81,9 @@ class SimulatorConfig:
     org_kind: OrgKind = "both"
     missing_contact_share: float = 0.0
     missing_contacts: frozenset[str] = frozenset()
+    # Contacts whose contacts({id}) answer is another contact's row (a misrouted cache, a proxy
+    # mixing answers up): a client must fail them, never file one person's data as another's.
+    misfiled_contacts: frozenset[str] = frozenset()
     # Tables without read privilege: "msdynmkt_contactpointconsent4" (for every identity) or
     # "sim-a:msdynmkt_contactpointconsent4" (for the identity sim-a only).
     forbidden_tables: frozenset[str] = frozenset()
@@ -101,6 +104,11 @@ class SimulatorConfig:
         object.__setattr__(self, "forbidden_identities", frozenset(self.forbidden_identities))
         object.__setattr__(
             self, "missing_contacts", frozenset(canonical_guid(c) for c in self.missing_contacts)
+        )
+        object.__setattr__(
+            self,
+            "misfiled_contacts",
+            frozenset(canonical_guid(c) for c in self.misfiled_contacts),
         )
         object.__setattr__(self, "forbidden_tables", frozenset(self.forbidden_tables))
         known = {table.logical for table in TABLES.values()}

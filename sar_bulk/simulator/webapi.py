@@ -12,6 +12,9 @@ Served under ``/api/data/v9.{0,1,2}/`` (``{id}`` is a dashed GUID)::
 This module routes and checks; rendering.py finds and renders rows, exports.py creates requests
 and serves their files, metadata.py answers EntityDefinitions.
 
+Misbehaviour on purpose: ``contacts({id})`` of a contact in ``misfiled_contacts`` answers with
+another contact's row (the client must refuse it).
+
 A request meets, in turn: the token (401), the path (404 for a table this ``org_kind`` lacks, 405),
 the privilege (403 for ``forbidden_identities`` and ``forbidden_tables``), the query options (400),
 service protection (429), latency and faults (the action's, see gate.py), then the answer.
@@ -381,6 +384,12 @@ def _with_parties(
     return out
 
 
+def _neighbour(row_id: str) -> str:
+    """Another id next to ``row_id`` (its last hex digit changed): whose row a misfile sends."""
+    last = "0" if row_id[-1] != "0" else "1"
+    return row_id[:-1] + last
+
+
 def _prepare_keyed(
     request: web.Request,
     state: SimulatorState,
@@ -418,6 +427,8 @@ def _prepare_keyed(
             "not_found",
         )
     found = find_rows(state, table, table.primary_id, Guid(row_id))
+    if found and table.entity_set == "contacts" and row_id in state.config.misfiled_contacts:
+        found = find_rows(state, table, table.primary_id, Guid(_neighbour(row_id))) or found
     if not found:
         raise Refusal(
             404, ROW_MISSING, f"{table.logical} With Id = {row_id} Does Not Exist", "not_found"

@@ -37,6 +37,12 @@ failure progress value is documented, so none is looked for; a Completed request
 fails it too; a file above ``max_file_bytes`` (default 1 GiB) is refused before its first byte
 is stored. A remembered request whose row was deleted meanwhile fails the part (it is not made
 again: an operator deleted it on purpose, or the org lost it; either way a person should look).
+
+The org's word on which row is ours is checked, not taken: a look-up by name takes only a row of
+that very name, and a completed request whose input is not the identifier it was made for
+(compared without case or outer blanks) fails the part with ``ForeignData`` before a byte of its
+file is fetched: a POST answer or a look-up naming another request would otherwise hand one
+person's export to another.
 """
 
 from __future__ import annotations
@@ -51,8 +57,22 @@ from typing import Any, Final
 import orjson
 
 from sar_bulk.dataverse.fetcher import PairFetcher
-from sar_bulk.dataverse.webapi import ResourceMissing, WebApi, object_body
-from sar_bulk.errors import DataverseError, Forbidden, MalformedResponse, RequestContext
+from sar_bulk.dataverse.webapi import (
+    BadAnswer,
+    QueryRefused,
+    ResourceMissing,
+    WebApi,
+    object_body,
+)
+from sar_bulk.errors import (
+    DataverseError,
+    Forbidden,
+    ForeignData,
+    RequestContext,
+    RetryableError,
+    RetryBudgetSpent,
+    RunStopper,
+)
 from sar_bulk.sources.base import (
     Availability,
     ContactScope,
@@ -72,7 +92,7 @@ from sar_bulk.sources.odata_filter import (
 )
 from sar_bulk.sources.own_exports import CREATED, NAME_PREFIX, PENDING, note_key
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
-from sar_bulk.sources.records import Identifier, contact_row, identifiers
+from sar_bulk.sources.records import Anchor, Identifier, contact_row, identifiers
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
@@ -146,6 +166,7 @@ class RealtimeSource:
             poll=deps.settings.realtime_poll,
             clock=deps.clock,
             sleep=deps.sleep,
+            passing=_passing,
         )
 
     @property
@@ -159,7 +180,11 @@ class RealtimeSource:
         api = self._api(RequestContext("(pre-flight)", self.name), 0)
         try:
             await api.get_json(api.url(ENTITY_PATH))
-        except ResourceMissing:
+        except ResourceMissing as error:
+            if not (error.missing_table or error.missing_row):
+                # A bare 404 (a proxy's) proves nothing; "missing" would leave the source out
+                # of an auto run's every dossier. Raised, it fails the check, naming it.
+                raise
             return Probe(
                 self.name,
                 Availability.MISSING,
@@ -192,6 +217,13 @@ class RealtimeSource:
         api = self._web_api(context, pair.queued_as(_DOWNLOADS_AFTER + scope.number))
         exports: list[JsonValue] = []
         for n, (item, request_id, done) in enumerate(zip(found, ids, rows, strict=True), 1):
+            if not Anchor.texts(schema.input_column, [item.value]).holds(done):
+                raise ForeignData(
+                    context,
+                    f"export request {request_id} holds another e-mail or phone than the one it "
+                    "was made for; its file is not fetched",
+                    status=200,
+                )
             if done.get(schema.data_column) is None:
                 raise ExportFailed(context, f"export request {request_id} completed without a file")
             entry = f"realtime/{n}-gdpr_output.json"
@@ -200,7 +232,15 @@ class RealtimeSource:
                 await sink.add_file(entry, chunk)
 
             url = api.url(f"{schema.entity_set}({request_id})/{schema.data_column}/$value")
-            result = await api.download(url, write=write, max_bytes=self._max_file_bytes)
+            try:
+                result = await api.download(url, write=write, max_bytes=self._max_file_bytes)
+            except Forbidden as error:
+                raise ExportForbidden(
+                    error.context,
+                    f"downloading export request {request_id}'s file: {error.detail}",
+                    status=error.status,
+                    code=error.code,
+                ) from None
             exports.append(
                 {
                     "entry": entry,
@@ -223,6 +263,13 @@ class RealtimeSource:
     async def _load_schema(self, api: WebApi, context: RequestContext) -> GdprSchema:
         try:
             self._schema = await self._schemas.get(api)
+        except Forbidden as error:
+            raise ExportForbidden(
+                context,
+                f"reading the metadata of {LOGICAL_NAME}: {error.detail}",
+                status=error.status,
+                code=error.code,
+            ) from None
         except ResourceMissing as error:
             raise ExportFailed(
                 context,
@@ -280,15 +327,20 @@ class RealtimeSource:
             answer = await api.send("POST", url, body=body, headers=headers)
             request_id = created_id(answer.headers, answer.body, schema.id_column)
             if request_id is None:
-                raise MalformedResponse(
-                    api.context, "the created request's id is not in the answer"
-                )
+                raise BadAnswer(api.context, "the created request's id is not in the answer")
             return request_id
 
         try:
             return await api.call(attempt)
         except Forbidden as error:
             raise ExportForbidden(
+                error.context,
+                f"creating an export request ({LOGICAL_NAME}): {error.detail}",
+                status=error.status,
+                code=error.code,
+            ) from None
+        except QueryRefused as error:
+            raise QueryRefused(
                 error.context,
                 f"creating an export request ({LOGICAL_NAME}): {error.detail}",
                 status=error.status,
@@ -301,7 +353,7 @@ class RealtimeSource:
             identifier(schema.entity_set)
             + query(
                 {
-                    "$select": schema.id_column,
+                    "$select": f"{schema.id_column},{schema.name_column}",
                     "$filter": f"{identifier(schema.name_column)} eq {string_literal(name)}",
                 }
             )
@@ -309,9 +361,11 @@ class RealtimeSource:
         answer = await api.send("GET", url)
         rows = object_body(api.context, answer.body).get("value")
         if not isinstance(rows, list):
-            raise MalformedResponse(api.context, "the answer has no 'value' list of rows")
+            raise BadAnswer(api.context, "the answer has no 'value' list of rows")
         for row in rows:
-            value = row.get(schema.id_column) if isinstance(row, dict) else None
+            if not isinstance(row, dict) or row.get(schema.name_column) != name:
+                continue  # the filter was not applied: only a row of this very name is ours
+            value = row.get(schema.id_column)
             if isinstance(value, str) and (found := _guid(value)) is not None:
                 return found
         return None
@@ -327,12 +381,28 @@ class RealtimeSource:
             # The engine wants one error of the tree: the first that ended the wait.
             first = group_error.exceptions[0]
             if isinstance(first, WaitExpired):
+                failure = self._poller.last_failure
+                why = (
+                    f" (the last progress query failed: {failure.detail})"
+                    if isinstance(failure, DataverseError)
+                    else ""
+                )
                 raise ExportFailed(
-                    context, f"export request {first} not completed within {limit:g} s"
+                    context, f"export request {first} not completed within {limit:g} s{why}"
                 ) from None
             if isinstance(first, RequestGone):
                 raise ExportFailed(
                     context, f"export request {first} was deleted while waiting"
+                ) from None
+            if isinstance(first, DataverseError) and not isinstance(first, RunStopper):
+                # The query was about every waiting request of the run: say which contact and
+                # what it means for it, with this source's advice (not the action's).
+                kind = ExportForbidden if isinstance(first, Forbidden) else ExportFailed
+                raise kind(
+                    context,
+                    f"reading the progress of its export requests: {first.detail}",
+                    status=first.status,
+                    code=first.code,
                 ) from None
             raise first from None
         return [task.result() for task in tasks]
@@ -348,7 +418,9 @@ class RealtimeSource:
             raise RuntimeError("progress read before the schema was loaded")
         context = RequestContext(f"({len(ids)} waiting)", f"{self.name}/progress")
         api = self._api(context, 0)
-        columns = ",".join((schema.id_column, schema.progress_column, schema.data_column))
+        columns = ",".join(
+            (schema.id_column, schema.progress_column, schema.data_column, schema.input_column)
+        )
         url = api.url(
             identifier(schema.entity_set)
             + query({"$select": columns, "$filter": any_equal_guid(schema.id_column, ids)})
@@ -360,6 +432,11 @@ class RealtimeSource:
                 if isinstance(value, str) and (guid := _guid(value)) is not None:
                     found[guid] = row
         return found
+
+
+def _passing(error: Exception) -> bool:
+    """A failed progress read worth asking again at the next poll (the export goes on)."""
+    return isinstance(error, RetryableError | RetryBudgetSpent)
 
 
 def _guid(value: str) -> str | None:

@@ -13,7 +13,11 @@ one task reads the progress of all of them every ``poll`` seconds, ``batch`` ids
 
 Outcomes of ``wait``: the row once ``is_done(row)``; ``WaitExpired`` when ``limit`` seconds (of
 ``clock``) pass first; ``RequestGone`` when a query no longer returns the id; the query's own
-error when reading a batch fails (after the fetcher's retries), for the ids of that batch.
+error when reading a batch fails (after the fetcher's retries), for the ids of that batch, unless
+``passing(error)`` says it may pass (a 503, a timeout, a spent retry budget): the requests go on
+processing meanwhile, so their waiters keep waiting and the batch is read again at the next poll
+(the deadline still holds; ``last_failure`` keeps the error for the message then). Without this
+one bad minute of the org failed every contact of the batch, up to 50, after hours of waiting.
 """
 
 from __future__ import annotations
@@ -46,7 +50,18 @@ class _Waiter:
 class ProgressPoller:
     """Shared by every contact of one source instance (so of one run)."""
 
-    __slots__ = ("_batch", "_clock", "_is_done", "_poll", "_read", "_sleep", "_task", "_waiting")
+    __slots__ = (
+        "_batch",
+        "_clock",
+        "_is_done",
+        "_passing",
+        "_poll",
+        "_read",
+        "_sleep",
+        "_task",
+        "_waiting",
+        "last_failure",
+    )
 
     def __init__(
         self,
@@ -57,6 +72,7 @@ class ProgressPoller:
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         batch: int = DEFAULT_BATCH,
+        passing: Callable[[Exception], bool] | None = None,
     ) -> None:
         if poll <= 0 or batch < 1:
             raise ValueError("poll must be > 0 and batch >= 1")
@@ -66,6 +82,9 @@ class ProgressPoller:
         self._clock = clock
         self._sleep = sleep
         self._batch = batch
+        self._passing = passing or (lambda error: False)
+        # The latest read that failed with a passing error (None once a read succeeds).
+        self.last_failure: Exception | None = None
         self._waiting: dict[str, list[_Waiter]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -121,10 +140,14 @@ class ProgressPoller:
             batch = ids[start : start + self._batch]
             try:
                 rows = await self._read(batch)
-            except Exception as error:  # handed to the waiters of this batch
+            except Exception as error:  # handed to the waiters of this batch, unless passing
+                if self._passing(error):
+                    self.last_failure = error
+                    continue
                 for request_id in batch:
                     self._settle(request_id, error=error)
                 continue
+            self.last_failure = None
             for request_id in batch:
                 row = rows.get(request_id)
                 if row is None:

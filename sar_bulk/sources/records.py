@@ -36,7 +36,18 @@ Outcomes, noted under ``tables`` as ``{table: rows | "not present" | "excluded"}
 * a table this org does not have (404, code 0x80060888) is "not present"; the part succeeds;
 * a table the identity may not read (403) fails the part: an answer that skipped it would be
   incomplete. The operator can list it in ``excluded_tables`` (then it is not asked for at all);
-* a contact that does not exist (404 on ``contacts(<id>)``) fails the part.
+* a contact that does not exist (404 with code 0x80040217 on ``contacts(<id>)``) fails the part
+  (``ContactMissing``); another 404 there (no code: a proxy, a gateway) fails it as what it is,
+  never saying the contact does not exist;
+* a row that is not the contact's fails the part (``ForeignData``, as the action does): every
+  row of a known table must hold the column its query asked for (``contactid``,
+  ``_parentcontactid_value``, ``msdynmkt_contactpointvalue``, ...) with the contact's value
+  (GUIDs in any case, e-mails and phones without case or outer blanks, as Dataverse compares
+  them). A missing column counts as another contact's. Custom tables are the operator's
+  filters and are not checked;
+* a row sent twice for one table (its id repeated, on one page or across pages whose nextLinks
+  differ) fails the part (``PagingError``): a dossier must not count a row twice, nor page
+  through the same rows up to ``max_pages``. A row without its id fails it too.
 
 Assumptions where the docs are silent: the e-mail columns are ``emailaddress1..3`` and the
 phones ``telephone1..3`` and ``mobilephone``; Dataverse returns at most 5,000 expanded parties
@@ -45,19 +56,26 @@ per activity, far above what an activity has.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
-from sar_bulk.dataverse.webapi import FORMATTED_VALUES, ResourceMissing, WebApi
+from sar_bulk.dataverse.webapi import (
+    FORMATTED_VALUES,
+    BadAnswer,
+    QueryRefused,
+    ResourceMissing,
+    WebApi,
+)
 from sar_bulk.errors import (
     ConfigError,
     DataverseError,
     Forbidden,
-    MalformedResponse,
+    ForeignData,
+    PagingError,
     RequestContext,
 )
-from sar_bulk.guids import is_canonical_guid
+from sar_bulk.guids import canonical_guid, is_canonical_guid
 from sar_bulk.sources.base import (
     Availability,
     ContactScope,
@@ -82,6 +100,7 @@ from sar_bulk.sources.own_exports import NAME_PREFIX, own_requests
 
 __all__ = [
     "CONTACT_ROW_KEY",
+    "Anchor",
     "ContactMissing",
     "Identifier",
     "RecordsSource",
@@ -125,6 +144,44 @@ class Identifier:
     value: str
 
 
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """What every row a query returns must hold: ``column`` equal to one of ``accepted``.
+
+    GUIDs are compared in canonical form; texts (e-mails, phones) without case or outer blanks,
+    as Dataverse compares them in a filter. A row without the column is not the contact's.
+    """
+
+    column: str
+    accepted: frozenset[str]
+    text: bool = False
+
+    @classmethod
+    def guids(cls, column: str, values: Iterable[str]) -> Anchor:
+        return cls(column, frozenset(value.lower() for value in values))
+
+    @classmethod
+    def texts(cls, column: str, values: Iterable[str]) -> Anchor:
+        return cls(column, frozenset(_fold(value) for value in values), text=True)
+
+    def holds(self, row: Mapping[str, Any]) -> bool:
+        value = row.get(self.column)
+        if not isinstance(value, str):
+            return False
+        if self.text:
+            return _fold(value) in self.accepted
+        if value in self.accepted:
+            return True  # the usual case, without parsing
+        try:
+            return canonical_guid(value) in self.accepted
+        except ValueError:
+            return False
+
+
+def _fold(text: str) -> str:
+    return text.strip().casefold()
+
+
 def identifiers(row: Mapping[str, Any]) -> list[Identifier]:
     """The contact's e-mail addresses, then phones, in column order, blanks and repeats dropped."""
     found: list[Identifier] = []
@@ -150,13 +207,21 @@ async def contact_row(scope: ContactScope, api: WebApi) -> dict[str, Any]:
     async def load() -> dict[str, Any]:
         url = api.url(f"contacts({scope.contact_id})")
         try:
-            return await api.get_json(url, {"Prefer": FORMATTED_VALUES})
+            row = await api.get_json(url, {"Prefer": FORMATTED_VALUES})
         except ResourceMissing as error:
-            if error.missing_table:
+            if not error.missing_row:
                 raise
             raise ContactMissing(
                 error.context, "the contact does not exist", status=error.status, code=error.code
             ) from None
+        if not Anchor.guids("contactid", [scope.contact_id]).holds(row):
+            # Inside the memo: every part of the contact fails alike, none keeps the row.
+            raise ForeignData(
+                api.context,
+                "the contact's row has a contactid that is missing or names another contact",
+                status=200,
+            )
+        return row
 
     return await scope.once(CONTACT_ROW_KEY, load)
 
@@ -189,6 +254,10 @@ class RecordsSource:
         except Forbidden as error:
             return Probe(self.name, Availability.FORBIDDEN, f"reading contacts: {error.detail}")
         except ResourceMissing as error:
+            if not error.missing_table:
+                # A bare 404 (a proxy's) proves nothing; "missing" would leave the source out
+                # of an auto run's every dossier. Raised, it fails the check, naming it.
+                raise
             return Probe(self.name, Availability.MISSING, f"no contacts table: {error.detail}")
         return Probe(self.name, Availability.AVAILABLE)
 
@@ -205,7 +274,13 @@ class RecordsSource:
             ("account", "accounts", "_primarycontactid_value"),
         ):
             tables[table] = await self._table(
-                api, sink, table, entity_set, [equal_guid(column, cid)]
+                api,
+                sink,
+                table,
+                entity_set,
+                [equal_guid(column, cid)],
+                anchor=Anchor.guids(column, [cid]),
+                key=f"{table}id",
             )
         tables.update(await self._activities(api, sink, cid))
         tables["parent_account"] = await self._parent_account(api, sink, row)
@@ -217,6 +292,8 @@ class RecordsSource:
             CONSENT_TABLE,
             "msdynmkt_contactpointconsent4s",
             [any_equal("msdynmkt_contactpointvalue", values)] if values else [],
+            anchor=Anchor.texts("msdynmkt_contactpointvalue", values),
+            key=f"{CONSENT_TABLE}id",
         )
         tables[LOGICAL_NAME] = await self._requests(api, sink, scope, found)
         for custom in deps.settings.custom_tables:
@@ -249,11 +326,21 @@ class RecordsSource:
             "activityparties",
             [equal_guid("_partyid_value", cid)],
             keep=activity_of,
+            anchor=Anchor.guids("_partyid_value", [cid]),
+            key="activitypartyid",
         )
         filters = [equal_guid("_regardingobjectid_value", cid)]
         table = "activitypointer"
         activities = await self._table(
-            api, sink, table, "activitypointers", filters, expand=ACTIVITY_PARTIES, keep=activity_id
+            api,
+            sink,
+            table,
+            "activitypointers",
+            filters,
+            expand=ACTIVITY_PARTIES,
+            keep=activity_id,
+            anchor=Anchor.guids("_regardingobjectid_value", [cid]),
+            key="activityid",
         )
         others = [value for value in party_of if value not in regarding]
         if others and isinstance(activities, int):
@@ -262,7 +349,14 @@ class RecordsSource:
                 for i in range(0, len(others), _ID_BATCH)
             ]
             more = await self._table(
-                api, sink, table, "activitypointers", batches, expand=ACTIVITY_PARTIES
+                api,
+                sink,
+                table,
+                "activitypointers",
+                batches,
+                expand=ACTIVITY_PARTIES,
+                anchor=Anchor.guids("activityid", others),
+                key="activityid",
             )
             activities = activities + more if isinstance(more, int) else more
         return {"activitypointer": activities, "activityparty": parties}
@@ -279,8 +373,11 @@ class RecordsSource:
         try:
             text = equal_guid("accountid", parent)
         except ValueError:
-            raise MalformedResponse(api.context, "_parentcustomerid_value is not a GUID") from None
-        return await self._table(api, sink, "parent_account", "accounts", [text])
+            raise BadAnswer(api.context, "_parentcustomerid_value is not a GUID") from None
+        anchor = Anchor.guids("accountid", [parent])
+        return await self._table(
+            api, sink, "parent_account", "accounts", [text], anchor=anchor, key="accountid"
+        )
 
     async def _requests(
         self, api: WebApi, sink: PartSink, scope: ContactScope, found: list[Identifier]
@@ -309,8 +406,16 @@ class RecordsSource:
             mine = await own_requests(scope, ((item.kind, item.value) for item in found))
             return [row for row in rows if not _ours(row, schema, mine)]
 
+        anchor = Anchor.texts(schema.input_column, values)
         return await self._table(
-            api, sink, LOGICAL_NAME, schema.entity_set, filters, select=earlier
+            api,
+            sink,
+            LOGICAL_NAME,
+            schema.entity_set,
+            filters,
+            select=earlier,
+            anchor=anchor,
+            key=schema.id_column,
         )
 
     async def _table(
@@ -324,16 +429,25 @@ class RecordsSource:
         expand: str = "",
         keep: Callable[[Mapping[str, Any]], None] | None = None,
         select: Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]] | None = None,
+        anchor: Anchor | None = None,
+        key: str | None = None,
     ) -> JsonValue:
-        """Every row matching any of ``filters`` (one query each) into ``records/<table>.json``."""
+        """Every row matching any of ``filters`` (one query each) into ``records/<table>.json``.
+
+        With ``anchor``, a page holding a row that is not the contact's fails the part before
+        any of that page is written (``ForeignData``); with ``key`` (the table's id column), a
+        row whose id came before fails it (``PagingError``).
+        """
         settings = self._deps.settings
         if table in settings.excluded_tables:
             return "excluded"
         count = 0
         entry = f"records/{table}.json"
+        ids: set[str] = set()  # the table's row ids so far, over all its queries
         for text in filters:
             params = {"$filter": text, **({"$expand": expand} if expand else {})}
             url = api.url(identifier(entity_set) + query(params))
+            page = 0
             try:
                 async for rows in api.pages(
                     url,
@@ -341,6 +455,16 @@ class RecordsSource:
                     prefer=(FORMATTED_VALUES,),
                     max_pages=settings.max_pages,
                 ):
+                    page += 1
+                    if anchor is not None and not all(anchor.holds(row) for row in rows):
+                        raise ForeignData(
+                            replace(api.context, page=page),
+                            f"{table} ({entity_set}) sent a row whose {anchor.column} is missing "
+                            "or is not the contact's",
+                            status=200,
+                        )
+                    if key is not None:
+                        _add_ids(replace(api.context, page=page), table, entity_set, key, rows, ids)
                     if rows and select is not None:
                         rows = await select(rows)
                     if rows:
@@ -360,7 +484,37 @@ class RecordsSource:
                     status=error.status,
                     code=error.code,
                 ) from None
+            except QueryRefused as error:
+                raise QueryRefused(
+                    error.context,
+                    f"querying {table} ({entity_set}): {error.detail}",
+                    status=error.status,
+                    code=error.code,
+                ) from None
         return count
+
+
+def _add_ids(
+    context: RequestContext,
+    table: str,
+    entity_set: str,
+    key: str,
+    rows: Sequence[Mapping[str, Any]],
+    ids: set[str],
+) -> None:
+    """Add the rows' ids to ``ids``; one seen before (or none at all) fails the part."""
+    for row in rows:
+        value = row.get(key)
+        if not isinstance(value, str) or not value:
+            raise BadAnswer(context, f"{table} ({entity_set}) sent a row without its {key}")
+        value = value.lower()
+        if value in ids:
+            raise PagingError(
+                context,
+                f"{table} ({entity_set}) sent a row twice (the same {key}): the org's paging "
+                "repeats rows",
+            )
+        ids.add(value)
 
 
 def _named_like_ours(row: Mapping[str, Any], name_column: str) -> bool:
