@@ -37,7 +37,7 @@ They never contain a token, a secret or interaction content.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Self
 
 __all__ = [
     "LIMIT_CODES",
@@ -154,6 +154,15 @@ class DataverseError(SarBulkError):
         self.status = status
         self.code = code
         super().__init__(self._message())
+
+    def with_detail(self, detail: str) -> Self:
+        """The same error with another ``detail`` (e.g. the server's text with values taken out)."""
+        # Not copy.copy: it would call __init__ with the message alone.
+        changed = type(self).__new__(type(self))
+        changed.__dict__.update(self.__dict__)
+        changed.detail = detail
+        changed.args = (changed._message(),)
+        return changed
 
     def _message(self) -> str:
         what = self.context.describe() if self.context else "request"

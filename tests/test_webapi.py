@@ -19,7 +19,14 @@ from webapi_support import (
     source_deps,
 )
 
-from sar_bulk.dataverse.webapi import Download, ResourceMissing, TooLarge, WebApi
+from sar_bulk.dataverse.webapi import (
+    Download,
+    QueryRefused,
+    ResourceMissing,
+    TooLarge,
+    WebApi,
+    without_sent_values,
+)
 from sar_bulk.errors import (
     Forbidden,
     MalformedResponse,
@@ -296,3 +303,60 @@ async def test_chunks_too_small_to_end_are_refused(org: ScriptedOrg, api: WebApi
     with pytest.raises(MalformedResponse, match="chunks: they are too small"):
         await download(api, chunk=100)
     assert len(org.log) <= 3 + 2 * 10  # the one over the bound is refused
+
+
+# -- a person's values sent in a request never come back in an error message -------------------
+
+EMAIL = "Jane.O'Neil@example.org"
+PHONE = "+44 20 7946 0958"
+
+
+async def test_a_400_that_echoes_the_filter_names_no_value_sent(
+    org: ScriptedOrg, api: WebApi
+) -> None:
+    literal = EMAIL.replace("'", "''")
+
+    def refuse(seen: Seen) -> web.Response:
+        # What Dataverse does with a query it cannot parse: it quotes the query back.
+        return error_response(
+            400,
+            "0x80060888",
+            f"Syntax error at position 52 in 'emailaddress1 eq '{literal}' or "
+            f"telephone1 eq '{PHONE.upper()}''. Also seen: {EMAIL.lower()}, other@x.example",
+        )
+
+    org.on("GET", "contacts", refuse)
+    url = api.url(f"contacts?$filter=emailaddress1 eq '{literal}' or telephone1 eq '{PHONE}'")
+    with pytest.raises(QueryRefused) as caught:
+        await api.get_json(url)
+    message = str(caught.value)
+    assert "Syntax error at position 52" in message  # the server's reason stays
+    for value in (EMAIL, EMAIL.lower(), PHONE, PHONE.upper(), "other@x.example", "Neil@"):
+        assert value.lower() not in message.lower()
+    assert message.count("[value]") == 3
+    assert "[e-mail]" in message
+
+
+async def test_a_refused_create_names_no_value_of_its_body(org: ScriptedOrg, api: WebApi) -> None:
+    org.on(
+        "POST",
+        "msdynmkt_gdprrequests",
+        lambda s: error_response(400, "0x80040203", f"Invalid contact point '{PHONE}'."),
+    )
+    with pytest.raises(QueryRefused) as caught:
+        await api.post_json(api.url("msdynmkt_gdprrequests"), {"msdynmkt_input": PHONE})
+    assert PHONE not in str(caught.value)
+    assert "Invalid contact point '[value]'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("detail", "url", "expected"),
+    [
+        ("no value here", "https://o/api/data/v9.2/leads?$filter=a eq 'xyz'", "no value here"),
+        ("short 'ab' stays", "https://o/api/data/v9.2/leads?$filter=a eq 'ab'", "short 'ab' stays"),
+        ("bad 'x''y'", "https://o/api/data/v9.2/leads?$filter=a eq 'x''y'", "bad '[value]'"),
+        ("mail a@b.example.", "https://o/api/data/v9.2/leads", "mail [e-mail]."),
+    ],
+)
+def test_without_sent_values(detail: str, url: str, expected: str) -> None:
+    assert without_sent_values(detail, url) == expected

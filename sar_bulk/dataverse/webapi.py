@@ -32,10 +32,17 @@ a 200: Dataverse sends the size with every file, and a body without it is someth
 proxy's sign-in page) that would otherwise be stored as the file.
 
 JSON is decoded by ``jsonexact.loads``, which keeps every digit of every number as sent.
+
+A Web API request carries the person's own values (e-mail addresses and phones in ``$filter``
+literals, an identifier in a create's body), and Dataverse's error messages may echo them ("Syntax
+error at position 40 in 'emailaddress1 eq ...'"). Error messages end up in logs and reports, so
+every value the request sent is replaced by ``[value]`` in the server's text before it becomes an
+error, and anything that still looks like an e-mail address by ``[e-mail]``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -83,6 +90,10 @@ FORMATTED_VALUES: Final = 'odata.include-annotations="OData.Community.Display.V1
 _SIZE: Final = re.compile(r"[0-9]{1,18}")
 DEFAULT_CHUNK: Final = 4 * 1024 * 1024  # Dataverse's own recommended file chunk size
 MIN_CHUNK: Final = 64 * 1024  # a download may take about twice total / this many chunks
+# An OData string literal in a query option ('' is a quote inside it).
+_LITERAL: Final = re.compile(r"'((?:[^']|'')*)'")
+# What an e-mail address looks like in an error message, whatever the request sent.
+_EMAIL: Final = re.compile(r"[^\s'\"<>(),;:@]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _CONTENT_RANGE: Final = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})")
 
 
@@ -183,7 +194,7 @@ class WebApi:
     ) -> Answer:
         """One request, no retry: a non-2xx answer raises the error tree (for ``call``)."""
         answer = await self._http.send(self._context, method, url, body=body, headers=headers)
-        self._check(self._context, answer)
+        self._check(self._context, answer, url, body)
         return answer
 
     async def get_json(
@@ -194,7 +205,7 @@ class WebApi:
 
         async def attempt() -> dict[str, Any]:
             answer = await self._http.send(context, "GET", url, headers=headers)
-            self._check(context, answer)
+            self._check(context, answer, url)
             return object_body(context, answer.body)
 
         # The context also names the request when the wait at a closed gate is over budget.
@@ -214,7 +225,7 @@ class WebApi:
 
         async def attempt() -> Answer:
             answer = await self._http.send(context, "POST", url, body=payload, headers=sent)
-            self._check(context, answer)
+            self._check(context, answer, url, payload)
             return answer
 
         return await self._pair.call(attempt, context=context)
@@ -320,15 +331,18 @@ class WebApi:
                 # No byte range exists in an empty file: the answer is the whole (empty) file.
                 headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-range"}
                 return Answer(206, {**headers, "x-ms-file-size": "0"}, b"")
-            self._check(context, answer)
+            self._check(context, answer, url)
             return answer
 
         return await self._pair.call(attempt, context=context)
 
-    def _check(self, context: RequestContext, answer: Answer) -> None:
+    def _check(
+        self, context: RequestContext, answer: Answer, url: str, body: bytes | None = None
+    ) -> None:
         if 200 <= answer.status < 300:
             return
         error = classify_error(context, answer.status, answer.headers, answer.body, self._now())
+        error = error.with_detail(without_sent_values(error.detail, url, body))
         if answer.status == 404:
             # classify_error speaks of the retired action; here a 404 is a table or a row, and
             # neither may stop the run.
@@ -340,6 +354,39 @@ class WebApi:
             # classify_error's advice is about the action's contact id, types and dates.
             raise QueryRefused(context, error.detail, status=error.status, code=error.code)
         raise error
+
+
+def without_sent_values(detail: str, url: str, body: bytes | None = None) -> str:
+    """The server's ``detail`` with every value the request sent taken out.
+
+    The values are the quoted literals of the URL's query options (``$filter=emailaddress1 eq
+    'a@b.example'``) and the strings of a JSON body; each is replaced wherever it appears,
+    without regard to case, by ``[value]``, and what still looks like an e-mail address by
+    ``[e-mail]``. Values under three characters are left: they would take out half the text.
+    """
+    sent: set[str] = set()
+    for pair in urlsplit(url).query.split("&"):
+        option = unquote(pair.partition("=")[2])  # not parse_qsl: "+" stays a plus in a phone
+        sent.update(match.group(1).replace("''", "'") for match in _LITERAL.finditer(option))
+    if body:
+        with contextlib.suppress(orjson.JSONDecodeError):  # not JSON: no values to take out
+            _strings_of(orjson.loads(body), sent)
+    # A literal comes back as sent (quotes doubled) or as meant: both forms go.
+    forms = {form for v in sent if len(v) >= 3 for form in (v, v.replace("'", "''"))}
+    for value in sorted(forms, key=len, reverse=True):
+        detail = re.sub(re.escape(value), "[value]", detail, flags=re.IGNORECASE)
+    return _EMAIL.sub("[e-mail]", detail)
+
+
+def _strings_of(value: Any, found: set[str]) -> None:
+    if isinstance(value, str):
+        found.add(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _strings_of(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _strings_of(item, found)
 
 
 def object_body(context: RequestContext, raw: bytes) -> dict[str, Any]:
