@@ -6,6 +6,9 @@ smuggled between members, would go unnoticed. This check walks the records thems
 first local header at offset 0, each member right after the one before (its data descriptor
 included when it has one), the central directory right after the last member, then the ZIP64 end
 records when present, then the end record with no comment as the last 22 bytes of the file.
+Each local header (and data descriptor) must say what the central directory says about its
+member: method, flags, CRC and sizes. zipfile reads only the central directory, Info-ZIP and
+streaming readers the local records, so a file where they differ reads as two contents.
 
 Usage::
 
@@ -32,6 +35,7 @@ _LOCATOR64_SIZE: Final = 20
 _EOCD64_SIZE: Final = 56
 _LOCAL_SIZE: Final = 30
 _DATA_DESCRIPTOR_FLAG: Final = 0x08
+_ZIP64_MARK: Final = 0xFFFFFFFF
 
 
 def layout_problems(stream: IO[bytes], infos: Sequence[ZipInfo], start_dir: int) -> list[str]:
@@ -89,22 +93,62 @@ def layout_problems(stream: IO[bytes], infos: Sequence[ZipInfo], start_dir: int)
         flags = struct.unpack("<H", header[6:8])[0]
         name_len, extra_len = struct.unpack("<HH", header[26:30])
         extra = stream.read(name_len + extra_len)[name_len:]
+        if problem := _local_problem(info, header, extra):
+            problems.append(f"member {info.filename!r}: {problem}")
         position += _LOCAL_SIZE + name_len + extra_len + info.compress_size
         if flags & _DATA_DESCRIPTOR_FLAG:
             stream.seek(position)
-            if stream.read(4) != _DESCRIPTOR:
+            zip64 = _zip64_sizes(extra) is not None
+            descriptor = stream.read(24 if zip64 else 16)
+            if descriptor[:4] != _DESCRIPTOR:
                 problems.append(f"member {info.filename!r} lacks its data descriptor")
                 return problems
-            position += 24 if _has_zip64_extra(extra) else 16
+            recorded = struct.unpack("<LQQ" if zip64 else "<LLL", descriptor[4:])
+            if recorded != (info.CRC, info.compress_size, info.file_size):
+                problems.append(
+                    f"member {info.filename!r}: its data descriptor does not match the central "
+                    "directory (CRC or sizes)"
+                )
+            position += len(descriptor)
     if position != start_dir:
         problems.append("there are bytes between the last member and the central directory")
     return problems
 
 
-def _has_zip64_extra(extra: bytes) -> bool:
+def _local_problem(info: ZipInfo, header: bytes, extra: bytes) -> str | None:
+    """How a local header disagrees with its central record (None when it agrees).
+
+    zipfile takes method, CRC and sizes from the central directory only; Info-ZIP and
+    streaming readers take them from the local header (or the data descriptor after the data),
+    so a disagreement is a file that two tools read as two different contents.
+    """
+    flags, method = struct.unpack("<HH", header[6:10])
+    if method != info.compress_type:
+        return f"its local header says compression method {method}, not {info.compress_type}"
+    if flags != info.flag_bits:
+        return (
+            f"its local header has flags {flags:#06x}, the central directory {info.flag_bits:#06x}"
+        )
+    crc, compressed, size = struct.unpack("<LLL", header[14:26])
+    if compressed == size == _ZIP64_MARK:
+        sizes = _zip64_sizes(extra)
+        if sizes is not None:
+            size, compressed = sizes
+    recorded = (crc, compressed, size)
+    # With a data descriptor the header may leave them zero (the writer does): the descriptor
+    # after the data then carries them, and is compared with the central record there.
+    if recorded == (info.CRC, info.compress_size, info.file_size) or (
+        flags & _DATA_DESCRIPTOR_FLAG and recorded == (0, 0, 0)
+    ):
+        return None
+    return "its local header does not match the central directory (CRC or sizes)"
+
+
+def _zip64_sizes(extra: bytes) -> tuple[int, int] | None:
+    """Size and compressed size from a local header's ZIP64 extra field, if it has one."""
     while len(extra) >= 4:
         tag, length = struct.unpack("<HH", extra[:4])
         if tag == 0x0001:
-            return True
+            return struct.unpack("<QQ", extra[4:20]) if length >= 16 else (0, 0)
         extra = extra[4 + length :]
-    return False
+    return None

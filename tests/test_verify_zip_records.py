@@ -1,0 +1,142 @@
+"""The verifier reads the zip's records the way every reader does, not only the way zipfile does.
+
+zipfile finds a member through the central directory and trusts it for the compression method,
+CRC and sizes; Info-ZIP, streaming readers and Windows take them from the member's local header
+or its data descriptor. A dossier whose records disagree is read differently by different tools,
+so verify must refuse it even when zipfile reads it cleanly. Files here are real dossiers from
+the writer, patched byte by byte; Info-ZIP, when installed, shows what a recipient would get.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import struct
+import subprocess
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from test_verify import SENT, _dossier, _members, _rebuild
+
+from sar_bulk.dossier.verify import verify_dossier
+
+_CENTRAL = b"PK\x01\x02"
+
+
+@pytest.fixture
+async def path(tmp_path: Path) -> Path:
+    """A dossier as the writer makes it: members with data descriptors."""
+    return await _dossier(tmp_path / "out")
+
+
+def _local(data: bytearray, name: str) -> tuple[int, int, zipfile.ZipInfo]:
+    """Offset of ``name``'s local header, where its data starts, and its central record."""
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        info = archive.getinfo(name)
+    at = info.header_offset
+    name_len, extra_len = struct.unpack("<HH", data[at + 26 : at + 30])
+    return at, at + 30 + name_len + extra_len, info
+
+
+def _central(data: bytearray, name: str) -> int:
+    """Offset of ``name``'s central directory record."""
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        at = archive.start_dir
+    while data[at : at + 4] == _CENTRAL:
+        name_len, extra_len, comment_len = struct.unpack("<HHH", data[at + 28 : at + 34])
+        if bytes(data[at + 46 : at + 46 + name_len]) == name.encode():
+            return at
+        at += 46 + name_len + extra_len + comment_len
+    raise AssertionError(f"{name} has no central record")
+
+
+def _stored_in_local_header(data: bytearray) -> None:
+    """Only the local header says 'stored': the central directory still says deflate."""
+    at, _, _ = _local(data, SENT)
+    struct.pack_into("<H", data, at + 8, zipfile.ZIP_STORED)
+
+
+def _descriptor_crc(data: bytearray) -> None:
+    _, start, info = _local(data, SENT)
+    struct.pack_into("<L", data, start + info.compress_size + 4, 0xDEADBEEF)
+
+
+def _descriptor_sizes(data: bytearray) -> None:
+    _, start, info = _local(data, SENT)
+    struct.pack_into("<LL", data, start + info.compress_size + 8, 5, 7)
+
+
+def _two_readings(data: bytearray) -> None:
+    """zipfile inflates the entry (hash ok); Info-ZIP copies the raw deflate bytes (CRC ok).
+
+    The local header says: stored, no data descriptor, CRC and sizes of the raw bytes (the
+    deflate stream and the old descriptor). The central record keeps deflate and the real CRC
+    and takes the longer compressed size, so the members still follow one another.
+    """
+    at, start, info = _local(data, SENT)
+    raw = bytes(data[start : start + info.compress_size + 16])
+    flags = info.flag_bits & ~0x08
+    struct.pack_into("<HH", data, at + 6, flags, zipfile.ZIP_STORED)
+    struct.pack_into("<LLL", data, at + 14, zlib.crc32(raw), len(raw), len(raw))
+    central = _central(data, SENT)
+    struct.pack_into("<H", data, central + 8, flags)
+    struct.pack_into("<L", data, central + 20, len(raw))
+
+
+@pytest.mark.parametrize(
+    ("patch", "problem"),
+    [
+        (_stored_in_local_header, "its local header says compression method 0, not 8"),
+        (
+            _descriptor_crc,
+            "its data descriptor does not match the central directory (CRC or sizes)",
+        ),
+        (
+            _descriptor_sizes,
+            "its data descriptor does not match the central directory (CRC or sizes)",
+        ),
+        (_two_readings, "its local header says compression method 0, not 8"),
+    ],
+)
+def test_local_records_that_disagree_with_the_central_directory_fail(
+    path: Path, patch: Callable[[bytearray], None], problem: str
+) -> None:
+    data = bytearray(path.read_bytes())
+    patch(data)
+    path.write_bytes(bytes(data))
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None  # zipfile alone sees nothing wrong
+    result = verify_dossier(path)
+    assert not result.ok
+    assert f"member '{SENT}': {problem}" in result.problems
+
+
+def test_info_zip_reads_other_bytes_than_the_verifier_hashed(path: Path) -> None:
+    """Why it matters: the recipient's unzip extracts something else, and says all is well."""
+    original = _members(path)[SENT]
+    data = bytearray(path.read_bytes())
+    _two_readings(data)
+    path.write_bytes(bytes(data))
+    assert _members(path)[SENT] == original  # what zipfile (and so the hash check) reads
+    assert not verify_dossier(path).ok
+    if shutil.which("unzip") is not None:
+        tested = subprocess.run(["unzip", "-tq", str(path)], capture_output=True, check=False)
+        assert tested.returncode == 0, tested.stdout  # Info-ZIP finds no error either...
+        seen = subprocess.run(["unzip", "-p", str(path), SENT], capture_output=True, check=True)
+        assert seen.stdout != original  # ...and hands over the raw deflate bytes
+
+
+def test_a_rebuilt_zip_with_a_wrong_crc_in_a_local_header_fails(path: Path) -> None:
+    """Without data descriptors the local header carries CRC and sizes: they must agree too."""
+    _rebuild(path, _members(path))
+    assert verify_dossier(path).ok
+    data = bytearray(path.read_bytes())
+    at, _, _ = _local(data, SENT)
+    struct.pack_into("<L", data, at + 14, 0x12345678)
+    path.write_bytes(bytes(data))
+    result = verify_dossier(path)
+    problem = "its local header does not match the central directory (CRC or sizes)"
+    assert result.problems == (f"member '{SENT}': {problem}",)
