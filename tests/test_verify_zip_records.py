@@ -140,3 +140,26 @@ def test_a_rebuilt_zip_with_a_wrong_crc_in_a_local_header_fails(path: Path) -> N
     result = verify_dossier(path)
     problem = "its local header does not match the central directory (CRC or sizes)"
     assert result.problems == (f"member '{SENT}': {problem}",)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(10, 6), (10, 8), (8, 6), (4, 1), (6, 1)],
+    ids=["one-less", "one-more", "entries-on-disk", "disk-number", "directory-disk"],
+)
+def test_an_end_record_that_miscounts_or_names_another_disk_fails(
+    path: Path, field: int, value: int
+) -> None:
+    """zipfile walks the central directory by its size; Info-ZIP trusts the counts."""
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<H", data, len(data) - 22 + field, value)
+    path.write_bytes(bytes(data))
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None  # zipfile alone sees nothing wrong
+    result = verify_dossier(path)
+    assert "the end record does not count the members of the central directory on disk 0" in (
+        result.problems
+    )
+    if field == 10 and shutil.which("unzip") is not None:
+        listed = subprocess.run(["unzip", "-l", str(path)], capture_output=True, check=False)
+        assert listed.returncode != 0, listed.stdout  # the recipient's unzip stumbles

@@ -60,7 +60,13 @@ def layout_problems(stream: IO[bytes], infos: Sequence[ZipInfo], start_dir: int)
         problems.append("the zip has a comment (a dossier has none)")
     if eocd + _EOCD_SIZE + comment != size:
         problems.append("there are bytes after the end of the zip (data was appended)")
-    cd_size, cd_offset = struct.unpack("<LL", tail[at + 12 : at + 20])
+    disk, cd_disk, on_disk, entries, cd_size, cd_offset = struct.unpack(
+        "<HHHHLL", tail[at + 4 : at + 20]
+    )
+    # One disk, and the count of members (capped at 0xFFFF when ZIP64 records hold the real
+    # one): zipfile ignores both, Info-ZIP stops reading the central directory at the count.
+    capped = min(len(infos), 0xFFFF)
+    miscounted = (disk, cd_disk, on_disk, entries) != (0, 0, capped, capped)
     cd_end = eocd
     stream.seek(max(eocd - _LOCATOR64_SIZE, 0))
     locator = stream.read(_LOCATOR64_SIZE)
@@ -76,8 +82,15 @@ def layout_problems(stream: IO[bytes], infos: Sequence[ZipInfo], start_dir: int)
             or record_at + _EOCD64_SIZE != eocd - _LOCATOR64_SIZE
         ):
             return [*problems, "the ZIP64 end records are not where the writer puts them"]
-        cd_size, cd_offset = struct.unpack("<QQ", record[40:56])
+        disk, cd_disk, on_disk, entries, cd_size, cd_offset = struct.unpack(
+            "<LLQQQQ", record[16:56]
+        )
+        miscounted |= (disk, cd_disk, on_disk, entries) != (0, 0, len(infos), len(infos))
         cd_end = record_at
+    if miscounted:
+        problems.append(
+            "the end record does not count the members of the central directory on disk 0"
+        )
     if cd_offset != start_dir or cd_offset + cd_size != cd_end:
         problems.append("the central directory is not where its end record says")
     position = 0
