@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import stat
 import struct
 import subprocess
 import zipfile
@@ -18,9 +19,11 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
-from test_verify import SENT, _dossier, _members, _rebuild
+from test_verify import CONTACT_ROWS, EXPORT, SENT, _dossier, _members, _rebuild, _reseal
 
+from sar_bulk.dossier.format import member_info
 from sar_bulk.dossier.verify import verify_dossier
 
 _CENTRAL = b"PK\x01\x02"
@@ -163,3 +166,57 @@ def test_an_end_record_that_miscounts_or_names_another_disk_fails(
     if field == 10 and shutil.which("unzip") is not None:
         listed = subprocess.run(["unzip", "-l", str(path)], capture_output=True, check=False)
         assert listed.returncode != 0, listed.stdout  # the recipient's unzip stumbles
+
+
+def _with_mode(path: Path, name: str, data: bytes, mode: int, system: int = 3) -> None:
+    """Put ``data`` (its hash and size resealed in the manifest) as ``name`` with ``mode``."""
+    members = _members(path)
+    manifest = orjson.loads(members["manifest.json"])
+    _reseal(members, manifest, name, data)
+    members["manifest.json"] = orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, content in members.items():
+            info = member_info(member, len(content))
+            if member == name:
+                info.external_attr = mode << 16
+                info.create_system = system
+            archive.writestr(info, content)
+
+
+def test_a_member_that_unzip_makes_a_symbolic_link_fails(path: Path, tmp_path: Path) -> None:
+    """A verbatim file whose mode says 'link': unzip creates a link out of the folder."""
+    _with_mode(path, EXPORT, b"../../../../etc/hostname", stat.S_IFLNK | 0o777)
+    result = verify_dossier(path)
+    assert not result.ok
+    assert result.problems == (
+        f"member '{EXPORT}' is not a plain file readable by its owner only (mode 0o120777)",
+    )
+    if shutil.which("unzip") is not None:
+        into = tmp_path / "unzipped"
+        into.mkdir()
+        subprocess.run(["unzip", "-q", str(path)], cwd=into, capture_output=True, check=True)
+        assert (into / EXPORT).is_symlink()  # what the recipient would have got
+
+
+@pytest.mark.parametrize(
+    ("mode", "system"),
+    [
+        (stat.S_IFREG | 0o644, 3),  # everyone on the recipient's machine may read it
+        (stat.S_IFREG | 0o4700, 3),  # setuid
+        (stat.S_IFDIR | 0o700, 3),
+        (stat.S_IFIFO | 0o600, 3),
+        (0o600, 0),  # made on MS-DOS: unzip ignores the mode and applies its default
+    ],
+)
+def test_a_member_that_is_not_a_private_plain_file_fails(
+    path: Path, mode: int, system: int
+) -> None:
+    _with_mode(path, CONTACT_ROWS, _members(path)[CONTACT_ROWS], mode, system)
+    result = verify_dossier(path)
+    assert not result.ok
+    assert any("is not a plain file readable by its owner only" in p for p in result.problems)
+
+
+def test_a_plain_private_member_passes_with_or_without_its_file_type(path: Path) -> None:
+    _with_mode(path, CONTACT_ROWS, _members(path)[CONTACT_ROWS], stat.S_IFREG | 0o600)
+    assert verify_dossier(path).ok

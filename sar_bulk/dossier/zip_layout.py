@@ -9,6 +9,8 @@ records when present, then the end record with no comment as the last 22 bytes o
 Each local header (and data descriptor) must say what the central directory says about its
 member: method, flags, CRC and sizes. zipfile reads only the central directory, Info-ZIP and
 streaming readers the local records, so a file where they differ reads as two contents.
+Every member is a plain file made on Unix with mode 0600, as the writer makes them: unzip
+restores those bits, so a member marked as a symbolic link would be extracted as one.
 
 Usage::
 
@@ -17,6 +19,7 @@ Usage::
 
 from __future__ import annotations
 
+import stat
 import struct
 from collections.abc import Sequence
 from typing import IO, Final
@@ -36,6 +39,10 @@ _EOCD64_SIZE: Final = 56
 _LOCAL_SIZE: Final = 30
 _DATA_DESCRIPTOR_FLAG: Final = 0x08
 _ZIP64_MARK: Final = 0xFFFFFFFF
+# What format.member_info writes: made on Unix (unzip restores the mode bits), mode 0600.
+_UNIX: Final = 3
+_MEMBER_MODE: Final = 0o600
+_DOS_DIRECTORY: Final = 0x10
 
 
 def layout_problems(stream: IO[bytes], infos: Sequence[ZipInfo], start_dir: int) -> list[str]:
@@ -93,6 +100,12 @@ def layout_problems(stream: IO[bytes], infos: Sequence[ZipInfo], start_dir: int)
         )
     if cd_offset != start_dir or cd_offset + cd_size != cd_end:
         problems.append("the central directory is not where its end record says")
+    problems.extend(
+        f"member {info.filename!r} is not a plain file readable by its owner only "
+        f"(mode {info.external_attr >> 16:#o})"
+        for info in infos
+        if not _private_plain_file(info)
+    )
     position = 0
     for info in infos:
         if info.header_offset != position:
@@ -126,6 +139,20 @@ def layout_problems(stream: IO[bytes], infos: Sequence[ZipInfo], start_dir: int)
     if position != start_dir:
         problems.append("there are bytes between the last member and the central directory")
     return problems
+
+
+def _private_plain_file(info: ZipInfo) -> bool:
+    """Made on Unix with mode 0600 (file type: none, or a regular file), as the writer makes
+    every member. unzip restores these bits: a member marked as a link is extracted as a
+    symbolic link (its content the target), a folder or FIFO as one, and a mode made on
+    another system is replaced by unzip's default, readable by everyone."""
+    mode = info.external_attr >> 16
+    return (
+        info.create_system == _UNIX
+        and stat.S_IFMT(mode) in (0, stat.S_IFREG)
+        and stat.S_IMODE(mode) == _MEMBER_MODE
+        and not info.external_attr & _DOS_DIRECTORY
+    )
 
 
 def _local_problem(info: ZipInfo, header: bytes, extra: bytes) -> str | None:
