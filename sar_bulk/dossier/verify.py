@@ -20,6 +20,9 @@ must have exactly the layout the writer makes, so anything added, removed or cha
   README.txt, so there it must be byte for byte the README its manifest produces); row counts
   match line counts; every interaction's ``ContactId`` (any case, braces ignored) is the
   manifest's contact; the file is named after the contact.
+- The dossier is a regular file: a symbolic link is named, not followed (a link planted in an
+  output folder must not make a resume adopt a file that is not in it), and a FIFO is refused
+  at once instead of blocking the read.
 - ``verify_dossier(path, expected_sha256=...)`` also compares the whole file's sha256 (the one
   the writer's summary gave, or the sender's): the only check that covers manifest.json itself.
 
@@ -37,8 +40,11 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import os
+import stat
 import struct
 import tempfile
 import zipfile
@@ -47,7 +53,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, BinaryIO, Final, TextIO
 
 import orjson
 
@@ -128,12 +134,53 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class _NotAFile(OSError):
+    """What is at a dossier's name is a symbolic link, a FIFO, a folder or a device."""
+
+
+def _open_file(path: Path, *, follow: bool = True) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file, else ``_NotAFile``.
+
+    Whatever sits in an output folder may have been planted there: a FIFO would block a plain
+    ``open`` until someone writes to it (so it is opened non-blocking, then looked at), and a
+    symbolic link is not followed unless ``follow``.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow and os.path.islink(path):
+            raise _NotAFile(
+                f"{path.name} is a symbolic link, not a dossier file: verify the file it points to"
+            ) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotAFile(f"{path.name} is not a regular file, not a dossier")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def file_sha256(path: Path) -> str:
-    """The sha256 of a whole file, read in chunks (never held whole)."""
+    """The sha256 of a whole file, read in chunks (never held whole).
+
+    Raises ``OSError`` for what is not a regular file (a FIFO would block the read forever).
+    """
     sha = hashlib.sha256()
-    with open(path, "rb") as stream:
+    with _open_file(Path(path)) as stream:
         while chunk := stream.read(_CHUNK):
             sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _sha256_of(stream: BinaryIO) -> str:
+    sha = hashlib.sha256()
+    stream.seek(0)
+    while chunk := stream.read(_CHUNK):
+        sha.update(chunk)
     return sha.hexdigest()
 
 
@@ -422,16 +469,19 @@ def verify_dossier(
     problems: list[str] = []
     digest: str | None = None
     try:
-        if expected_sha256 is not None:
-            digest = file_sha256(path)
-            if digest != expected_sha256.lower():
-                problems.append("the file's sha256 is not the expected one (it was changed)")
-        with open(path, "rb") as stream:
+        # One open file for the hash and the check: what is hashed is what is checked.
+        with _open_file(path, follow=False) as stream:
+            if expected_sha256 is not None:
+                digest = _sha256_of(stream)
+                if digest != expected_sha256.lower():
+                    problems.append("the file's sha256 is not the expected one (it was changed)")
             archive = zipfile.ZipFile(stream)
             with archive:
                 problems.extend(layout_problems(stream, archive.infolist(), archive.start_dir))
                 checker = _Checker(archive, path)
                 manifest = checker.run()
+    except _NotAFile as exc:
+        return VerifyResult(path, False, None, None, (str(exc),))
     except _ZIP_ERRORS as exc:
         problems.append(f"not a readable zip file: {_reason(exc)}")
         return VerifyResult(path, False, None, None, tuple(problems), sha256=digest)
@@ -455,13 +505,16 @@ def _verify_encrypted(
 ) -> VerifyResult:
     problems: list[str] = []
     digest: str | None = None
-    if expected_sha256 is not None:
-        try:
-            digest = file_sha256(path)
-        except OSError as exc:
-            return _encrypted_failure(path, f"cannot be read: {exc.strerror or exc}", None)
-        if digest != expected_sha256.lower():
-            problems.append("the file's sha256 is not the expected one (it was changed)")
+    try:
+        with _open_file(path, follow=False) as stream:
+            if expected_sha256 is not None:
+                digest = _sha256_of(stream)
+    except _NotAFile as exc:
+        return _encrypted_failure(path, str(exc), None)
+    except OSError as exc:
+        return _encrypted_failure(path, f"cannot be read: {exc.strerror or exc}", None)
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        problems.append("the file's sha256 is not the expected one (it was changed)")
     if decryptor is None:
         return VerifyResult(
             path,
