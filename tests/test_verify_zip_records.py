@@ -220,3 +220,23 @@ def test_a_member_that_is_not_a_private_plain_file_fails(
 def test_a_plain_private_member_passes_with_or_without_its_file_type(path: Path) -> None:
     _with_mode(path, CONTACT_ROWS, _members(path)[CONTACT_ROWS], stat.S_IFREG | 0o600)
     assert verify_dossier(path).ok
+
+
+def test_a_member_name_with_a_nul_byte_fails(path: Path) -> None:
+    """zipfile (and Info-ZIP) cut a name at NUL, other readers keep all of it: the name the
+    manifest lists is not the member's name."""
+    members = _members(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            marked = f"{name}#/../../x" if name == CONTACT_ROWS else name
+            archive.writestr(member_info(marked, len(data)), data)
+    # The NUL goes into both records' bytes: zipfile's own writer would cut the name there.
+    raw = f"{CONTACT_ROWS}#/../../x".encode()
+    path.write_bytes(path.read_bytes().replace(raw, raw.replace(b"#", b"\x00")))
+    with zipfile.ZipFile(path) as archive:
+        assert CONTACT_ROWS in archive.namelist()  # what zipfile shows
+    result = verify_dossier(path)
+    assert not result.ok
+    assert f"member {CONTACT_ROWS + chr(0) + '/../../x'!r} has a NUL byte in its name" in (
+        result.problems
+    )

@@ -100,6 +100,12 @@ def layout_problems(stream: IO[bytes], infos: Sequence[ZipInfo], start_dir: int)
         )
     if cd_offset != start_dir or cd_offset + cd_size != cd_end:
         problems.append("the central directory is not where its end record says")
+    # zipfile cuts a name at its first NUL (and Info-ZIP does too); other readers do not.
+    problems.extend(
+        f"member {info.orig_filename!r} has a NUL byte in its name"
+        for info in infos
+        if info.orig_filename != info.filename
+    )
     problems.extend(
         f"member {info.filename!r} is not a plain file readable by its owner only "
         f"(mode {info.external_attr >> 16:#o})"
