@@ -240,3 +240,80 @@ def test_a_member_name_with_a_nul_byte_fails(path: Path) -> None:
     assert f"member {CONTACT_ROWS + chr(0) + '/../../x'!r} has a NUL byte in its name" in (
         result.problems
     )
+
+
+_GIB = 1 << 30
+
+
+def _zeros_deflated(size: int) -> bytes:
+    """A raw deflate stream of ``size`` zero bytes, built from one repeated block (fast)."""
+    step = 1 << 20
+    assert size % step == 0
+    block = zlib.compressobj(9, zlib.DEFLATED, -15)
+    repeated = block.compress(b"\0" * step) + block.flush(zlib.Z_FULL_FLUSH)
+    end = zlib.compressobj(9, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)  # an empty last block
+    return repeated * (size // step) + end
+
+
+def _with_bomb(path: Path, name: str, size: int) -> None:
+    """Put ``size`` zero bytes as member ``name`` (about 1 KiB per MiB), the manifest as is."""
+    members = _members(path)
+    members.setdefault(name, b"")  # a new member goes last
+    raw = _zeros_deflated(size)
+    crc = 0
+    chunk = b"\0" * (1 << 24)
+    for _ in range(size // len(chunk)):
+        crc = zlib.crc32(chunk, crc)
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, content in members.items():
+            if member == name:
+                info = member_info(member, len(raw))
+                info.compress_type = zipfile.ZIP_STORED  # the raw stream, patched below
+                archive.writestr(info, raw)
+            else:
+                archive.writestr(member_info(member, len(content)), content)
+    data = bytearray(path.read_bytes())
+    at, _, _ = _local(data, name)
+    central = _central(data, name)
+    struct.pack_into("<H", data, at + 8, zipfile.ZIP_DEFLATED)
+    struct.pack_into("<L", data, at + 14, crc)
+    struct.pack_into("<L", data, at + 22, size)
+    struct.pack_into("<H", data, central + 10, zipfile.ZIP_DEFLATED)
+    struct.pack_into("<L", data, central + 16, crc)
+    struct.pack_into("<L", data, central + 24, size)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def inflated(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the bytes verify inflates (zipfile's reads, passed through unchanged)."""
+    counted = [0]
+    read = zipfile.ZipExtFile.read
+
+    def counting(self: zipfile.ZipExtFile, n: int | None = -1) -> bytes:
+        data = read(self, n)
+        counted[0] += len(data)
+        return data
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", counting)
+    return counted
+
+
+def test_an_unexpected_zip_bomb_member_is_named_without_inflating_it(
+    path: Path, inflated: list[int]
+) -> None:
+    _with_bomb(path, "realtime/bomb.json", _GIB)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo("realtime/bomb.json").file_size == _GIB
+    result = verify_dossier(path)
+    assert result.problems == ("unexpected member 'realtime/bomb.json'",)
+    assert inflated[0] < 1 << 20  # the real members only, not 1 GiB of zeros
+
+
+def test_an_entry_larger_than_the_manifest_says_is_named_without_inflating_it(
+    path: Path, inflated: list[int]
+) -> None:
+    _with_bomb(path, EXPORT, _GIB)
+    result = verify_dossier(path)
+    assert result.problems == (f"{EXPORT} has {_GIB} bytes, the manifest says 18",)
+    assert inflated[0] < 1 << 20

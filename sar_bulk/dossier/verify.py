@@ -382,7 +382,13 @@ class _Checker:
             self.problems.append("README.txt is not the one its manifest produces (changed)")
 
     def _drain(self, info: zipfile.ZipInfo) -> None:
-        """Read a member to its end so that a damaged one is reported too."""
+        """Read a member to its end so that a damaged one is reported too.
+
+        Only a small one: the member is already reported as unexpected, and a large one may be
+        a zip bomb (deflate turns 1 MiB into 1 GiB of zeros), gigabytes inflated for nothing.
+        """
+        if info.file_size > _MAX_TEXT_MEMBER:
+            return
         try:
             with self.archive.open(info) as member:
                 while member.read(_CHUNK):
@@ -392,6 +398,13 @@ class _Checker:
 
     def _entry(self, info: zipfile.ZipInfo, entry: ExpectedEntry, contact_id: str | None) -> None:
         name = info.filename
+        if info.file_size != entry.bytes:
+            # zipfile stops at the central directory's size, so this is what the reading would
+            # find; not inflated: a size far beyond the manifest's is how a zip bomb looks.
+            self.problems.append(
+                f"{name} has {info.file_size} bytes, the manifest says {entry.bytes}"
+            )
+            return
         sha = hashlib.sha256()
         size = 0
         lines: _ArrayLines | _JsonLines | None = None
