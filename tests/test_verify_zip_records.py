@@ -317,3 +317,58 @@ def test_an_entry_larger_than_the_manifest_says_is_named_without_inflating_it(
     result = verify_dossier(path)
     assert result.problems == (f"{EXPORT} has {_GIB} bytes, the manifest says 18",)
     assert inflated[0] < 1 << 20
+
+
+def _with_extra(path: Path, name: str, extra: bytes, comment: bytes = b"") -> None:
+    """Rebuild the dossier with ``extra`` (local and central) and ``comment`` on ``name``."""
+    members = _members(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, content in members.items():
+            info = member_info(member, len(content))
+            if member == name:
+                info.extra = extra
+                info.comment = comment
+            archive.writestr(info, content)
+
+
+def _unicode_path(name: str, shown: str) -> bytes:
+    """Info-ZIP's Unicode Path extra field: readers that know it use ``shown`` as the name."""
+    body = struct.pack("<BL", 1, zlib.crc32(name.encode())) + shown.encode()
+    return struct.pack("<HH", 0x7075, len(body)) + body
+
+
+def test_a_member_that_unzip_extracts_under_another_name_fails(path: Path, tmp_path: Path) -> None:
+    _with_extra(path, CONTACT_ROWS, _unicode_path(CONTACT_ROWS, "records/someone-else.json"))
+    with zipfile.ZipFile(path) as archive:
+        assert CONTACT_ROWS in archive.namelist()  # zipfile ignores the field
+    result = verify_dossier(path)
+    assert not result.ok
+    assert result.problems == (
+        f"member '{CONTACT_ROWS}' has extra field 0x7075, which the writer never writes "
+        "(a reader may take a name, time or owner from it)",
+    )
+    if shutil.which("unzip") is not None:
+        into = tmp_path / "unzipped"
+        into.mkdir()
+        subprocess.run(["unzip", "-q", str(path)], cwd=into, capture_output=True, check=True)
+        assert (into / "records" / "someone-else.json").is_file()  # what the recipient gets
+        assert not (into / CONTACT_ROWS).exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "comment", "problem"),
+    [
+        (struct.pack("<HH", 0x5455, 5) + b"\x01\0\0\0\0", b"", "has extra field 0x5455"),
+        (b"", b"read me", "has a comment"),
+    ],
+    ids=["timestamp", "comment"],
+)
+def test_extra_fields_and_comments_the_writer_never_writes_fail(
+    path: Path, extra: bytes, comment: bytes, problem: str
+) -> None:
+    _with_extra(path, CONTACT_ROWS, extra, comment)
+    result = verify_dossier(path)
+    assert not result.ok
+    assert any(p.startswith(f"member '{CONTACT_ROWS}' {problem}") for p in result.problems), (
+        result.problems
+    )

@@ -10,7 +10,8 @@ Each local header (and data descriptor) must say what the central directory says
 member: method, flags, CRC and sizes. zipfile reads only the central directory, Info-ZIP and
 streaming readers the local records, so a file where they differ reads as two contents.
 Every member is a plain file made on Unix with mode 0600, as the writer makes them: unzip
-restores those bits, so a member marked as a symbolic link would be extracted as one.
+restores those bits, so a member marked as a symbolic link would be extracted as one. No
+member has a comment or an extra field but ZIP64's: Info-ZIP takes names from some.
 
 Usage::
 
@@ -39,6 +40,7 @@ _EOCD64_SIZE: Final = 56
 _LOCAL_SIZE: Final = 30
 _DATA_DESCRIPTOR_FLAG: Final = 0x08
 _ZIP64_MARK: Final = 0xFFFFFFFF
+_ZIP64_EXTRA: Final = 0x0001  # the only extra field the writer writes (zipfile, when needed)
 # What format.member_info writes: made on Unix (unzip restores the mode bits), mode 0600.
 _UNIX: Final = 3
 _MEMBER_MODE: Final = 0o600
@@ -106,6 +108,11 @@ def layout_problems(stream: IO[bytes], infos: Sequence[ZipInfo], start_dir: int)
         for info in infos
         if info.orig_filename != info.filename
     )
+    for info in infos:
+        if problem := _extra_problem(info.extra):
+            problems.append(f"member {info.filename!r} {problem}")
+        if info.comment:
+            problems.append(f"member {info.filename!r} has a comment (the writer writes none)")
     problems.extend(
         f"member {info.filename!r} is not a plain file readable by its owner only "
         f"(mode {info.external_attr >> 16:#o})"
@@ -127,6 +134,8 @@ def layout_problems(stream: IO[bytes], infos: Sequence[ZipInfo], start_dir: int)
         extra = stream.read(name_len + extra_len)[name_len:]
         if problem := _local_problem(info, header, extra):
             problems.append(f"member {info.filename!r}: {problem}")
+        elif _extra_problem(info.extra) is None and (problem := _extra_problem(extra)):
+            problems.append(f"member {info.filename!r} (local header) {problem}")
         position += _LOCAL_SIZE + name_len + extra_len + info.compress_size
         if flags & _DATA_DESCRIPTOR_FLAG:
             stream.seek(position)
@@ -190,11 +199,32 @@ def _local_problem(info: ZipInfo, header: bytes, extra: bytes) -> str | None:
     return "its local header does not match the central directory (CRC or sizes)"
 
 
+def _extra_problem(extra: bytes) -> str | None:
+    """Why an extra field is not one the writer writes (only ZIP64's, tag 1), or None.
+
+    Readers act on others: Info-ZIP takes a member's name from a Unicode Path field (0x7075),
+    so a dossier could extract under names its manifest does not list; times and owners too.
+    """
+    while extra:
+        if len(extra) < 4:
+            return "has a damaged extra field"
+        tag, length = struct.unpack("<HH", extra[:4])
+        if len(extra) < 4 + length:
+            return "has a damaged extra field"
+        if tag != _ZIP64_EXTRA:
+            return (
+                f"has extra field {tag:#06x}, which the writer never writes (a reader may take "
+                "a name, time or owner from it)"
+            )
+        extra = extra[4 + length :]
+    return None
+
+
 def _zip64_sizes(extra: bytes) -> tuple[int, int] | None:
     """Size and compressed size from a local header's ZIP64 extra field, if it has one."""
     while len(extra) >= 4:
         tag, length = struct.unpack("<HH", extra[:4])
-        if tag == 0x0001:
+        if tag == _ZIP64_EXTRA:
             return struct.unpack("<QQ", extra[4:20]) if length >= 16 else (0, 0)
         extra = extra[4 + length :]
     return None
