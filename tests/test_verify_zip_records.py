@@ -372,3 +372,73 @@ def test_extra_fields_and_comments_the_writer_never_writes_fail(
     assert any(p.startswith(f"member '{CONTACT_ROWS}' {problem}") for p in result.problems), (
         result.problems
     )
+
+
+def _with_raw(path: Path, name: str, raw: bytes, content: bytes) -> None:
+    """Member ``name`` holds the deflate bytes ``raw``; its records say it inflates to
+    ``content`` (CRC and size): what zipfile reads when it stops at the central size."""
+    members = _members(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, body in members.items():
+            if member == name:
+                info = member_info(member, len(raw))
+                info.compress_type = zipfile.ZIP_STORED  # the raw bytes, patched below
+                archive.writestr(info, raw)
+            else:
+                archive.writestr(member_info(member, len(body)), body)
+    data = bytearray(path.read_bytes())
+    at, _, _ = _local(data, name)
+    central = _central(data, name)
+    crc = zlib.crc32(content)
+    struct.pack_into("<H", data, at + 8, zipfile.ZIP_DEFLATED)
+    struct.pack_into("<LLL", data, at + 14, crc, len(raw), len(content))
+    struct.pack_into("<H", data, central + 10, zipfile.ZIP_DEFLATED)
+    struct.pack_into("<LLL", data, central + 16, crc, len(raw), len(content))
+    path.write_bytes(bytes(data))
+
+
+def _deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush()
+
+
+HIDING = " is damaged: its compressed data does not end where the member does (bytes are hidden)"
+HIDDEN = b'{"someone": "else", "email": "x@example.com"}\n' * 3
+
+
+@pytest.mark.parametrize("name", [CONTACT_ROWS, "README.txt", "manifest.json"])
+def test_bytes_hidden_after_a_members_deflate_stream_fail(path: Path, name: str) -> None:
+    """Bytes after the end of the deflate stream, inside the member's compressed size: zipfile
+    and Info-ZIP stop at the stream's end and never see them."""
+    content = _members(path)[name]
+    _with_raw(path, name, _deflate(content) + HIDDEN, content)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read(name) == content  # the hidden bytes are invisible to zipfile
+    result = verify_dossier(path)
+    assert not result.ok
+    assert f"{name}{HIDING}" in result.problems
+    if shutil.which("unzip") is not None:
+        tested = subprocess.run(["unzip", "-tq", str(path)], capture_output=True, check=False)
+        assert tested.returncode == 0, tested.stdout  # Info-ZIP sees nothing either
+
+
+def test_a_deflate_stream_that_goes_on_past_the_members_size_fails(path: Path) -> None:
+    """zipfile stops inflating at the central size: more data in the stream is hidden."""
+    content = _members(path)[CONTACT_ROWS]
+    _with_raw(path, CONTACT_ROWS, _deflate(content + HIDDEN), content)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read(CONTACT_ROWS) == content
+    result = verify_dossier(path)
+    assert f"{CONTACT_ROWS}{HIDING}" in result.problems
+
+
+def test_a_deflate_stream_without_its_last_block_fails(path: Path) -> None:
+    """zipfile takes the end of the compressed bytes as the end; the stream says it goes on."""
+    content = _members(path)[CONTACT_ROWS]
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    unfinished = compressor.compress(content) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    _with_raw(path, CONTACT_ROWS, unfinished, content)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read(CONTACT_ROWS) == content
+    result = verify_dossier(path)
+    assert f"{CONTACT_ROWS} is damaged: its compressed data is cut short" in result.problems

@@ -1,7 +1,8 @@
 """Check that a dossier is complete and unchanged, and the ``verify`` command around it.
 
-The zip layout check lives in ``zip_layout.py`` and the manifest schema checks in
-``manifest_check.py``; this module reads the members and runs the command.
+The zip layout check lives in ``zip_layout.py``, the reading of one member in ``zip_member.py``
+and the manifest schema checks in ``manifest_check.py``; this module checks the members and
+runs the command.
 
 Anyone who receives a dossier (the data subject, an auditor, the organisation before sending it)
 can run ``sar-bulk verify`` to learn whether it is exactly what sar-bulk wrote. Strict: the file
@@ -11,7 +12,8 @@ must have exactly the layout the writer makes, so anything added, removed or cha
   central directory record, with no zip comment; members follow one another with nothing in
   between, the central directory lists exactly them, in order: README.txt, index.html (v3),
   manifest.json, then the entries in the order the manifest lists them. Every member's CRC
-  holds (each is read to its end in the same single pass that hashes it).
+  holds (each is read to its end in the same single pass that hashes it), and its compressed
+  data ends exactly where the member does (zipfile's reader would drop what follows unseen).
 - ``manifest.json`` follows its schema (``sar-bulk/dossier/v3``, or v2 or v1 for dossiers
   written before; a v3 dossier must have index.html, hashed like README.txt): the question,
   parts grouped by source in their fixed order, entries with names their part may write,
@@ -53,7 +55,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final, TextIO
+from typing import IO, Any, BinaryIO, Final, TextIO
 
 import orjson
 
@@ -75,6 +77,7 @@ from sar_bulk.dossier.manifest_check import (
     check_manifest,
 )
 from sar_bulk.dossier.zip_layout import layout_problems
+from sar_bulk.dossier.zip_member import MemberError, member_chunks
 from sar_bulk.errors import DossierError
 
 __all__ = [
@@ -97,6 +100,7 @@ _MAX_MANIFEST: Final = 64 << 20  # v2 lists parts and notes: larger, still bound
 _MAX_LINE: Final = 16 << 20  # one row is a few kB; a longer line is not our layout
 # What a damaged or hostile zip can raise while it is read.
 _ZIP_ERRORS: Final = (
+    MemberError,
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
     zlib.error,
@@ -287,8 +291,9 @@ class _JsonLines:
 class _Checker:
     """One pass over one open zip, collecting problems."""
 
-    def __init__(self, archive: zipfile.ZipFile, path: Path) -> None:
+    def __init__(self, archive: zipfile.ZipFile, stream: IO[bytes], path: Path) -> None:
         self.archive = archive
+        self.stream = stream  # members are read from it by zip_member, not by zipfile
         self.path = path
         self.problems: list[str] = []
 
@@ -341,7 +346,7 @@ class _Checker:
             self.problems.append(f"{info.filename} is too large ({info.file_size} bytes)")
             return None
         try:
-            return self.archive.read(info)
+            return b"".join(member_chunks(self.stream, info))
         except _ZIP_ERRORS as exc:
             self.problems.append(f"{info.filename} is damaged: {_reason(exc)}")
             return None
@@ -390,17 +395,16 @@ class _Checker:
         if info.file_size > _MAX_TEXT_MEMBER:
             return
         try:
-            with self.archive.open(info) as member:
-                while member.read(_CHUNK):
-                    pass
+            for _ in member_chunks(self.stream, info):
+                pass
         except _ZIP_ERRORS as exc:
             self.problems.append(f"{info.filename} is damaged: {_reason(exc)}")
 
     def _entry(self, info: zipfile.ZipInfo, entry: ExpectedEntry, contact_id: str | None) -> None:
         name = info.filename
         if info.file_size != entry.bytes:
-            # zipfile stops at the central directory's size, so this is what the reading would
-            # find; not inflated: a size far beyond the manifest's is how a zip bomb looks.
+            # The reading stops at the central directory's size, so this is what it would find;
+            # not inflated: a size far beyond the manifest's is how a zip bomb looks.
             self.problems.append(
                 f"{name} has {info.file_size} bytes, the manifest says {entry.bytes}"
             )
@@ -414,20 +418,19 @@ class _Checker:
             lines = _JsonLines()
         pending = b""
         try:
-            with self.archive.open(info) as member:
-                while chunk := member.read(_CHUNK):
-                    sha.update(chunk)
-                    size += len(chunk)
-                    if lines is None or lines.error is not None:
-                        continue  # keep hashing; the layout is already reported
-                    parts = (pending + chunk).split(b"\n")
-                    pending = parts.pop()
-                    for part in parts:
-                        lines.feed(part)
-                        if lines.error is not None:
-                            break  # the first broken line is the one to name
-                    if len(pending) > _MAX_LINE:
-                        lines.error = f"a line longer than {_MAX_LINE} bytes"
+            for chunk in member_chunks(self.stream, info):
+                sha.update(chunk)
+                size += len(chunk)
+                if lines is None or lines.error is not None:
+                    continue  # keep hashing; the layout is already reported
+                parts = (pending + chunk).split(b"\n")
+                pending = parts.pop()
+                for part in parts:
+                    lines.feed(part)
+                    if lines.error is not None:
+                        break  # the first broken line is the one to name
+                if len(pending) > _MAX_LINE:
+                    lines.error = f"a line longer than {_MAX_LINE} bytes"
         except _ZIP_ERRORS as exc:
             self.problems.append(f"{name} is damaged: {_reason(exc)}")
             return
@@ -491,7 +494,7 @@ def verify_dossier(
             archive = zipfile.ZipFile(stream)
             with archive:
                 problems.extend(layout_problems(stream, archive.infolist(), archive.start_dir))
-                checker = _Checker(archive, path)
+                checker = _Checker(archive, stream, path)
                 manifest = checker.run()
     except _NotAFile as exc:
         return VerifyResult(path, False, None, None, (str(exc),))
