@@ -442,3 +442,13 @@ def test_a_deflate_stream_without_its_last_block_fails(path: Path) -> None:
         assert archive.read(CONTACT_ROWS) == content
     result = verify_dossier(path)
     assert f"{CONTACT_ROWS} is damaged: its compressed data is cut short" in result.problems
+
+
+def test_a_local_header_naming_another_member_fails(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    name_at = _local(data, CONTACT_ROWS)[0] + 30
+    assert bytes(data[name_at : name_at + len(CONTACT_ROWS)]) == CONTACT_ROWS.encode()
+    data[name_at : name_at + 7] = b"RECORDS"  # same length: nothing else moves
+    path.write_bytes(bytes(data))
+    result = verify_dossier(path)
+    assert f"{CONTACT_ROWS} is damaged: its local header names another member" in result.problems
