@@ -407,14 +407,17 @@ def _verify(args: argparse.Namespace) -> int:
         )
     if len(urls) != len(args.paths):
         raise ConfigError("verify either files and folders or container URLs, not both at once")
-    if decryptor is not None:
-        raise ConfigError("verify of encrypted dossiers in a container is not supported yet")
     from sar_bulk.output.remote_verify import verify_containers
 
     _start_logging({"log_level": "warning"})
     return asyncio.run(
         verify_containers(
-            urls, auth=args.auth, environ=os.environ, as_json=args.json, out=sys.stdout
+            urls,
+            auth=args.auth,
+            environ=os.environ,
+            as_json=args.json,
+            out=sys.stdout,
+            decryptor=decryptor,
         )
     )
 

@@ -121,9 +121,10 @@ _SOURCE_RANK: Final = {source: rank for rank, source in enumerate(KNOWN_SOURCES)
 MEMBER_DATE_TIME: Final = (1980, 1, 1, 0, 0, 0)
 _UNIX: Final = 3  # "made by" system in the central directory: makes the mode bits meaningful
 _MEMBER_MODE: Final = 0o600
-_SEGMENT: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
-_SOURCE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
-_WIRE_DATE: Final = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
+# \Z, not $: $ also matches before a final newline, which would let "a.json\n" through.
+_SEGMENT: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}\Z")
+_SOURCE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,39}\Z")
+_WIRE_DATE: Final = re.compile(r"^(\d{2})-(\d{2})-(\d{4})\Z")
 _TYPE_INDEX: Final = {t.value: i for i, t in enumerate(ALL_TYPES)}
 # Each type's member name, looked up once per entry (building it goes through the enum).
 _TYPE_ENTRY: Final = {t.value: f"{INTERACTIONS}/{t.value}.json" for t in ALL_TYPES}

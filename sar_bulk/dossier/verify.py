@@ -1,7 +1,8 @@
 """Check that a dossier is complete and unchanged, and the ``verify`` command around it.
 
-The zip layout check lives in ``zip_layout.py`` and the manifest schema checks in
-``manifest_check.py``; this module reads the members and runs the command.
+The zip layout check lives in ``zip_layout.py``, the reading of one member in ``zip_member.py``
+and the manifest schema checks in ``manifest_check.py``; this module checks the members and
+runs the command.
 
 Anyone who receives a dossier (the data subject, an auditor, the organisation before sending it)
 can run ``sar-bulk verify`` to learn whether it is exactly what sar-bulk wrote. Strict: the file
@@ -11,7 +12,8 @@ must have exactly the layout the writer makes, so anything added, removed or cha
   central directory record, with no zip comment; members follow one another with nothing in
   between, the central directory lists exactly them, in order: README.txt, index.html (v3),
   manifest.json, then the entries in the order the manifest lists them. Every member's CRC
-  holds (each is read to its end in the same single pass that hashes it).
+  holds (each is read to its end in the same single pass that hashes it), and its compressed
+  data ends exactly where the member does (zipfile's reader would drop what follows unseen).
 - ``manifest.json`` follows its schema (``sar-bulk/dossier/v3``, or v2 or v1 for dossiers
   written before; a v3 dossier must have index.html, hashed like README.txt): the question,
   parts grouped by source in their fixed order, entries with names their part may write,
@@ -20,6 +22,9 @@ must have exactly the layout the writer makes, so anything added, removed or cha
   README.txt, so there it must be byte for byte the README its manifest produces); row counts
   match line counts; every interaction's ``ContactId`` (any case, braces ignored) is the
   manifest's contact; the file is named after the contact.
+- The dossier is a regular file: a symbolic link is named, not followed (a link planted in an
+  output folder must not make a resume adopt a file that is not in it), and a FIFO is refused
+  at once instead of blocking the read.
 - ``verify_dossier(path, expected_sha256=...)`` also compares the whole file's sha256 (the one
   the writer's summary gave, or the sender's): the only check that covers manifest.json itself.
 
@@ -37,8 +42,11 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import os
+import stat
 import struct
 import tempfile
 import zipfile
@@ -47,7 +55,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import IO, Any, BinaryIO, Final, TextIO
 
 import orjson
 
@@ -69,6 +77,7 @@ from sar_bulk.dossier.manifest_check import (
     check_manifest,
 )
 from sar_bulk.dossier.zip_layout import layout_problems
+from sar_bulk.dossier.zip_member import MemberError, member_chunks
 from sar_bulk.errors import DossierError
 
 __all__ = [
@@ -91,6 +100,7 @@ _MAX_MANIFEST: Final = 64 << 20  # v2 lists parts and notes: larger, still bound
 _MAX_LINE: Final = 16 << 20  # one row is a few kB; a longer line is not our layout
 # What a damaged or hostile zip can raise while it is read.
 _ZIP_ERRORS: Final = (
+    MemberError,
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
     zlib.error,
@@ -128,12 +138,53 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class _NotAFile(OSError):
+    """What is at a dossier's name is a symbolic link, a FIFO, a folder or a device."""
+
+
+def _open_file(path: Path, *, follow: bool = True) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file, else ``_NotAFile``.
+
+    Whatever sits in an output folder may have been planted there: a FIFO would block a plain
+    ``open`` until someone writes to it (so it is opened non-blocking, then looked at), and a
+    symbolic link is not followed unless ``follow``.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow and os.path.islink(path):
+            raise _NotAFile(
+                f"{path.name} is a symbolic link, not a dossier file: verify the file it points to"
+            ) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotAFile(f"{path.name} is not a regular file, not a dossier")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def file_sha256(path: Path) -> str:
-    """The sha256 of a whole file, read in chunks (never held whole)."""
+    """The sha256 of a whole file, read in chunks (never held whole).
+
+    Raises ``OSError`` for what is not a regular file (a FIFO would block the read forever).
+    """
     sha = hashlib.sha256()
-    with open(path, "rb") as stream:
+    with _open_file(Path(path)) as stream:
         while chunk := stream.read(_CHUNK):
             sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _sha256_of(stream: BinaryIO) -> str:
+    sha = hashlib.sha256()
+    stream.seek(0)
+    while chunk := stream.read(_CHUNK):
+        sha.update(chunk)
     return sha.hexdigest()
 
 
@@ -240,8 +291,9 @@ class _JsonLines:
 class _Checker:
     """One pass over one open zip, collecting problems."""
 
-    def __init__(self, archive: zipfile.ZipFile, path: Path) -> None:
+    def __init__(self, archive: zipfile.ZipFile, stream: IO[bytes], path: Path) -> None:
         self.archive = archive
+        self.stream = stream  # members are read from it by zip_member, not by zipfile
         self.path = path
         self.problems: list[str] = []
 
@@ -294,7 +346,7 @@ class _Checker:
             self.problems.append(f"{info.filename} is too large ({info.file_size} bytes)")
             return None
         try:
-            return self.archive.read(info)
+            return b"".join(member_chunks(self.stream, info))
         except _ZIP_ERRORS as exc:
             self.problems.append(f"{info.filename} is damaged: {_reason(exc)}")
             return None
@@ -335,11 +387,16 @@ class _Checker:
             self.problems.append("README.txt is not the one its manifest produces (changed)")
 
     def _drain(self, info: zipfile.ZipInfo) -> None:
-        """Read a member to its end so that a damaged one is reported too."""
+        """Read a member to its end so that a damaged one is reported too.
+
+        Only a small one: the member is already reported as unexpected, and a large one may be
+        a zip bomb (deflate turns 1 MiB into 1 GiB of zeros), gigabytes inflated for nothing.
+        """
+        if info.file_size > _MAX_TEXT_MEMBER:
+            return
         try:
-            with self.archive.open(info) as member:
-                while member.read(_CHUNK):
-                    pass
+            for _ in member_chunks(self.stream, info):
+                pass
         except _ZIP_ERRORS as exc:
             self.problems.append(f"{info.filename} is damaged: {_reason(exc)}")
 
@@ -354,20 +411,25 @@ class _Checker:
             lines = _JsonLines()
         pending = b""
         try:
-            with self.archive.open(info) as member:
-                while chunk := member.read(_CHUNK):
-                    sha.update(chunk)
-                    size += len(chunk)
-                    if lines is None or lines.error is not None:
-                        continue  # keep hashing; the layout is already reported
-                    parts = (pending + chunk).split(b"\n")
-                    pending = parts.pop()
-                    for part in parts:
-                        lines.feed(part)
-                        if lines.error is not None:
-                            break  # the first broken line is the one to name
-                    if len(pending) > _MAX_LINE:
-                        lines.error = f"a line longer than {_MAX_LINE} bytes"
+            for chunk in member_chunks(self.stream, info):
+                sha.update(chunk)
+                size += len(chunk)
+                if size > entry.bytes:
+                    # Already more than the manifest says: not inflated to its end, because a
+                    # size far beyond the manifest's is how a zip bomb looks. The reading would
+                    # stop at the central directory's size, so that is the size it holds.
+                    size = info.file_size
+                    break
+                if lines is None or lines.error is not None:
+                    continue  # keep hashing; the layout is already reported
+                parts = (pending + chunk).split(b"\n")
+                pending = parts.pop()
+                for part in parts:
+                    lines.feed(part)
+                    if lines.error is not None:
+                        break  # the first broken line is the one to name
+                if len(pending) > _MAX_LINE:
+                    lines.error = f"a line longer than {_MAX_LINE} bytes"
         except _ZIP_ERRORS as exc:
             self.problems.append(f"{name} is damaged: {_reason(exc)}")
             return
@@ -422,16 +484,19 @@ def verify_dossier(
     problems: list[str] = []
     digest: str | None = None
     try:
-        if expected_sha256 is not None:
-            digest = file_sha256(path)
-            if digest != expected_sha256.lower():
-                problems.append("the file's sha256 is not the expected one (it was changed)")
-        with open(path, "rb") as stream:
+        # One open file for the hash and the check: what is hashed is what is checked.
+        with _open_file(path, follow=False) as stream:
+            if expected_sha256 is not None:
+                digest = _sha256_of(stream)
+                if digest != expected_sha256.lower():
+                    problems.append("the file's sha256 is not the expected one (it was changed)")
             archive = zipfile.ZipFile(stream)
             with archive:
                 problems.extend(layout_problems(stream, archive.infolist(), archive.start_dir))
-                checker = _Checker(archive, path)
+                checker = _Checker(archive, stream, path)
                 manifest = checker.run()
+    except _NotAFile as exc:
+        return VerifyResult(path, False, None, None, (str(exc),))
     except _ZIP_ERRORS as exc:
         problems.append(f"not a readable zip file: {_reason(exc)}")
         return VerifyResult(path, False, None, None, tuple(problems), sha256=digest)
@@ -455,13 +520,16 @@ def _verify_encrypted(
 ) -> VerifyResult:
     problems: list[str] = []
     digest: str | None = None
-    if expected_sha256 is not None:
-        try:
-            digest = file_sha256(path)
-        except OSError as exc:
-            return _encrypted_failure(path, f"cannot be read: {exc.strerror or exc}", None)
-        if digest != expected_sha256.lower():
-            problems.append("the file's sha256 is not the expected one (it was changed)")
+    try:
+        with _open_file(path, follow=False) as stream:
+            if expected_sha256 is not None:
+                digest = _sha256_of(stream)
+    except _NotAFile as exc:
+        return _encrypted_failure(path, str(exc), None)
+    except OSError as exc:
+        return _encrypted_failure(path, f"cannot be read: {exc.strerror or exc}", None)
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        problems.append("the file's sha256 is not the expected one (it was changed)")
     if decryptor is None:
         return VerifyResult(
             path,

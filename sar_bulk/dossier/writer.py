@@ -82,7 +82,7 @@ __all__ = [
 
 # Pages up to this many rows are encoded on the event loop (microseconds of work).
 _INLINE_ITEMS: Final = 64
-_WIRE_DATE: Final = re.compile(r"^\d{2}-\d{2}-\d{4}$")
+_WIRE_DATE: Final = re.compile(r"^\d{2}-\d{2}-\d{4}\Z")
 _TYPES: Final = frozenset(t.value for t in ALL_TYPES)
 _T = TypeVar("_T")
 

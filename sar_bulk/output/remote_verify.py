@@ -6,10 +6,12 @@ Usage::
                                    auth=AuthKind.DEFAULT, environ=os.environ, as_json=False,
                                    out=sys.stdout)
 
-Each ``*.zip`` directly under the prefix is downloaded to a private temporary file (one at a
-time: disk and memory stay at one dossier), checked against the SHA-256 and Content-MD5 it was
-published with, then verified exactly as a local file is. Exit codes as for folders: 0 all
-valid, 1 any invalid, 2 misuse (a URL that is not a container, a container without dossiers).
+Each ``*.zip`` and ``*.zip.age`` directly under the prefix is downloaded to a private temporary
+file (one at a time: disk and memory stay at one dossier), checked against the SHA-256 and
+Content-MD5 it was published with, then verified exactly as a local file is: an encrypted one
+with ``decryptor`` (``--identity`` / ``--passphrase-env``), else reported as locked, not
+checked. Exit codes as for folders: 0 all valid, 1 any invalid or locked, 2 misuse (a URL that
+is not a container, a container without dossiers).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Final, TextIO
 import orjson
 
 from sar_bulk.dataverse.auth import AuthKind
-from sar_bulk.dossier.verify import VerifyResult, verify_dossier
+from sar_bulk.dossier.encryption import Decryptor
+from sar_bulk.dossier.verify import LOCKED, LOCKED_ADVICE, VerifyResult, verify_dossier
 from sar_bulk.errors import OutputError, SarBulkError
 from sar_bulk.output.target import OutputTarget
 from sar_bulk.output.url import ContainerUrl
@@ -41,6 +44,7 @@ async def verify_containers(
     environ: Mapping[str, str],
     as_json: bool,
     out: TextIO,
+    decryptor: Decryptor | None = None,
 ) -> int:
     """Verify every dossier under each container URL; the exit code of ``verify``."""
     from sar_bulk.output import open_target
@@ -53,14 +57,16 @@ async def verify_containers(
             _summary(out, as_json, results, f"{text}: {exc}")
             return EXIT_USAGE
         try:
-            found = await _verify_all(target, as_json, out)
+            found = await _verify_all(target, as_json, out, decryptor)
         except OutputError as exc:
             _summary(out, as_json, results, str(exc))
             return EXIT_USAGE
         finally:
             await target.close()
         if not found:
-            _summary(out, as_json, results, f"{text}: container holds no dossiers (*.zip)")
+            _summary(
+                out, as_json, results, f"{text}: container holds no dossiers (*.zip, *.zip.age)"
+            )
             return EXIT_USAGE
         results.extend(found)
     _summary(out, as_json, results, None)
@@ -70,7 +76,9 @@ async def verify_containers(
 _Checked = tuple[str, VerifyResult]  # the blob's URL, and the verdict on its downloaded copy
 
 
-async def _verify_all(target: OutputTarget, as_json: bool, out: TextIO) -> list[_Checked]:
+async def _verify_all(
+    target: OutputTarget, as_json: bool, out: TextIO, decryptor: Decryptor | None
+) -> list[_Checked]:
     results: list[_Checked] = []
     async for name in target.list_dossiers():
         # A listed name comes from the store: no control character of it reaches the terminal.
@@ -78,7 +86,7 @@ async def _verify_all(target: OutputTarget, as_json: bool, out: TextIO) -> list[
         where = f"{target.description}/{shown}"
         try:
             async with target.open_for_verify(name) as path:
-                result = await asyncio.to_thread(verify_dossier, path)
+                result = await asyncio.to_thread(verify_dossier, path, decryptor=decryptor)
         except OutputError as exc:
             result = VerifyResult(Path(name), False, None, None, (str(exc),))
         results.append((where, result))
@@ -93,18 +101,24 @@ def _line(where: str, result: VerifyResult) -> str:
             f"ok       {where}  contact {result.contact_id}, "
             f"{result.total_interactions} interaction(s)\n"
         )
+    if result.locked:
+        return f"LOCKED   {where}: {LOCKED}\n"
     return f"INVALID  {where}: {'; '.join(result.problems)}\n"
 
 
 def _summary(out: TextIO, as_json: bool, results: list[_Checked], error: str | None) -> None:
+    # The same shape as the folder verify's: locked (encrypted, no key given) counted apart.
     valid = sum(r.ok for _, r in results)
+    locked = sum(r.locked for _, r in results)
+    invalid = len(results) - valid - locked
     if as_json:
         document = {
             "ok": error is None and valid == len(results),
             "error": error,
-            "checked": len(results),
+            "checked": len(results) - locked,
             "valid": valid,
-            "invalid": len(results) - valid,
+            "invalid": invalid,
+            **({"locked": locked} if any(r.encrypted for _, r in results) else {}),
             "dossiers": [
                 {
                     "path": where,
@@ -113,6 +127,7 @@ def _summary(out: TextIO, as_json: bool, results: list[_Checked], error: str | N
                     "total_interactions": r.total_interactions,
                     "problems": list(r.problems),
                 }
+                | ({"encrypted": True, "checked": not r.locked} if r.encrypted else {})
                 for where, r in results
             ],
         }
@@ -120,6 +135,7 @@ def _summary(out: TextIO, as_json: bool, results: list[_Checked], error: str | N
     elif error is not None:
         out.write(f"error: {error}\n")
     else:
+        not_checked = f", {locked} encrypted and not checked ({LOCKED_ADVICE})" if locked else ""
         out.write(
-            f"verified {len(results)} dossier(s): {valid} valid, {len(results) - valid} invalid\n"
+            f"verified {len(results)} dossier(s): {valid} valid, {invalid} invalid{not_checked}\n"
         )

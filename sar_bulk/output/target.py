@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -217,9 +218,15 @@ class LocalTarget:
 
     def _put_report(self, name: str, body: bytes) -> Published:
         path = self.folder / name
-        temporary = self.folder / f".{name}.{os.getpid()}.tmp"
+        # A new file under a name nobody can guess: never one planted there (a link would have
+        # the report written through it, onto whatever it points to).
+        temporary = self.folder / f".{name}.{secrets.token_hex(8)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+            fd = os.open(temporary, flags, _FILE_MODE)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
+        try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(body)
                 handle.flush()
