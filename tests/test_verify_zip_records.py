@@ -25,6 +25,7 @@ from test_verify import CONTACT_ROWS, EXPORT, SENT, _dossier, _members, _rebuild
 
 from sar_bulk.dossier.format import member_info
 from sar_bulk.dossier.verify import verify_dossier
+from sar_bulk.dossier.zip_member import member_chunks
 
 _CENTRAL = b"PK\x01\x02"
 
@@ -455,3 +456,17 @@ def test_a_local_header_naming_another_member_fails(path: Path) -> None:
     path.write_bytes(bytes(data))
     result = verify_dossier(path)
     assert f"{CONTACT_ROWS} is damaged: its local header names another member" in result.problems
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 256 << 10])
+@pytest.mark.parametrize(
+    "content", [b"\0" * 1_000_000, bytes(range(256)) * 3000 + b"x" * 70_000], ids=["zeros", "mixed"]
+)
+def test_the_member_reader_gives_every_byte_whatever_its_chunk(chunk: int, content: bytes) -> None:
+    """Inflate can hold output after the last input byte (a long match cut at ``chunk``): the
+    reader must still give it, or a good dossier would be called cut short."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(member_info("records/contact.json", len(content)), content)
+    info = zipfile.ZipFile(buffer).infolist()[0]
+    assert b"".join(member_chunks(buffer, info, chunk)) == content

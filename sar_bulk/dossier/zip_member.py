@@ -81,6 +81,17 @@ def member_chunks(stream: IO[bytes], info: ZipInfo, chunk: int = _CHUNK) -> Iter
             crc = zlib.crc32(data, crc)
             if data:
                 yield data
+    # All input read, but inflate may still hold output: the end of a long match when the last
+    # call stopped at ``chunk`` bytes. It comes with more calls, without input.
+    while inflater is not None and not inflater.eof:
+        data = inflater.decompress(b"", chunk)
+        if not data:
+            break
+        size += len(data)
+        if size > info.file_size:
+            raise _hidden()
+        crc = zlib.crc32(data, crc)
+        yield data
     if inflater is not None and not inflater.eof:
         raise MemberError("its compressed data is cut short")
     if size != info.file_size:
