@@ -102,3 +102,30 @@ async def test_a_resume_fetches_again_what_a_link_or_fifo_holds_the_name_of(
         assert verify_dossier(path).ok
     assert (elsewhere / f"{linked}.zip").read_bytes() == before  # the link's target untouched
     shutil.rmtree(elsewhere)
+
+
+async def test_a_resume_never_takes_a_link_or_fifo_for_a_recorded_dossier(tmp_path: Path) -> None:
+    """The state recorded both dossiers as done; since then one name is a link to an identical
+    copy elsewhere and the other a FIFO. Neither is adopted: both are fetched again."""
+    linked, piped = contact_ids(2, 68)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", linked, piped])
+    out = tmp_path / "out"
+    async with Simulator(SIMULATOR) as sim:
+        config = run_config(sim, csv, out, types=InteractionType.EmailSent)
+        assert (await run_engine(config)).code == 0
+        copy = tmp_path / "copy.zip"
+        shutil.copyfile(out / f"{linked}.zip", copy)
+        (out / f"{linked}.zip").unlink()
+        (out / f"{linked}.zip").symlink_to(copy)
+        fifo = out / f"{piped}.zip"
+        fifo.unlink()
+        os.mkfifo(fifo, 0o600)
+        outcome = await _soon(fifo, lambda: run_engine(config))
+    assert outcome.code == 0
+    totals = read_report(out)["totals"]
+    assert (totals["succeeded"], totals["skipped_already_done"]) == (2, 0)
+    for contact in (linked, piped):
+        path = out / f"{contact}.zip"
+        assert path.is_file()
+        assert not path.is_symlink()
+        assert verify_dossier(path).ok

@@ -53,6 +53,7 @@ import dataclasses
 import hashlib
 import heapq
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -528,8 +529,8 @@ class Engine:
 
     def _valid(self, path: Path) -> VerifyResult | None:
         """The verification of a valid dossier at ``path`` (any question), or None."""
-        if not path.exists():
-            return None
+        if not _plain_file(path):
+            return None  # nothing there, or a link or FIFO planted: never adopted
         if self.config.encryptor:
             # Encrypted for others: this run cannot open it to check it. Only a dossier whose
             # SHA-256 the state recorded is adopted; one a killed run renamed into place just
@@ -548,11 +549,22 @@ class Engine:
         With a recorded SHA-256 the hash decides (the file written was verified then); rows of
         a sar-bulk that kept no hash fall back to verifying the file.
         """
-        if not path.exists():
+        if not _plain_file(path):
+            if os.path.lexists(path):
+                _log.warning(
+                    "dossier.changed",
+                    dossier=path.name,
+                    why="a link or something else than a file is under its name; fetching again",
+                )
             return False
         if done.sha256 is None:
             return self._valid(path) is not None
-        if file_sha256(path) == done.sha256:
+        try:
+            same = file_sha256(path) == done.sha256
+        except OSError as exc:  # swapped for a FIFO or a link since the look, or unreadable
+            _log.warning("dossier.changed", dossier=path.name, why=f"cannot be read ({exc})")
+            return False
+        if same:
             return True
         _log.warning(
             "dossier.changed",
@@ -797,3 +809,11 @@ def _find(group: BaseExceptionGroup[BaseException], kind: type[_E]) -> _E | None
         if isinstance(error, BaseExceptionGroup) and (found := _find(error, kind)):
             return found
     return None
+
+
+def _plain_file(path: Path) -> bool:
+    """A regular file is under ``path`` itself (a symbolic link there is not followed)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
