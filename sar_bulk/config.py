@@ -161,6 +161,30 @@ def _text_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+_PLAIN_INSTEAD: Final = "; leave the setting out to write plain, unencrypted zips"
+
+
+def _recipients(text: str) -> tuple[str, ...]:
+    """``--encrypt-to``: at least one recipient. Given but empty (``SAR_BULK_ENCRYPT_TO=
+    "$RECIPIENT"`` with the variable unset) asked for encryption; writing the dossiers in the
+    clear instead would hand out personal data nobody meant to send unprotected."""
+    recipients = _text_list(text)
+    if not recipients:
+        raise ValueError(
+            "must name at least one age recipient (age1... or ssh-...)" + _PLAIN_INSTEAD
+        )
+    return recipients
+
+
+def _variable_name(text: str) -> str:
+    """``--encrypt-passphrase-env``: a variable's name; empty is refused as ``_recipients``."""
+    if not text.strip():
+        raise ValueError(
+            "must name the environment variable that holds the passphrase" + _PLAIN_INSTEAD
+        )
+    return text
+
+
 def _names(text: str) -> frozenset[str]:
     return frozenset(name.strip() for name in text.split(",") if name.strip())
 
@@ -266,7 +290,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("no_progress", _switch, False, "no progress line on the terminal", is_switch=True),
     Option(
         "encrypt_to",
-        _text_list,
+        _recipients,
         (),
         "write <id>.zip.age encrypted to this age recipient (age1... or an ssh-ed25519/"
         "ssh-rsa public key); repeatable, each recipient can decrypt",
@@ -275,7 +299,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "encrypt_passphrase_env",
-        _text,
+        _variable_name,
         None,
         "write <id>.zip.age encrypted with the passphrase held by this environment variable",
         "NAME",
