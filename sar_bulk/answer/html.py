@@ -40,7 +40,7 @@ _CSS: Final = """
 --accent:#0b4f8a}
 *{box-sizing:border-box}
 body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
-color:var(--ink);background:#fff}
+color:var(--ink);background:#fff;overflow-wrap:break-word}
 main{max-width:62rem;margin:0 auto;padding:1.5rem 1rem 3rem}
 h1{font-size:1.75rem;line-height:1.25;margin:.5rem 0 1rem;color:var(--accent)}
 h2{font-size:1.35rem;margin:2.25rem 0 .75rem;padding-top:.75rem;border-top:2px solid var(--line)}
