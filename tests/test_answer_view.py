@@ -86,6 +86,22 @@ def test_records_contact_consent_and_capped_tables() -> None:
     assert "1 more in records/leads.json" in text
 
 
+def test_a_second_consent_table_is_shown_not_dropped() -> None:
+    # A custom table of the older consent entity (``[[records.tables]]``) is the person's data
+    # too: the answer lists it as a table of its own, its rows counted in the summary.
+    builder = AnswerBuilder(CONTACT, Question(ORG))
+    builder.add_record("msdynmkt_contactpointconsent4", {"msdynmkt_value": "Opted in"})
+    for n in range(2):
+        builder.add_record("msdynmkt_contactpointconsent3", {"legacy": f"old consent {n}"})
+    view = builder.build(prepared_at=PREPARED, statement=None)
+    assert view.consent_count == 1
+    assert [(t.table, t.count) for t in view.records] == [("msdynmkt_contactpointconsent3", 2)]
+    page, text = render_html(view), render_text(view)
+    for output in (page, text):
+        assert "old consent 0" in output
+        assert "old consent 1" in output
+
+
 def test_a_given_name_wins_over_the_contact_row() -> None:
     builder = AnswerBuilder(CONTACT, Question(ORG))
     builder.add_record("contact", {"fullname": "A. Lovelace"})

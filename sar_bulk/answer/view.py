@@ -356,10 +356,12 @@ class AnswerBuilder:
             ((t, acc) for t, acc in self._tables.items() if "contactpointconsent" in t),
             ("msdynmkt_contactpointconsent4", None),
         )
+        # One table is "your consent and contact preferences"; any other consent table (a
+        # custom table of an older consent entity) is listed like any other table, not dropped.
         others = tuple(
             RecordTable(table, acc.count, tuple(acc.rows))
             for table, acc in self._tables.items()
-            if "contactpointconsent" not in table
+            if acc is not consents
         )
         return AnswerView(
             contact_id=self._contact_id,
