@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 
 import pytest
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sar_bulk.answer import AnswerBuilder, Question, answer_files, render_html, render_text
+from sar_bulk.answer.fields import long_date
 from sar_bulk.answer.html import OPEN_ROWS
 from sar_bulk.answer.text import TEXT_ROWS
 from sar_bulk.answer.wording import MISSING_STATEMENT
@@ -319,3 +321,16 @@ def test_interaction_columns_keep_first_seen_order_with_ids_last_over_rows_that_
     ]
     assert interaction_columns([]) == []
     assert interaction_columns([{"ContactId": "c", "InteractionType": "x"}]) == []
+
+
+def test_a_time_given_in_another_zone_is_shown_in_utc() -> None:
+    # 11:05 in Paris in summer is 09:05 UTC: the answer says "UTC", so it must be UTC.
+    paris = timezone(timedelta(hours=2))
+    builder = AnswerBuilder(CONTACT, Question("org"))
+    view = builder.build(prepared_at=datetime(2024, 6, 30, 11, 5, tzinfo=paris), statement=None)
+    for render in (render_html, render_text):
+        output = render(view)
+        assert "Prepared on 30 June 2024, 09:05 UTC" in output
+        assert "11:05" not in output
+    just_after_midnight = datetime(2024, 7, 1, 0, 30, tzinfo=paris)
+    assert long_date(just_after_midnight) == "30 June 2024, 22:30 UTC"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 
 from sar_bulk.answer.view import TypeRows, parse_stamp, parse_when
@@ -128,7 +128,11 @@ def _label(column: str) -> str:
 
 
 def long_date(when: datetime) -> str:
-    """``4 March 2024, 13:10 UTC``."""
+    """``4 March 2024, 13:10 UTC``; an aware time of another zone is converted first (a naive
+    one is taken as UTC, as the org's timestamps without a zone are)."""
+    tz = when.tzinfo
+    if tz is not UTC and tz is not None and when.utcoffset():
+        when = when.astimezone(UTC)
     return f"{when.day} {MONTHS[when.month - 1]} {when.year}, {when.hour:02d}:{when.minute:02d} UTC"
 
 
