@@ -130,9 +130,17 @@ def _text(text: str) -> str:
     return text
 
 
+def _path(text: str) -> Path:
+    """A path; blank text is refused. ``Path("")`` is ".", so ``SAR_BULK_OUT="$DIR"`` with
+    ``DIR`` unset would put the dossiers (personal data) in whatever folder the run began in."""
+    if not text.strip():
+        raise ValueError("must be a path; leave the setting out for the default")
+    return Path(text)
+
+
 def _out(text: str) -> Path | ContainerUrl:
     """A folder, or a blob container when the text is a URL (checked here, no network)."""
-    return ContainerUrl.parse(text) if is_container_url(text) else Path(text)
+    return ContainerUrl.parse(text) if is_container_url(text) else _path(text)
 
 
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -241,13 +249,13 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "work",
-        Path,
+        _path,
         None,
         "with a container --out: local folder for the state and staged dossiers "
         "(default sar-bulk-work/ACCOUNT/CONTAINER[/PREFIX])",
         "DIR",
     ),
-    Option("state", Path, None, "state file (default OUT or WORK/.sar-bulk/state.sqlite)", "PATH"),
+    Option("state", _path, None, "state file (default OUT or WORK/.sar-bulk/state.sqlite)", "PATH"),
     Option("restart", _switch, False, "ignore the state of earlier runs", is_switch=True),
     Option(
         "replace",

@@ -264,3 +264,22 @@ def test_an_empty_encryption_setting_in_the_file_is_refused(tmp_path: Path) -> N
     toml.write_text("encrypt_to = []\n")
     with pytest.raises(ConfigError, match=r"encrypt_to in .*run\.toml: '' must name"):
         settings(config_file=toml)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SAR_BULK_OUT": ""}, "SAR_BULK_OUT: '' must be"),
+        ({"SAR_BULK_OUT": "  "}, "SAR_BULK_OUT: '  ' must be"),
+        ({"SAR_BULK_STATE": ""}, "SAR_BULK_STATE: '' must be"),
+        ({"SAR_BULK_WORK": ""}, "SAR_BULK_WORK: '' must be"),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+    environ: dict[str, str], message: str
+) -> None:
+    # Path("") is ".": SAR_BULK_OUT="$DIR" with DIR unset wrote the dossiers (personal data)
+    # and the state into whatever folder the run started in.
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        settings(environ=environ)
+    assert "leave the setting out" in str(caught.value)
