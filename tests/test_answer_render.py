@@ -334,3 +334,13 @@ def test_a_time_given_in_another_zone_is_shown_in_utc() -> None:
         assert "11:05" not in output
     just_after_midnight = datetime(2024, 7, 1, 0, 30, tzinfo=paris)
     assert long_date(just_after_midnight) == "30 June 2024, 22:30 UTC"
+
+
+def test_a_meaning_keeps_its_capitals_at_the_start_of_a_sentence() -> None:
+    builder = AnswerBuilder(CONTACT, Question("org"))
+    row = {"Timestamp": "2024-01-01T00:00:00Z", "InteractionId": "1"}
+    builder.add_interaction("CreateCrmActivityContactProcessed", row)
+    view = builder.build(prepared_at=PREPARED, statement=None)
+    for output in (render_html(view), render_text(view)):
+        assert "A journey created a CRM activity about you" in output
+        assert "crm activity" not in output

@@ -220,7 +220,7 @@ def _summary(out: list[str], view: AnswerView) -> None:
     if "interactions" in searched:
         rows = [
             (
-                wording.meaning(t.name).capitalize(),
+                wording.capital(wording.meaning(t.name)),
                 f"{t.count:,}",
                 wording.day_span(t.first, t.last),
             )
@@ -340,7 +340,7 @@ def _type_section(out: list[str], t: TypeRows, tables: KindTables) -> None:
     out.append(f'<h3 id="type-{_e(t.name)}">{_e(label(t.name))}</h3>')
     span = f", from {_when(t.first)} to {_when(t.last)}" if t.first and t.last else ""
     out.append(
-        f"<p>{_e(wording.meaning(t.name).capitalize())}: {t.count:,} "
+        f"<p>{_e(wording.capital(wording.meaning(t.name)))}: {t.count:,} "
         f"time{'s' if t.count != 1 else ''}{_e(span)}.</p>"
     )
     if note := wording.type_note(t.name):

@@ -289,7 +289,7 @@ def _interactions(out: list[str], view: AnswerView, tables: KindTables) -> None:
     out += _para("Newest first; every one of them is in full in the interactions folder.")
     for t in view.held_types:
         out += _heading(f"{label(t.name)}: {t.count:,}")
-        out += _para(wording.meaning(t.name).capitalize() + ".")
+        out += _para(wording.capital(wording.meaning(t.name)) + ".")
         if note := wording.type_note(t.name):
             out += ["", *_para(note)]
         columns, rows = tables.of(t, TEXT_ROWS)

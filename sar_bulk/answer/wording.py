@@ -18,6 +18,7 @@ from sar_bulk.sources.interaction_types import InteractionType
 __all__ = [
     "MISSING_STATEMENT",
     "RIGHTS",
+    "capital",
     "count",
     "day_span",
     "file_guide",
@@ -75,6 +76,12 @@ RIGHTS: Final[tuple[tuple[str, str], ...]] = (
         "or work.",
     ),
 )
+
+
+def capital(text: str) -> str:
+    """``text`` with its first letter made a capital, the rest as it is ("a CRM activity"
+    stays "A CRM activity", which ``str.capitalize`` makes "A crm activity")."""
+    return text[:1].upper() + text[1:]
 
 
 def count(number: int) -> str:
