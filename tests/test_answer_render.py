@@ -344,3 +344,30 @@ def test_a_meaning_keeps_its_capitals_at_the_start_of_a_sentence() -> None:
     for output in (render_html(view), render_text(view)):
         assert "A journey created a CRM activity about you" in output
         assert "crm activity" not in output
+
+
+def test_record_dates_are_shown_in_utc_not_in_the_org_user_s_format() -> None:
+    # Dataverse formats a date and time in the calling user's time zone and locale
+    # ("3/4/2024 5:10 AM": which day, which zone?); the answer shows every time in UTC and
+    # every day spelled out, as it does for interactions. Choices keep their formatted label.
+    formatted = "@OData.Community.Display.V1.FormattedValue"
+    builder = AnswerBuilder(CONTACT, Question("org"))
+    builder.add_record(
+        "contact",
+        {
+            "fullname": "Ada Lovelace",
+            "createdon": "2024-03-04T13:10:00Z",
+            f"createdon{formatted}": "3/4/2024 5:10 AM",
+            "birthdate": "1980-05-17",
+            f"birthdate{formatted}": "5/17/1980",
+            "gendercode": 2,
+            f"gendercode{formatted}": "Female",
+        },
+    )
+    view = builder.build(prepared_at=PREPARED, statement=None)
+    for output in (render_html(view), render_text(view)):
+        assert "4 March 2024, 13:10 UTC" in output
+        assert "17 May 1980" in output
+        assert "Female" in output
+        assert "3/4/2024" not in output
+        assert "5/17/1980" not in output

@@ -186,7 +186,8 @@ def interaction_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def record_fields(row: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """A Dataverse row as (label, text), using the org's formatted values where it sent them.
+    """A Dataverse row as (label, text), using the org's formatted values where it sent them
+    (but for dates and times, which are shown as everywhere else in the answer).
 
     Known columns come first in the order of ``_LABELS``; annotations (``@odata...``) are left
     out, and other columns follow with their own names, technical ids last.
@@ -202,11 +203,32 @@ def record_fields(row: Mapping[str, Any]) -> list[tuple[str, str]]:
     )
     fields: list[tuple[str, str]] = []
     for column in ordered:
+        value = row[column]
         formatted = row.get(column + _FORMATTED)
-        text = str(formatted) if formatted is not None else show(row[column])
+        text = show(value) if formatted is None else (_own_date(value) or str(formatted))
         if text:
             fields.append((label(column), text))
     return fields
+
+
+_DAY: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _own_date(value: Any) -> str:
+    """A date or time of a Dataverse row as the answer writes it, "" for any other value.
+
+    Dataverse formats them in the calling user's time zone and locale ("3/4/2024 5:10 AM": which
+    day, and which zone?); the answer shows times in UTC and days spelled out, as everywhere.
+    """
+    if type(value) is not str:
+        return ""
+    if _DAY.fullmatch(value):
+        try:
+            return long_day(date.fromisoformat(value))
+        except ValueError:
+            return ""
+    when = parse_when(value) if "T" in value[:11] else None
+    return long_date(when) if when else ""
 
 
 def shown_cells(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> list[list[str]]:
