@@ -386,10 +386,16 @@ def _load_toml(path: Path) -> dict[str, Any]:
 def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]:
     document = _load_toml(path)
     section = document.get("run", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: run must be a table ([run]), not a value")
     skip = ("run", "records", "controller", "identities")
-    merged = {k: v for k, v in document.items() if k not in skip} | (
-        section if isinstance(section, dict) else {}
-    )
+    top = {k: v for k, v in document.items() if k not in skip}
+    if twice := sorted(top.keys() & section.keys()):
+        raise ConfigError(
+            f"config file {path}: {twice[0]} is set twice, at the top level and under [run]; "
+            "keep one"
+        )
+    merged = top | section
     known = {option.name for option in options}
     for key in merged:
         if any(word in key.lower() for word in _SECRET_WORDS):

@@ -283,3 +283,21 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
     with pytest.raises(ConfigError, match=re.escape(message)) as caught:
         settings(environ=environ)
     assert "leave the setting out" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('run = "nightly"\n', r"run must be a table \(\[run\]\)"),
+        ("run = [1]\n", r"run must be a table \(\[run\]\)"),
+        ("rate = 5\n[run]\nrate = 6\n", r"rate is set twice.*top level and under \[run\]"),
+    ],
+)
+def test_a_run_section_that_is_no_table_or_repeats_a_key_is_refused(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    # Both were silently ignored: the run went ahead on defaults, or on one of two values.
+    toml = tmp_path / "run.toml"
+    toml.write_text(body)
+    with pytest.raises(ConfigError, match=message):
+        settings(config_file=toml)
