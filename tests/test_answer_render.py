@@ -371,3 +371,20 @@ def test_record_dates_are_shown_in_utc_not_in_the_org_user_s_format() -> None:
         assert "Female" in output
         assert "3/4/2024" not in output
         assert "5/17/1980" not in output
+
+
+def test_numbers_are_shown_as_held_not_rounded_to_six_digits() -> None:
+    builder = AnswerBuilder(CONTACT, Question("org"))
+    row = {
+        "Timestamp": "2024-01-01T00:00:00Z",
+        "Latitude": 47.6062095,
+        "Revenue": 1234567.89,
+        "Score": 5.0,
+    }
+    builder.add_interaction("WebsiteVisited", row)
+    builder.add_record("contact", {"fullname": "Ada", "annualincome": 98765432.1})
+    view = builder.build(prepared_at=PREPARED, statement=None)
+    for output in (render_html(view), render_text(view)):
+        for shown in ("47.6062095", "1234567.89", "98765432.1"):
+            assert shown in output
+        assert "e+0" not in output

@@ -156,7 +156,11 @@ def show(value: Any) -> str:
         when = parse_when(value) if "T" in value[:11] else None
         return long_date(when) if when else value
     if isinstance(value, float):
-        return f"{value:g}"
+        # As held: the shortest text that reads back as the same number ("47.6062095", not
+        # "47.6062" as :g rounds to six digits); whole numbers without ".0".
+        if value.is_integer() and abs(value) < 1e16:
+            return str(int(value))
+        return repr(value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, Mapping):
