@@ -21,7 +21,7 @@ from typing import Final
 
 from sar_bulk.answer import wording
 from sar_bulk.answer.fields import KindTables, label, record_fields
-from sar_bulk.answer.timeline import month_rows
+from sar_bulk.answer.timeline import timeline_rows
 from sar_bulk.answer.view import AnswerView
 
 __all__ = ["render_text"]
@@ -245,11 +245,16 @@ def _summary(out: list[str], view: AnswerView) -> None:
         )
     if line := wording.no_records_line(view):
         out += ["", *_para(line)]
-    months = month_rows(view.monthly)
+    months = timeline_rows(view.monthly)
     if months:
         out += _heading("Your interactions per month")
-        peak = max(c for _, c in months) or 1
-        out += [f"  {k}  {_month_bar(c, peak)}" for k, c in months]
+        peak = max(slot.interactions for slot in months) or 1
+        out += [
+            f"  ...      (no interactions from {k} to {until})"
+            if until
+            else f"  {k}  {_month_bar(c, peak)}"
+            for k, c, until in months
+        ]
 
 
 @functools.lru_cache(maxsize=8192, typed=True)  # typed: 1 and 1.0 are not written alike
