@@ -467,6 +467,8 @@ def _searched(out: list[str], view: AnswerView) -> None:
         )
     if "interactions" in q.sources:
         items.append(("Kinds of interaction searched", f"{len(q.types)} of 40"))
+    if q.tables_not_searched:
+        items.append(("Tables not searched", wording.tables_named(q.tables_not_searched)))
     if view.empty_types:
         items.append(("Searched, nothing found", ", ".join(label(t) for t in view.empty_types)))
     if q.types_not_searched:

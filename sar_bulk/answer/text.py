@@ -409,6 +409,8 @@ def _searched(out: list[str], view: AnswerView) -> None:
                 "; ".join(wording.source_label(s) for s in q.sources_not_searched),
             )
         )
+    if q.tables_not_searched:
+        pairs.append(("Tables not searched", wording.tables_named(q.tables_not_searched)))
     if view.empty_types:
         pairs.append(("Searched, nothing found", ", ".join(label(t) for t in view.empty_types)))
     if q.types_not_searched:

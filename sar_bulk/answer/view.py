@@ -94,6 +94,8 @@ class Question:
     types: tuple[str, ...] = tuple(t.value for t in ALL_TYPES)
     date_from: date | None = None
     date_to: date | None = None
+    # Tables of the records source the operator chose not to export (--exclude-tables).
+    tables_not_searched: tuple[str, ...] = ()
 
     @property
     def sources_not_searched(self) -> tuple[str, ...]:

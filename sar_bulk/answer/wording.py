@@ -31,6 +31,7 @@ __all__ = [
     "source_label",
     "span_found",
     "table_label",
+    "tables_named",
     "title",
     "type_note",
 ]
@@ -193,6 +194,11 @@ _TABLES: Final[dict[str, str]] = {
 def table_label(table: str) -> str:
     """A person's name for a Dataverse table (its entity set name)."""
     return _TABLES.get(table, f"Rows of the table {table}")
+
+
+def tables_named(tables: tuple[str, ...]) -> str:
+    """Tables as a person reads them, each with its own name: "Sales leads about you (lead)"."""
+    return "; ".join(f"{table_label(t)} ({t})" for t in tables)
 
 
 def no_records_line(view: AnswerView) -> str:
