@@ -130,9 +130,17 @@ def _text(text: str) -> str:
     return text
 
 
+def _path(text: str) -> Path:
+    """A path; blank text is refused. ``Path("")`` is ".", so ``SAR_BULK_OUT="$DIR"`` with
+    ``DIR`` unset would put the dossiers (personal data) in whatever folder the run began in."""
+    if not text.strip():
+        raise ValueError("must be a path; leave the setting out for the default")
+    return Path(text)
+
+
 def _out(text: str) -> Path | ContainerUrl:
     """A folder, or a blob container when the text is a URL (checked here, no network)."""
-    return ContainerUrl.parse(text) if is_container_url(text) else Path(text)
+    return ContainerUrl.parse(text) if is_container_url(text) else _path(text)
 
 
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -159,6 +167,30 @@ def _sources(text: str) -> str:
 def _text_list(text: str) -> tuple[str, ...]:
     """Comma-separated values (repeated flags arrive joined by commas), order kept."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+_PLAIN_INSTEAD: Final = "; leave the setting out to write plain, unencrypted zips"
+
+
+def _recipients(text: str) -> tuple[str, ...]:
+    """``--encrypt-to``: at least one recipient. Given but empty (``SAR_BULK_ENCRYPT_TO=
+    "$RECIPIENT"`` with the variable unset) asked for encryption; writing the dossiers in the
+    clear instead would hand out personal data nobody meant to send unprotected."""
+    recipients = _text_list(text)
+    if not recipients:
+        raise ValueError(
+            "must name at least one age recipient (age1... or ssh-...)" + _PLAIN_INSTEAD
+        )
+    return recipients
+
+
+def _variable_name(text: str) -> str:
+    """``--encrypt-passphrase-env``: a variable's name; empty is refused as ``_recipients``."""
+    if not text.strip():
+        raise ValueError(
+            "must name the environment variable that holds the passphrase" + _PLAIN_INSTEAD
+        )
+    return text
 
 
 def _names(text: str) -> frozenset[str]:
@@ -217,13 +249,13 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "work",
-        Path,
+        _path,
         None,
         "with a container --out: local folder for the state and staged dossiers "
         "(default sar-bulk-work/ACCOUNT/CONTAINER[/PREFIX])",
         "DIR",
     ),
-    Option("state", Path, None, "state file (default OUT or WORK/.sar-bulk/state.sqlite)", "PATH"),
+    Option("state", _path, None, "state file (default OUT or WORK/.sar-bulk/state.sqlite)", "PATH"),
     Option("restart", _switch, False, "ignore the state of earlier runs", is_switch=True),
     Option(
         "replace",
@@ -266,7 +298,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("no_progress", _switch, False, "no progress line on the terminal", is_switch=True),
     Option(
         "encrypt_to",
-        _text_list,
+        _recipients,
         (),
         "write <id>.zip.age encrypted to this age recipient (age1... or an ssh-ed25519/"
         "ssh-rsa public key); repeatable, each recipient can decrypt",
@@ -275,7 +307,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "encrypt_passphrase_env",
-        _text,
+        _variable_name,
         None,
         "write <id>.zip.age encrypted with the passphrase held by this environment variable",
         "NAME",
@@ -354,10 +386,16 @@ def _load_toml(path: Path) -> dict[str, Any]:
 def _read_config_file(path: Path, options: tuple[Option, ...]) -> dict[str, Any]:
     document = _load_toml(path)
     section = document.get("run", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: run must be a table ([run]), not a value")
     skip = ("run", "records", "controller", "identities")
-    merged = {k: v for k, v in document.items() if k not in skip} | (
-        section if isinstance(section, dict) else {}
-    )
+    top = {k: v for k, v in document.items() if k not in skip}
+    if twice := sorted(top.keys() & section.keys()):
+        raise ConfigError(
+            f"config file {path}: {twice[0]} is set twice, at the top level and under [run]; "
+            "keep one"
+        )
+    merged = top | section
     known = {option.name for option in options}
     for key in merged:
         if any(word in key.lower() for word in _SECRET_WORDS):

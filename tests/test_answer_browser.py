@@ -13,10 +13,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from answer_samples import HOSTILE, empty_view, heavy_view, small_view
+from answer_samples import (
+    CONTACT,
+    CONTROLLER,
+    HOSTILE,
+    PREPARED,
+    empty_view,
+    heavy_view,
+    small_view,
+)
 from browser import BrowserMissing, Chromium, Page, find_chromium
 
-from sar_bulk.answer import AnswerView, render_html
+from sar_bulk.answer import AnswerBuilder, AnswerView, Question, load_statement, render_html
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HEAVY_BUDGET_SECONDS = 2.0
@@ -120,6 +128,25 @@ async def test_reflows_at_200_percent_zoom(browser: Chromium, tmp_path: Path) ->
     assert font == "16px"
     assert page.problems == []
     await page.screenshot(_shots(tmp_path) / "zoom-200.png", max_height=1200)
+
+
+async def test_long_unbroken_text_wraps_at_200_percent_zoom(
+    browser: Chromium, tmp_path: Path
+) -> None:
+    # A statement pointing at a web page (a long URL has no space to break at) and a name the
+    # org holds as one long word: both must wrap, not push the page sideways.
+    url = "https://www.dataprotection.ie/en/individuals/exercising-your-rights/" + "x" * 60
+    controller = CONTROLLER | {"retention": f"See {url}", "rights_note": f"Use the form: {url}"}
+    builder = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    builder.add_record("contact", {"fullname": "Ada" * 60})
+    view = builder.build(prepared_at=PREPARED, statement=load_statement(controller))
+    page = await browser.new_page()
+    await page.resize(640, 800, scale=2)
+    await page.load(_write(tmp_path, view))
+    widths = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"the page scrolls sideways at 200 %: {widths}"
+    assert url in await _text(page)
+    assert page.problems == []
 
 
 def test_missing_chromium_is_a_failure_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -229,3 +229,29 @@ async def test_verify_accepts_numbers_beyond_orjson_but_not_nan(tmp_path: Path) 
     )
     _rebuild(path, members)
     assert "line 2 is not one whole JSON value" in " ".join(verify_dossier(path).problems)
+
+
+async def test_tables_the_operator_left_out_are_named_under_what_we_searched(
+    tmp_path: Path,
+) -> None:
+    # --exclude-tables lead: the person's leads are not in the dossier; the answer must not
+    # read as if every table had been searched.
+    question = Question(
+        ORG,
+        ("interactions", "records", "realtime"),
+        ("EmailSent", "EmailOpened"),
+        excluded_tables=("lead", "new_loyaltycard"),
+    )
+    request = DossierRequest(CONTACT, PARTS, question, Subject())
+    async with DossierWriter(tmp_path, request, now=lambda: NOW, statement=statement()) as writer:
+        await writer.add_page(T.EmailSent, [_sent(0)])
+        await writer.add_page(T.EmailOpened, [])
+        await writer.sink(Part("records", "records")).add_rows("records/contact.json", [{}])
+        await writer.sink(Part("realtime", "realtime")).add_file(EXPORT, b"{}")
+        summary = await writer.complete()
+    members = _members(summary.path)
+    for name in ("README.txt", "index.html"):
+        text = _flat(members[name])
+        assert "Tables not searched" in text, name
+        assert "Sales leads about you (lead)" in text, name
+        assert "Rows of the table new_loyaltycard (new_loyaltycard)" in text, name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 
 import pytest
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sar_bulk.answer import AnswerBuilder, Question, answer_files, render_html, render_text
+from sar_bulk.answer.fields import long_date
 from sar_bulk.answer.html import OPEN_ROWS
 from sar_bulk.answer.text import TEXT_ROWS
 from sar_bulk.answer.wording import MISSING_STATEMENT
@@ -319,3 +321,70 @@ def test_interaction_columns_keep_first_seen_order_with_ids_last_over_rows_that_
     ]
     assert interaction_columns([]) == []
     assert interaction_columns([{"ContactId": "c", "InteractionType": "x"}]) == []
+
+
+def test_a_time_given_in_another_zone_is_shown_in_utc() -> None:
+    # 11:05 in Paris in summer is 09:05 UTC: the answer says "UTC", so it must be UTC.
+    paris = timezone(timedelta(hours=2))
+    builder = AnswerBuilder(CONTACT, Question("org"))
+    view = builder.build(prepared_at=datetime(2024, 6, 30, 11, 5, tzinfo=paris), statement=None)
+    for render in (render_html, render_text):
+        output = render(view)
+        assert "Prepared on 30 June 2024, 09:05 UTC" in output
+        assert "11:05" not in output
+    just_after_midnight = datetime(2024, 7, 1, 0, 30, tzinfo=paris)
+    assert long_date(just_after_midnight) == "30 June 2024, 22:30 UTC"
+
+
+def test_a_meaning_keeps_its_capitals_at_the_start_of_a_sentence() -> None:
+    builder = AnswerBuilder(CONTACT, Question("org"))
+    row = {"Timestamp": "2024-01-01T00:00:00Z", "InteractionId": "1"}
+    builder.add_interaction("CreateCrmActivityContactProcessed", row)
+    view = builder.build(prepared_at=PREPARED, statement=None)
+    for output in (render_html(view), render_text(view)):
+        assert "A journey created a CRM activity about you" in output
+        assert "crm activity" not in output
+
+
+def test_record_dates_are_shown_in_utc_not_in_the_org_user_s_format() -> None:
+    # Dataverse formats a date and time in the calling user's time zone and locale
+    # ("3/4/2024 5:10 AM": which day, which zone?); the answer shows every time in UTC and
+    # every day spelled out, as it does for interactions. Choices keep their formatted label.
+    formatted = "@OData.Community.Display.V1.FormattedValue"
+    builder = AnswerBuilder(CONTACT, Question("org"))
+    builder.add_record(
+        "contact",
+        {
+            "fullname": "Ada Lovelace",
+            "createdon": "2024-03-04T13:10:00Z",
+            f"createdon{formatted}": "3/4/2024 5:10 AM",
+            "birthdate": "1980-05-17",
+            f"birthdate{formatted}": "5/17/1980",
+            "gendercode": 2,
+            f"gendercode{formatted}": "Female",
+        },
+    )
+    view = builder.build(prepared_at=PREPARED, statement=None)
+    for output in (render_html(view), render_text(view)):
+        assert "4 March 2024, 13:10 UTC" in output
+        assert "17 May 1980" in output
+        assert "Female" in output
+        assert "3/4/2024" not in output
+        assert "5/17/1980" not in output
+
+
+def test_numbers_are_shown_as_held_not_rounded_to_six_digits() -> None:
+    builder = AnswerBuilder(CONTACT, Question("org"))
+    row = {
+        "Timestamp": "2024-01-01T00:00:00Z",
+        "Latitude": 47.6062095,
+        "Revenue": 1234567.89,
+        "Score": 5.0,
+    }
+    builder.add_interaction("WebsiteVisited", row)
+    builder.add_record("contact", {"fullname": "Ada", "annualincome": 98765432.1})
+    view = builder.build(prepared_at=PREPARED, statement=None)
+    for output in (render_html(view), render_text(view)):
+        for shown in ("47.6062095", "1234567.89", "98765432.1"):
+            assert shown in output
+        assert "e+0" not in output

@@ -11,6 +11,7 @@ import pytest
 from answer_samples import CONTROLLER
 
 from sar_bulk.answer import Purpose, Transfer, load_statement
+from sar_bulk.answer.statement import NOT_FILLED_IN, mark_unfilled
 from sar_bulk.answer.template import TEMPLATE, write_template
 from sar_bulk.cli import main
 from sar_bulk.errors import ConfigError
@@ -67,6 +68,35 @@ def test_no_transfers_is_said_with_an_empty_list_and_dpo_is_optional() -> None:
 def test_problems_name_the_key(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_statement(_table(**changes))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("contact", "Privacy Team <privacy@contoso.example>"),
+        ("supervisory_authority", "Data Protection Commission <https://www.dataprotection.ie>"),
+        ("retention", "Kept while < 2 years old, then deleted."),
+    ],
+)
+def test_an_address_in_angle_brackets_is_no_placeholder(key: str, value: str) -> None:
+    # "Name <address>" is how an e-mail address is written; the template's placeholders are
+    # sentences ("<how to reach you ...>"), and only those are refused.
+    statement = load_statement(_table(**{key: value}))
+    assert statement is not None
+    assert getattr(statement, key) == value
+    assert mark_unfilled({key: value}) == {key: value}
+
+
+def test_every_placeholder_of_the_template_is_still_one() -> None:
+    def texts(value: Any) -> list[str]:
+        if isinstance(value, dict):
+            return [t for item in value.values() for t in texts(item)]
+        if isinstance(value, list):
+            return [t for item in value for t in texts(item)]
+        return [value]
+
+    controller = tomllib.loads(TEMPLATE)["controller"]
+    assert set(texts(mark_unfilled(controller))) == {NOT_FILLED_IN}
 
 
 def test_a_table_that_is_not_a_table_is_refused() -> None:

@@ -86,6 +86,22 @@ def test_records_contact_consent_and_capped_tables() -> None:
     assert "1 more in records/leads.json" in text
 
 
+def test_a_second_consent_table_is_shown_not_dropped() -> None:
+    # A custom table of the older consent entity (``[[records.tables]]``) is the person's data
+    # too: the answer lists it as a table of its own, its rows counted in the summary.
+    builder = AnswerBuilder(CONTACT, Question(ORG))
+    builder.add_record("msdynmkt_contactpointconsent4", {"msdynmkt_value": "Opted in"})
+    for n in range(2):
+        builder.add_record("msdynmkt_contactpointconsent3", {"legacy": f"old consent {n}"})
+    view = builder.build(prepared_at=PREPARED, statement=None)
+    assert view.consent_count == 1
+    assert [(t.table, t.count) for t in view.records] == [("msdynmkt_contactpointconsent3", 2)]
+    page, text = render_html(view), render_text(view)
+    for output in (page, text):
+        assert "old consent 0" in output
+        assert "old consent 1" in output
+
+
 def test_a_given_name_wins_over_the_contact_row() -> None:
     builder = AnswerBuilder(CONTACT, Question(ORG))
     builder.add_record("contact", {"fullname": "A. Lovelace"})
@@ -156,3 +172,35 @@ def test_the_months_of_december_9999_end_the_timeline() -> None:
     view = builder.build(prepared_at=PREPARED, statement=None)
     assert view.monthly == (("9999-09", 1), ("9999-12", 1))
     assert "  9999-12        1  #" in render_text(view)
+
+
+def test_a_long_stretch_without_interactions_is_one_gap_not_thousands_of_months() -> None:
+    # 0001-01-01T00:00:00Z is .NET's DateTime.MinValue, which real data holds for "no date":
+    # one such row made the timeline run 2,023 years, README.txt list 24,279 empty months and
+    # the picture 145,000 units wide with its two bars too thin to see.
+    builder = AnswerBuilder(CONTACT, Question(ORG))
+    builder.add_interaction("EmailSent", _row(1, "0001-01-01T00:00:00Z"))
+    for n, month in enumerate(("2024-01", "2024-02", "2024-05")):
+        builder.add_interaction("EmailSent", _row(n + 2, f"{month}-04T13:10:00Z"))
+    view = builder.build(prepared_at=PREPARED, statement=None)
+    page, text = render_html(view), render_text(view)
+    assert len(text) < 20_000
+    lines = text.split("\r\n")
+    months = lines[lines.index("Your interactions per month") + 3 :]
+    months = months[: months.index("")]
+    assert [line.split()[0] for line in months] == [
+        "0001-01",
+        "...",
+        "2024-01",
+        "2024-02",
+        "2024-03",
+        "2024-04",
+        "2024-05",
+    ]
+    assert "no interactions from 0001-02 to 2023-12" in months[1]
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    width = float(svg.split('viewBox="0 0 ')[1].split()[0])
+    assert width < 1000
+    assert svg.count("<rect") == 4
+    assert "No interactions from Feb 0001 to Dec 2023" in svg
+    assert ">2024</text>" in svg  # the year after the gap is named

@@ -633,6 +633,33 @@ def test_a_certificate_without_key_is_refused(full_environ: dict[str, str], tmp_
         build_credential(AuthKind.CERTIFICATE, full_environ)
 
 
+@pytest.fixture(params=[0o644, 0o640, 0o600])
+def pem_mode(request: pytest.FixtureRequest, full_environ: dict[str, str]) -> int:
+    """The certificate file of ``full_environ``, with the mode of the parameter."""
+    mode: int = request.param
+    Path(full_environ["AZURE_CLIENT_CERTIFICATE_PATH"]).chmod(mode)
+    return mode
+
+
+async def test_a_certificate_others_can_read_is_warned_about(
+    full_environ: dict[str, str], caplog: pytest.LogCaptureFixture, pem_mode: int
+) -> None:
+    # The PEM holds the app registration's private key: anyone who can read it can sign in as
+    # the application and read every contact of the org (ssh refuses keys like that).
+    caplog.set_level("WARNING", logger="sar_bulk.dataverse.auth")
+    credential = build_credential(AuthKind.CERTIFICATE, full_environ)
+    await credential.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if pem_mode & 0o077:
+        assert len(warnings) == 1
+        assert full_environ["AZURE_CLIENT_CERTIFICATE_PATH"] in warnings[0]
+        assert f"(mode {pem_mode:o})" in warnings[0]
+        assert "chmod 600" in warnings[0]
+        assert "pfx-Pa55word" not in caplog.text
+    else:
+        assert warnings == []
+
+
 # --- a real ClientSecretCredential against a loopback TLS token endpoint ------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,67 @@ def test_deadline_columns_reach_the_run_config() -> None:
     assert (run.extension_column, run.name_column) == ("Why", "Who")
     assert run.public_parameters()["received_format"] == "%d/%m/%Y"
     assert config().received_column is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "message"),
+    [
+        ({}, {"SAR_BULK_ENCRYPT_TO": ""}, "SAR_BULK_ENCRYPT_TO: '' must name"),
+        ({}, {"SAR_BULK_ENCRYPT_TO": " , "}, "SAR_BULK_ENCRYPT_TO: ' , ' must name"),
+        ({"encrypt_to": [""]}, {}, "--encrypt-to: '' must name"),
+        ({}, {"SAR_BULK_ENCRYPT_PASSPHRASE_ENV": ""}, "SAR_BULK_ENCRYPT_PASSPHRASE_ENV: '' must"),
+        ({"encrypt_passphrase_env": " "}, {}, "--encrypt-passphrase-env: ' ' must name"),
+    ],
+)
+def test_an_empty_encryption_setting_is_refused_not_taken_for_none(
+    flags: dict[str, object], environ: dict[str, str], message: str
+) -> None:
+    # SAR_BULK_ENCRYPT_TO="$RECIPIENT" with RECIPIENT unset asked for encryption: writing the
+    # dossiers in the clear instead would hand out personal data nobody meant to send unprotected.
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        settings(flags, environ)
+    assert "plain, unencrypted zips" in str(caught.value)
+
+
+def test_an_empty_encryption_setting_in_the_file_is_refused(tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text("encrypt_to = []\n")
+    with pytest.raises(ConfigError, match=r"encrypt_to in .*run\.toml: '' must name"):
+        settings(config_file=toml)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SAR_BULK_OUT": ""}, "SAR_BULK_OUT: '' must be"),
+        ({"SAR_BULK_OUT": "  "}, "SAR_BULK_OUT: '  ' must be"),
+        ({"SAR_BULK_STATE": ""}, "SAR_BULK_STATE: '' must be"),
+        ({"SAR_BULK_WORK": ""}, "SAR_BULK_WORK: '' must be"),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+    environ: dict[str, str], message: str
+) -> None:
+    # Path("") is ".": SAR_BULK_OUT="$DIR" with DIR unset wrote the dossiers (personal data)
+    # and the state into whatever folder the run started in.
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        settings(environ=environ)
+    assert "leave the setting out" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('run = "nightly"\n', r"run must be a table \(\[run\]\)"),
+        ("run = [1]\n", r"run must be a table \(\[run\]\)"),
+        ("rate = 5\n[run]\nrate = 6\n", r"rate is set twice.*top level and under \[run\]"),
+    ],
+)
+def test_a_run_section_that_is_no_table_or_repeats_a_key_is_refused(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    # Both were silently ignored: the run went ahead on defaults, or on one of two values.
+    toml = tmp_path / "run.toml"
+    toml.write_text(body)
+    with pytest.raises(ConfigError, match=message):
+        settings(config_file=toml)

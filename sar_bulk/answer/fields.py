@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 
 from sar_bulk.answer.view import TypeRows, parse_stamp, parse_when
@@ -128,7 +128,11 @@ def _label(column: str) -> str:
 
 
 def long_date(when: datetime) -> str:
-    """``4 March 2024, 13:10 UTC``."""
+    """``4 March 2024, 13:10 UTC``; an aware time of another zone is converted first (a naive
+    one is taken as UTC, as the org's timestamps without a zone are)."""
+    tz = when.tzinfo
+    if tz is not UTC and tz is not None and when.utcoffset():
+        when = when.astimezone(UTC)
     return f"{when.day} {MONTHS[when.month - 1]} {when.year}, {when.hour:02d}:{when.minute:02d} UTC"
 
 
@@ -152,7 +156,11 @@ def show(value: Any) -> str:
         when = parse_when(value) if "T" in value[:11] else None
         return long_date(when) if when else value
     if isinstance(value, float):
-        return f"{value:g}"
+        # As held: the shortest text that reads back as the same number ("47.6062095", not
+        # "47.6062" as :g rounds to six digits); whole numbers without ".0".
+        if value.is_integer() and abs(value) < 1e16:
+            return str(int(value))
+        return repr(value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, Mapping):
@@ -182,7 +190,8 @@ def interaction_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def record_fields(row: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """A Dataverse row as (label, text), using the org's formatted values where it sent them.
+    """A Dataverse row as (label, text), using the org's formatted values where it sent them
+    (but for dates and times, which are shown as everywhere else in the answer).
 
     Known columns come first in the order of ``_LABELS``; annotations (``@odata...``) are left
     out, and other columns follow with their own names, technical ids last.
@@ -198,11 +207,32 @@ def record_fields(row: Mapping[str, Any]) -> list[tuple[str, str]]:
     )
     fields: list[tuple[str, str]] = []
     for column in ordered:
+        value = row[column]
         formatted = row.get(column + _FORMATTED)
-        text = str(formatted) if formatted is not None else show(row[column])
+        text = show(value) if formatted is None else (_own_date(value) or str(formatted))
         if text:
             fields.append((label(column), text))
     return fields
+
+
+_DAY: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _own_date(value: Any) -> str:
+    """A date or time of a Dataverse row as the answer writes it, "" for any other value.
+
+    Dataverse formats them in the calling user's time zone and locale ("3/4/2024 5:10 AM": which
+    day, and which zone?); the answer shows times in UTC and days spelled out, as everywhere.
+    """
+    if type(value) is not str:
+        return ""
+    if _DAY.fullmatch(value):
+        try:
+            return long_day(date.fromisoformat(value))
+        except ValueError:
+            return ""
+    when = parse_when(value) if "T" in value[:11] else None
+    return long_date(when) if when else ""
 
 
 def shown_cells(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> list[list[str]]:

@@ -40,7 +40,7 @@ _CSS: Final = """
 --accent:#0b4f8a}
 *{box-sizing:border-box}
 body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
-color:var(--ink);background:#fff}
+color:var(--ink);background:#fff;overflow-wrap:break-word}
 main{max-width:62rem;margin:0 auto;padding:1.5rem 1rem 3rem}
 h1{font-size:1.75rem;line-height:1.25;margin:.5rem 0 1rem;color:var(--accent)}
 h2{font-size:1.35rem;margin:2.25rem 0 .75rem;padding-top:.75rem;border-top:2px solid var(--line)}
@@ -220,7 +220,7 @@ def _summary(out: list[str], view: AnswerView) -> None:
     if "interactions" in searched:
         rows = [
             (
-                wording.meaning(t.name).capitalize(),
+                wording.capital(wording.meaning(t.name)),
                 f"{t.count:,}",
                 wording.day_span(t.first, t.last),
             )
@@ -340,7 +340,7 @@ def _type_section(out: list[str], t: TypeRows, tables: KindTables) -> None:
     out.append(f'<h3 id="type-{_e(t.name)}">{_e(label(t.name))}</h3>')
     span = f", from {_when(t.first)} to {_when(t.last)}" if t.first and t.last else ""
     out.append(
-        f"<p>{_e(wording.meaning(t.name).capitalize())}: {t.count:,} "
+        f"<p>{_e(wording.capital(wording.meaning(t.name)))}: {t.count:,} "
         f"time{'s' if t.count != 1 else ''}{_e(span)}.</p>"
     )
     if note := wording.type_note(t.name):
@@ -467,6 +467,8 @@ def _searched(out: list[str], view: AnswerView) -> None:
         )
     if "interactions" in q.sources:
         items.append(("Kinds of interaction searched", f"{len(q.types)} of 40"))
+    if q.tables_not_searched:
+        items.append(("Tables not searched", wording.tables_named(q.tables_not_searched)))
     if view.empty_types:
         items.append(("Searched, nothing found", ", ".join(label(t) for t in view.empty_types)))
     if q.types_not_searched:

@@ -26,7 +26,10 @@ from sar_bulk.errors import ConfigError
 
 __all__ = ["NOT_FILLED_IN", "Purpose", "Statement", "Transfer", "load_statement", "mark_unfilled"]
 
-_PLACEHOLDER: Final = re.compile(r"<[^<>]{3,}>")
+# The template's placeholders are phrases ("<how to reach you about personal data, ...>"): a
+# word right after "<" and a space inside. An address in angle brackets ("Privacy Team
+# <privacy@contoso.com>", "<https://...>") has no space, and is a value, not a placeholder.
+_PLACEHOLDER: Final = re.compile(r"<(?=[^<>]*\s)[^\s<>][^<>]{2,}>")
 _WHERE: Final = "config [controller]"
 NOT_FILLED_IN: Final = "(not filled in yet)"
 

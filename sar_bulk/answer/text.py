@@ -21,7 +21,7 @@ from typing import Final
 
 from sar_bulk.answer import wording
 from sar_bulk.answer.fields import KindTables, label, record_fields
-from sar_bulk.answer.timeline import month_rows
+from sar_bulk.answer.timeline import timeline_rows
 from sar_bulk.answer.view import AnswerView
 
 __all__ = ["render_text"]
@@ -245,11 +245,16 @@ def _summary(out: list[str], view: AnswerView) -> None:
         )
     if line := wording.no_records_line(view):
         out += ["", *_para(line)]
-    months = month_rows(view.monthly)
+    months = timeline_rows(view.monthly)
     if months:
         out += _heading("Your interactions per month")
-        peak = max(c for _, c in months) or 1
-        out += [f"  {k}  {_month_bar(c, peak)}" for k, c in months]
+        peak = max(slot.interactions for slot in months) or 1
+        out += [
+            f"  ...      (no interactions from {k} to {until})"
+            if until
+            else f"  {k}  {_month_bar(c, peak)}"
+            for k, c, until in months
+        ]
 
 
 @functools.lru_cache(maxsize=8192, typed=True)  # typed: 1 and 1.0 are not written alike
@@ -289,7 +294,7 @@ def _interactions(out: list[str], view: AnswerView, tables: KindTables) -> None:
     out += _para("Newest first; every one of them is in full in the interactions folder.")
     for t in view.held_types:
         out += _heading(f"{label(t.name)}: {t.count:,}")
-        out += _para(wording.meaning(t.name).capitalize() + ".")
+        out += _para(wording.capital(wording.meaning(t.name)) + ".")
         if note := wording.type_note(t.name):
             out += ["", *_para(note)]
         columns, rows = tables.of(t, TEXT_ROWS)
@@ -404,6 +409,8 @@ def _searched(out: list[str], view: AnswerView) -> None:
                 "; ".join(wording.source_label(s) for s in q.sources_not_searched),
             )
         )
+    if q.tables_not_searched:
+        pairs.append(("Tables not searched", wording.tables_named(q.tables_not_searched)))
     if view.empty_types:
         pairs.append(("Searched, nothing found", ", ".join(label(t) for t in view.empty_types)))
     if q.types_not_searched:

@@ -5,18 +5,24 @@ Usage::
     svg = timeline_svg(view.monthly)      # "" when there is nothing to draw
 
 Every month between the first and the last is drawn, empty ones as gaps, so the picture shows
-when the organisation was active and when not. The SVG scales to its container (``viewBox`` and
-``width: 100%``), each bar has a ``<title>`` with its month and count, and the figure carries a
-text description for screen readers. ``month_rows`` gives the same numbers for the text version.
+when the organisation was active and when not; a stretch of ``GAP_MONTHS`` or more without any
+is drawn as one "≈" slot (``timeline_rows``), so one stray date (.NET's DateTime.MinValue,
+0001-01-01, stands for "no date" in real data) cannot stretch it over two thousand years. The
+SVG scales to its container (``viewBox`` and ``width: 100%``), each bar has a ``<title>`` with
+its month and count, and the figure carries a text description for screen readers.
+``timeline_rows`` gives the same slots to the text version.
 """
 
 from __future__ import annotations
 
 import functools
 from html import escape
-from typing import Final
+from typing import Final, NamedTuple
 
-__all__ = ["month_rows", "timeline_svg"]
+__all__ = ["GAP_MONTHS", "Slot", "month_rows", "timeline_rows", "timeline_svg"]
+
+GAP_MONTHS: Final = 24
+"""Empty months in a row from which they are shown as one gap."""
 
 _MONTHS: Final = (
     "Jan",
@@ -70,6 +76,38 @@ def month_rows(monthly: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
     return rows
 
 
+class Slot(NamedTuple):
+    """One place of the timeline: a month and its count, or a gap from ``key`` to ``until``."""
+
+    key: str
+    interactions: int
+    until: str = ""
+
+
+def _index(key: str) -> int:
+    return int(key[:4]) * 12 + int(key[5:7]) - 1
+
+
+def _key(index: int) -> str:
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def timeline_rows(monthly: tuple[tuple[str, int], ...]) -> list[Slot]:
+    """``month_rows`` with each run of ``GAP_MONTHS`` or more empty months as one gap slot."""
+    slots: list[Slot] = []
+    previous: str | None = None
+    for key, count in monthly:
+        if previous is not None:
+            after, before = _index(previous) + 1, _index(key) - 1
+            if before - after + 1 >= GAP_MONTHS:
+                slots.append(Slot(_key(after), 0, _key(before)))
+            else:
+                slots += [Slot(_key(n), 0) for n in range(after, before + 1)]
+        slots.append(Slot(key, count))
+        previous = key
+    return slots
+
+
 def _month_name(key: str) -> str:
     return f"{_MONTHS[int(key[5:7]) - 1]} {key[:4]}"
 
@@ -104,16 +142,22 @@ def _bar(count: int, peak: int) -> tuple[str, str]:
 
 
 def timeline_svg(monthly: tuple[tuple[str, int], ...]) -> str:
-    rows = month_rows(monthly)
+    rows = timeline_rows(monthly)
     if not rows:
         return ""
-    peak = max(count for _, count in rows) or 1
+    peak = max(slot.interactions for slot in rows) or 1
     step = _step(len(rows))
     width = _LEFT + step * len(rows) + 8
     plot = _PLOT
+    gaps = any(slot.until for slot in rows)
     description = (
-        f"Bar chart of your interactions per month, from {_month_name(rows[0][0])} to "
-        f"{_month_name(rows[-1][0])}; the busiest month had {peak:,}."
+        f"Bar chart of your interactions per month, from {_month_name(rows[0].key)} to "
+        f"{_month_name(rows[-1].key)}; the busiest month had {peak:,}."
+        + (
+            f" Stretches of {GAP_MONTHS} months or more without any are shortened to one gap (≈)."
+            if gaps
+            else ""
+        )
     )
     parts = [
         f'<svg class="timeline" viewBox="0 0 {width:.0f} {_HEIGHT}" role="img" '
@@ -125,14 +169,22 @@ def timeline_svg(monthly: tuple[tuple[str, int], ...]) -> str:
         f'<text x="{_LEFT - 8}" y="{_TOP + plot}" text-anchor="end">0</text>',
     ]
     # The first bar names its year unless a January follows too closely to fit both labels.
-    first_label = not any(k.endswith("-01") for k, _ in rows[1 : 1 + int(40 / step)])
+    first_label = not any(slot.key.endswith("-01") for slot in rows[1 : 1 + int(40 / step)])
     bottom = _TOP + plot
     bar_width = f"{step - 2:.1f}"
     # The bars' places depend only on how many months there are, their heights only on the
     # count and the peak: both repeat from contact to contact, so their numbers are kept.
     places = _places(len(rows)) if len(rows) <= _CACHED_MONTHS else _places.__wrapped__(len(rows))
-    for n, (key, count) in enumerate(rows):
+    after_gap = False
+    for n, (key, count, until) in enumerate(rows):
         left, x, middle = places[n]
+        if until:
+            parts.append(
+                f'<text x="{middle}" y="{bottom + 4}" text-anchor="middle"><title>No '
+                f"interactions from {_bar_title(key)} to {_bar_title(until)}</title>≈</text>"
+            )
+            after_gap = True
+            continue
         if count:
             top, height = _bar(count, peak)
             parts.append(
@@ -145,11 +197,12 @@ def timeline_svg(monthly: tuple[tuple[str, int], ...]) -> str:
                 f'<text x="{middle}" y="{_HEIGHT - 18}" text-anchor="middle">'
                 f"{_MONTHS[int(key[5:7]) - 1]}</text>"
             )
-        if key.endswith("-01") or (n == 0 and first_label):
+        if key.endswith("-01") or (n == 0 and first_label) or after_gap:
             parts.append(
                 f'<text x="{left}" y="{_HEIGHT - 2}">{escape(key[:4])}</text>'
                 f'<line x1="{x}" y1="{bottom}" x2="{x}" y2="{bottom + 5}" '
                 'class="axis"/>'
             )
+        after_gap = False
     parts.append("</svg>")
     return "".join(parts)

@@ -94,6 +94,8 @@ class Question:
     types: tuple[str, ...] = tuple(t.value for t in ALL_TYPES)
     date_from: date | None = None
     date_to: date | None = None
+    # Tables of the records source the operator chose not to export (--exclude-tables).
+    tables_not_searched: tuple[str, ...] = ()
 
     @property
     def sources_not_searched(self) -> tuple[str, ...]:
@@ -356,10 +358,12 @@ class AnswerBuilder:
             ((t, acc) for t, acc in self._tables.items() if "contactpointconsent" in t),
             ("msdynmkt_contactpointconsent4", None),
         )
+        # One table is "your consent and contact preferences"; any other consent table (a
+        # custom table of an older consent entity) is listed like any other table, not dropped.
         others = tuple(
             RecordTable(table, acc.count, tuple(acc.rows))
             for table, acc in self._tables.items()
-            if "contactpointconsent" not in table
+            if acc is not consents
         )
         return AnswerView(
             contact_id=self._contact_id,

@@ -18,6 +18,7 @@ from sar_bulk.sources.interaction_types import InteractionType
 __all__ = [
     "MISSING_STATEMENT",
     "RIGHTS",
+    "capital",
     "count",
     "day_span",
     "file_guide",
@@ -30,6 +31,7 @@ __all__ = [
     "source_label",
     "span_found",
     "table_label",
+    "tables_named",
     "title",
     "type_note",
 ]
@@ -75,6 +77,12 @@ RIGHTS: Final[tuple[tuple[str, str], ...]] = (
         "or work.",
     ),
 )
+
+
+def capital(text: str) -> str:
+    """``text`` with its first letter made a capital, the rest as it is ("a CRM activity"
+    stays "A CRM activity", which ``str.capitalize`` makes "A crm activity")."""
+    return text[:1].upper() + text[1:]
 
 
 def count(number: int) -> str:
@@ -186,6 +194,11 @@ _TABLES: Final[dict[str, str]] = {
 def table_label(table: str) -> str:
     """A person's name for a Dataverse table (its entity set name)."""
     return _TABLES.get(table, f"Rows of the table {table}")
+
+
+def tables_named(tables: tuple[str, ...]) -> str:
+    """Tables as a person reads them, each with its own name: "Sales leads about you (lead)"."""
+    return "; ".join(f"{table_label(t)} ({t})" for t in tables)
 
 
 def no_records_line(view: AnswerView) -> str:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -147,10 +149,12 @@ def _construct(
             return ClientSecretCredential(tenant_id, client_id, secret, **entra)
         case AuthKind.CERTIFICATE:
             chain = _get(environ, "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN").lower() in ("1", "true")
+            path = _get(environ, "AZURE_CLIENT_CERTIFICATE_PATH")
+            _warn_if_others_can_read(path)
             return CertificateCredential(
                 tenant_id,
                 client_id,
-                _get(environ, "AZURE_CLIENT_CERTIFICATE_PATH"),
+                path,
                 password=_get(environ, "AZURE_CLIENT_CERTIFICATE_PASSWORD") or None,
                 send_certificate_chain=chain,
                 **entra,
@@ -167,6 +171,24 @@ def _construct(
             )
         case AuthKind.AZURE_CLI:
             return AzureCliCredential()
+
+
+def _warn_if_others_can_read(path: str) -> None:
+    """Warn when the certificate file is open to its group or to others.
+
+    The file holds the app registration's private key: whoever reads it signs in as the
+    application and can read every contact of the org. ssh refuses keys like that; a run only
+    warns, because a container's secret volume is often mounted 0644 with nobody else inside.
+    """
+    mode = stat.S_IMODE(os.stat(path).st_mode)  # OSError: build_credential names the file
+    if mode & 0o077:
+        _LOG.warning(
+            "AZURE_CLIENT_CERTIFICATE_PATH %s holds a private key and is open to other users "
+            "(mode %03o): make it readable by its owner only (chmod 600, or defaultMode 0400 "
+            "on a Kubernetes secret volume)",
+            path,
+            mode,
+        )
 
 
 def _get(environ: Mapping[str, str], name: str) -> str:

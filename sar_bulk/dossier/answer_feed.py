@@ -60,6 +60,7 @@ def answer_files_for(
             types=question.interaction_types,
             date_from=wire_day(question.date_from),
             date_to=wire_day(question.date_to),
+            tables_not_searched=question.excluded_tables if _RECORDS in question.sources else (),
         ),
     )
     for spool in entries:
