@@ -84,28 +84,27 @@ class Slot(NamedTuple):
     until: str = ""
 
 
-def _index(key: str) -> int:
-    return int(key[:4]) * 12 + int(key[5:7]) - 1
-
-
+@functools.lru_cache(maxsize=4096)
 def _key(index: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-def timeline_rows(monthly: tuple[tuple[str, int], ...]) -> list[Slot]:
+@functools.lru_cache(maxsize=2)  # the page and the text draw the same contact's months in turn
+def timeline_rows(monthly: tuple[tuple[str, int], ...]) -> tuple[Slot, ...]:
     """``month_rows`` with each run of ``GAP_MONTHS`` or more empty months as one gap slot."""
     slots: list[Slot] = []
-    previous: str | None = None
+    previous = -2
     for key, count in monthly:
-        if previous is not None:
-            after, before = _index(previous) + 1, _index(key) - 1
+        index = int(key[:4]) * 12 + int(key[5:7]) - 1
+        if index != previous + 1 and slots:
+            after, before = previous + 1, index - 1
             if before - after + 1 >= GAP_MONTHS:
                 slots.append(Slot(_key(after), 0, _key(before)))
             else:
                 slots += [Slot(_key(n), 0) for n in range(after, before + 1)]
         slots.append(Slot(key, count))
-        previous = key
-    return slots
+        previous = index
+    return tuple(slots)
 
 
 def _month_name(key: str) -> str:
