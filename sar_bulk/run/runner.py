@@ -422,6 +422,9 @@ async def _choose_sources(
         for _ in check.probes:  # each probe call is in the org's window too
             identity.throttle.count_request()
         identity.throttle.on_success(check.dop_hint or identity.http.dop_hint)
+        if check.throttled is not None:
+            # A probe met a 429: nothing of this identity may go before its Retry-After.
+            identity.throttle.on_throttled(check.throttled)
     if len(identities) == 1:
         check = checks[0]
         if not check.can_run:
