@@ -18,10 +18,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import RotatingCredential, contact_ids, dossier_names, read_report, write_csv
 
 from sar_bulk.config import RUN_OPTIONS, IdentitySpec, RunConfig, resolve
-from sar_bulk.dataverse.auth import AuthKind, build_credential
-from sar_bulk.errors import ConfigError
+from sar_bulk.dataverse.auth import AuthKind, TokenProvider, build_credential
+from sar_bulk.dataverse.client import DataverseClient
+from sar_bulk.dataverse.fetcher import Fetcher
+from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
+from sar_bulk.dataverse.org import OrgUrl
+from sar_bulk.dataverse.retry import RetryPolicy
+from sar_bulk.dataverse.throttle import Throttle, ThrottleSettings
+from sar_bulk.errors import ConfigError, Throttled
 from sar_bulk.logs import REDACTOR, scrub
-from sar_bulk.run.identities import identity_environ
+from sar_bulk.run.identities import Identity, IdentityPool, identity_environ
 from sar_bulk.run.runner import ExitCode, RunOutcome, execute_run
 from sar_bulk.simulator import Simulator, SimulatorConfig
 
@@ -203,6 +209,31 @@ async def test_a_throttled_identity_does_not_slow_the_other(tmp_path: Path) -> N
     assert rows["b"]["throttled"] == 0
     assert rows["b"]["contacts"] > 2 * rows["a"]["contacts"]  # the free one took the work
     assert len(dossier_names(tmp_path / "out")) == 30
+
+
+async def test_a_contact_is_not_routed_to_an_identity_whose_gate_is_closed() -> None:
+    # a met a 429 (Retry-After 60 s) and its parts have ended (over their budgets), so it has
+    # no queued work; b is busy but sending. A new contact must go to b: on a it would wait a
+    # minute before its first request while b could serve it at once.
+    now = [1000.0]
+    org = OrgUrl.parse("http://127.0.0.1:9")
+    async with create_session(Timeouts()) as session:
+
+        def identity(name: str) -> Identity:
+            tokens = TokenProvider(RotatingCredential(), org.scope)
+            http = OrgHttp(session, org, tokens)
+            throttle = Throttle(ThrottleSettings(rate=20.0), clock=lambda: now[0])
+            fetcher = Fetcher(DataverseClient(http), throttle, RetryPolicy())
+            return Identity(name, tokens, http, throttle, fetcher, {})
+
+        a, b = identity("a"), identity("b")
+        a.throttle.on_throttled(Throttled(None, "over the limit", retry_after=60.0))
+        pool = IdentityPool((a, b))
+        b.queued = 4  # parts of other contacts in flight on b: 0.2 s of work at 20/s
+        assert pool.enter(1) is b, (a.load(), b.load())
+        assert (a.queued, b.queued) == (0, 5)
+        now[0] += 61.0  # a's gate is open again: a is the idle one
+        assert pool.enter(2) is a
 
 
 @pytest.mark.parametrize(

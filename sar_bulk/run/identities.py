@@ -18,7 +18,8 @@ concurrency cap and source instances (the realtime source's schema and progress 
 a throttled identity never slows the others. The engine does not know about identities: it gets
 one ``PooledSource`` per source name, and the pool routes each contact, all its parts together
 (they share the contact's memo), to the live identity with the least queued work (parts in
-flight, divided by its current pace) when its first part starts.
+flight, divided by its current pace, plus what is left of its 429 pause) when its first part
+starts.
 
 A refused identity (401 after a fresh token: ``AuthRejected``; with more than one identity also
 a credential that cannot produce a token) is dropped with one warning line; the parts that were
@@ -141,8 +142,11 @@ class Identity:
         return self.dropped is None
 
     def load(self) -> float:
-        """Queued work in seconds of its current pace (a slowed identity counts as busier)."""
-        return self.queued / max(self.throttle.rate, 1e-9)
+        """Seconds until its queued work is done: the work at its current pace (a slowed
+        identity counts as busier), after the pause of its 429 gate. A paused identity without
+        queued work is not idle: a contact given to it would wait the whole Retry-After (up
+        to 5 minutes) while another identity could serve it at once."""
+        return self.throttle.gate_closed_for + self.queued / max(self.throttle.rate, 1e-9)
 
     def report(self) -> dict[str, Any]:
         stats, throttle = self.fetcher.stats, self.throttle
