@@ -211,6 +211,29 @@ async def test_a_throttled_identity_does_not_slow_the_other(tmp_path: Path) -> N
     assert len(dossier_names(tmp_path / "out")) == 30
 
 
+async def test_each_identity_gets_its_own_concurrency_from_the_shared_connection_pool(
+    tmp_path: Path,
+) -> None:
+    # Two identities of 45 requests in flight each: 90 at once, Dataverse counts each
+    # identity's on its own. The run's one session must not hold them to fewer connections
+    # (then one identity's requests wait for the other's, under their own time limit).
+    toml = TWO.replace(
+        'env = { SAR_BULK_TOKEN = "TOKEN_A" }',
+        'env = { SAR_BULK_TOKEN = "TOKEN_A" }\nconcurrency = 45',
+    )
+    toml = toml.replace(
+        'env = { SAR_BULK_TOKEN = "TOKEN_B" }',
+        'env = { SAR_BULK_TOKEN = "TOKEN_B" }\nconcurrency = 45',
+    )
+    async with Simulator(SimulatorConfig(seed=3, latency=0.3)) as sim:
+        config = pool_config(tmp_path, sim, toml, 8, types="all")
+        outcome = await run_pool(config, {"TOKEN_A": "sim-a.1", "TOKEN_B": "sim-b.1"})
+        counted = sim.counters()
+    assert outcome.code == ExitCode.OK
+    assert counted["total"]["max_in_flight"] > 64, counted["total"]
+    assert counted["total"]["throttled"] == 0
+
+
 async def test_a_contact_is_not_routed_to_an_identity_whose_gate_is_closed() -> None:
     # a met a 429 (Retry-After 60 s) and its parts have ended (over their budgets), so it has
     # no queued work; b is busy but sending. A new contact must go to b: on a it would wait a
