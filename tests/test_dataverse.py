@@ -277,6 +277,26 @@ async def test_429_retry_after_as_http_date() -> None:
     assert 0 < caught.value.retry_after <= 21
 
 
+@pytest.mark.parametrize("skew", [600.0, -600.0])
+async def test_429_retry_after_as_http_date_is_read_against_the_servers_date(skew: float) -> None:
+    # Our clock 10 minutes ahead of the org's (or behind): an HTTP-date Retry-After read
+    # against our own clock would be "in the past" (the default 5 s: hammering the org through
+    # its penalty, which it extends) or 10 minutes too long. The answer's Date says what the
+    # server's "now" is.
+    config = SimulatorConfig(
+        seed=1, request_limit=1, window_seconds=20.0, retry_after_format="http-date"
+    )
+    async with client_rig(config) as rig:
+        skewed = DataverseClient(
+            rig.client.http, now=lambda: datetime.now(UTC) + timedelta(seconds=skew)
+        )
+        await skewed.fetch_page(Query(CONTACT, InteractionType.EmailSent), None, 1)
+        with pytest.raises(Throttled) as caught:
+            await skewed.fetch_page(Query(CONTACT, InteractionType.EmailSent), None, 1)
+    assert caught.value.retry_after is not None
+    assert 0 < caught.value.retry_after <= 22
+
+
 async def test_honouring_retry_after_then_succeeds() -> None:
     config = SimulatorConfig(
         seed=1, request_limit=4, window_seconds=0.6, retry_after_format="fractional"
