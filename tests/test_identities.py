@@ -331,6 +331,27 @@ async def test_an_identity_refused_mid_run_is_dropped_and_a_rerun_finishes(
     assert len(dossier_names(tmp_path / "out")) == 40
 
 
+async def test_an_identity_whose_role_is_removed_mid_run_is_dropped(tmp_path: Path) -> None:
+    # a's security role is removed after 20 requests: every later call of the action is a 403.
+    # a finishes its parts at once (each fails), so by queued work it looks the idlest
+    # identity: kept in the pool, it would take nearly every contact after that and fail it.
+    simulated = SimulatorConfig(seed=3, revoked_after={"sim-a": 20}, latency=0.01)
+    environ = {"TOKEN_A": "sim-a.1", "TOKEN_B": "sim-b.1"}
+    async with Simulator(simulated) as sim:
+        config = pool_config(tmp_path, sim, TWO, 40, rate="60", window="4")
+        first = await run_pool(config, environ)
+        report = read_report(tmp_path / "out")
+        rows = by_name(report)
+        assert first.code == ExitCode.INCOMPLETE
+        assert "Forbidden, HTTP 403" in (rows["a"]["dropped"] or "")
+        assert rows["b"]["dropped"] is None
+        # Only contacts in flight on a when its role went: at most the window.
+        assert 0 < len(report["failed_contacts"]) <= 4, report["failed_contacts"]
+        second = await run_pool(config, environ)
+    assert second.code == ExitCode.OK
+    assert len(dossier_names(tmp_path / "out")) == 40
+
+
 async def test_an_export_made_by_one_identity_is_finished_by_another(tmp_path: Path) -> None:
     # Run 1 (identity a alone) creates the export requests, then gives up waiting; run 2
     # (identity b alone) finds their ids in the state and polls and downloads them.
