@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -16,14 +17,19 @@ from support import RotatingCredential, client_rig
 
 from sar_bulk.dataverse.auth import TokenProvider
 from sar_bulk.dataverse.client import DataverseClient, Query, parse_retry_after
+from sar_bulk.dataverse.fetcher import ConnectWatch, Fetcher
 from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.org import OrgUrl
+from sar_bulk.dataverse.retry import RetryPolicy
+from sar_bulk.dataverse.throttle import Throttle, ThrottleSettings
 from sar_bulk.errors import (
     ActionMissing,
     AuthRejected,
     BadRequest,
+    ConnectFailed,
     Forbidden,
     MalformedResponse,
+    NoConnection,
     PagingError,
     Throttled,
     Transient,
@@ -271,6 +277,26 @@ async def test_429_retry_after_as_http_date() -> None:
     assert 0 < caught.value.retry_after <= 21
 
 
+@pytest.mark.parametrize("skew", [600.0, -600.0])
+async def test_429_retry_after_as_http_date_is_read_against_the_servers_date(skew: float) -> None:
+    # Our clock 10 minutes ahead of the org's (or behind): an HTTP-date Retry-After read
+    # against our own clock would be "in the past" (the default 5 s: hammering the org through
+    # its penalty, which it extends) or 10 minutes too long. The answer's Date says what the
+    # server's "now" is.
+    config = SimulatorConfig(
+        seed=1, request_limit=1, window_seconds=20.0, retry_after_format="http-date"
+    )
+    async with client_rig(config) as rig:
+        skewed = DataverseClient(
+            rig.client.http, now=lambda: datetime.now(UTC) + timedelta(seconds=skew)
+        )
+        await skewed.fetch_page(Query(CONTACT, InteractionType.EmailSent), None, 1)
+        with pytest.raises(Throttled) as caught:
+            await skewed.fetch_page(Query(CONTACT, InteractionType.EmailSent), None, 1)
+    assert caught.value.retry_after is not None
+    assert 0 < caught.value.retry_after <= 22
+
+
 async def test_honouring_retry_after_then_succeeds() -> None:
     config = SimulatorConfig(
         seed=1, request_limit=4, window_seconds=0.6, retry_after_format="fractional"
@@ -337,6 +363,53 @@ async def test_refused_connection_is_transient() -> None:
         client = DataverseClient(OrgHttp(session, org, tokens))
         with pytest.raises(Transient, match="cannot connect"):
             await client.fetch_page(Query(CONTACT, InteractionType.EmailSent), None, 1)
+
+
+@contextmanager
+def blackholed_port() -> Iterator[int]:
+    """A loopback port that never completes a connect: it listens, but its accept queue is
+    full and nobody accepts, so the kernel drops every further SYN (a firewall that drops
+    packets looks the same to the client)."""
+    with socket.socket() as listener, ExitStack() as fillers:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port: int = listener.getsockname()[1]
+        for _ in range(3):
+            filler = fillers.enter_context(socket.socket())
+            filler.setblocking(False)
+            with suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        yield port
+
+
+async def test_a_connect_that_times_out_is_a_connect_failure_naming_the_host() -> None:
+    # A dropped SYN is the commonest "org unreachable" (a firewall): it must count as a
+    # connect failure (pre-flight retries, ConnectWatch stops the run), not as a slow answer.
+    with blackholed_port() as port:
+        org = OrgUrl.parse(f"http://127.0.0.1:{port}")
+        timeouts = Timeouts(request=5.0, connect=0.3)
+        async with (
+            TokenProvider(RotatingCredential(), org.scope) as tokens,
+            create_session(timeouts) as session,
+        ):
+            client = DataverseClient(OrgHttp(session, org, tokens, timeouts=timeouts))
+            with pytest.raises(
+                ConnectFailed, match=r"cannot connect to 127\.0\.0\.1:\d+ \(no "
+            ) as caught:
+                await client.fetch_page(Query(CONTACT, InteractionType.EmailSent), None, 1)
+            assert caught.value.host == f"127.0.0.1:{port}"
+            assert "0.3 s" in caught.value.detail
+            assert "no answer within 5 s" not in caught.value.detail
+            # Across tasks, such failures stop the run instead of failing contacts one by one.
+            loop = asyncio.get_running_loop()
+            fetcher = Fetcher(
+                client,
+                Throttle(ThrottleSettings(rate=1000.0), clock=loop.time),
+                RetryPolicy(base=0.01, cap=0.01, attempts=3),
+                watch=ConnectWatch(clock=loop.time, failures=2, seconds=0.0),
+            )
+            with pytest.raises(NoConnection, match=f"no connection to 127.0.0.1:{port}"):
+                await fetcher.for_pair(1).fetch(Query(CONTACT, InteractionType.EmailSent), None, 1)
 
 
 async def test_401_gets_one_fresh_token_then_succeeds() -> None:

@@ -374,11 +374,18 @@ def test_parse_retry_after_reads_both_documented_forms() -> None:
     statuses,
     error_bodies,
     st.dictionaries(
-        st.sampled_from(["Retry-After", "Content-Type", "x-ms-dop-hint"]), retry_after_texts
+        st.sampled_from(["Retry-After", "Content-Type", "x-ms-dop-hint", "Date"]),
+        retry_after_texts,
     ),
     st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-11))])),
 )
 @example(429, b"", {"Retry-After": "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"}, NOW)
+@example(
+    429,
+    b"",
+    {"Retry-After": "Mon, 01 Jan 9999 00:00:00 GMT", "Date": "Mon, 01 Jan 0001 00:00:00 -2359"},
+    NOW,
+)
 def test_classify_error_always_gives_an_error_of_the_tree(
     status: int, raw: bytes, headers: dict[str, str], now: datetime
 ) -> None:

@@ -38,6 +38,7 @@ from sar_bulk.run.report import RunTotals
 from sar_bulk.run.runner import ExitCode, execute_run
 from sar_bulk.simulator import Simulator, SimulatorConfig
 from sar_bulk.sources.interaction_types import InteractionType
+from sar_bulk.sources.interactions import PROBE_CONTACT
 
 VICTIM, BYSTANDER = contact_ids(2, seed=8)
 
@@ -119,6 +120,27 @@ async def test_a_huge_retry_after_cannot_hang_a_run(tmp_path: Path) -> None:
     assert re.search(r"would take 30[01]\.\d s more", reason), reason
     assert "retry budget of 5 s" in reason
     assert not (tmp_path / "out" / f"{VICTIM}.zip").exists()
+
+
+async def test_a_429_met_by_the_pre_flight_call_pauses_the_run_too(tmp_path: Path) -> None:
+    # The pre-flight call meets an honest 429 (Retry-After: 60). Dataverse extends the penalty
+    # of a client that keeps sending while throttled, so the run must not send anything before
+    # the minute is over: with a 5 s budget, every pair fails at once, naming the pause, and
+    # the org sees no request but the probe.
+    ids = contact_ids(3, seed=11)
+    hostile = unlimited(seed=2, hostile_contacts={PROBE_CONTACT: "throttled"})
+    async with Simulator(hostile) as sim:
+        csv = write_csv(tmp_path / "c.csv", ids)
+        config = run_config(sim, csv, tmp_path / "out", types="EmailSent", retry_budget=5)
+        outcome = await asyncio.wait_for(run_engine(config), 60)
+        counted = sim.counters()["total"]
+    assert counted["requests"] == 1, counted  # the probe, nothing sent during its pause
+    assert outcome.code == ExitCode.INCOMPLETE
+    report = read_report(tmp_path / "out")
+    failed = {entry["contact_id"]: entry["reasons"] for entry in report["failed_contacts"]}
+    assert set(failed) == set(ids)
+    for reasons in failed.values():
+        assert re.search(r"would take (59|6\d)\.\d s more", reasons["interactions/EmailSent"])
 
 
 async def test_a_run_told_the_exact_limit_meets_no_429(tmp_path: Path) -> None:

@@ -18,10 +18,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import RotatingCredential, contact_ids, dossier_names, read_report, write_csv
 
 from sar_bulk.config import RUN_OPTIONS, IdentitySpec, RunConfig, resolve
-from sar_bulk.dataverse.auth import AuthKind, build_credential
-from sar_bulk.errors import ConfigError
+from sar_bulk.dataverse.auth import AuthKind, TokenProvider, build_credential
+from sar_bulk.dataverse.client import DataverseClient
+from sar_bulk.dataverse.fetcher import Fetcher
+from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
+from sar_bulk.dataverse.org import OrgUrl
+from sar_bulk.dataverse.retry import RetryPolicy
+from sar_bulk.dataverse.throttle import Throttle, ThrottleSettings
+from sar_bulk.errors import ConfigError, Throttled
 from sar_bulk.logs import REDACTOR, scrub
-from sar_bulk.run.identities import identity_environ
+from sar_bulk.run.identities import Identity, IdentityPool, identity_environ
 from sar_bulk.run.runner import ExitCode, RunOutcome, execute_run
 from sar_bulk.simulator import Simulator, SimulatorConfig
 
@@ -205,6 +211,54 @@ async def test_a_throttled_identity_does_not_slow_the_other(tmp_path: Path) -> N
     assert len(dossier_names(tmp_path / "out")) == 30
 
 
+async def test_each_identity_gets_its_own_concurrency_from_the_shared_connection_pool(
+    tmp_path: Path,
+) -> None:
+    # Two identities of 45 requests in flight each: 90 at once, Dataverse counts each
+    # identity's on its own. The run's one session must not hold them to fewer connections
+    # (then one identity's requests wait for the other's, under their own time limit).
+    toml = TWO.replace(
+        'env = { SAR_BULK_TOKEN = "TOKEN_A" }',
+        'env = { SAR_BULK_TOKEN = "TOKEN_A" }\nconcurrency = 45',
+    )
+    toml = toml.replace(
+        'env = { SAR_BULK_TOKEN = "TOKEN_B" }',
+        'env = { SAR_BULK_TOKEN = "TOKEN_B" }\nconcurrency = 45',
+    )
+    async with Simulator(SimulatorConfig(seed=3, latency=0.3)) as sim:
+        config = pool_config(tmp_path, sim, toml, 8, types="all")
+        outcome = await run_pool(config, {"TOKEN_A": "sim-a.1", "TOKEN_B": "sim-b.1"})
+        counted = sim.counters()
+    assert outcome.code == ExitCode.OK
+    assert counted["total"]["max_in_flight"] > 64, counted["total"]
+    assert counted["total"]["throttled"] == 0
+
+
+async def test_a_contact_is_not_routed_to_an_identity_whose_gate_is_closed() -> None:
+    # a met a 429 (Retry-After 60 s) and its parts have ended (over their budgets), so it has
+    # no queued work; b is busy but sending. A new contact must go to b: on a it would wait a
+    # minute before its first request while b could serve it at once.
+    now = [1000.0]
+    org = OrgUrl.parse("http://127.0.0.1:9")
+    async with create_session(Timeouts()) as session:
+
+        def identity(name: str) -> Identity:
+            tokens = TokenProvider(RotatingCredential(), org.scope)
+            http = OrgHttp(session, org, tokens)
+            throttle = Throttle(ThrottleSettings(rate=20.0), clock=lambda: now[0])
+            fetcher = Fetcher(DataverseClient(http), throttle, RetryPolicy())
+            return Identity(name, tokens, http, throttle, fetcher, {})
+
+        a, b = identity("a"), identity("b")
+        a.throttle.on_throttled(Throttled(None, "over the limit", retry_after=60.0))
+        pool = IdentityPool((a, b))
+        b.queued = 4  # parts of other contacts in flight on b: 0.2 s of work at 20/s
+        assert pool.enter(1) is b, (a.load(), b.load())
+        assert (a.queued, b.queued) == (0, 5)
+        now[0] += 61.0  # a's gate is open again: a is the idle one
+        assert pool.enter(2) is a
+
+
 @pytest.mark.parametrize(
     ("simulated", "token_a"),
     [
@@ -273,6 +327,27 @@ async def test_an_identity_refused_mid_run_is_dropped_and_a_rerun_finishes(
         for failed in report["failed_contacts"]:
             assert all("identity 'a' was refused" in why for why in failed["reasons"].values())
         second = await run_pool(config, environ, make_credential=make)
+    assert second.code == ExitCode.OK
+    assert len(dossier_names(tmp_path / "out")) == 40
+
+
+async def test_an_identity_whose_role_is_removed_mid_run_is_dropped(tmp_path: Path) -> None:
+    # a's security role is removed after 20 requests: every later call of the action is a 403.
+    # a finishes its parts at once (each fails), so by queued work it looks the idlest
+    # identity: kept in the pool, it would take nearly every contact after that and fail it.
+    simulated = SimulatorConfig(seed=3, revoked_after={"sim-a": 20}, latency=0.01)
+    environ = {"TOKEN_A": "sim-a.1", "TOKEN_B": "sim-b.1"}
+    async with Simulator(simulated) as sim:
+        config = pool_config(tmp_path, sim, TWO, 40, rate="60", window="4")
+        first = await run_pool(config, environ)
+        report = read_report(tmp_path / "out")
+        rows = by_name(report)
+        assert first.code == ExitCode.INCOMPLETE
+        assert "Forbidden, HTTP 403" in (rows["a"]["dropped"] or "")
+        assert rows["b"]["dropped"] is None
+        # Only contacts in flight on a when its role went: at most the window.
+        assert 0 < len(report["failed_contacts"]) <= 4, report["failed_contacts"]
+        second = await run_pool(config, environ)
     assert second.code == ExitCode.OK
     assert len(dossier_names(tmp_path / "out")) == 40
 

@@ -344,7 +344,7 @@ def classify_error(
         return Throttled(
             context,
             detail,
-            retry_after=parse_retry_after(headers.get("Retry-After"), now),
+            retry_after=parse_retry_after(headers.get("Retry-After"), _server_now(headers, now)),
             code=code,
         )
     if status == 401:
@@ -387,8 +387,26 @@ def _sniff(raw: bytes) -> str:
     return f"{len(raw)} bytes that are not the action's JSON"
 
 
+def _server_now(headers: Mapping[str, str], now: datetime) -> datetime:
+    """The answer's ``Date`` (the server's clock), else ``now``.
+
+    An HTTP-date Retry-After is a moment on the *server's* clock: read against ours, a skew of
+    minutes makes it "in the past" (the default wait, hammering the org through a penalty it
+    extends) or minutes too long. Untrusted like the rest: the throttle bounds the result.
+    """
+    value = headers.get("Date")
+    if value is None:
+        return now
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return now
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date (read against
+    ``now``, which ``classify_error`` takes from the answer's ``Date`` when it has one)."""
     if value is None:
         return None
     text = value.strip()

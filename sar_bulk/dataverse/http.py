@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -190,6 +191,16 @@ class OrgHttp:
                 if (hint := dop_hint(response.headers)) is not None:
                     self.dop_hint = hint
                 return Answer(response.status, response.headers, raw)
+        except aiohttp.ConnectionTimeoutError:
+            # Before the TimeoutError below (it is one): a connect that never completes (a
+            # firewall dropping packets) is a connect failure like a refused one, which the
+            # pre-flight retries and ConnectWatch counts, not a slow answer.
+            host = _host_port(url)
+            raise ConnectFailed(
+                context,
+                f"cannot connect to {host} (no connection within {self._timeouts.connect:g} s)",
+                host=host,
+            ) from None
         except TimeoutError:
             raise Transient(context, f"no answer within {limit:g} s") from None
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -259,6 +270,13 @@ def dop_hint(headers: Mapping[str, str]) -> int | None:
     except ValueError:
         return None
     return hint if hint > 0 else None
+
+
+def _host_port(url: str) -> str:
+    """``host:port`` of ``url``, as ``ClientConnectorError`` names it (default port spelled)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
 
 
 def _reason(exc: aiohttp.ClientConnectorError) -> str:

@@ -13,7 +13,9 @@ source (the action's: ``sources/interactions.py``).
 
 No connection at all (refused, no DNS answer) is tried ``connect_tries`` times, ``connect_pause``
 seconds apart, so a blip does not stop a run; after that the org is "unreachable", as it is at
-once when TLS fails, and the run does not start.
+once when TLS fails, and the run does not start. A probe that meets a 429 counts its source as
+available and keeps the error (``SourcesCheck.throttled``): the run closes the identity's gate
+for its Retry-After before sending anything else.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class SourcesCheck:
     stop: str | None = None
     dop_hint: int | None = None
     stop_kind: Outcome = Outcome.FAILED
+    # The 429 a probe met, if any: the run must close its identity's gate for it before the
+    # first request (Dataverse extends the penalty of a client that keeps sending).
+    throttled: Throttled | None = None
 
     @property
     def outcome(self) -> Outcome:
@@ -119,6 +124,7 @@ async def probe_sources(
     """
     probes: list[Probe] = []
     hint: int | None = None
+    throttled: Throttled | None = None
     for source in sources:
         try:
             probe = await _probe_connecting(source, connect_tries, connect_pause, sleep)
@@ -140,6 +146,7 @@ async def probe_sources(
         except RunStopper as exc:
             return SourcesCheck(tuple(probes), f"the {source.name} probe failed: {exc}")
         except Throttled as exc:
+            throttled = exc
             wait = f"{exc.retry_after:g} s" if exc.retry_after is not None else "an unknown time"
             probe = Probe(
                 source.name,
@@ -158,7 +165,7 @@ async def probe_sources(
             hint = found
     order = {name: i for i, name in enumerate(SOURCE_ORDER)}
     probes.sort(key=lambda p: order.get(p.source, len(order)))
-    return SourcesCheck(tuple(probes), None, hint)
+    return SourcesCheck(tuple(probes), None, hint, throttled=throttled)
 
 
 async def _probe_connecting(

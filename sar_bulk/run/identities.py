@@ -18,13 +18,18 @@ concurrency cap and source instances (the realtime source's schema and progress 
 a throttled identity never slows the others. The engine does not know about identities: it gets
 one ``PooledSource`` per source name, and the pool routes each contact, all its parts together
 (they share the contact's memo), to the live identity with the least queued work (parts in
-flight, divided by its current pace) when its first part starts.
+flight, divided by its current pace, plus what is left of its 429 pause) when its first part
+starts.
 
 A refused identity (401 after a fresh token: ``AuthRejected``; with more than one identity also
-a credential that cannot produce a token) is dropped with one warning line; the parts that were
-running on it fail with a reason that says so and a rerun resumes them on the others (they are
-not retried here: the contact's memo may already hold the refusal, and half a part may already
-be written). The run stops (``NoIdentityLeft``, exit 3) only when no identity is left; with a
+a credential that cannot produce a token, or the action's 403: its security role was removed
+mid-run, which the pre-flight would have dropped it for) is dropped with one warning line.
+Kept, a refused identity ends every part at once by failing it, looks the idlest and takes
+nearly every contact after that. The parts that were running on it fail with a reason that
+says so and a rerun resumes them on the others (they are not retried here: the contact's memo
+may already hold the refusal, and half a part may already be written). A table's or an
+export's 403 (``ReadForbidden``, ``ExportForbidden``) may be about one row: it fails the part
+only. The run stops (``NoIdentityLeft``, exit 3) only when no identity is left; with a
 single identity the refusal itself stops the run, exactly as before pools existed.
 
 Export requests of the realtime source are org-wide rows: a contact resumed on another identity
@@ -51,6 +56,7 @@ from sar_bulk.errors import (
     ConfigError,
     CredentialError,
     DataverseError,
+    Forbidden,
     RequestContext,
     RunStopper,
 )
@@ -141,8 +147,11 @@ class Identity:
         return self.dropped is None
 
     def load(self) -> float:
-        """Queued work in seconds of its current pace (a slowed identity counts as busier)."""
-        return self.queued / max(self.throttle.rate, 1e-9)
+        """Seconds until its queued work is done: the work at its current pace (a slowed
+        identity counts as busier), after the pause of its 429 gate. A paused identity without
+        queued work is not idle: a contact given to it would wait the whole Retry-After (up
+        to 5 minutes) while another identity could serve it at once."""
+        return self.throttle.gate_closed_for + self.queued / max(self.throttle.rate, 1e-9)
 
     def report(self) -> dict[str, Any]:
         stats, throttle = self.fetcher.stats, self.throttle
@@ -325,9 +334,11 @@ class PooledSource:
                     identity.dropped or "refused",
                 )
             await identity.sources[self.name].fetch(scope, part, sink)
-        except (AuthRejected, CredentialError) as exc:
-            if isinstance(exc, CredentialError) and pool.single:
+        except (AuthRejected, CredentialError, Forbidden) as exc:
+            if not isinstance(exc, AuthRejected) and pool.single:
                 raise  # one identity: a part fails, as it always did
+            if isinstance(exc, Forbidden) and type(exc) is not Forbidden:
+                raise  # a table's or an export's 403 (a subclass): may be about one row
             pool.refused(identity, exc)
             context = exc.context if isinstance(exc, DataverseError) else None
             raise IdentityDropped(

@@ -28,7 +28,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +44,7 @@ from sar_bulk.dataverse.client import DataverseClient
 from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.preflight import Outcome, probe_sources
-from sar_bulk.dataverse.throttle import Throttle, ThrottleSettings
+from sar_bulk.dataverse.throttle import MAX_CONCURRENCY, Throttle, ThrottleSettings
 from sar_bulk.errors import ConfigError, CredentialError, InputError, OutputError
 from sar_bulk.logs import REDACTOR, scrub
 from sar_bulk.output.target import OutputTarget
@@ -246,7 +246,7 @@ async def _locked_run(
             except OutputError as exc:
                 print(f"sar-bulk: {exc}", file=sys.stderr)
                 return RunOutcome(ExitCode.REFUSED, str(exc), None)
-        async with create_session(timeouts) as session:
+        async with create_session(timeouts, pool_size=_pool_size(plans)) as session:
             identities = [
                 _identity(config, plan, tokens, session, timeouts, loop)
                 for plan, tokens in zip(plans, every_tokens, strict=True)
@@ -422,6 +422,9 @@ async def _choose_sources(
         for _ in check.probes:  # each probe call is in the org's window too
             identity.throttle.count_request()
         identity.throttle.on_success(check.dop_hint or identity.http.dop_hint)
+        if check.throttled is not None:
+            # A probe met a 429: nothing of this identity may go before its Retry-After.
+            identity.throttle.on_throttled(check.throttled)
     if len(identities) == 1:
         check = checks[0]
         if not check.can_run:
@@ -452,6 +455,15 @@ async def _choose_sources(
     chosen = [name for name in identities[0].sources if name in wanted]
     _log.info("sources.chosen", sources=chosen, identities=[i.name for i in identities if i.live])
     return chosen, ""
+
+
+def _pool_size(plans: Sequence[_Plan]) -> int:
+    """Connections for the run's one session: every identity's largest concurrency cap.
+
+    Dataverse counts each identity's concurrent requests on its own, so N identities may have
+    N times 52 in flight; a smaller pool would make one identity's requests wait for another's
+    connections (and that wait counts against their time limit)."""
+    return sum(plan.throttle.concurrency or MAX_CONCURRENCY for plan in plans)
 
 
 def _drop_at_start(identity: Identity, why: str) -> None:

@@ -5,7 +5,8 @@ A request meets these checks in turn, and the first that fails answers it:
 1. the org has no such action (``action_missing``, or ``org_kind`` realtime/dataverse) -> 404;
 2. ``Authorization: Bearer <token>`` with the configured prefix, not older than
    ``token_lifetime`` (counted from the first time the simulator saw it) -> else 401;
-   identities in ``forbidden_identities`` -> 403;
+   identities in ``forbidden_identities``, or in ``revoked_after`` once they have sent that
+   many requests -> 403;
 3. protocol headers (Content-Type, Accept, OData versions) -> 400;
 4. the body and, if any, its skip token -> 400;
 5. service protection for the identity (the part of the token before the first ".") -> 429;
@@ -89,6 +90,12 @@ async def _action(request: web.Request) -> web.StreamResponse:
         visit.close()
 
 
+def _revoked(state: SimulatorState, identity: str) -> bool:
+    """The identity's role was removed after ``revoked_after[identity]`` of its requests."""
+    after = state.config.revoked_after.get(identity)
+    return after is not None and state.counters.requests_of(identity) > after
+
+
 async def _check_and_answer(
     request: web.Request, state: SimulatorState, visit: Visit
 ) -> web.StreamResponse:
@@ -101,7 +108,7 @@ async def _check_and_answer(
     identity = authenticate(request, state, visit)
     if isinstance(identity, web.Response):
         return identity
-    if identity in config.forbidden_identities:
+    if identity in config.forbidden_identities or _revoked(state, identity):
         visit.outcome("forbidden")
         return _forbidden(identity)
     rejection = check_headers(request.headers)

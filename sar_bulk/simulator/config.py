@@ -50,6 +50,9 @@ class SimulatorConfig:
     token_prefix: str = "sim"  # noqa: S105 - a prefix that marks fake tokens, not a secret
     token_lifetime: float | None = None
     forbidden_identities: frozenset[str] = frozenset()
+    # Identities whose security role is removed mid-run: after this many of their requests,
+    # every later call of the action is a 403 ({"sim-a": 20}).
+    revoked_after: Mapping[str, int] = field(default_factory=dict)
     action_missing: bool = False
 
     # Service protection, per identity.

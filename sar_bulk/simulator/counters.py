@@ -61,6 +61,11 @@ class Counters:
         self._total.enter()
         return Visit(self)
 
+    def requests_of(self, identity: str) -> int:
+        """How many requests ``identity`` has sent so far (cheap: for every request)."""
+        stats = self._identities.get(identity)
+        return stats.requests if stats is not None else 0
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "total": self._total.snapshot(),

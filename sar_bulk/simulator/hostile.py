@@ -234,6 +234,9 @@ def _throttled_with(retry_after: Callable[[], str]) -> HostileAnswer:
     return answer
 
 
+# An honest 429 with a Retry-After of a minute: a client must send nothing else meanwhile,
+# even when it met this answer in its pre-flight call rather than in the run.
+_throttled_a_minute = _throttled_with(lambda: "60")
 # 31 years: a client that obeys it closes its gate for good.
 _retry_after_huge = _throttled_with(lambda: "1000000000")
 _retry_after_negative = _throttled_with(lambda: "-30")
@@ -269,6 +272,8 @@ KINDS: dict[str, HostileAnswer] = {
     "exact-numbers": _exact_numbers,
     "foreign-type": _foreign_type,
     "repeated-records": _repeated_records,
+    # Retry-After the client must honour (throttle).
+    "throttled": _throttled_a_minute,
     # Retry-After the client must bound (throttle).
     "retry-after-huge": _retry_after_huge,
     "retry-after-negative": _retry_after_negative,
