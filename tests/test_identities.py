@@ -352,6 +352,25 @@ async def test_an_identity_whose_role_is_removed_mid_run_is_dropped(tmp_path: Pa
     assert len(dossier_names(tmp_path / "out")) == 40
 
 
+async def test_a_403_about_some_contacts_records_drops_no_identity(tmp_path: Path) -> None:
+    # Three contacts' records are out of the role's reach (a 403 about each record, the other
+    # contacts answer): their parts fail, but an identity is dropped only when its 403s come
+    # FORBIDDEN_TO_DROP in a row with nothing of it succeeding in between.
+    contacts = contact_ids(20, seed=21)
+    unreadable = {contacts[3]: "record-forbidden", contacts[9]: "record-forbidden"}
+    unreadable[contacts[15]] = "record-forbidden"
+    simulated = SimulatorConfig(seed=3, hostile_contacts=unreadable, latency=0.01)
+    environ = {"TOKEN_A": "sim-a.1", "TOKEN_B": "sim-b.1"}
+    async with Simulator(simulated) as sim:
+        config = pool_config(tmp_path, sim, TWO, 20, rate="60", window="4")
+        outcome = await run_pool(config, environ)
+    report = read_report(tmp_path / "out")
+    assert outcome.code == ExitCode.INCOMPLETE
+    assert sorted(c["contact_id"] for c in report["failed_contacts"]) == sorted(unreadable)
+    assert all(row["dropped"] is None for row in report["identities"]), report["identities"]
+    assert len(dossier_names(tmp_path / "out")) == 17
+
+
 async def test_an_export_made_by_one_identity_is_finished_by_another(tmp_path: Path) -> None:
     # Run 1 (identity a alone) creates the export requests, then gives up waiting; run 2
     # (identity b alone) finds their ids in the state and polls and downloads them.

@@ -23,7 +23,9 @@ starts.
 
 A refused identity (401 after a fresh token: ``AuthRejected``; with more than one identity also
 a credential that cannot produce a token, or the action's 403: its security role was removed
-mid-run, which the pre-flight would have dropped it for) is dropped with one warning line.
+mid-run, which the pre-flight would have dropped it for, for ``FORBIDDEN_TO_DROP`` contacts with no
+part of it succeeding in between: one 403 may be about one contact's record) is dropped with one
+warning line.
 Kept, a refused identity ends every part at once by failing it, looks the idlest and takes
 nearly every contact after that. The parts that were running on it fail with a reason that
 says so and a rerun resumes them on the others (they are not retried here: the contact's memo
@@ -64,6 +66,7 @@ from sar_bulk.logs import REDACTOR
 from sar_bulk.sources.base import ContactScope, Part, PartSink, Probe, Source
 
 __all__ = [
+    "FORBIDDEN_TO_DROP",
     "AggregateStats",
     "Identity",
     "IdentityDropped",
@@ -74,6 +77,10 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("sar_bulk.run.identities")
+
+# Contacts in a row whose parts met the action's 403 (no part of the identity succeeding in
+# between) that drop the identity: its role was taken away, not one record out of its reach.
+FORBIDDEN_TO_DROP: Final = 3
 
 # Shared by every identity unless one names its own: one tenant and one authority are the rule.
 _SHARED: Final = frozenset({"AZURE_TENANT_ID", "AZURE_AUTHORITY_HOST"})
@@ -141,6 +148,10 @@ class Identity:
     queued: int = 0  # parts in flight now
     contacts: int = 0  # contacts given to it so far
     dropped: str | None = None  # why it was dropped, or None while it is live
+    # Contacts whose parts met the action's 403 since its last part that succeeded, and the
+    # latest of them (a contact's parts all meet the same 403 about its record).
+    forbidden_contacts: int = 0
+    last_forbidden: str | None = None
 
     @property
     def live(self) -> bool:
@@ -334,11 +345,21 @@ class PooledSource:
                     identity.dropped or "refused",
                 )
             await identity.sources[self.name].fetch(scope, part, sink)
+            identity.forbidden_contacts, identity.last_forbidden = 0, None
         except (AuthRejected, CredentialError, Forbidden) as exc:
             if not isinstance(exc, AuthRejected) and pool.single:
                 raise  # one identity: a part fails, as it always did
-            if isinstance(exc, Forbidden) and type(exc) is not Forbidden:
-                raise  # a table's or an export's 403 (a subclass): may be about one row
+            if isinstance(exc, Forbidden):
+                if type(exc) is not Forbidden:
+                    raise  # a table's or an export's 403 (a subclass): may be about one row
+                # A 403 may be about one contact (a record its role may not read); only
+                # refusals for several contacts with no success in between say the role
+                # itself was taken away.
+                if identity.last_forbidden != scope.contact_id:
+                    identity.forbidden_contacts += 1
+                    identity.last_forbidden = scope.contact_id
+                if identity.forbidden_contacts < FORBIDDEN_TO_DROP:
+                    raise
             pool.refused(identity, exc)
             context = exc.context if isinstance(exc, DataverseError) else None
             raise IdentityDropped(

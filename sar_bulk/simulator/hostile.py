@@ -121,6 +121,17 @@ async def _contact_not_found(ctx: HostileContext) -> web.StreamResponse:
     return replies.error(404, "0x80040217", f"contact With Id = {ctx.contact_id} Does Not Exist")
 
 
+async def _record_forbidden(ctx: HostileContext) -> web.StreamResponse:
+    """403 about this contact's record (its owner's business unit is out of the role's reach),
+    not about the identity: its other contacts answer."""
+    return replies.error(
+        403,
+        "0x80040220",
+        f"SecLib::AccessCheckEx failed. Returned hr = -2147187962, ObjectID: {ctx.contact_id}, "
+        "OwningUser: another business unit; the caller lacks prvReadContact at that depth.",
+    )
+
+
 _BOMB_MEBIBYTES = 1536
 
 
@@ -266,6 +277,7 @@ KINDS: dict[str, HostileAnswer] = {
     "data-not-string": _data_not_string,
     "redirect": _redirect,
     "contact-not-found": _contact_not_found,
+    "record-forbidden": _record_forbidden,
     "gzip-bomb": _gzip_bomb_answer,
     "deep-nesting": _deep_nesting,
     "lone-surrogate": _lone_surrogate,
