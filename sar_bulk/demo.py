@@ -94,6 +94,10 @@ async def run_demo(
             "out": str(out_dir),
             "rate": str(DEMO_RATE),
             "restart": True,
+            # Each demo's simulator has a new port, so a new org URL: the dossiers of the last
+            # demo in this folder answer "another question" and would fail every contact. The
+            # demo's contacts are its own synthetic ids, so only its own dossiers are replaced.
+            "replace": True,
             "auth": "static-token",
             "realtime_poll": "1",
         }

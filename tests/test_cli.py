@@ -188,6 +188,22 @@ async def test_demo_of_an_outbound_org_finds_interactions(tmp_path: Path) -> Non
     assert "realtime:" not in result.stdout.split("what each source found:")[1]
 
 
+async def test_the_demo_runs_again_in_its_own_folder(tmp_path: Path) -> None:
+    """The README's second step (``sar-bulk demo --org-kind ...`` after ``sar-bulk demo``).
+
+    Each demo's simulator listens on a new port, so its org URL - part of the question a
+    dossier answers - differs from the last demo's: without replacing its own earlier
+    dossiers, every contact of the second demo failed and the demo ended with exit 1.
+    """
+    args = ["demo", "--out", str(tmp_path / "demo"), "--no-progress", "--org-kind", "dataverse"]
+    first = await run_cli(args, time_limit=300)
+    assert first.code == 0, first.stdout + first.stderr
+    again = await run_cli(args, time_limit=300)
+    assert again.code == 0, again.stdout + again.stderr
+    assert "200 dossiers written, 0 contacts failed" in again.stdout
+    assert "verified 200 dossiers" in again.stdout
+
+
 # -- what a new user meets first ------------------------------------------------------------
 
 
