@@ -340,8 +340,9 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from sar_bulk.dataverse.checking import run_check
 
-    options = tuple(o for o in RUN_OPTIONS if o.name in ("org", "auth", "timeout"))
-    settings = _settings(args, options)
+    # The file is read as a run reads it (every run option known), so the run's own config
+    # (contacts, out, rate, ...) can be checked; check uses org, auth, timeout, identities.
+    settings = _settings(args, RUN_OPTIONS)
     _start_logging({"log_level": "warning"})
     identities = settings.get("identities") or ()
     if not identities:

@@ -19,6 +19,7 @@ from sar_bulk.cli import _parser
 from sar_bulk.sources.interaction_types import ALL_TYPES
 
 TOKEN = "sim-cli.1"
+NIGHTLY = Path(__file__).resolve().parent.parent / "configs" / "nightly.toml"
 
 
 @pytest.fixture
@@ -97,6 +98,16 @@ async def test_check_reports_a_working_org(simulator_url: str) -> None:
     assert result.code == 0, result.stderr
     assert "ready" in result.stdout
     assert "x-ms-dop-hint: 8" in result.stdout
+
+
+async def test_check_reads_the_config_file_a_run_reads(simulator_url: str) -> None:
+    """``check --config`` with the shipped nightly config: a file a run uses, so it holds
+    contacts, out, rate, window, retries and logging too. check read it with only its own
+    three options and refused every such file ("unknown setting 'contacts'")."""
+    args = _static_token("check", simulator_url, "--config", str(NIGHTLY))
+    result = await run_cli(args, env=token_env(TOKEN))
+    assert result.code == 0, result.stdout + result.stderr
+    assert f"{simulator_url}: ready: " in result.stdout
 
 
 async def test_check_names_a_refused_token_without_showing_it(simulator_url: str) -> None:
