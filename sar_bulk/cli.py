@@ -557,7 +557,16 @@ def _status(args: argparse.Namespace) -> int:
 
     if args.state is None and args.out is None:
         raise ConfigError("give the output folder (sar-bulk status OUT) or --state PATH")
-    files = [args.state] if args.state is not None else state_files(args.out)
+    if args.state is None and is_container_url(args.out):
+        from sar_bulk.output.url import ContainerUrl
+
+        url = ContainerUrl.parse(args.out)
+        work = Path("sar-bulk-work", url.account, url.container, *url.prefix.split("/"))
+        raise ConfigError(
+            f"{args.out} is a blob container: the run keeps its state in its --work folder "
+            f"(default {work}); give that folder: sar-bulk status WORK"
+        )
+    files = [args.state] if args.state is not None else state_files(Path(args.out))
     report = read_status(files, today=datetime.now(UTC).date(), limit=args.limit)
     if args.json:
         print(scrub(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode()))
@@ -575,7 +584,10 @@ def _status_parser(sub: Any) -> None:
         "overdue first, then due within 7 days, then the next ones. Exit 1 when a request is "
         "overdue.",
     )
-    status.add_argument("out", nargs="?", type=Path, metavar="OUT", help="the run's --out folder")
+    # A string, not a Path: a container URL given as OUT must reach _status uncut ("https:/").
+    status.add_argument(
+        "out", nargs="?", metavar="OUT", help="the run's --out folder (--work for a container)"
+    )
     status.add_argument("--state", type=Path, metavar="PATH", help="a state file instead of OUT's")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
