@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import types
 import typing
@@ -253,7 +254,8 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     # The default is shown by hand: argparse's own default must stay None, so that resolve()
     # can tell a flag that was not given from one that was (flag > environment > file).
     default = ""
-    if not option.is_switch and "default" not in option.help:
+    # "default:" or "(default ", not "default": --auth's help lists a kind named default.
+    if not option.is_switch and not re.search(r"default:|\(default ", option.help):
         if option.default is not None:
             shown = _shown_default(option.default)
         else:
