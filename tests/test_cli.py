@@ -213,6 +213,8 @@ async def test_the_demo_runs_again_in_its_own_folder(tmp_path: Path) -> None:
     assert again.code == 0, again.stdout + again.stderr
     assert "200 dossiers written, 0 contacts failed" in again.stdout
     assert "verified 200 dossiers" in again.stdout
+    # Its own earlier dossiers are removed first: not 200 warnings of dossiers kept or replaced.
+    assert "dossier." not in again.stderr
 
 
 # -- what a new user meets first ------------------------------------------------------------
