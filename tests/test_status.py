@@ -142,6 +142,16 @@ async def test_status_of_a_container_url_points_at_the_work_folder() -> None:
     assert "https:/acct" not in result.stderr
 
 
+async def test_status_with_a_folder_as_state_says_to_give_it_as_out(tmp_path: Path) -> None:
+    """--state OUT (the folder, not its state file) was "not a regular file (a link or a
+    pipe?)", which sends the operator looking for links."""
+    result = await run_cli(["status", "--state", str(tmp_path)])
+    assert result.code == ExitCode.USAGE, result.explain()
+    assert f"the state file {tmp_path} is a folder" in result.stderr
+    assert f"sar-bulk status {tmp_path}" in result.stderr
+    assert "link" not in result.stderr
+
+
 def test_a_state_without_deadlines_says_so(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     a, b = contact_ids(2)
