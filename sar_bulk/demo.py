@@ -143,8 +143,14 @@ def _remove_earlier_dossiers(out_dir: Path) -> None:
     Each demo's simulator listens on a new port, so its org URL - part of the question a dossier
     answers - is new: a run never silently replaces a dossier that answers another question, so
     every contact of a second demo in the same folder failed. The demo's contacts are synthetic
-    ids of its own list, and only regular files at their dossier names are removed.
+    ids of its own list, and only regular files at their dossier names are removed, in a
+    folder that is one itself (a link there is refused by the run: nothing is removed first).
     """
+    try:
+        if not stat.S_ISDIR(os.lstat(out_dir).st_mode):
+            return
+    except OSError:
+        return  # no folder yet: nothing to remove
     with demo_contacts().open(encoding="utf-8", newline="") as handle:
         rows = csv.reader(handle)
         next(rows, None)  # the header

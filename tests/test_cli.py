@@ -217,6 +217,21 @@ async def test_the_demo_runs_again_in_its_own_folder(tmp_path: Path) -> None:
     assert "dossier." not in again.stderr
 
 
+async def test_a_demo_refused_its_out_removes_nothing_first(tmp_path: Path) -> None:
+    """The demo removes its earlier dossiers before it runs, but not through a link the run
+    then refuses as --out: a refused run leaves everything as it was."""
+    real = tmp_path / "real"
+    real.mkdir()
+    kept = real / "f38b2ffc-80a4-4f5a-91c9-bc701e7ea419.zip"  # a contact of the demo's list
+    kept.write_bytes(b"an earlier dossier")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    result = await run_cli(["demo", "--out", str(link), "--no-progress"], time_limit=120)
+    assert result.code == 2, result.stdout + result.stderr
+    assert "symbolic link" in result.stderr
+    assert kept.read_bytes() == b"an earlier dossier"
+
+
 # -- what a new user meets first ------------------------------------------------------------
 
 
