@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import types
 import typing
@@ -253,7 +254,8 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     # The default is shown by hand: argparse's own default must stay None, so that resolve()
     # can tell a flag that was not given from one that was (flag > environment > file).
     default = ""
-    if not option.is_switch and "default" not in option.help:
+    # "default:" or "(default ", not "default": --auth's help lists a kind named default.
+    if not option.is_switch and not re.search(r"default:|\(default ", option.help):
         if option.default is not None:
             shown = _shown_default(option.default)
         else:
@@ -340,8 +342,9 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from sar_bulk.dataverse.checking import run_check
 
-    options = tuple(o for o in RUN_OPTIONS if o.name in ("org", "auth", "timeout"))
-    settings = _settings(args, options)
+    # The file is read as a run reads it (every run option known), so the run's own config
+    # (contacts, out, rate, ...) can be checked; check uses org, auth, timeout, identities.
+    settings = _settings(args, RUN_OPTIONS)
     _start_logging({"log_level": "warning"})
     identities = settings.get("identities") or ()
     if not identities:
@@ -556,7 +559,16 @@ def _status(args: argparse.Namespace) -> int:
 
     if args.state is None and args.out is None:
         raise ConfigError("give the output folder (sar-bulk status OUT) or --state PATH")
-    files = [args.state] if args.state is not None else state_files(args.out)
+    if args.state is None and is_container_url(args.out):
+        from sar_bulk.output.url import ContainerUrl
+
+        url = ContainerUrl.parse(args.out)
+        work = Path("sar-bulk-work", url.account, url.container, *url.prefix.split("/"))
+        raise ConfigError(
+            f"{args.out} is a blob container: the run keeps its state in its --work folder "
+            f"(default {work}); give that folder: sar-bulk status WORK"
+        )
+    files = [args.state] if args.state is not None else state_files(Path(args.out))
     report = read_status(files, today=datetime.now(UTC).date(), limit=args.limit)
     if args.json:
         print(scrub(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode()))
@@ -574,7 +586,10 @@ def _status_parser(sub: Any) -> None:
         "overdue first, then due within 7 days, then the next ones. Exit 1 when a request is "
         "overdue.",
     )
-    status.add_argument("out", nargs="?", type=Path, metavar="OUT", help="the run's --out folder")
+    # A string, not a Path: a container URL given as OUT must reach _status uncut ("https:/").
+    status.add_argument(
+        "out", nargs="?", metavar="OUT", help="the run's --out folder (--work for a container)"
+    )
     status.add_argument("--state", type=Path, metavar="PATH", help="a state file instead of OUT's")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(

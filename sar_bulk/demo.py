@@ -16,8 +16,11 @@ a minute.
 
 from __future__ import annotations
 
+import asyncio
+import csv
 import dataclasses
 import os
+import stat
 import zipfile
 from collections import Counter
 from collections.abc import Iterable
@@ -32,6 +35,7 @@ from sar_bulk.answer.sample import sample_statement
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
 from sar_bulk.dataverse.auth import StaticTokenCredential
 from sar_bulk.dossier.verify import iter_dossiers, verify_dossier
+from sar_bulk.guids import canonical_guid
 from sar_bulk.run.runner import ExitCode, execute_run
 from sar_bulk.simulator import Simulator, SimulatorConfig
 from sar_bulk.simulator.tables import OrgKind
@@ -87,6 +91,7 @@ async def run_demo(
         f"per {simulated.window_seconds:g} s; engine told {DEMO_RATE:g} requests/s",
         file=out,
     )
+    await asyncio.to_thread(_remove_earlier_dossiers, out_dir)
     async with Simulator(simulated) as simulator:
         flags = {
             "org": simulator.base_url,
@@ -130,6 +135,37 @@ async def run_demo(
     for line in _found_by_source(r.path for r in results if r.ok):
         print(line, file=out)
     return ExitCode.INCOMPLETE if bad else outcome.code
+
+
+def _remove_earlier_dossiers(out_dir: Path) -> None:
+    """Remove the dossiers an earlier demo left in ``out_dir`` (its own contacts' only).
+
+    Each demo's simulator listens on a new port, so its org URL - part of the question a dossier
+    answers - is new: a run never silently replaces a dossier that answers another question, so
+    every contact of a second demo in the same folder failed. The demo's contacts are synthetic
+    ids of its own list, and only regular files at their dossier names are removed, in a
+    folder that is one itself (a link there is refused by the run: nothing is removed first).
+    """
+    try:
+        if not stat.S_ISDIR(os.lstat(out_dir).st_mode):
+            return
+    except OSError:
+        return  # no folder yet: nothing to remove
+    with demo_contacts().open(encoding="utf-8", newline="") as handle:
+        rows = csv.reader(handle)
+        next(rows, None)  # the header
+        for row in rows:
+            try:
+                contact = canonical_guid(row[0])
+            except (ValueError, IndexError):
+                continue
+            for name in (f"{contact}.zip", f"{contact}.zip.age"):
+                path = out_dir / name
+                try:
+                    if stat.S_ISREG(os.lstat(path).st_mode):
+                        path.unlink()
+                except OSError:
+                    continue  # none there, or out_dir is no folder: the run's checks say so
 
 
 _KIND_WORDS = {

@@ -19,6 +19,7 @@ from sar_bulk.cli import _parser
 from sar_bulk.sources.interaction_types import ALL_TYPES
 
 TOKEN = "sim-cli.1"
+NIGHTLY = Path(__file__).resolve().parent.parent / "configs" / "nightly.toml"
 
 
 @pytest.fixture
@@ -97,6 +98,16 @@ async def test_check_reports_a_working_org(simulator_url: str) -> None:
     assert result.code == 0, result.stderr
     assert "ready" in result.stdout
     assert "x-ms-dop-hint: 8" in result.stdout
+
+
+async def test_check_reads_the_config_file_a_run_reads(simulator_url: str) -> None:
+    """``check --config`` with the shipped nightly config: a file a run uses, so it holds
+    contacts, out, rate, window, retries and logging too. check read it with only its own
+    three options and refused every such file ("unknown setting 'contacts'")."""
+    args = _static_token("check", simulator_url, "--config", str(NIGHTLY))
+    result = await run_cli(args, env=token_env(TOKEN))
+    assert result.code == 0, result.stdout + result.stderr
+    assert f"{simulator_url}: ready: " in result.stdout
 
 
 async def test_check_names_a_refused_token_without_showing_it(simulator_url: str) -> None:
@@ -188,6 +199,39 @@ async def test_demo_of_an_outbound_org_finds_interactions(tmp_path: Path) -> Non
     assert "realtime:" not in result.stdout.split("what each source found:")[1]
 
 
+async def test_the_demo_runs_again_in_its_own_folder(tmp_path: Path) -> None:
+    """The README's second step (``sar-bulk demo --org-kind ...`` after ``sar-bulk demo``).
+
+    Each demo's simulator listens on a new port, so its org URL - part of the question a
+    dossier answers - differs from the last demo's: without replacing its own earlier
+    dossiers, every contact of the second demo failed and the demo ended with exit 1.
+    """
+    args = ["demo", "--out", str(tmp_path / "demo"), "--no-progress", "--org-kind", "dataverse"]
+    first = await run_cli(args, time_limit=300)
+    assert first.code == 0, first.stdout + first.stderr
+    again = await run_cli(args, time_limit=300)
+    assert again.code == 0, again.stdout + again.stderr
+    assert "200 dossiers written, 0 contacts failed" in again.stdout
+    assert "verified 200 dossiers" in again.stdout
+    # Its own earlier dossiers are removed first: not 200 warnings of dossiers kept or replaced.
+    assert "dossier." not in again.stderr
+
+
+async def test_a_demo_refused_its_out_removes_nothing_first(tmp_path: Path) -> None:
+    """The demo removes its earlier dossiers before it runs, but not through a link the run
+    then refuses as --out: a refused run leaves everything as it was."""
+    real = tmp_path / "real"
+    real.mkdir()
+    kept = real / "f38b2ffc-80a4-4f5a-91c9-bc701e7ea419.zip"  # a contact of the demo's list
+    kept.write_bytes(b"an earlier dossier")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    result = await run_cli(["demo", "--out", str(link), "--no-progress"], time_limit=120)
+    assert result.code == 2, result.stdout + result.stderr
+    assert "symbolic link" in result.stderr
+    assert kept.read_bytes() == b"an earlier dossier"
+
+
 # -- what a new user meets first ------------------------------------------------------------
 
 
@@ -205,7 +249,9 @@ def test_every_flag_is_described_with_its_default(command: str) -> None:
             continue
         assert action.help, f"{command} {action.option_strings[0]} has no description"
         if not isinstance(action, argparse._StoreTrueAction):  # a switch is off unless given
-            assert "default" in action.help, f"{command} {action.option_strings[0]}: no default"
+            # "default:" or "(default ", not "default": --auth's kinds include one named default.
+            said = re.search(r"default:|\(default ", action.help)
+            assert said, f"{command} {action.option_strings[0]}: no default"
 
 
 async def test_simulate_says_how_to_form_a_token_it_accepts() -> None:

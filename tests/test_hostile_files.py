@@ -34,6 +34,7 @@ from support import (
 from sar_bulk.dates import DateRange
 from sar_bulk.errors import ConfigError, InputError
 from sar_bulk.run.contacts import ContactReader, ContactRow
+from sar_bulk.run.paths import create_private_folder
 from sar_bulk.run.report import RunTotals, outcome_text, summary_line
 from sar_bulk.run.run_lock import FOLDER_LOCK, RunLock
 from sar_bulk.run.runner import ExitCode, execute_run
@@ -127,6 +128,15 @@ async def test_a_bad_state_is_exit_2_before_any_request_or_folder(
         tmp_path, "--state", str(state), out=tmp_path / "new" / "out"
     )
     assert "--state" in line
+
+
+def test_an_out_the_system_will_not_create_is_a_config_error_not_a_traceback() -> None:
+    """The checks ahead judge by ``os.access``, which cannot see every refusal: /proc passes
+    them for root, as do a full disk or an NFS export that squashes root. mkdir's own error
+    was a traceback from the thread that makes the folder."""
+    out = Path("/proc/sar-bulk-no-such-folder/out")
+    with pytest.raises(ConfigError, match=r"^--out /proc/sar-bulk-no-such-folder/out cannot be"):
+        create_private_folder(out)
 
 
 async def test_two_runs_with_different_state_files_cannot_share_an_out(tmp_path: Path) -> None:

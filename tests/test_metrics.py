@@ -8,6 +8,8 @@ while it works, and every kind of counter has something to count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from support import contact_ids, read_report, write_csv
 
 from sar_bulk.config import RUN_OPTIONS, resolve
 from sar_bulk.errors import ConfigError
-from sar_bulk.run.metrics import MetricsSettings
+from sar_bulk.run.metrics import MetricsSettings, RunMetrics
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.simulator import Simulator, SimulatorConfig
 from sar_bulk.sources.interaction_types import ALL_TYPES
@@ -259,3 +261,32 @@ def test_a_textfile_in_a_missing_folder_is_refused_before_the_run(tmp_path: Path
     assert not MetricsSettings.from_settings(
         resolve(RUN_OPTIONS, flags={}, environ={}, config_file=None)
     ).enabled
+
+
+async def test_a_fifo_or_link_planted_at_the_textfile_is_not_read_and_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """The last-success time is carried over from the previous file: reading a FIFO planted at
+    its name blocked the end of the run until something wrote to the pipe (the pod's deadline,
+    in Kubernetes), and a link was followed to whatever it pointed at."""
+    fifo = tmp_path / "fifo.prom"
+    os.mkfifo(fifo)
+    secret = tmp_path / "elsewhere.prom"
+    secret.write_text('sar_bulk_last_success_timestamp_seconds{shard="all"} 42.0\n', "utf-8")
+    link = tmp_path / "link.prom"
+    link.symlink_to(secret)
+    try:
+        for path in (fifo, link):
+            metrics = RunMetrics(MetricsSettings(textfile=path), shard=None)
+            async with asyncio.timeout(10):
+                await metrics.stop(ExitCode.INCOMPLETE)
+            assert not path.is_symlink(), path
+            assert path.is_file(), path
+            samples = _samples(path.read_text("utf-8"))
+            assert _value(samples, "sar_bulk_run_exit_code", shard="all") == ExitCode.INCOMPLETE
+            assert not any(name == "sar_bulk_last_success_timestamp_seconds" for name, _ in samples)
+    finally:
+        # A reader still blocked on the pipe (the bug) is let go, so the test ends either way.
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert secret.read_text("utf-8").endswith("42.0\n")

@@ -130,6 +130,28 @@ async def test_status_without_a_state_or_with_another_file_is_a_usage_error(
     assert not (tmp_path / "other.sqlite-wal").exists()
 
 
+async def test_status_of_a_container_url_points_at_the_work_folder() -> None:
+    """The nightly's OUT is a container URL (its state is in --work): status said the URL, cut
+    to "https:/...", "has no state folder" without saying where the state is."""
+    url = "https://acct.blob.core.windows.net/dossiers/nightly"
+    result = await run_cli(["status", url])
+    assert result.code == ExitCode.USAGE, result.explain()
+    assert f"{url} is a blob container" in result.stderr
+    assert "--work folder" in result.stderr
+    assert "sar-bulk-work/acct/dossiers/nightly" in result.stderr
+    assert "https:/acct" not in result.stderr
+
+
+async def test_status_with_a_folder_as_state_says_to_give_it_as_out(tmp_path: Path) -> None:
+    """--state OUT (the folder, not its state file) was "not a regular file (a link or a
+    pipe?)", which sends the operator looking for links."""
+    result = await run_cli(["status", "--state", str(tmp_path)])
+    assert result.code == ExitCode.USAGE, result.explain()
+    assert f"the state file {tmp_path} is a folder" in result.stderr
+    assert f"sar-bulk status {tmp_path}" in result.stderr
+    assert "link" not in result.stderr
+
+
 def test_a_state_without_deadlines_says_so(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     a, b = contact_ids(2)

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -66,6 +68,8 @@ DEFAULT_IDENTITY = "default"
 LAST_SUCCESS = "sar_bulk_last_success_timestamp_seconds"
 # Always present (at 0) so that rate() and alerts see the series before the first 429.
 _KNOWN_LIMITS = ("requests", "execution-time", "concurrency")
+# The previous textfile is a few KiB (a few dozen samples per identity); more is not ours.
+_MAX_PREVIOUS = 1 << 20
 _log = structlog.get_logger("sar_bulk.run.metrics")
 
 
@@ -287,11 +291,24 @@ def _bound_port(runner: web.AppRunner) -> int | None:
 
 
 def _previous_success(path: Path, collector: RunCollector) -> float | None:
-    """The last-success time the previous run of this shard left in ``path``, if any."""
+    """The last-success time the previous run of this shard left in ``path``, if any.
+
+    Only a regular file is read, never through a link, and only its first ``_MAX_PREVIOUS``
+    bytes: a FIFO planted at the name would block the end of the run until the pod's deadline,
+    and a link would be followed anywhere. The new file replaces either (a rename).
+    """
     try:
-        text = path.read_text("utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # no earlier file (the first run), or a link: nothing to carry over
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        text = os.read(fd, _MAX_PREVIOUS).decode("utf-8")
     except (OSError, UnicodeDecodeError):
-        return None  # no earlier file (the first run), or not one we can read
+        return None  # not one we can read
+    finally:
+        os.close(fd)
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:

@@ -32,8 +32,12 @@ def check_run_paths(out: Path, state: Path) -> None:
     _check_state(state)
 
 
-def create_private_folder(path: Path) -> None:
-    """Create ``path`` and its missing parents with mode 0700 (mkdir's mode obeys the umask)."""
+def create_private_folder(path: Path, flag: str = "--out") -> None:
+    """Create ``path`` and its missing parents with mode 0700 (mkdir's mode obeys the umask).
+
+    ``ConfigError`` naming ``flag`` when the system refuses: ``check_run_paths`` judges by
+    ``os.access``, which passes for root on an NFS export that squashes root, a full disk, /proc.
+    """
     missing: list[Path] = []
     current = path
     while not current.exists():
@@ -46,6 +50,10 @@ def create_private_folder(path: Path) -> None:
             folder.mkdir(mode=0o700)
         except FileExistsError:
             continue  # another run (a shard) made it meanwhile
+        except OSError as exc:
+            raise ConfigError(
+                f"{flag} {path} cannot be created: {folder}: {exc.strerror or exc}"
+            ) from None
         folder.chmod(0o700)
 
 

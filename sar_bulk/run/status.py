@@ -195,6 +195,11 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         raise ConfigError(f"the state file {path} does not exist") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(
+            f"the state file {path} is a folder: give an output folder without --state "
+            f"(sar-bulk status {path}), or its .sar-bulk/state.sqlite as --state"
+        )
     if not stat.S_ISREG(mode):
         raise ConfigError(f"the state file {path} is not a regular file (a link or a pipe?)")
     in_use = path.with_name(path.name + "-wal").exists()
