@@ -841,3 +841,25 @@ async def test_an_untrusted_token_endpoint_is_a_credential_error(
     assert "CERTIFICATE_VERIFY_FAILED" in message
     assert "check the network path to the identity endpoint" in message
     assert SECRET not in "".join(traceback.format_exception(caught.value))
+
+
+async def test_a_missing_federated_token_file_points_at_the_file_not_the_network(
+    tmp_path: Path,
+) -> None:
+    # A pod without the workload-identity webhook's projected token: the real credential reads
+    # a file that is not there. The advice is the credential's (it names the variable), not
+    # "check the network path", which would send the operator to look at proxies.
+    missing = tmp_path / "azure-identity-token"
+    environ = {
+        "AZURE_TENANT_ID": TENANT,
+        "AZURE_CLIENT_ID": CLIENT,
+        "AZURE_FEDERATED_TOKEN_FILE": str(missing),
+    }
+    credential = build_credential(AuthKind.WORKLOAD_IDENTITY, environ)
+    async with TokenProvider(credential, SCOPE) as tokens:
+        with pytest.raises(CredentialError) as caught:
+            await tokens.token()
+    message = str(caught.value)
+    assert "FileNotFoundError" in message
+    assert "AZURE_FEDERATED_TOKEN_FILE" in message
+    assert "network path" not in message

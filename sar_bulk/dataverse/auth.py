@@ -290,6 +290,9 @@ _NETWORK_ADVICE: Final = (
     "AZURE_AUTHORITY_HOST)"
 )
 _NETWORK_ERRORS: Final = (ServiceRequestError, ServiceResponseError, OSError, TimeoutError)
+# OSErrors about a file the credential reads (the federated token, the certificate): the
+# credential's own advice names it, the network's would send the operator the wrong way.
+_FILE_ERRORS: Final = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,7 +489,7 @@ class TokenProvider:
         detail = _scrub(" ".join(str(exc).split()), known) or "no details"
         if len(detail) > _DETAIL_MAX:
             detail = detail[: _DETAIL_MAX - 3] + "..."
-        if isinstance(exc, _NETWORK_ERRORS):
+        if isinstance(exc, _NETWORK_ERRORS) and not isinstance(exc, _FILE_ERRORS):
             advice = _NETWORK_ADVICE
         else:
             advice = _ADVICE.get(type(self._credential).__name__, _DEFAULT_ADVICE)
