@@ -37,7 +37,7 @@ They never contain a token, a secret or interaction content.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Self
+from typing import Final, Self, TypeVar
 
 __all__ = [
     "LIMIT_CODES",
@@ -132,6 +132,9 @@ class RequestContext:
         return where if self.page == 1 else f"{where} (page {self.page})"
 
 
+_E = TypeVar("_E", bound="DataverseError")
+
+
 class DataverseError(SarBulkError):
     """One call to the org failed.
 
@@ -154,6 +157,14 @@ class DataverseError(SarBulkError):
         self.status = status
         self.code = code
         super().__init__(self._message())
+
+    def retold(
+        self, kind: type[_E], what: str = "", *, context: RequestContext | None = None
+    ) -> _E:
+        """The same answer as a ``kind`` (whose advice fits the caller), its detail told as
+        ``what: detail`` (the detail alone without ``what``), about ``context`` if given."""
+        detail = f"{what}: {self.detail}" if what else self.detail
+        return kind(context or self.context, detail, status=self.status, code=self.code)
 
     def with_detail(self, detail: str) -> Self:
         """The same error with another ``detail`` (e.g. the server's text with values taken out)."""

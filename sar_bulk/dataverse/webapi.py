@@ -346,13 +346,13 @@ class WebApi:
         if answer.status == 404:
             # classify_error speaks of the retired action; here a 404 is a table or a row, and
             # neither may stop the run.
-            raise ResourceMissing(context, error.detail, status=error.status, code=error.code)
+            raise error.retold(ResourceMissing)
         if isinstance(error, Forbidden):
             # classify_error's advice is the retired action's ("a role that may run the action").
-            raise ReadForbidden(context, error.detail, status=error.status, code=error.code)
+            raise error.retold(ReadForbidden)
         if isinstance(error, BadRequest):
             # classify_error's advice is about the action's contact id, types and dates.
-            raise QueryRefused(context, error.detail, status=error.status, code=error.code)
+            raise error.retold(QueryRefused)
         raise error
 
 

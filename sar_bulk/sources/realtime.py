@@ -235,11 +235,8 @@ class RealtimeSource:
             try:
                 result = await api.download(url, write=write, max_bytes=self._max_file_bytes)
             except Forbidden as error:
-                raise ExportForbidden(
-                    error.context,
-                    f"downloading export request {request_id}'s file: {error.detail}",
-                    status=error.status,
-                    code=error.code,
+                raise error.retold(
+                    ExportForbidden, f"downloading export request {request_id}'s file"
                 ) from None
             exports.append(
                 {
@@ -264,11 +261,8 @@ class RealtimeSource:
         try:
             self._schema = await self._schemas.get(api)
         except Forbidden as error:
-            raise ExportForbidden(
-                context,
-                f"reading the metadata of {LOGICAL_NAME}: {error.detail}",
-                status=error.status,
-                code=error.code,
+            raise error.retold(
+                ExportForbidden, f"reading the metadata of {LOGICAL_NAME}", context=context
             ) from None
         except ResourceMissing as error:
             raise ExportFailed(
@@ -333,18 +327,12 @@ class RealtimeSource:
         try:
             return await api.call(attempt)
         except Forbidden as error:
-            raise ExportForbidden(
-                error.context,
-                f"creating an export request ({LOGICAL_NAME}): {error.detail}",
-                status=error.status,
-                code=error.code,
+            raise error.retold(
+                ExportForbidden, f"creating an export request ({LOGICAL_NAME})"
             ) from None
         except QueryRefused as error:
-            raise QueryRefused(
-                error.context,
-                f"creating an export request ({LOGICAL_NAME}): {error.detail}",
-                status=error.status,
-                code=error.code,
+            raise error.retold(
+                QueryRefused, f"creating an export request ({LOGICAL_NAME})"
             ) from None
 
     async def _lookup(self, api: WebApi, schema: GdprSchema, name: str) -> str | None:
@@ -398,11 +386,8 @@ class RealtimeSource:
                 # The query was about every waiting request of the run: say which contact and
                 # what it means for it, with this source's advice (not the action's).
                 kind = ExportForbidden if isinstance(first, Forbidden) else ExportFailed
-                raise kind(
-                    context,
-                    f"reading the progress of its export requests: {first.detail}",
-                    status=first.status,
-                    code=first.code,
+                raise first.retold(
+                    kind, "reading the progress of its export requests", context=context
                 ) from None
             raise first from None
         return [task.result() for task in tasks]

@@ -478,19 +478,9 @@ class RecordsSource:
                     return "not present"
                 raise
             except Forbidden as error:
-                raise TableForbidden(
-                    error.context,
-                    f"reading {table} ({entity_set}): {error.detail}",
-                    status=error.status,
-                    code=error.code,
-                ) from None
+                raise error.retold(TableForbidden, f"reading {table} ({entity_set})") from None
             except QueryRefused as error:
-                raise QueryRefused(
-                    error.context,
-                    f"querying {table} ({entity_set}): {error.detail}",
-                    status=error.status,
-                    code=error.code,
-                ) from None
+                raise error.retold(QueryRefused, f"querying {table} ({entity_set})") from None
         return count
 
 
