@@ -240,7 +240,7 @@ class Engine:
                     extension_column=config.extension_column,
                     name_column=config.name_column,
                     received_format=config.received_format,
-                    today=latest_date(self._now()),  # today where the controller is
+                    today=latest_date(self._now()),  # the latest date anywhere (UTC+14)
                 )
                 self.column = await asyncio.to_thread(reader.detect)
                 optional = reader.optional_columns
