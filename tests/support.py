@@ -6,6 +6,7 @@ Running the ``sar-bulk`` command as a process lives beside this, in ``cli_suppor
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import random
@@ -14,7 +15,7 @@ import zipfile
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,15 @@ from azure.core.credentials import AccessToken
 from sar_bulk.config import RUN_OPTIONS, RunConfig, resolve
 from sar_bulk.dataverse.auth import TokenProvider
 from sar_bulk.dataverse.client import DataverseClient
+from sar_bulk.dataverse.fetcher import Fetcher
 from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
 from sar_bulk.dataverse.org import OrgUrl
+from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.dossier.format import PARTIAL_PREFIX
 from sar_bulk.dossier.verify import verify_dossier
 from sar_bulk.run.runner import RunOutcome, execute_run
 from sar_bulk.simulator import Dataset, Simulator, SimulatorConfig
+from sar_bulk.sources.base import SourceDeps
 from sar_bulk.sources.interaction_types import ALL_TYPES, InteractionType
 
 FAR_FUTURE = 4_102_444_800  # 2100-01-01: these fake tokens never expire on the client's side
@@ -91,6 +95,24 @@ async def client_rig(
                 OrgHttp(session, org, tokens, timeouts=timeouts), max_pages=max_pages
             )
             yield ClientRig(simulator, client, tokens, credential, session)
+
+
+@asynccontextmanager
+async def engine_deps(config: RunConfig) -> AsyncIterator[SourceDeps]:
+    """What a source needs for an ``Engine`` of ``config``: a real session to the simulator, the
+    identity's token provider, throttle and fetcher, the real clocks (one identity, no pool)."""
+    loop = asyncio.get_running_loop()
+    async with (
+        TokenProvider(RotatingCredential(), config.org.scope) as tokens,
+        create_session(Timeouts()) as session,
+    ):
+        http = OrgHttp(session, config.org, tokens)
+        fetcher = Fetcher(
+            DataverseClient(http), Throttle(config.throttle, clock=loop.time), config.retry
+        )
+        yield SourceDeps(
+            http, fetcher, config.source_settings, datetime.now, loop.time, asyncio.sleep
+        )
 
 
 def contact_ids(count: int, seed: int = 0) -> list[str]:

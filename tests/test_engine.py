@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import orjson
@@ -12,6 +12,7 @@ from support import (
     RotatingCredential,
     assert_exact_dossier,
     contact_ids,
+    engine_deps,
     read_report,
     run_config,
     run_engine,
@@ -303,28 +304,13 @@ async def test_shards_are_disjoint_and_cover_the_input(tmp_path: Path) -> None:
 async def test_stop_request_cancels_quickly_and_keeps_finished_work(tmp_path: Path) -> None:
     import asyncio
 
-    from sar_bulk.dataverse.auth import TokenProvider
-    from sar_bulk.dataverse.client import DataverseClient
-    from sar_bulk.dataverse.fetcher import Fetcher
-    from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
-    from sar_bulk.dataverse.throttle import Throttle
-    from sar_bulk.sources.base import SourceDeps
     from sar_bulk.sources.interactions import InteractionsSource
 
     ids = contact_ids(40)
     async with Simulator(unlimited(seed=5, latency=0.05)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         config = run_config(sim, csv, tmp_path / "out", rate=200)
-        loop = asyncio.get_running_loop()
-        async with (
-            TokenProvider(RotatingCredential(), config.org.scope) as tokens,
-            create_session(Timeouts()) as session,
-        ):
-            http = OrgHttp(session, config.org, tokens)
-            client = DataverseClient(http)
-            fetcher = Fetcher(client, Throttle(config.throttle, clock=loop.time), config.retry)
-            now = datetime.now
-            deps = SourceDeps(http, fetcher, config.source_settings, now, loop.time, asyncio.sleep)
+        async with engine_deps(config) as deps:
             engine = Engine(config, [InteractionsSource(deps)])
             running = asyncio.create_task(engine.run())
             while engine.totals.succeeded < 2:  # noqa: ASYNC110 (polls the engine's counter)
@@ -445,12 +431,7 @@ async def test_a_done_dossier_swapped_for_another_valid_one_is_fetched_again(
 async def test_a_parked_part_lets_other_contacts_through_a_window_of_one(tmp_path: Path) -> None:
     import asyncio
 
-    from sar_bulk.dataverse.auth import TokenProvider
-    from sar_bulk.dataverse.client import DataverseClient
-    from sar_bulk.dataverse.fetcher import Fetcher
-    from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
-    from sar_bulk.dataverse.throttle import Throttle
-    from sar_bulk.sources.base import ContactScope, Part, PartSink, SourceDeps
+    from sar_bulk.sources.base import ContactScope, Part, PartSink
     from sar_bulk.sources.interactions import InteractionsSource
 
     ids = contact_ids(4)
@@ -470,17 +451,7 @@ async def test_a_parked_part_lets_other_contacts_through_a_window_of_one(tmp_pat
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         config = run_config(sim, csv, tmp_path / "out", window=1, types="EmailSent")
-        loop = asyncio.get_running_loop()
-        async with (
-            TokenProvider(RotatingCredential(), config.org.scope) as tokens,
-            create_session(Timeouts()) as session,
-        ):
-            http = OrgHttp(session, config.org, tokens)
-            fetcher = Fetcher(
-                DataverseClient(http), Throttle(config.throttle, clock=loop.time), config.retry
-            )
-            now = datetime.now
-            deps = SourceDeps(http, fetcher, config.source_settings, now, loop.time, asyncio.sleep)
+        async with engine_deps(config) as deps:
             result = await asyncio.wait_for(Engine(config, [Parking(deps)]).run(), 20)
     assert result.totals.succeeded == 4
     for cid in ids:
@@ -494,12 +465,7 @@ async def test_an_unforeseen_error_in_one_part_fails_that_contact_only(tmp_path:
     # part it came from, with a reason, and never cancel the other contacts in flight.
     import asyncio
 
-    from sar_bulk.dataverse.auth import TokenProvider
-    from sar_bulk.dataverse.client import DataverseClient
-    from sar_bulk.dataverse.fetcher import Fetcher
-    from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
-    from sar_bulk.dataverse.throttle import Throttle
-    from sar_bulk.sources.base import ContactScope, Part, PartSink, SourceDeps
+    from sar_bulk.sources.base import ContactScope, Part, PartSink
     from sar_bulk.sources.interactions import InteractionsSource
 
     ids = contact_ids(4)
@@ -513,18 +479,7 @@ async def test_an_unforeseen_error_in_one_part_fails_that_contact_only(tmp_path:
     async with Simulator(unlimited(seed=5)) as sim:
         csv = write_csv(tmp_path / "c.csv", ids)
         config = run_config(sim, csv, tmp_path / "out", window=4, types="EmailSent")
-        loop = asyncio.get_running_loop()
-        async with (
-            TokenProvider(RotatingCredential(), config.org.scope) as tokens,
-            create_session(Timeouts()) as session,
-        ):
-            http = OrgHttp(session, config.org, tokens)
-            fetcher = Fetcher(
-                DataverseClient(http), Throttle(config.throttle, clock=loop.time), config.retry
-            )
-            deps = SourceDeps(
-                http, fetcher, config.source_settings, datetime.now, loop.time, asyncio.sleep
-            )
+        async with engine_deps(config) as deps:
             result = await asyncio.wait_for(Engine(config, [Breaking(deps)]).run(), 20)
     assert result.crashed is None
     assert result.stopped_by is None

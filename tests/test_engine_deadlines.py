@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from support import (
-    RotatingCredential,
     contact_ids,
+    engine_deps,
     read_report,
     run_config,
     run_engine,
@@ -22,11 +22,6 @@ from support import (
 )
 
 from sar_bulk.config import RunConfig
-from sar_bulk.dataverse.auth import TokenProvider
-from sar_bulk.dataverse.client import DataverseClient
-from sar_bulk.dataverse.fetcher import Fetcher
-from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
-from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.dossier.format import Subject
 from sar_bulk.dossier.writer import DossierRequest, DossierWriter
 from sar_bulk.run import engine as engine_module
@@ -35,7 +30,7 @@ from sar_bulk.run.report import deadline_section, summary_line
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.run.state import run_counts
 from sar_bulk.simulator import Simulator
-from sar_bulk.sources.base import ContactScope, Part, PartSink, SourceDeps
+from sar_bulk.sources.base import ContactScope, Part, PartSink
 from sar_bulk.sources.interactions import InteractionsSource
 
 NOW = datetime(2026, 5, 6, 9, 30, tzinfo=UTC)
@@ -50,18 +45,7 @@ async def recording_engine(config: RunConfig, order: list[str]) -> AsyncIterator
             order.append(scope.contact_id)
             await super().fetch(scope, part, sink)
 
-    loop = asyncio.get_running_loop()
-    async with (
-        TokenProvider(RotatingCredential(), config.org.scope) as tokens,
-        create_session(Timeouts()) as session,
-    ):
-        http = OrgHttp(session, config.org, tokens)
-        fetcher = Fetcher(
-            DataverseClient(http), Throttle(config.throttle, clock=loop.time), config.retry
-        )
-        deps = SourceDeps(
-            http, fetcher, config.source_settings, datetime.now, loop.time, asyncio.sleep
-        )
+    async with engine_deps(config) as deps:
         yield Engine(config, [Recording(deps)], now=lambda: NOW)
 
 

@@ -20,14 +20,9 @@ import orjson
 import pytest
 from cli_support import run_args, run_cli, token_env
 from prometheus_client.parser import text_string_to_metric_families
-from support import RotatingCredential, contact_ids, run_config, unlimited, write_csv
+from support import contact_ids, engine_deps, run_config, unlimited, write_csv
 
 from sar_bulk.config import RunConfig
-from sar_bulk.dataverse.auth import TokenProvider
-from sar_bulk.dataverse.client import DataverseClient
-from sar_bulk.dataverse.fetcher import Fetcher
-from sar_bulk.dataverse.http import OrgHttp, Timeouts, create_session
-from sar_bulk.dataverse.throttle import Throttle
 from sar_bulk.errors import ConfigError
 from sar_bulk.run import state as state_module
 from sar_bulk.run.engine import Engine
@@ -35,7 +30,6 @@ from sar_bulk.run.run_lock import RunLock
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.run.state import RunState
 from sar_bulk.simulator import Simulator
-from sar_bulk.sources.base import SourceDeps
 from sar_bulk.sources.interactions import InteractionsSource
 
 
@@ -44,18 +38,7 @@ async def _engine(
     config: RunConfig, now: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> AsyncIterator[Engine]:
     """An engine over the action's source, with a real session to the simulator."""
-    loop = asyncio.get_running_loop()
-    async with (
-        TokenProvider(RotatingCredential(), config.org.scope) as tokens,
-        create_session(Timeouts()) as session,
-    ):
-        http = OrgHttp(session, config.org, tokens)
-        fetcher = Fetcher(
-            DataverseClient(http), Throttle(config.throttle, clock=loop.time), config.retry
-        )
-        deps = SourceDeps(
-            http, fetcher, config.source_settings, datetime.now, loop.time, asyncio.sleep
-        )
+    async with engine_deps(config) as deps:
         yield Engine(config, [InteractionsSource(deps)], now=now)
 
 
