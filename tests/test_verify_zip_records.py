@@ -16,13 +16,15 @@ import struct
 import subprocess
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import orjson
 import pytest
 from test_verify import CONTACT_ROWS, EXPORT, SENT, _dossier, _members, _rebuild, _reseal
 
+from sar_bulk.dossier import verify as verify_module
 from sar_bulk.dossier.format import member_info
 from sar_bulk.dossier.verify import verify_dossier
 from sar_bulk.dossier.zip_member import member_chunks
@@ -256,47 +258,49 @@ def _zeros_deflated(size: int) -> bytes:
     return repeated * (size // step) + end
 
 
-def _with_bomb(path: Path, name: str, size: int) -> None:
-    """Put ``size`` zero bytes as member ``name`` (about 1 KiB per MiB), the manifest as is."""
+def _with_deflated(path: Path, name: str, raw: bytes, crc: int, size: int) -> None:
+    """Member ``name`` (a new one goes last) holds the deflate bytes ``raw``; its records say
+    deflate, ``crc`` and ``size``, whatever ``raw`` really inflates to."""
     members = _members(path)
-    members.setdefault(name, b"")  # a new member goes last
-    raw = _zeros_deflated(size)
-    crc = 0
-    chunk = b"\0" * (1 << 24)
-    for _ in range(size // len(chunk)):
-        crc = zlib.crc32(chunk, crc)
+    members.setdefault(name, b"")
     with zipfile.ZipFile(path, "w") as archive:
-        for member, content in members.items():
+        for member, body in members.items():
             if member == name:
                 info = member_info(member, len(raw))
-                info.compress_type = zipfile.ZIP_STORED  # the raw stream, patched below
+                info.compress_type = zipfile.ZIP_STORED  # the raw bytes, patched below
                 archive.writestr(info, raw)
             else:
-                archive.writestr(member_info(member, len(content)), content)
+                archive.writestr(member_info(member, len(body)), body)
     data = bytearray(path.read_bytes())
     at, _, _ = _local(data, name)
     central = _central(data, name)
     struct.pack_into("<H", data, at + 8, zipfile.ZIP_DEFLATED)
-    struct.pack_into("<L", data, at + 14, crc)
-    struct.pack_into("<L", data, at + 22, size)
+    struct.pack_into("<LLL", data, at + 14, crc, len(raw), size)
     struct.pack_into("<H", data, central + 10, zipfile.ZIP_DEFLATED)
-    struct.pack_into("<L", data, central + 16, crc)
-    struct.pack_into("<L", data, central + 24, size)
+    struct.pack_into("<LLL", data, central + 16, crc, len(raw), size)
     path.write_bytes(bytes(data))
+
+
+def _with_bomb(path: Path, name: str, size: int) -> None:
+    """Put ``size`` zero bytes as member ``name`` (about 1 KiB per MiB), the manifest as is."""
+    crc = 0
+    chunk = b"\0" * (1 << 24)
+    for _ in range(size // len(chunk)):
+        crc = zlib.crc32(chunk, crc)
+    _with_deflated(path, name, _zeros_deflated(size), crc, size)
 
 
 @pytest.fixture
 def inflated(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the bytes verify inflates (zipfile's reads, passed through unchanged)."""
+    """Counts the bytes verify inflates (its member reader's chunks, passed through unchanged)."""
     counted = [0]
-    read = zipfile.ZipExtFile.read
 
-    def counting(self: zipfile.ZipExtFile, n: int | None = -1) -> bytes:
-        data = read(self, n)
-        counted[0] += len(data)
-        return data
+    def counting(stream: IO[bytes], info: zipfile.ZipInfo) -> Iterator[bytes]:
+        for chunk in member_chunks(stream, info):
+            counted[0] += len(chunk)
+            yield chunk
 
-    monkeypatch.setattr(zipfile.ZipExtFile, "read", counting)
+    monkeypatch.setattr(verify_module, "member_chunks", counting)
     return counted
 
 
@@ -308,7 +312,7 @@ def test_an_unexpected_zip_bomb_member_is_named_without_inflating_it(
         assert archive.getinfo("realtime/bomb.json").file_size == _GIB
     result = verify_dossier(path)
     assert result.problems == ("unexpected member 'realtime/bomb.json'",)
-    assert inflated[0] < 1 << 20  # the real members only, not 1 GiB of zeros
+    assert 0 < inflated[0] < 1 << 20  # the real members only, not 1 GiB of zeros
 
 
 def test_an_entry_larger_than_the_manifest_says_is_named_without_inflating_it(
@@ -320,7 +324,7 @@ def test_an_entry_larger_than_the_manifest_says_is_named_without_inflating_it(
         f"{EXPORT} has {_GIB} bytes, the manifest says 18",
         f"{EXPORT} does not match its sha256 in the manifest",
     )
-    assert inflated[0] < 1 << 20
+    assert 0 < inflated[0] < 1 << 20
 
 
 def _with_extra(path: Path, name: str, extra: bytes, comment: bytes = b"") -> None:
@@ -381,24 +385,7 @@ def test_extra_fields_and_comments_the_writer_never_writes_fail(
 def _with_raw(path: Path, name: str, raw: bytes, content: bytes) -> None:
     """Member ``name`` holds the deflate bytes ``raw``; its records say it inflates to
     ``content`` (CRC and size): what zipfile reads when it stops at the central size."""
-    members = _members(path)
-    with zipfile.ZipFile(path, "w") as archive:
-        for member, body in members.items():
-            if member == name:
-                info = member_info(member, len(raw))
-                info.compress_type = zipfile.ZIP_STORED  # the raw bytes, patched below
-                archive.writestr(info, raw)
-            else:
-                archive.writestr(member_info(member, len(body)), body)
-    data = bytearray(path.read_bytes())
-    at, _, _ = _local(data, name)
-    central = _central(data, name)
-    crc = zlib.crc32(content)
-    struct.pack_into("<H", data, at + 8, zipfile.ZIP_DEFLATED)
-    struct.pack_into("<LLL", data, at + 14, crc, len(raw), len(content))
-    struct.pack_into("<H", data, central + 10, zipfile.ZIP_DEFLATED)
-    struct.pack_into("<LLL", data, central + 16, crc, len(raw), len(content))
-    path.write_bytes(bytes(data))
+    _with_deflated(path, name, raw, zlib.crc32(content), len(content))
 
 
 def _deflate(data: bytes) -> bytes:
