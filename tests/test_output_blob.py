@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +26,6 @@ from sar_bulk.output import ContainerUrl, LocalTarget, OutputTarget, Published, 
 from sar_bulk.output.blob import BlobTarget, storage_credential, storage_secrets
 
 NAME = "0b5c7f4e-9a7d-4c35-8a0f-6c1c9b3a5e11.zip"
-
-
-@pytest.fixture
-async def azurite(tmp_path: Path) -> AsyncIterator[Azurite]:
-    async with Azurite.started(tmp_path / "azurite") as emulator:
-        yield emulator
 
 
 def _target(

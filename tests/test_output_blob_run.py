@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
-import pytest
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
@@ -29,12 +27,6 @@ from sar_bulk.simulator import Simulator, SimulatorConfig
 
 CONTAINER = "dossiers"
 PREFIX = "nightly/2026-11"
-
-
-@pytest.fixture
-async def azurite(tmp_path: Path) -> AsyncIterator[Azurite]:
-    async with Azurite.started(tmp_path / "azurite") as emulator:
-        yield emulator
 
 
 def _args(org: str, contacts: Path, url: str, work: Path, *extra: str) -> list[str]:

@@ -8,11 +8,9 @@ the real command.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
-import pytest
 from azurite import Azurite
 from cli_support import FAST, cli_env, run_cli, token_env
 from pyrage import x25519
@@ -22,12 +20,6 @@ from sar_bulk.simulator import Simulator
 
 CONTAINER = "dossiers"
 PREFIX = "sealed"
-
-
-@pytest.fixture
-async def azurite(tmp_path: Path) -> AsyncIterator[Azurite]:
-    async with Azurite.started(tmp_path / "azurite") as emulator:
-        yield emulator
 
 
 async def test_encrypted_blobs_are_locked_without_a_key_and_verified_with_one(
