@@ -268,25 +268,31 @@ def _failures(out: Path) -> dict[str, dict[str, str]]:
     return {f["contact_id"]: f["reasons"] for f in report["failed_contacts"]}
 
 
-async def test_a_contact_the_org_does_not_have_fails_alone(tmp_path: Path) -> None:
+async def _one_bad_contact(tmp_path: Path, kind: str) -> tuple[str, dict[str, str], Path]:
+    """Three good contacts and one the simulator's ``kind`` set names (``missing_contacts``,
+    ``misfiled_contacts``): the run fails that one alone and writes the others exactly."""
     async with Simulator(unlimited(seed=5, org_kind="realtime", **FAST_EXPORTS)) as sim:
         present = pick_contacts(sim, 3, with_identifiers=2)
-        gone = pick_contacts(sim, 1, start=200)[0]
-    config = unlimited(
-        seed=5, org_kind="realtime", missing_contacts=frozenset({gone}), **FAST_EXPORTS
-    )
+        bad = pick_contacts(sim, 1, start=200)[0]
+    config = unlimited(seed=5, org_kind="realtime", **{kind: frozenset({bad})}, **FAST_EXPORTS)
     async with Simulator(config) as sim:
         out = tmp_path / "out"
         run = run_config(
-            sim, csv_of(tmp_path, [*present, gone]), out, sources="auto", realtime_poll=POLL
+            sim, csv_of(tmp_path, [*present, bad]), out, sources="auto", realtime_poll=POLL
         )
         outcome = await run_engine(run)
         assert outcome.code == 1, outcome.summary
         assert_exact_sources(sim, out, present)
-    reasons = _failures(out)[gone]
+    reasons = _failures(out)[bad]
     assert set(reasons) == {"records", "realtime"}
     for reason in reasons.values():
-        assert gone in reason
+        assert bad in reason
+    return bad, reasons, out
+
+
+async def test_a_contact_the_org_does_not_have_fails_alone(tmp_path: Path) -> None:
+    _, reasons, _ = await _one_bad_contact(tmp_path, "missing_contacts")
+    for reason in reasons.values():
         assert "does not exist" in reason
         assert "0x80040217" in reason
 
@@ -294,25 +300,9 @@ async def test_a_contact_the_org_does_not_have_fails_alone(tmp_path: Path) -> No
 async def test_another_contacts_row_fails_that_contact_alone_and_is_filed_nowhere(
     tmp_path: Path,
 ) -> None:
-    async with Simulator(unlimited(seed=5, org_kind="realtime", **FAST_EXPORTS)) as sim:
-        present = pick_contacts(sim, 3, with_identifiers=2)
-        misfiled = pick_contacts(sim, 1, start=200)[0]
-    config = unlimited(
-        seed=5, org_kind="realtime", misfiled_contacts=frozenset({misfiled}), **FAST_EXPORTS
-    )
-    async with Simulator(config) as sim:
-        out = tmp_path / "out"
-        run = run_config(
-            sim, csv_of(tmp_path, [*present, misfiled]), out, sources="auto", realtime_poll=POLL
-        )
-        outcome = await run_engine(run)
-        assert outcome.code == 1, outcome.summary
-        assert_exact_sources(sim, out, present)
+    misfiled, reasons, out = await _one_bad_contact(tmp_path, "misfiled_contacts")
     assert all(misfiled not in name for name in dossier_names(out))
-    reasons = _failures(out)[misfiled]
-    assert set(reasons) == {"records", "realtime"}
     for reason in reasons.values():
-        assert misfiled in reason
         assert "contactid" in reason
         assert "another contact" in reason
 
