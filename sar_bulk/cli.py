@@ -313,12 +313,12 @@ def _run(args: argparse.Namespace) -> int:
 
     async def run(watch: RunMetrics | None) -> RunOutcome:
         output = None
-        if config.blob is not None:
+        if config.published_elsewhere:
             from sar_bulk.output import open_target
 
             # The storage client retries on the run's own backoff (--retry-base).
             output = open_target(
-                config.blob,
+                config.blob or config.publish_folder or config.out,
                 config.auth,
                 os.environ,
                 backoff=config.retry.base,

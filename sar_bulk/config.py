@@ -251,8 +251,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "work",
         _path,
         None,
-        "with a container --out: local folder for the state and staged dossiers "
-        "(default sar-bulk-work/ACCOUNT/CONTAINER[/PREFIX])",
+        "local folder for the state and staged dossiers: with a container --out (default "
+        "sar-bulk-work/ACCOUNT/CONTAINER[/PREFIX]), or with a folder --out to keep spooled data "
+        "and unencrypted zips out of it (a dossier moves into --out once finished and sealed)",
         "DIR",
     ),
     Option("state", _path, None, "state file (default OUT or WORK/.sar-bulk/state.sqlite)", "PATH"),
@@ -587,6 +588,18 @@ def _identity_number(
         raise ConfigError(f"{label}: {key} {value!r} {_why(exc)}") from None
 
 
+def _refuse_nested(out: Path, work: Path) -> None:
+    """``--work`` beside a folder ``--out``, never the same folder or one inside the other: the
+    work folder holds plaintext, and the output folder must not."""
+    a, b = out.resolve(), work.resolve()
+    if a == b or a in b.parents or b in a.parents:
+        raise ConfigError(
+            f"--work {work} and --out {out} must be two separate folders, neither inside the "
+            "other: the work folder holds spooled data and unencrypted zips that must not be in "
+            "the output folder"
+        )
+
+
 def _default_work(url: ContainerUrl) -> Path:
     """The local work folder of a container output: one per account, container and prefix."""
     return Path("sar-bulk-work", url.account, url.container, *url.prefix.split("/"))
@@ -636,6 +649,10 @@ class RunConfig:
     # A container URL: dossiers and the report are published there, while ``out`` is the local
     # work folder (state, staged dossiers, a copy of the report). None: ``out`` is the output.
     blob: ContainerUrl | None = None
+    # A folder --out given with --work: finished dossiers and the report are moved there, and
+    # ``out`` is the work folder, so the output folder never holds plaintext (spooled rows, a zip
+    # before --encrypt-to seals it). None: ``out`` is the output.
+    publish_folder: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> RunConfig:
@@ -648,12 +665,14 @@ class RunConfig:
         except ValueError as exc:
             raise ConfigError(f"--types: {exc}") from None
         blob: ContainerUrl | None = None
+        publish_folder: Path | None = None
         out = settings["out"]
         if isinstance(out, ContainerUrl):
             blob = out
             out = settings.get("work") or _default_work(blob)
         elif settings.get("work") is not None:
-            raise ConfigError("--work is for a container --out (a URL); a folder --out is its own")
+            publish_folder, out = out, settings["work"]
+            _refuse_nested(publish_folder, out)
         shard = settings["shard"]
         if settings["shard_count"] is not None:
             if shard is not None:
@@ -707,7 +726,20 @@ class RunConfig:
             statement=settings.get("statement"),
             identities=tuple(settings.get("identities", ())),
             blob=blob,
+            publish_folder=publish_folder,
         )
+
+    @property
+    def published_elsewhere(self) -> bool:
+        """Are finished dossiers moved out of ``out`` (the work folder) to a container or folder?"""
+        return self.blob is not None or self.publish_folder is not None
+
+    @property
+    def output_description(self) -> str:
+        """Where the dossiers end up: the container URL or the folder."""
+        if self.blob is not None:
+            return self.blob.text
+        return str(self.publish_folder if self.publish_folder is not None else self.out)
 
     @property
     def source_settings(self) -> SourceSettings:
@@ -754,8 +786,8 @@ class RunConfig:
             "date_from": self.dates.wire_from,
             "date_to": self.dates.wire_to,
             "page_size": self.page_size,
-            "out": self.blob.text if self.blob is not None else str(self.out),
-            "work": str(self.out) if self.blob is not None else None,
+            "out": self.output_description,
+            "work": str(self.out) if self.published_elsewhere else None,
             "state": str(self.state),
             "restart": self.restart,
             "shard": str(self.shard) if self.shard else None,

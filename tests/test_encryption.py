@@ -7,6 +7,8 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -378,3 +380,123 @@ async def test_the_inner_zip_is_the_same_bytes_for_the_same_data(tmp_path: Path)
         outers.append(outer)
     assert inners[0] == inners[1]
     assert outers[0] != outers[1]
+
+
+class _FolderWatch:
+    """Every file name that shows up under a folder while a run works, polled in a thread."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            for root, _, names in os.walk(self.folder):
+                self.seen.update(os.path.relpath(os.path.join(root, n), self.folder) for n in names)
+            time.sleep(0.0005)
+
+    def __enter__(self) -> _FolderWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _plaintext_names(names: set[str]) -> list[str]:
+    """Names that may hold plaintext: anything but an age file, the report or its temporary."""
+    return sorted(
+        n
+        for n in names
+        if not n.endswith(".age")
+        and not (n.startswith(".sar-bulk-partial-") and ".zip.age." in n)
+        and n != "run-report.json"
+        and not (n.startswith(".run-report.json.") and n.endswith(".tmp"))
+    )
+
+
+async def test_a_work_folder_keeps_every_plaintext_out_of_the_output_folder(
+    tmp_path: Path,
+) -> None:
+    """With --work beside a folder --out, spooled rows, the unencrypted zip and the state stay
+    in the work folder: the output folder only ever holds sealed dossiers and the report."""
+    identity = x25519.Identity.generate()
+    contacts = contact_ids(6, 54)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    extra = ("--work", str(work), "--encrypt-to", str(identity.to_public()))
+    # Heavy contacts spill their spool to disk: the spill must land in the work folder too.
+    simulator = SimulatorConfig(
+        seed=5, heavy_fraction=0.0, heavy_contacts={contacts[0]: 3_000}, page_size=500
+    )
+    async with Simulator(simulator) as sim:
+        with _FolderWatch(out) as watch:
+            result = await run_cli(run_args(sim.base_url, csv, out, *extra), env=token_env())
+        assert result.code == ExitCode.OK, result.explain()
+        fetched = {c: sim.counters()["ok_requests_by_contact"][c] for c in contacts}
+        again = await run_cli(run_args(sim.base_url, csv, out, *extra), env=token_env())
+        assert again.code == ExitCode.OK, again.explain()
+        assert f"{len(contacts)} already done" in again.stdout
+        assert {c: sim.counters()["ok_requests_by_contact"][c] for c in contacts} == fetched
+        dataset = sim.dataset
+
+    assert _plaintext_names(watch.seen) == []
+    assert any(n.endswith(".zip.age") for n in watch.seen), "the watch saw the dossiers arrive"
+    assert _files(out) == sorted([f"{c}.zip.age" for c in contacts] + ["run-report.json"])
+    # The state, the report's copy and nothing staged are left in the work folder.
+    assert (work / ".sar-bulk").is_dir()
+    assert [n for n in _files(work) if ".zip" in n or n.endswith(".part")] == []
+    assert read_report(out)["parameters"]["out"] == str(out)
+    assert read_report(out)["parameters"]["work"] == str(work)
+    decryptor = Decryptor(identities=(identity,))
+    for contact in contacts:
+        inner = tmp_path / f"{contact}.zip"
+        decryptor.decrypt_to(out / f"{contact}.zip.age", inner)
+        assert_exact_dossier(dataset, inner, contact)
+        inner.unlink()
+
+
+async def test_a_plain_dossier_in_the_output_folder_is_never_left_beside_its_sealed_one(
+    tmp_path: Path,
+) -> None:
+    identity = x25519.Identity.generate()
+    contact = contact_ids(1, 55)[0]
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", contact])
+    out, work = tmp_path / "out", tmp_path / "work"
+    sealed = ("--work", str(work), "--encrypt-to", str(identity.to_public()))
+    async with Simulator(_small_simulator()) as sim:
+        plain = await run_cli(run_args(sim.base_url, csv, out), env=token_env())
+        assert plain.code == ExitCode.OK, plain.explain()
+        refused = await run_cli(run_args(sim.base_url, csv, out, *sealed), env=token_env())
+        assert refused.code == ExitCode.INCOMPLETE, refused.explain()
+        report = read_report(out)
+        assert "is an unencrypted dossier, but this run encrypts" in str(report["failed_contacts"])
+        assert sorted(p.name for p in out.glob("*.zip*")) == [f"{contact}.zip"]
+
+        replaced = await run_cli(
+            run_args(sim.base_url, csv, out, *sealed, "--replace"), env=token_env()
+        )
+        assert replaced.code == ExitCode.OK, replaced.explain()
+    assert sorted(p.name for p in out.glob("*.zip*")) == [f"{contact}.zip.age"]
+    assert read_report(out)["replaced_count"] == 1
+
+
+async def test_status_of_an_output_folder_names_the_work_folder_its_run_used(
+    tmp_path: Path,
+) -> None:
+    contact = contact_ids(1, 56)[0]
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", contact])
+    out, work = tmp_path / "out", tmp_path / "work"
+    async with Simulator(_small_simulator()) as sim:
+        ran = await run_cli(run_args(sim.base_url, csv, out, "--work", str(work)), env=token_env())
+        assert ran.code == ExitCode.OK, ran.explain()
+    asked = await run_cli(["status", str(out)])
+    assert asked.code == ExitCode.USAGE, asked.explain()
+    assert f"sar-bulk status {work}" in asked.stderr
+    status = await run_cli(["status", str(work)])
+    assert status.code == ExitCode.OK, status.explain()
+    assert "1 done, 0 failed" in status.stdout

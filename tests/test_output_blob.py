@@ -124,6 +124,35 @@ async def test_an_existing_name_is_replaced_only_when_asked(
         await target.close()
 
 
+async def test_remove_deletes_a_dossier_and_an_absent_one_is_no_error(
+    azurite: Azurite, tmp_path: Path
+) -> None:
+    """The other form of a dossier (plain vs sealed) is removed when --replace replaces it."""
+    target = _target(azurite)
+    try:
+        await target.prepare()
+        await target.publish(_staged(tmp_path, 1000, seed=3)[0], NAME)
+        await target.remove(NAME)
+        assert await target.lookup(NAME) is None
+        assert [name async for name in target.list_dossiers()] == []
+        await target.remove(NAME)  # gone already: nothing to do
+    finally:
+        await target.close()
+
+
+async def test_local_remove_deletes_a_dossier_and_an_absent_one_is_no_error(
+    tmp_path: Path,
+) -> None:
+    target = LocalTarget(tmp_path / "out")
+    await target.prepare()
+    await target.publish(_staged(tmp_path, 1000, seed=4)[0], NAME)
+    await target.remove(NAME)
+    assert await target.lookup(NAME) is None
+    await target.remove(NAME)
+    with pytest.raises(OutputError, match="not a plain file name"):
+        await target.remove("../x.zip")
+
+
 async def test_a_staged_file_that_changed_is_not_published(
     azurite: Azurite, tmp_path: Path
 ) -> None:
@@ -393,7 +422,14 @@ def test_a_container_out_gets_a_local_work_folder() -> None:
     folder = RunConfig.from_settings(_settings(out="dossiers"), {})
     assert (folder.blob, folder.out) == (None, Path("dossiers"))
     assert folder.public_parameters()["work"] is None
-    with pytest.raises(ConfigError, match="--work is for a container --out"):
-        RunConfig.from_settings(_settings(out="dossiers", work="w"), {})
+    # A folder --out with --work: the work folder stages, the output folder only receives.
+    staged = RunConfig.from_settings(_settings(out="dossiers", work="w"), {})
+    assert (staged.out, staged.publish_folder, staged.blob) == (Path("w"), Path("dossiers"), None)
+    assert staged.state == Path("w/.sar-bulk/state.sqlite")
+    assert staged.public_parameters()["out"] == "dossiers"
+    assert staged.public_parameters()["work"] == "w"
+    for out, work in (("d", "d"), ("d", "d/w"), ("d/w", "d"), ("d", "./d/")):
+        with pytest.raises(ConfigError, match="must be two separate folders"):
+            RunConfig.from_settings(_settings(out=out, work=work), {})
     with pytest.raises(ConfigError, match=r"^--out: 'http://example.com/c' is not valid: plain"):
         RunConfig.from_settings(_settings(out="http://example.com/c"), {})

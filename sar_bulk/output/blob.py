@@ -434,6 +434,14 @@ class BlobTarget:
         finally:
             await asyncio.to_thread(shutil.rmtree, folder, True)
 
+    async def remove(self, name: str) -> None:
+        try:
+            await self._client.delete_blob(self._key(name))
+        except ResourceNotFoundError:
+            return
+        except AzureError as exc:
+            raise self._failure(f"removing {name}", exc) from None
+
     async def list_dossiers(self) -> AsyncIterator[str]:
         prefix = self.url.prefix
         try:

@@ -97,6 +97,10 @@ class OutputTarget(Protocol):
         """Store the run report under ``name``, replacing an earlier one, atomically."""
         ...
 
+    async def remove(self, name: str) -> None:
+        """Delete ``name`` (a dossier replaced by its other form); absent is not an error."""
+        ...
+
     def list_dossiers(self) -> AsyncIterator[str]:
         """The names of the dossiers (``*.zip``, ``*.zip.age``) directly under the target."""
         ...
@@ -236,6 +240,17 @@ class LocalTarget:
             temporary.unlink(missing_ok=True)
             raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
         return self._published(path, hashlib.sha256(body).hexdigest())
+
+    async def remove(self, name: str) -> None:
+        check_name(name)
+        await asyncio.to_thread(self._remove, self.folder / name)
+
+    def _remove(self, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+            _fsync_folder(self.folder)
+        except OSError as exc:
+            raise OutputError(f"cannot remove {path}: {exc.strerror}") from exc
 
     async def list_dossiers(self) -> AsyncIterator[str]:
         names = await asyncio.to_thread(self._names)

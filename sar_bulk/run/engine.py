@@ -29,7 +29,9 @@ in the local work folder (``config.out``), then published: uploaded so that the 
 only complete, and recorded "done" with its SHA-256 and etag. A resume asks the container for
 the blob's properties (no download, no request to the org) and skips the contact while etag and
 SHA-256 are the recorded ones; a blob the state does not know is downloaded and verified once,
-then adopted like a file on disk. A local ``--out`` keeps the writer's own rename into place.
+then adopted like a file on disk. A folder ``--out`` with ``--work`` is a target too (the
+dossier is staged in the work folder and moved in whole, so no plaintext ever lands in the
+output folder); a folder ``--out`` alone keeps the writer's own rename into place.
 
 A complete dossier is never silently replaced: a valid one at the final name that answers
 another question (sources, types, dates, org, tables) fails its contact unless ``--replace``,
@@ -152,8 +154,9 @@ class Engine:
         target: OutputTarget | None = None,
     ) -> None:
         self.config = config
-        # Where dossiers are published when it is not the work folder itself (a container).
-        self.target = target if config.blob is not None else None
+        # Where dossiers are published when it is not the work folder itself (a container, or
+        # a folder --out given with --work).
+        self.target = target if config.published_elsewhere else None
         # Did the container hold any dossier when the run started? If not, a contact the state
         # does not know cannot have one either: no need to ask the container about it.
         self._published_before = True
@@ -375,6 +378,22 @@ class Engine:
         if done is None and not self._published_before:
             return work  # publish refuses to overwrite if one appeared since
         try:
+            other = self._paths(contact_id)[1].name
+            if await self.target.lookup(other) is not None:
+                # As with a folder: plain where this run encrypts (or the reverse) is the
+                # user's call, never made silently.
+                if self.config.replace:
+                    if done is not None:
+                        await asyncio.to_thread(state.reopen, contact_id)
+                    return dataclasses.replace(work, replaces=True, overwrites=True)
+                await asyncio.to_thread(
+                    self._refuse_other_form,
+                    state,
+                    contact_id,
+                    Path(other),
+                    recorded=done is not None,
+                )
+                return None
             found = await self.target.lookup(name)
             if done is not None:
                 if (
@@ -694,7 +713,13 @@ class Engine:
         if work.replaces:
             # The other form (plain vs encrypted) is what was replaced: it must not stay beside.
             _, other = self._paths(work.contact_id)
-            await asyncio.to_thread(_remove_replaced, other)
+            if self.target is None:
+                await asyncio.to_thread(_remove_replaced, other)
+            else:
+                try:
+                    await self.target.remove(other.name)
+                except OutputError as exc:
+                    _log.warning("dossier.other_form_kept", dossier=other.name, error=str(exc))
             self.replaced_count += 1
             if len(self.replaced) < MAX_LISTED:
                 self.replaced.append(work.contact_id)

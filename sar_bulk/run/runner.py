@@ -143,8 +143,9 @@ async def execute_run(
     With ``[[identities]]`` in the config each identity's credential is built here, by
     ``make_credential`` from ``environ`` (default: the process's), and ``credential`` may be None.
 
-    ``output`` is the blob container of ``config.blob`` (None for a folder ``--out``). It is
-    checked before the org is: a container that does not answer or refuses the credential ends
+    ``output`` is the blob container of ``config.blob``, or the folder ``--out`` when a
+    ``--work`` folder stages the dossiers (None for a folder ``--out`` alone). It is checked
+    before the org is: a container that does not answer or refuses the credential ends
     the run with exit 3 before any request to the org, like an org that cannot be reached. Once
     the run is under way, a store that stops answering fails the contacts it could not take
     (exit 1, each with the reason), and the next run resumes them.

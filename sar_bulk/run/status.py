@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
+import orjson
+
 from sar_bulk.errors import ConfigError
 from sar_bulk.run.deadlines import DUE_SOON_DAYS, Urgency
 from sar_bulk.run.state import (
@@ -49,6 +51,7 @@ __all__ = ["StateStatus", "read_status", "render_text", "state_files"]
 
 _APPLICATION_ID: Final = 0x53415242  # "SARB", as state.py writes it
 _FIRST_WITH_DEADLINES: Final = 3
+_MAX_REPORT_BYTES: Final = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,12 @@ def state_files(out: Path) -> list[Path]:
     """The state files of an output folder: ``state.sqlite`` and one per shard."""
     folder = out / ".sar-bulk"
     if not folder.is_dir():
+        work = _work_named_by_report(out)
+        if work is not None:
+            raise ConfigError(
+                f"{out} has no state folder: its last run kept the state in its --work folder "
+                f"{work!r} (sar-bulk status {work})"
+            )
         raise ConfigError(
             f"{out} has no state folder ({folder}): no run has used it, or give --state PATH"
         )
@@ -110,6 +119,24 @@ def state_files(out: Path) -> list[Path]:
     if not found:
         raise ConfigError(f"{folder} holds no state file: no run has got far enough yet")
     return found
+
+
+def _work_named_by_report(out: Path) -> str | None:
+    """The --work folder the output folder's run report names, if any (for a hint only: the
+    report is read as untrusted, and only a short plain path is quoted)."""
+    report = out / "run-report.json"
+    try:
+        if not stat.S_ISREG(os.lstat(report).st_mode):
+            return None  # a pipe would block the read, a link lead elsewhere
+        with report.open("rb") as handle:
+            document = orjson.loads(handle.read(_MAX_REPORT_BYTES))
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    parameters = document.get("parameters") if isinstance(document, dict) else None
+    work = parameters.get("work") if isinstance(parameters, dict) else None
+    if not isinstance(work, str) or not 0 < len(work) <= 500 or not work.isprintable():
+        return None
+    return work
 
 
 def read_status(files: list[Path], *, today: date, limit: int) -> StateStatus:
