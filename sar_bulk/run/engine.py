@@ -378,10 +378,20 @@ class Engine:
         if done is None and not self._published_before:
             return work  # publish refuses to overwrite if one appeared since
         try:
+            found = await self.target.lookup(name)
+            if (
+                done is not None
+                and found is not None
+                and found.sha256 == done.sha256
+                and (done.etag is None or found.etag == done.etag)
+            ):
+                self.totals.skipped_done += 1
+                return None
+            # Fetched or adopted from here. As with a folder, plain where this run encrypts
+            # (or the reverse) is the user's call, never made silently. (Not asked for a done
+            # contact: a resume of many would pay a second round trip each.)
             other = self._paths(contact_id)[1].name
             if await self.target.lookup(other) is not None:
-                # As with a folder: plain where this run encrypts (or the reverse) is the
-                # user's call, never made silently.
                 if self.config.replace:
                     if done is not None:
                         await asyncio.to_thread(state.reopen, contact_id)
@@ -394,20 +404,12 @@ class Engine:
                     recorded=done is not None,
                 )
                 return None
-            found = await self.target.lookup(name)
             if done is not None:
-                if (
-                    found is not None
-                    and found.sha256 == done.sha256
-                    and (done.etag is None or found.etag == done.etag)
-                ):
-                    self.totals.skipped_done += 1
-                    return None
                 _log.warning(
                     "dossier.changed",
                     dossier=name,
-                    why="the blob is missing or not the one recorded when it was published; "
-                    "fetching again",
+                    why="the published dossier is missing or not the one recorded when it was "
+                    "published; fetching again",
                 )
                 await asyncio.to_thread(state.reopen, contact_id)
                 return dataclasses.replace(work, overwrites=found is not None)
