@@ -76,6 +76,7 @@ _SIMULATOR_HELP: dict[str, str] = {
     "fault_drop": "share of requests whose connection is dropped",
     "fault_slow": "share of requests answered only after --slow-seconds",
     "fault_malformed": "share of requests answered with a broken body",
+    "fault_lost": "share of requests carried out whose answer is lost (the connection closes)",
     "slow_seconds": "delay of a 'slow' fault in seconds",
 }
 

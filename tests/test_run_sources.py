@@ -435,3 +435,33 @@ async def test_the_web_api_s_dop_hint_sets_the_concurrency_without_the_action(
         most = sim.counters()["total"]["max_in_flight"]
     assert outcome.code == 0, outcome.summary
     assert 5 < most <= 12
+
+
+async def test_a_lost_answer_to_an_export_request_makes_no_second_request(tmp_path: Path) -> None:
+    """The org carries a request out, then the connection closes before its answer (a proxy's
+    timeout, a reset): a create whose answer was lost is found again by its name, so no e-mail
+    or phone gets two export requests, and every dossier is still exact."""
+    config = unlimited(seed=6, org_kind="realtime", fault_lost=0.5, **FAST_EXPORTS)
+    async with Simulator(config) as sim:
+        wanted = pick_contacts(sim, 8, with_identifiers=8)
+        out = tmp_path / "out"
+        args = run_args(
+            sim.base_url,
+            csv_of(tmp_path, wanted),
+            out,
+            "--sources",
+            "auto",
+            "--realtime-poll",
+            POLL,
+            "--retry-attempts",
+            "30",
+            "--log-format",
+            "json",
+        )
+        result = await run_cli(args, env=token_env())
+        assert result.code == 0, result.explain()
+        assert sim.counters()["total"]["faults"]["lost"] > 0
+        made = sorted(r.input.casefold() for r in sim.realtime.created())
+        assert len(made) == len(set(made)), "an e-mail or phone got two export requests"
+        assert "export.found_by_name" in result.stderr, "no create lost its answer this time"
+        assert_exact_sources(sim, out, wanted)

@@ -718,3 +718,61 @@ async def test_a_table_can_be_forbidden_for_one_identity(session: aiohttp.Client
     assert allowed.status == 200
     with pytest.raises(ValueError, match="unknown table"):
         SimulatorConfig(forbidden_tables=frozenset({"msdynmkt_contactpointconsent"}))
+
+
+async def test_a_lost_create_is_carried_out_and_found_by_its_name(
+    session: aiohttp.ClientSession,
+) -> None:
+    """``fault_lost``: the row is made, the answer never comes; a query by name finds it (as
+    Dataverse filters on any column), without case, and never a row of another name."""
+
+    async def until_answered(path: str, **kwargs: Any) -> Answer | None:
+        for _ in range(50):  # half the requests lose their answer: one soon gets through
+            try:
+                return await call(session, sim, path, **kwargs)
+            except aiohttp.ServerDisconnectedError:
+                if kwargs.get("method") == "POST":
+                    return None  # carried out, answer lost: what the test is after
+        raise AssertionError("no answer in 50 tries")
+
+    async with Simulator(SimulatorConfig(seed=1, org_kind="realtime", fault_lost=0.5)) as sim:
+        options = await until_answered(
+            f"{DEFINITION}/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
+            "?$select=LogicalName&$expand=OptionSet"
+        )
+        assert options is not None
+        assert options.status == 200, options.raw
+        export = next(
+            o["Value"]
+            for a in options.json()["value"]
+            if a["LogicalName"] == "msdynmkt_dsrrequesttype"
+            for o in a["OptionSet"]["Options"]
+            if o["Label"]["UserLocalizedLabel"]["Label"] == "Export"
+        )
+        lost: str | None = None
+        for n in range(50):
+            body = {
+                "msdynmkt_name": f"sar-bulk export Lost {n}",
+                "msdynmkt_dsrrequesttype": export,
+                "msdynmkt_dsrrequestinput": f"ann{n}@example.org",
+            }
+            sent = await until_answered("msdynmkt_gdprrequests", method="POST", body=body)
+            if sent is None:
+                lost = f"sar-bulk export Lost {n}"
+                break
+        assert lost is not None
+        made = {r.name: r.request_id for r in sim.realtime.created()}
+        assert lost in made, "the request was carried out before its answer was lost"
+        assert sim.counters()["total"]["faults"]["lost"] >= 1
+        found = await until_answered(
+            f"msdynmkt_gdprrequests?$filter=msdynmkt_name eq '{lost.upper()}'"
+        )
+        other = await until_answered(
+            "msdynmkt_gdprrequests?$filter=msdynmkt_name eq 'sar-bulk export none'"
+        )
+    assert found is not None
+    assert found.status == 200, found.raw
+    assert [r["msdynmkt_gdprrequestid"] for r in found.json()["value"]] == [made[lost]]
+    assert other is not None
+    assert other.status == 200, other.raw
+    assert other.json()["value"] == []

@@ -33,7 +33,7 @@ from sar_bulk.simulator.config import SimulatorConfig
 from sar_bulk.simulator.counters import Counters, Visit
 from sar_bulk.simulator.dataset import Dataset
 from sar_bulk.simulator.faults import SIGN_IN_PAGE, FaultPicker
-from sar_bulk.simulator.gate import apply_fault, authenticate, base_url
+from sar_bulk.simulator.gate import apply_fault, authenticate, base_url, lose_answer
 from sar_bulk.simulator.hashing import Draw, stable_digest, stable_unit
 from sar_bulk.simulator.hostile import KINDS as HOSTILE_KINDS
 from sar_bulk.simulator.hostile import HostileContext, hostile_kind_for
@@ -181,6 +181,8 @@ async def _answer(
         )
         return await HOSTILE_KINDS[hostile](context)
     visit.served(query.contact_id, query.interaction_type.value)
+    if fault == "lost":
+        return lose_answer(request)
     response = replies.page(body, headers)
     response.set_cookie("ARRAffinity", state.affinity, path="/", httponly=True, secure=True)
     return response

@@ -26,7 +26,8 @@ __all__ = ["FAULT_KINDS", "OrgKind", "RetryAfterFormat", "SimulatorConfig"]
 RetryAfterFormat = Literal["seconds", "fractional", "http-date"]
 
 # The fault kinds in the order their rates are laid out on [0, 1) when one is drawn.
-FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "drop", "slow", "malformed")
+# (New kinds go last: a seed then meets the same faults as before for the kinds it already had.)
+FAULT_KINDS: tuple[str, ...] = ("500", "502", "503", "drop", "slow", "malformed", "lost")
 
 
 def _frozen_heavy(mapping: Mapping[str, int]) -> Mapping[str, int]:
@@ -77,6 +78,8 @@ class SimulatorConfig:
     fault_drop: float = 0.0
     fault_slow: float = 0.0
     fault_malformed: float = 0.0
+    # The request is carried out (a row created), then the connection closes before the answer.
+    fault_lost: float = 0.0
     slow_seconds: float = 5.0
 
     # The Web API (see webapi.py): what kind of org, which rows exist, the real-time exports.

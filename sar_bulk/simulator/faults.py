@@ -10,6 +10,9 @@ the same seed and the same request order meets the same faults. The kinds:
 * ``slow``: the normal answer, ``slow_seconds`` late (for client timeouts).
 * ``malformed``: HTTP 200 with a body the action never sends: truncated JSON, ``Data`` that is not
   a JSON array, or an HTML sign-in page.
+* ``lost``: the request is carried out (a POST creates its row), then the connection is closed
+  before the answer: the client cannot tell it from ``drop``, and a retry that simply sends again
+  makes a second row.
 """
 
 from __future__ import annotations

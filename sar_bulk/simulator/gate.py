@@ -30,7 +30,7 @@ from sar_bulk.simulator.faults import (
 from sar_bulk.simulator.state import SimulatorState
 from sar_bulk.simulator.validation import bearer_token, identity_of
 
-__all__ = ["apply_fault", "authenticate", "base_url"]
+__all__ = ["apply_fault", "authenticate", "base_url", "lose_answer"]
 
 
 def base_url(request: web.Request) -> str:
@@ -52,13 +52,21 @@ def authenticate(request: web.Request, state: SimulatorState, visit: Visit) -> s
     return identity
 
 
+def lose_answer(request: web.Request) -> web.Response:
+    """Close the connection: the answer returned here never reaches the client."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response()
+
+
 async def apply_fault(
     request: web.Request, state: SimulatorState, visit: Visit
 ) -> tuple[str | None, web.Response | None]:
     """Latency, then the fault drawn for this admitted request.
 
     Returns the fault's name and, for faults that replace the answer, the answer to send.
-    ``slow`` has already waited when this returns; ``malformed`` is the caller's to build.
+    ``slow`` has already waited when this returns; ``malformed`` is the caller's to build, and
+    ``lost`` the caller's to carry out before it closes the connection (``lose_answer``).
     """
     config = state.config
     delay = config.latency + state.faults.jitter(config.latency_jitter)
@@ -73,9 +81,7 @@ async def apply_fault(
         body = GATEWAY_502 if fault == "502" else SERVICE_UNAVAILABLE_503
         return fault, web.Response(status=int(fault), body=body, content_type="text/html")
     if fault == "drop":
-        if request.transport is not None:
-            request.transport.close()
-        return fault, web.Response()  # nothing reaches the client: the connection is gone
+        return fault, lose_answer(request)
     if fault == "slow":
         await asyncio.sleep(config.slow_seconds)
     return fault, None

@@ -182,6 +182,12 @@ class Realtime:
     def by_id(self, request_id: str) -> GdprRequest | None:
         return self._created.get(request_id) or self._previous.get(request_id)
 
+    def by_name(self, name: str) -> list[GdprRequest]:
+        """Requests made through the API with this name (compared without case, as Dataverse
+        compares strings). The seeded earlier requests are found by input or id only."""
+        key = name.casefold()
+        return [r for r in self._created.values() if r.name.casefold() == key]
+
     def by_input(self, identifier: str) -> list[GdprRequest]:
         key = _key(identifier)
         made = [r for r in self._created.values() if _key(r.input) == key]

@@ -67,6 +67,8 @@ def find_rows(state: SimulatorState, table: Table, column: str, value: Any) -> l
         if column == table.primary_id:
             request = realtime.by_id(key)
             found = [realtime.row(request) if request else None]
+        elif column == "msdynmkt_name":
+            found = [realtime.row(r) for r in realtime.by_name(str(value))]
         else:
             found = [realtime.row(r) for r in realtime.by_input(str(value))]
     return [r for r in found if r is not None]

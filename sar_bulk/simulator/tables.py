@@ -203,7 +203,9 @@ GDPR = _table(
     "msdynmkt_gdprrequest",
     "msdynmkt_name",
     "GdprRequest",
-    ("msdynmkt_dsrrequestinput",),
+    # By name: a client that lost a create's answer finds the row it named (Dataverse filters on
+    # any column; the simulator builds rows from an anchor, and knows its own requests by name).
+    ("msdynmkt_dsrrequestinput", "msdynmkt_name"),
     {
         "msdynmkt_name": ("Name", _STR),
         "msdynmkt_dsrrequesttype": ("DsrRequestType", _PICK),

@@ -37,7 +37,7 @@ from sar_bulk.simulator import replies
 from sar_bulk.simulator.counters import Visit
 from sar_bulk.simulator.exports import Answer, create, parse_create, prepare_download
 from sar_bulk.simulator.faults import SIGN_IN_PAGE
-from sar_bulk.simulator.gate import apply_fault, authenticate, base_url
+from sar_bulk.simulator.gate import apply_fault, authenticate, base_url, lose_answer
 from sar_bulk.simulator.guids import is_dashed_guid
 from sar_bulk.simulator.hashing import Draw, stable_digest
 from sar_bulk.simulator.metadata import MetadataNotFound, answer_metadata
@@ -208,6 +208,8 @@ async def _route(request: web.Request, state: SimulatorState, visit: Visit) -> w
         if broken is not None:
             return broken
         response = await answer()
+        if fault == "lost":
+            return lose_answer(request)
         if fault == "malformed" and response.status < 300:
             return web.Response(status=200, body=SIGN_IN_PAGE, content_type="text/html")
         visit.outcome("ok")

@@ -55,6 +55,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import orjson
+import structlog
 
 from sar_bulk.dataverse.fetcher import PairFetcher
 from sar_bulk.dataverse.webapi import (
@@ -103,6 +104,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_FILE_BYTES: Final = 1024 * 1024 * 1024
+_log = structlog.get_logger("sar_bulk.sources.realtime")
 _ENTITY_ID: Final = re.compile(r"\(([0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})\)$")
 # Added to a contact's number (its place in the queue for the identity's requests, lowest
 # first) for its downloads, which so wait behind every other request of every contact (rows,
@@ -317,6 +319,7 @@ class RealtimeSource:
                 # The previous try may have created the row before its answer was lost.
                 existing = await self._lookup(api, schema, name)
                 if existing is not None:
+                    _log.info("export.found_by_name", contact=api.context.contact_id, tries=tries)
                     return existing
             answer = await api.send("POST", url, body=body, headers=headers)
             request_id = created_id(answer.headers, answer.body, schema.id_column)
