@@ -29,10 +29,11 @@ from sar_bulk.sources.interaction_types import ALL_TYPES
 def chaos_simulator(
     seed: int, *, fault_share: float, token_lifetime: float | None = None
 ) -> SimulatorConfig:
-    """``fault_share`` of requests meet a fault, spread evenly over the six kinds (5xx with and
-    without HTML, dropped connections, answers 2 s late, malformed 200s). Pages are small so that
-    ordinary contacts page too, and one heavier contact pages through 150 interactions."""
-    each = fault_share / 6
+    """``fault_share`` of requests meet a fault, spread evenly over the seven kinds (5xx with and
+    without HTML, dropped connections, answers 2 s late, malformed 200s, answers lost after the
+    request was carried out). Pages are small so that ordinary contacts page too, and one
+    heavier contact pages through 150 interactions."""
+    each = fault_share / 7
     return SimulatorConfig(
         seed=seed,
         heavy_fraction=0.0,
@@ -45,6 +46,7 @@ def chaos_simulator(
         fault_drop=each,
         fault_slow=each,
         fault_malformed=each,
+        fault_lost=each,
         slow_seconds=2.0,  # past the runs' --timeout 1
     )
 

@@ -26,7 +26,7 @@ from support import (
 )
 
 from sar_bulk.dossier.verify import verify_dossier
-from sar_bulk.run.runner import ExitCode
+from sar_bulk.run.runner import ExitCode, _install_signals
 from sar_bulk.simulator import Simulator, SimulatorConfig
 
 GUARD = 60.0  # a hang guard only: nothing here is meant to take that long
@@ -178,3 +178,63 @@ async def test_a_signal_stops_the_run_with_a_report_and_the_rerun_completes(
         assert_exact_dossiers(sim.dataset, out, contacts)
     assert not leftovers(out)
     assert read_report(out)["totals"]["skipped_already_done"] == len(finished)
+
+
+@pytest.mark.slow
+async def test_one_signal_delivered_twice_still_stops_the_run_cleanly(tmp_path: Path) -> None:
+    """A wrapper that forwards SIGTERM to a process that also gets it from its group delivers it
+    twice within milliseconds: that is one request, so the report and summary are written (it
+    used to exit at once, as if the user had insisted)."""
+    config = _slowish(23)
+    contacts = contact_ids(24, 23)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
+    out = tmp_path / "out"
+    log = tmp_path / "twice.log"
+    async with Simulator(config) as sim:
+        args = run_args(sim.base_url, csv, out, "--window", "2")
+        process = await start_cli(args, env=token_env(), log=log)
+        assert await _wait_for_own_dossier(process, out), log.read_text()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(GUARD):
+            await process.wait()
+    text = log.read_text()
+    assert process.returncode == ExitCode.SIGTERM, (process.returncode, text[-1500:])
+    assert "interrupted (SIGTERM): " in text
+    assert "run.signal_repeated" in text
+    assert read_report(out)["outcome"] == "interrupted (SIGTERM)"
+
+
+async def test_a_second_signal_later_exits_at_once_and_an_echo_does_not() -> None:
+    """The handler's rule on a fake clock: the first signal asks the run to stop, one within
+    half a second is an echo of it, one after that exits at once with the signal's code."""
+
+    class Run:
+        def __init__(self) -> None:
+            self.reasons: list[str] = []
+
+        def request_stop(self, reason: str) -> None:
+            self.reasons.append(reason)
+
+    now = [100.0]
+    exits: list[int] = []
+    run = Run()
+    loop = asyncio.get_running_loop()
+    restore = _install_signals(loop, run, clock=lambda: now[0], exit_now=exits.append)
+    try:
+
+        async def deliver(signum: signal.Signals) -> None:
+            signal.raise_signal(signum)
+            await asyncio.sleep(0.05)  # the loop runs the handler on its next turn
+
+        await deliver(signal.SIGTERM)
+        assert (run.reasons, exits) == (["SIGTERM"], [])
+        now[0] += 0.2
+        await deliver(signal.SIGTERM)
+        assert (run.reasons, exits) == (["SIGTERM"], []), "an echo of the first"
+        now[0] += 1.0
+        await deliver(signal.SIGINT)
+        assert (run.reasons, exits) == (["SIGTERM"], [ExitCode.SIGINT])
+    finally:
+        restore()

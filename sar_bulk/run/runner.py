@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import structlog
 from aiohttp import ClientSession
@@ -80,6 +80,12 @@ class ExitCode:
 
 
 _SIGNAL_EXIT = {"SIGINT": ExitCode.SIGINT, "SIGTERM": ExitCode.SIGTERM}
+# A second signal sooner than this after the first is the same one delivered twice.
+_SAME_SIGNAL_SECONDS = 0.5
+
+
+class _Stoppable(Protocol):
+    def request_stop(self, reason: str) -> None: ...
 
 
 def exit_code_for(error: BaseException) -> int | None:
@@ -240,78 +246,84 @@ async def _locked_run(
         for plan in plans
     ]
     timeouts = Timeouts(request=config.timeout)
+    # Installed once the engine exists, removed only when the report and the summary are out:
+    # a signal in between (the echo of the first, say) must not kill the process with its
+    # default action and lose them.
+    restore: Callable[[], None] = _noop
     try:
-        if output is not None:
-            try:
-                await output.prepare()
-            except OutputError as exc:
-                print(f"sar-bulk: {exc}", file=sys.stderr)
-                return RunOutcome(ExitCode.REFUSED, str(exc), None)
-        async with create_session(timeouts, pool_size=_pool_size(plans)) as session:
-            identities = [
-                _identity(config, plan, tokens, session, timeouts, loop)
-                for plan, tokens in zip(plans, every_tokens, strict=True)
-            ]
-            chosen, message = await _choose_sources(config, identities)
-            if chosen is None:
-                message = scrub(message)
-                print(f"sar-bulk: {message}", file=sys.stderr)
-                return RunOutcome(ExitCode.REFUSED, message, None)
-            pool = IdentityPool(tuple(identities))
-            engine = Engine(config, pool.sources(chosen), run_id=run_id, target=output)
-            if metrics is not None:  # served and written around the run: run_with_metrics
-                for identity in identities:
-                    metrics.watch(
-                        totals=engine.totals, fetcher=identity.fetcher, identity=identity.name
-                    )
-            restore = _install_signals(loop, engine) if install_signal_handlers else _noop
-            progress_task = _start_progress(engine, pool, progress_out, config.contacts)
-            try:
-                result = await engine.run()
-            except (ConfigError, InputError):
-                raise  # a usage error (another run holds the folder, say): nothing ran to report
-            except Exception as exc:
-                # Whatever broke, leave a report that says so and what was done before it.
-                crashed = RunResult(engine.totals, engine.column, crashed=exc)
-                document = _report(config, run_id, crashed, pool, started_at, 0.0)
-                document |= _sources_report(engine, pool)
-                written = await asyncio.to_thread(_write_reports, config, run_id, document)
-                await _upload_report(output, written)
-                raise
-            finally:
-                restore()
-                if progress_task is not None:
-                    progress_task.cancel()
-                    await asyncio.gather(progress_task, return_exceptions=True)
-    finally:
-        for tokens in every_tokens:
-            await tokens.close()
-    seconds = time.monotonic() - started
-    document = _report(config, run_id, result, pool, started_at, seconds)
-    document |= _sources_report(engine, pool)
-    report = await asyncio.to_thread(_write_reports, config, run_id, document)
-    stats = pool.stats
-    summary = scrub(
-        summary_line(
-            result.totals,
-            requests=stats.requests,
-            throttled=stats.throttled,
-            seconds=seconds,
-            interrupted=result.interrupted_by,
+        try:
+            if output is not None:
+                try:
+                    await output.prepare()
+                except OutputError as exc:
+                    print(f"sar-bulk: {exc}", file=sys.stderr)
+                    return RunOutcome(ExitCode.REFUSED, str(exc), None)
+            async with create_session(timeouts, pool_size=_pool_size(plans)) as session:
+                identities = [
+                    _identity(config, plan, tokens, session, timeouts, loop)
+                    for plan, tokens in zip(plans, every_tokens, strict=True)
+                ]
+                chosen, message = await _choose_sources(config, identities)
+                if chosen is None:
+                    message = scrub(message)
+                    print(f"sar-bulk: {message}", file=sys.stderr)
+                    return RunOutcome(ExitCode.REFUSED, message, None)
+                pool = IdentityPool(tuple(identities))
+                engine = Engine(config, pool.sources(chosen), run_id=run_id, target=output)
+                if metrics is not None:  # served and written around the run: run_with_metrics
+                    for identity in identities:
+                        metrics.watch(
+                            totals=engine.totals, fetcher=identity.fetcher, identity=identity.name
+                        )
+                restore = _install_signals(loop, engine) if install_signal_handlers else _noop
+                progress_task = _start_progress(engine, pool, progress_out, config.contacts)
+                try:
+                    result = await engine.run()
+                except (ConfigError, InputError):
+                    raise  # a usage error (another run holds the folder): nothing ran to report
+                except Exception as exc:
+                    # Whatever broke, leave a report that says so and what was done before it.
+                    crashed = RunResult(engine.totals, engine.column, crashed=exc)
+                    document = _report(config, run_id, crashed, pool, started_at, 0.0)
+                    document |= _sources_report(engine, pool)
+                    written = await asyncio.to_thread(_write_reports, config, run_id, document)
+                    await _upload_report(output, written)
+                    raise
+                finally:
+                    if progress_task is not None:
+                        progress_task.cancel()
+                        await asyncio.gather(progress_task, return_exceptions=True)
+        finally:
+            for tokens in every_tokens:
+                await tokens.close()
+        seconds = time.monotonic() - started
+        document = _report(config, run_id, result, pool, started_at, seconds)
+        document |= _sources_report(engine, pool)
+        report = await asyncio.to_thread(_write_reports, config, run_id, document)
+        stats = pool.stats
+        summary = scrub(
+            summary_line(
+                result.totals,
+                requests=stats.requests,
+                throttled=stats.throttled,
+                seconds=seconds,
+                interrupted=result.interrupted_by,
+            )
         )
-    )
-    code = _exit_code(result)
-    print(summary, file=out)
-    print(f"report: {report}", file=out)
-    if output is not None:
-        if await _upload_report(output, report):
-            print(f"report: {output.description}/{report.name}", file=out)
-        elif code == ExitCode.OK:
-            code = ExitCode.INCOMPLETE
-    if result.stopped_by is not None:
-        print(f"sar-bulk: run stopped: {scrub(str(result.stopped_by))}", file=sys.stderr)
-    _log.info("run.finished", exit_code=code, seconds=round(seconds, 1))
-    return RunOutcome(code, summary, report)
+        code = _exit_code(result)
+        print(summary, file=out)
+        print(f"report: {report}", file=out)
+        if output is not None:
+            if await _upload_report(output, report):
+                print(f"report: {output.description}/{report.name}", file=out)
+            elif code == ExitCode.OK:
+                code = ExitCode.INCOMPLETE
+        if result.stopped_by is not None:
+            print(f"sar-bulk: run stopped: {scrub(str(result.stopped_by))}", file=sys.stderr)
+        _log.info("run.finished", exit_code=code, seconds=round(seconds, 1))
+        return RunOutcome(code, summary, report)
+    finally:
+        restore()
 
 
 # --- identity pool (issue 11): one set of tokens, throttle, fetcher and sources per identity.
@@ -598,14 +610,31 @@ def _noop() -> None:
     return None
 
 
-def _install_signals(loop: asyncio.AbstractEventLoop, engine: Engine) -> Callable[[], None]:
-    """First SIGINT/SIGTERM: stop gracefully; a second one: exit at once."""
-    signalled: list[str] = []
+def _install_signals(
+    loop: asyncio.AbstractEventLoop,
+    engine: _Stoppable,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    exit_now: Callable[[int], object] = os._exit,
+) -> Callable[[], None]:
+    """First SIGINT/SIGTERM: stop gracefully; a second one: exit at once.
+
+    A second signal within ``_SAME_SIGNAL_SECONDS`` of the first is the same request delivered
+    twice, not a second one: a wrapper that forwards signals (``timeout``, a shell script, an
+    init without process-group forwarding) to a process that also gets them from its group, or
+    a Ctrl-C that reaches both. Taking it as "asked twice" lost the report and the summary.
+    """
+    first: list[float] = []
 
     def handler(name: str, code: int) -> None:
-        if signalled:
-            os._exit(code)  # the user asked twice: no more clean-up
-        signalled.append(name)
+        now = clock()
+        if first:
+            if now - first[0] < _SAME_SIGNAL_SECONDS:
+                _log.info("run.signal_repeated", signal=name, ignored=True)
+                return
+            exit_now(code)  # the user asked twice: no more clean-up
+            return
+        first.append(now)
         engine.request_stop(name)
 
     for sig, code in ((signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)):
