@@ -34,7 +34,13 @@ from sar_bulk.dataverse.webapi import QueryRefused, ResourceMissing, TooLarge
 from sar_bulk.errors import ForeignData
 from sar_bulk.sources.base import Availability, Part, Source, SourceSettings
 from sar_bulk.sources.own_exports import note_key
-from sar_bulk.sources.realtime import ExportFailed, ExportForbidden, RealtimeSource, created_id
+from sar_bulk.sources.realtime import (
+    ExportFailed,
+    ExportForbidden,
+    ExportGone,
+    RealtimeSource,
+    created_id,
+)
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
 from sar_bulk.sources.records import RecordsSource
 
@@ -315,6 +321,37 @@ async def test_a_request_not_completed_in_time_fails_with_its_id(gdpr: FakeGdpr)
     (request_id,) = gdpr.rows
     assert request_id in str(caught.value)
     assert clock.sleeps == [1.0] * 5
+
+
+async def test_a_request_deleted_while_waiting_fails_now_and_is_made_again_next_run(
+    gdpr: FakeGdpr,
+) -> None:
+    """Someone (or the org) deletes the export request while the run waits: the part fails
+    naming it, and the next run makes a new request instead of failing on the deleted one for
+    ever (a rehearsal met 21 contacts stuck that way after the org lost its requests)."""
+    contact(gdpr.org, cid(9), emailaddress1="a@x.org")
+    gdpr.polls_to_complete = 10**6
+    first = DictScope(cid(9))
+    async with source_deps(gdpr.org, fast()) as deps:
+        source = RealtimeSource(deps)
+        waiting = asyncio.create_task(source.fetch(first, PART, DictSink()))
+        for _ in range(1000):  # until the first progress query: the run is waiting
+            if gdpr.progress_queries:
+                break
+            await asyncio.sleep(0.01)
+        (deleted,) = list(gdpr.rows)
+        del gdpr.rows[deleted]
+        with pytest.raises(ExportGone, match=f"export request {deleted} was deleted") as caught:
+            await waiting
+        assert "the next run makes a new export request" in str(caught.value)
+
+        gdpr.polls_to_complete = 1
+        again = DictScope(cid(9), notes=dict(first.notes))
+        sink = DictSink()
+        await source.fetch(again, PART, sink)
+    (made,) = list(gdpr.rows)
+    assert made != deleted
+    assert made in str(sink.notes["exports"])
 
 
 async def test_a_poll_that_fails_for_a_while_only_delays_the_wait(gdpr: FakeGdpr) -> None:

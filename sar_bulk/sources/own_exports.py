@@ -24,13 +24,16 @@ import hashlib
 from collections.abc import Iterable
 from typing import Final, Protocol
 
-__all__ = ["CREATED", "NAME_PREFIX", "PENDING", "note_key", "own_requests"]
+__all__ = ["CREATED", "GONE", "NAME_PREFIX", "PENDING", "note_key", "own_requests"]
 
 NAME_PREFIX: Final = "sar-bulk export"
 # A note's value: the name of a request about to be created (written before the POST, so a
 # crash between the POST and its answer is found again by name), then the created row's id.
 PENDING: Final = "pending:"
 CREATED: Final = "id:"
+# A request whose row was deleted while a run waited: the next run makes a new one (a value
+# that is neither of the above), and it no longer counts as this run's.
+GONE: Final = "gone:"
 
 
 class Notes(Protocol):

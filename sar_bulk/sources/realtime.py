@@ -35,8 +35,9 @@ Assumptions where the docs are silent: a request that is not Completed within ``
 (counted from when this run starts waiting for it, also after a resume) fails the part; no
 failure progress value is documented, so none is looked for; a Completed request without a file
 fails it too; a file above ``max_file_bytes`` (default 1 GiB) is refused before its first byte
-is stored. A remembered request whose row was deleted meanwhile fails the part (it is not made
-again: an operator deleted it on purpose, or the org lost it; either way a person should look).
+is stored. A remembered request whose row was deleted meanwhile fails the part (``ExportGone``:
+an operator deleted it, or the org lost it, and a person may want to know), and its note is let
+go, so the next run makes a new request instead of failing on the deleted one for ever.
 
 The org's word on which row is ours is checked, not taken: a look-up by name takes only a row of
 that very name, and a completed request whose input is not the identifier it was made for
@@ -91,7 +92,7 @@ from sar_bulk.sources.odata_filter import (
     query,
     string_literal,
 )
-from sar_bulk.sources.own_exports import CREATED, NAME_PREFIX, PENDING, note_key
+from sar_bulk.sources.own_exports import CREATED, GONE, NAME_PREFIX, PENDING, note_key
 from sar_bulk.sources.realtime_poller import ProgressPoller, RequestGone, WaitExpired
 from sar_bulk.sources.records import Anchor, Identifier, contact_row, identifiers
 
@@ -99,6 +100,7 @@ __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "ExportFailed",
     "ExportForbidden",
+    "ExportGone",
     "RealtimeSource",
     "created_id",
 ]
@@ -121,6 +123,27 @@ class ExportFailed(DataverseError):
         "look at the request in the app (GdprRequest list); raise realtime_wait if exports "
         "take longer in this org"
     )
+
+
+class ExportGone(ExportFailed):
+    """The export request's row was deleted while the run waited for it."""
+
+    advice = (
+        "the next run makes a new export request for this contact; if someone deleted it on "
+        "purpose, leave the contact out of the next run"
+    )
+
+    def __init__(
+        self,
+        context: RequestContext | None,
+        detail: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+        request_id: str = "",
+    ) -> None:
+        super().__init__(context, detail, status=status, code=code)
+        self.request_id = request_id
 
 
 class ExportForbidden(Forbidden):
@@ -213,7 +236,15 @@ class RealtimeSource:
             return
         schema = await self._load_schema(api, context)
         ids = [await self._request(api, scope, schema, n, item) for n, item in enumerate(found, 1)]
-        rows = await self._wait_all(scope, context, ids)
+        try:
+            rows = await self._wait_all(scope, context, ids)
+        except ExportGone as gone:
+            # Fails now (a person may want to know), but the note is let go: the next run makes
+            # a new request instead of failing on the deleted one for ever.
+            for item, request_id in zip(found, ids, strict=True):
+                if request_id == gone.request_id:
+                    await scope.remember(note_key(item.kind, item.value), GONE + request_id)
+            raise
         # Downloads queue for the identity's requests behind every other request (see
         # ``_DOWNLOADS_AFTER``), among themselves in contact order.
         api = self._web_api(context, pair.queued_as(_DOWNLOADS_AFTER + scope.number))
@@ -382,8 +413,10 @@ class RealtimeSource:
                     context, f"export request {first} not completed within {limit:g} s{why}"
                 ) from None
             if isinstance(first, RequestGone):
-                raise ExportFailed(
-                    context, f"export request {first} was deleted while waiting"
+                raise ExportGone(
+                    context,
+                    f"export request {first} was deleted while waiting",
+                    request_id=str(first),
                 ) from None
             if isinstance(first, DataverseError) and not isinstance(first, RunStopper):
                 # The query was about every waiting request of the run: say which contact and
