@@ -133,18 +133,6 @@ class ExportGone(ExportFailed):
         "purpose, leave the contact out of the next run"
     )
 
-    def __init__(
-        self,
-        context: RequestContext | None,
-        detail: str,
-        *,
-        status: int | None = None,
-        code: str = "",
-        request_id: str = "",
-    ) -> None:
-        super().__init__(context, detail, status=status, code=code)
-        self.request_id = request_id
-
 
 class ExportForbidden(Forbidden):
     """403 creating or reading an export request."""
@@ -236,15 +224,22 @@ class RealtimeSource:
             return
         schema = await self._load_schema(api, context)
         ids = [await self._request(api, scope, schema, n, item) for n, item in enumerate(found, 1)]
-        try:
-            rows = await self._wait_all(scope, context, ids)
-        except ExportGone as gone:
-            # Fails now (a person may want to know), but the note is let go: the next run makes
-            # a new request instead of failing on the deleted one for ever.
-            for item, request_id in zip(found, ids, strict=True):
-                if request_id == gone.request_id:
-                    await scope.remember(note_key(item.kind, item.value), GONE + request_id)
-            raise
+        waited = await self._wait_all(scope, context, ids)
+        gone = [
+            (item, rid) for item, rid, row in zip(found, ids, waited, strict=True) if row is None
+        ]
+        if gone:
+            # Fails now (a person may want to know), but the notes are let go: the next run
+            # makes new requests instead of failing on the deleted ones for ever.
+            for item, request_id in gone:
+                await scope.remember(note_key(item.kind, item.value), GONE + request_id)
+            named = ", ".join(request_id for _, request_id in gone)
+            raise ExportGone(
+                context,
+                f"export request{'s' if len(gone) > 1 else ''} {named} "
+                f"{'were' if len(gone) > 1 else 'was'} deleted while waiting",
+            )
+        rows = [row for row in waited if row is not None]
         # Downloads queue for the identity's requests behind every other request (see
         # ``_DOWNLOADS_AFTER``), among themselves in contact order.
         api = self._web_api(context, pair.queued_as(_DOWNLOADS_AFTER + scope.number))
@@ -394,11 +389,20 @@ class RealtimeSource:
 
     async def _wait_all(
         self, scope: ContactScope, context: RequestContext, ids: list[str]
-    ) -> list[Mapping[str, Any]]:
+    ) -> list[Mapping[str, Any] | None]:
+        """Each request's completed row, or None for one deleted while waiting (the others are
+        waited for all the same, so that every deleted one of the contact is known at once)."""
         limit = self._deps.settings.realtime_wait
+
+        async def one(request_id: str) -> Mapping[str, Any] | None:
+            try:
+                return await self._poller.wait(request_id, limit)
+            except RequestGone:
+                return None
+
         try:
             async with scope.parked(), asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._poller.wait(rid, limit)) for rid in ids]
+                tasks = [group.create_task(one(rid)) for rid in ids]
         except ExceptionGroup as group_error:
             # The engine wants one error of the tree: the first that ended the wait.
             first = group_error.exceptions[0]
@@ -411,12 +415,6 @@ class RealtimeSource:
                 )
                 raise ExportFailed(
                     context, f"export request {first} not completed within {limit:g} s{why}"
-                ) from None
-            if isinstance(first, RequestGone):
-                raise ExportGone(
-                    context,
-                    f"export request {first} was deleted while waiting",
-                    request_id=str(first),
                 ) from None
             if isinstance(first, DataverseError) and not isinstance(first, RunStopper):
                 # The query was about every waiting request of the run: say which contact and
