@@ -25,6 +25,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -188,8 +189,8 @@ class LocalTarget:
         return self._published(final, digest)
 
     def _published(self, path: Path, digest: str) -> Published:
-        stat = path.stat()
-        return Published(path.name, digest, f"{stat.st_mtime_ns}-{stat.st_size}", stat.st_size)
+        info = path.stat()
+        return Published(path.name, digest, f"{info.st_mtime_ns}-{info.st_size}", info.st_size)
 
     async def lookup(self, name: str) -> Published | None:
         check_name(name)
@@ -198,6 +199,12 @@ class LocalTarget:
     def _lookup(self, path: Path) -> Published | None:
         # A local file has no separate metadata: its digest is its bytes' (cheap next to a fetch).
         try:
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode):
+                # A link, a pipe (its read would block the run), a folder: something, but not a
+                # dossier this tool wrote; never read or followed.
+                etag = f"{info.st_mtime_ns}-{info.st_size}"
+                return Published(path.name, "", etag, info.st_size)
             digest, _, _ = file_digests(path)
             return self._published(path, digest)
         except FileNotFoundError:
