@@ -304,9 +304,21 @@ async def test_a_post_whose_answer_was_lost_is_not_sent_twice(gdpr: FakeGdpr) ->
     contact(gdpr.org, cid(3), telephone1="123")
     gdpr.fail_next_post_after_create = True
     async with source_deps(gdpr.org, fast()) as deps:
+        throttle = deps.fetcher.throttle
+        counted: list[None] = []
+        count = throttle.count_request
+
+        def counting() -> None:
+            counted.append(None)
+            count()
+
+        throttle.count_request = counting  # type: ignore[method-assign]
         await RealtimeSource(deps).fetch(DictScope(cid(3)), PART, DictSink())
     assert len(gdpr.rows) == 1
     assert len(gdpr.org.seen("POST", SET)) == 1
+    # The retry's look-up by name rode in the same paced try as its POST: it is charged to the
+    # pace too, or a run at the org's exact limit meets a 429 for each lost answer.
+    assert len(counted) == 1
 
 
 async def test_a_request_not_completed_in_time_fails_with_its_id(gdpr: FakeGdpr) -> None:

@@ -344,6 +344,9 @@ class RealtimeSource:
             if tries > 1:
                 # The previous try may have created the row before its answer was lost.
                 existing = await self._lookup(api, schema, name)
+                # Two requests in this one paced try: the look-up is charged to the pace too,
+                # or a run at the org's exact limit meets a 429 for each lost answer.
+                self._deps.fetcher.throttle.count_request()
                 if existing is not None:
                     _log.info("export.found_by_name", contact=api.context.contact_id, tries=tries)
                     return existing
