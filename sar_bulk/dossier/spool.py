@@ -475,11 +475,15 @@ class Spool:
         parts: list[PartView] = []
         members: list[EntrySpool] = []
         for owner in self.parts.values():
-            entries = [s for s in owner.entries if s.written]
+            # Most parts hold one entry (a type's), and most of those have no row.
+            entries = [s for s in owner.entries if s.written] if owner.entries else []
+            if not entries:
+                parts.append(PartView(owner.part, owner.pages, (), owner.notes))
+                continue
             if len(entries) > 1:
                 entries.sort(key=_by_name)
             members.extend(entries)
-            views = tuple(s.view() for s in entries)
+            views = tuple([s.view() for s in entries])
             parts.append(PartView(owner.part, owner.pages, views, owner.notes))
         request = self.request
         view = DossierView(request.contact_id, generated_at, request.question, tuple(parts))
