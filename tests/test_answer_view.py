@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sar_bulk.answer import AnswerBuilder, Question, render_html, render_text
 from sar_bulk.answer.view import SUMMARY_LIMIT, parse_when
+from sar_bulk.sources.interaction_types import ALL_TYPES
 
 ORG = "https://contoso.crm4.dynamics.com"
 
@@ -63,6 +64,18 @@ def test_every_asked_type_is_listed_and_the_unasked_are_not_searched() -> None:
     assert [t.name for t in view.held_types] == ["EmailOpened"]
     assert len(question.types_not_searched) == 38
     assert question.sources_not_searched == ("records", "realtime")
+    everything = tuple(t.value for t in ALL_TYPES)
+    # In canonical order, the same for a list of types, and all 40 when interactions were not
+    # asked for (the answer is worked out once per question and kept).
+    assert question.types_not_searched == tuple(
+        t for t in everything if t not in ("EmailSent", "EmailOpened")
+    )
+    types: list[str] = ["EmailOpened", "EmailSent"]
+    listed = Question(ORG, types=types, sources=("interactions",))  # type: ignore[arg-type]
+    assert listed.types_not_searched == question.types_not_searched
+    assert (
+        Question(ORG, types=everything[:3], sources=("records",)).types_not_searched == everything
+    )
 
 
 def test_records_contact_consent_and_capped_tables() -> None:

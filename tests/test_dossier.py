@@ -879,6 +879,33 @@ async def test_a_realtime_file_is_streamed_verbatim_with_bounded_memory(tmp_path
     assert verify_dossier(summary.path).ok
 
 
+async def test_short_writes_of_the_zip_are_written_on_and_hashed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The zip goes to its descriptor with os.write, which may write less than it was given
+    # (a signal, a nearly full disk); what is left must follow, and the hash cover each byte once.
+    real_write = os.write
+    sizes: list[int] = []
+
+    def short_write(fd: int, data: Any) -> int:
+        sizes.append(len(data))
+        return real_write(fd, bytes(data[:1000]))
+
+    big = [_interaction(T.EmailSent, n) | {"Body": os.urandom(300).hex()} for n in range(400)]
+    async with DossierWriter(tmp_path, _request(T.EmailSent, T.EmailOpened), now=_at) as writer:
+        await writer.add_page(T.EmailSent, big)
+        await writer.add_page(T.EmailOpened, [_interaction(T.EmailOpened, 1)])
+        monkeypatch.setattr(os, "write", short_write)
+        summary = await writer.complete()
+        monkeypatch.undo()
+    assert len(sizes) > 100  # the writes were cut short, many times
+    assert summary.sha256 == hashlib.sha256(summary.path.read_bytes()).hexdigest()
+    assert summary.zip_bytes == summary.path.stat().st_size
+    assert verify_dossier(summary.path, expected_sha256=summary.sha256).ok
+    assert _entry(summary.path, T.EmailSent) == big
+    _assert_unzip_accepts(summary.path)
+
+
 async def test_parts_and_entries_land_in_a_fixed_order_whatever_the_arrival_order(
     tmp_path: Path,
 ) -> None:

@@ -221,6 +221,35 @@ def test_marking_a_contact_this_run_never_claimed_is_an_error(state: RunState) -
         state.reopen(a)
 
 
+def test_a_record_the_state_file_refuses_leaves_the_contact_as_it_was(
+    state: RunState, path: Path
+) -> None:
+    a, b = ids(2)
+    state.claim_many([a, b])
+    state.mark_failed(b, {"*": "timeout"})
+    other = sqlite3.connect(path)
+    try:
+        # The file refuses every record (as a full disk would): nothing of it may count.
+        other.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON contacts BEGIN SELECT RAISE(ABORT, 'no'); END"
+        )
+        other.commit()
+        with pytest.raises(sqlite3.IntegrityError):
+            state.mark_done(a, dossier="a.zip", interactions=1, zip_bytes=10)
+        with pytest.raises(sqlite3.IntegrityError):
+            state.mark_done(b, dossier="b.zip", interactions=1, zip_bytes=10)
+        with pytest.raises(sqlite3.IntegrityError):
+            state.reopen(b)
+        assert state.status_counts() == {"pending": 1, "done": 0, "failed": 1}
+        assert [contact for contact, _ in state.failed()] == [b]
+        other.execute("DROP TRIGGER refuse")
+        other.commit()
+    finally:
+        other.close()
+    state.mark_done(b, dossier="b.zip", interactions=1, zip_bytes=10)
+    assert state.status_counts() == {"pending": 1, "done": 1, "failed": 0}
+
+
 @pytest.mark.parametrize("dossier", ["", "/etc/passwd", "../outside.zip", "a/../../b.zip"])
 def test_a_dossier_outside_the_output_folder_is_refused(state: RunState, dossier: str) -> None:
     (a,) = ids(1)

@@ -523,18 +523,18 @@ class RunState:
         """Write a claimed contact's row to the state file (committed), then to the seen set."""
         row = (contact_id, status, self._fp, self._run, dossier, interactions, zip_bytes)
         with self._lock:
-            if not self._seen.has(contact_id):
-                raise KeyError(f"contact {contact_id} was not claimed by this run")
-            with _file_errors(self.path), _write(self._conn):
-                self._conn.execute(_RECORD, (*row, finished_at, reasons, sha256, etag))
-                if status is Status.DONE:
-                    self._conn.execute("DELETE FROM notes WHERE contact_id = ?", (contact_id,))
-                old = self._seen.set_status(contact_id, status)
-                try:
+            # The seen set first: it refuses an id this run never claimed (KeyError) before
+            # anything is written, and one look-up there serves that check and the counts.
+            old = self._seen.set_status(contact_id, status)
+            try:
+                with _file_errors(self.path), _write(self._conn):
+                    self._conn.execute(_RECORD, (*row, finished_at, reasons, sha256, etag))
+                    if status is Status.DONE:
+                        self._conn.execute("DELETE FROM notes WHERE contact_id = ?", (contact_id,))
                     self._save_counts()
-                except BaseException:
-                    self._seen.set_status(contact_id, old)  # the row was rolled back too
-                    raise
+            except BaseException:
+                self._seen.set_status(contact_id, old)  # the row was rolled back too
+                raise
 
     def _save_counts(self) -> None:
         """Write the seen set's counts into this run's row (inside the caller's transaction)."""
@@ -594,10 +594,6 @@ class _SeenSet:
         for contact_id in first:
             self.counts[Status.DONE if contact_id in done else Status.PENDING] += 1
         return first
-
-    def has(self, contact_id: str) -> bool:
-        query = "SELECT 1 FROM seen WHERE contact_id = ?"
-        return self._conn.execute(query, (_key(contact_id),)).fetchone() is not None
 
     def set_status(self, contact_id: str, status: Status) -> Status:
         """Change a claimed id's status, returning the old one (``KeyError``: never claimed)."""
