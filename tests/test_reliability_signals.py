@@ -72,6 +72,14 @@ async def _kill_at_random(process: asyncio.subprocess.Process, out: Path, delay:
     return process.returncode == -signal.SIGKILL
 
 
+async def _under_way(args: list[str], out: Path, log: Path) -> asyncio.subprocess.Process:
+    """``sar-bulk ARGS`` started, once it has written a dossier of its own."""
+    process = await start_cli(args, env=token_env(), log=log)
+    if not await _wait_for_own_dossier(process, out):
+        raise AssertionError(await asyncio.to_thread(log.read_text))
+    return process
+
+
 def _slowish(seed: int) -> SimulatorConfig:
     """Small pages and a little latency: a run takes seconds and contacts finish one by one."""
     return SimulatorConfig(
@@ -151,8 +159,7 @@ async def test_a_signal_stops_the_run_with_a_report_and_the_rerun_completes(
     log = tmp_path / "interrupted.log"
     async with Simulator(config) as sim:
         args = run_args(sim.base_url, csv, out, "--window", "2")
-        process = await start_cli(args, env=token_env(), log=log)
-        assert await _wait_for_own_dossier(process, out), log.read_text()
+        process = await _under_way(args, out, log)
         process.send_signal(signum)
         try:
             await asyncio.wait_for(process.wait(), 10.0)
@@ -192,8 +199,7 @@ async def test_one_signal_delivered_twice_still_stops_the_run_cleanly(tmp_path: 
     log = tmp_path / "twice.log"
     async with Simulator(config) as sim:
         args = run_args(sim.base_url, csv, out, "--window", "2")
-        process = await start_cli(args, env=token_env(), log=log)
-        assert await _wait_for_own_dossier(process, out), log.read_text()
+        process = await _under_way(args, out, log)
         process.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.005)
         process.send_signal(signal.SIGTERM)

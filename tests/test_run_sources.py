@@ -149,6 +149,22 @@ def assert_records(
         )
 
 
+def auto_args(
+    sim: Simulator, tmp_path: Path, wanted: Iterable[str], out: Path, *extra: str
+) -> list[str]:
+    """``sar-bulk run --sources auto`` for ``wanted``, exports polled often."""
+    return run_args(
+        sim.base_url,
+        csv_of(tmp_path, wanted),
+        out,
+        "--sources",
+        "auto",
+        "--realtime-poll",
+        POLL,
+        *extra,
+    )
+
+
 def assert_realtime(
     sim: Simulator, archive: zipfile.ZipFile, truth: ContactTruth, notes: Mapping[str, Any]
 ) -> int:
@@ -242,15 +258,7 @@ async def test_the_command_answers_a_todays_cloud_org(tmp_path: Path) -> None:
     async with Simulator(config) as sim:
         wanted = pick_contacts(sim, 5, with_identifiers=3)
         out = tmp_path / "out"
-        args = run_args(
-            sim.base_url,
-            csv_of(tmp_path, wanted),
-            out,
-            "--sources",
-            "auto",
-            "--realtime-poll",
-            POLL,
-        )
+        args = auto_args(sim, tmp_path, wanted, out)
         result = await run_cli(args, env=token_env())
         assert result.code == 0, result.explain()
         compared = assert_exact_sources(sim, out, wanted)
@@ -386,15 +394,7 @@ async def test_a_run_killed_while_waiting_waits_for_the_same_requests(tmp_path: 
         wanted = pick_contacts(sim, 4, with_identifiers=3)
         exports = sum(len(sim.rows.identifiers(c)) for c in wanted)
         out = tmp_path / "out"
-        args = run_args(
-            sim.base_url,
-            csv_of(tmp_path, wanted),
-            out,
-            "--sources",
-            "auto",
-            "--realtime-poll",
-            POLL,
-        )
+        args = auto_args(sim, tmp_path, wanted, out)
         process = await start_cli(args, env=token_env(), log=tmp_path / "first.log")
         try:
             await _until(lambda: len(sim.realtime.created()) == exports, 60)
@@ -445,18 +445,8 @@ async def test_a_lost_answer_to_an_export_request_makes_no_second_request(tmp_pa
     async with Simulator(config) as sim:
         wanted = pick_contacts(sim, 8, with_identifiers=8)
         out = tmp_path / "out"
-        args = run_args(
-            sim.base_url,
-            csv_of(tmp_path, wanted),
-            out,
-            "--sources",
-            "auto",
-            "--realtime-poll",
-            POLL,
-            "--retry-attempts",
-            "30",
-            "--log-format",
-            "json",
+        args = auto_args(
+            sim, tmp_path, wanted, out, "--retry-attempts", "30", "--log-format", "json"
         )
         result = await run_cli(args, env=token_env())
         assert result.code == 0, result.explain()
