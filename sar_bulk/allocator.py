@@ -74,12 +74,20 @@ def tune_allocator(environ: Mapping[str, str] | None = None) -> dict[str, int]:
     }
 
 
+# Whether tune_collector has frozen this process. gc.get_freeze_count() cannot say: on Python
+# 3.12 each collection moves the immortal objects it meets (startup's) into the permanent
+# generation itself, so the count is already a few hundred when ``main`` starts.
+_frozen = False
+
+
 def tune_collector() -> int:
     """Freeze the objects alive now, once per process, and collect the young generation less
     often; returns how many objects are frozen."""
+    global _frozen
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
-    if gc.get_freeze_count() == 0:
+    if not _frozen:
         # Once: a program calling ``main`` again (the tests do) must not freeze its garbage.
         gc.freeze()
+        _frozen = True
     return gc.get_freeze_count()

@@ -210,11 +210,34 @@ def _prom_file(text: str) -> Path:
     return Path(text)
 
 
+# strptime directives that read a year (%c and %x: the locale's date and time, which hold one),
+# and those Python 3.13's strptime counts as one when the format also has %d.
+_YEAR_DIRECTIVES: Final = frozenset("YyGcx")
+_SPELLED_YEAR: Final = frozenset("YyG")
+
+
+def _directives(text: str) -> set[str]:
+    """The letters of a format's directives, "%%" read as strptime reads it (a literal %)."""
+    found: set[str] = set()
+    at = text.find("%")
+    while 0 <= at < len(text) - 1:
+        found.add(text[at + 1])
+        at = text.find("%", at + 2)
+    return found
+
+
 def _date_format(text: str) -> str:
     """A ``strptime`` format that names a whole date (day, month and year) and reads it back."""
     sample = date(2026, 11, 30)
+    # Without a year it cannot read 2026 back. And strptime of %d without a spelled year
+    # warns from Python 3.13 on (a DeprecationWarning: leap days; the behaviour changes in
+    # 3.15), once here and once for each received date: such a format is refused unasked.
+    directives = _directives(text)
+    ok = bool(directives & _YEAR_DIRECTIVES) and (
+        "d" not in directives or bool(directives & _SPELLED_YEAR)
+    )
     try:
-        ok = datetime.strptime(sample.strftime(text), text).date() == sample
+        ok = ok and datetime.strptime(sample.strftime(text), text).date() == sample
     except ValueError:
         ok = False
     if not ok:

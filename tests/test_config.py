@@ -99,6 +99,8 @@ def test_unknown_and_broken_files_are_clear_errors(tmp_path: Path) -> None:
         ({"retry_base": "10", "retry_cap": "1"}, "retry"),
         ({"received_format": "%H:%M"}, "--received-format: '%H:%M' must be a strptime format"),
         ({"received_format": "%d/%m"}, "day, month and year"),
+        # Its year only in the locale's date: strptime warns of %d without a year (3.13).
+        ({"received_format": "%x (%d)"}, "day, month and year"),
     ],
 )
 def test_bad_values_are_config_errors(flags: dict[str, object], message: str) -> None:

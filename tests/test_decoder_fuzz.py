@@ -9,10 +9,12 @@ would escape the retry policy and end a run of millions of requests over one odd
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -268,6 +270,20 @@ def test_a_text_nested_deeper_than_orjson_writes_still_keeps_its_numbers() -> No
     for _ in range(299):
         value = value[0]
     assert isinstance(value[0], orjson.Fragment)
+
+
+def test_a_text_nested_deeper_than_orjson_reads_is_refused_on_every_python() -> None:
+    # 1,100 levels holding 1.50: orjson refuses the depth; json, its fallback for numbers
+    # orjson would change, decodes as deep as the interpreter lets it (3.12: 1,500 levels,
+    # 3.13: 10,000). A higher recursion limit gives 3.11's json that room too.
+    text = "[" * 1100 + "1.50" + "]" * 1100
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 5000))
+    try:
+        with pytest.raises(jsonexact.JsonRefused, match="nests too deeply"):
+            jsonexact.loads(text)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 @FUZZ

@@ -15,7 +15,6 @@ import functools
 import itertools
 import re
 import textwrap
-import unicodedata
 from collections.abc import Iterable
 from typing import Final
 
@@ -23,6 +22,7 @@ from sar_bulk.answer import wording
 from sar_bulk.answer.fields import KindTables, label, record_fields
 from sar_bulk.answer.timeline import timeline_rows
 from sar_bulk.answer.view import AnswerView
+from sar_bulk.printable import printable, shown
 
 __all__ = ["render_text"]
 
@@ -40,10 +40,9 @@ _BLANKS: Final = itertools.repeat(" ")  # str.rstrip's argument, for map()
 
 def _clean(text: str) -> str:
     """One line of text: the org's line and paragraph breaks and control characters become
-    spaces, so no value can break the CRLF layout or fake a line of its own."""
-    if text.isprintable():  # exactly: no character of category C or Z but the ASCII space
-        return text  # the common case, without a look-up per character
-    return "".join(" " if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in text)
+    spaces, so no value can break the CRLF layout or fake a line of its own. Which characters
+    those are is Unicode 14.0's answer on every Python (``sar_bulk.printable``)."""
+    return shown(text)
 
 
 def _wrap(text: str, width: int, indent: str = "") -> list[str]:
@@ -70,7 +69,7 @@ def _cached_wrap(text: str, width: int, indent: str) -> tuple[str, ...]:
 
 
 def _wrap_long(text: str, width: int, indent: str) -> list[str]:
-    if not text.isprintable() or width <= len(indent):
+    if not printable(text) or width <= len(indent):
         # White space other than " " (text that was not cleaned), or no room: textwrap itself.
         return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)
     # textwrap's chunks: runs of spaces and words. Without a hyphen its word-splitting pattern
@@ -218,7 +217,7 @@ def render_text(view: AnswerView, tables: KindTables | None = None) -> str:
     out.append("")
     # Every line once more, for the lines built from org values outside _para and _pairs; one
     # look at all of them finds the common case, where none holds anything to clean.
-    if "".join(out).isprintable():
+    if printable("".join(out)):
         return "\r\n".join(out)
     return "\r\n".join(_clean(line) for line in out)
 
@@ -321,11 +320,11 @@ def _kind_rows(out: list[str], names: list[str], rows: list[list[str]]) -> None:
         if not plan.shown:
             continue
         texts = [cells[n] for n in plan.shown]
-        if max(map(len, texts)) <= plan.room and "".join(texts).isprintable():
+        if max(map(len, texts)) <= plan.room and printable("".join(texts)):
             out += map(str.__add__, plan.keys, map(str.rstrip, texts, _BLANKS))
             continue
         for key, text in zip(plan.keys, texts, strict=True):
-            if not text.isprintable():
+            if not printable(text):
                 text = _clean(text)
             if len(text) <= plan.room:
                 out.append(key + text.rstrip(" "))

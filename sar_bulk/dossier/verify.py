@@ -468,6 +468,26 @@ class _Checker:
             self.problems.append(f"{name} holds {lines.non_objects} value(s) that are not objects")
 
 
+def _names_as_written(archive: zipfile.ZipFile) -> None:
+    """Give each member the name its central directory record holds, as Python 3.11 does.
+
+    From Python 3.12 zipfile takes a member's name from its Info-ZIP Unicode Path extra field
+    (0x7075) when it has one: the member named ``records/contact.json`` in the central directory
+    would be checked as the field's other name (and reported missing, unexpected and with a NUL
+    byte), and the same dossier would get other problems on each Python. The writer never
+    writes that field; ``zip_layout`` names it as the problem, on every Python.
+    """
+    renamed = False
+    for info in archive.infolist():
+        # ZipInfo's own reading of a raw name (cut at a NUL, "/" for os.sep), nothing more.
+        name = zipfile.ZipInfo(info.orig_filename).filename
+        if info.filename != name:
+            info.filename = name
+            renamed = True
+    if renamed:  # getinfo() looks names up here; the last of a repeated name wins, as in zipfile
+        archive.NameToInfo = {info.filename: info for info in archive.infolist()}
+
+
 def verify_dossier(
     path: Path, expected_sha256: str | None = None, *, decryptor: Decryptor | None = None
 ) -> VerifyResult:
@@ -492,6 +512,7 @@ def verify_dossier(
                     problems.append("the file's sha256 is not the expected one (it was changed)")
             archive = zipfile.ZipFile(stream)
             with archive:
+                _names_as_written(archive)
                 problems.extend(layout_problems(stream, archive.infolist(), archive.start_dir))
                 checker = _Checker(archive, stream, path)
                 manifest = checker.run()
