@@ -3,7 +3,7 @@
 Usage (first thing in ``cli.main``, once the modules are imported)::
 
     tune_allocator()          # {"arena_max": 2, "mmap_threshold": 131072} on glibc, else {}
-    tune_collector()          # start-up objects frozen, the young generation collected less often
+    tune_collector()          # start-up objects frozen: later collections do not walk them
 
 Why the allocator: sar-bulk frees and allocates page-sized buffers all run long, in the event
 loop and in the worker threads that assemble dossiers. glibc gives each thread an arena of its
@@ -20,14 +20,12 @@ does nothing.
 Why the collector: the cyclic collector walks every tracked object of the older generations on
 its full collections, start-up's too (modules, classes, aiohttp's tables), which are alive for
 the whole run anyway. Freezing what exists once the modules are imported takes them out of
-every later walk (``gc.freeze``). And nearly everything a run allocates (decoded pages, aiohttp's
-request objects, coroutines) is freed by reference counting, not by the collector: with Python's
-young threshold of 700 the collector still ran ~1,000 times over the 500 contacts of
-``scripts/bench.py --only 4`` and took ~0.5 s of its ~9.5 s of CPU, mostly in collections of the
-middle generation, which walk every task and future in flight. ``YOUNG_THRESHOLD`` (20,000
-new containers, net) leaves 7 collections taking ~0.05 s (measured with ``gc.callbacks``); the
-garbage a reference cycle holds meanwhile is bounded by that many objects, and the peak RSS of
-``--only 5`` and ``--only 9`` stays as flat as before (see the README's figures).
+every later walk (``gc.freeze``). The thresholds are left as Python sets them. With its young
+threshold of 700 the collector runs ~1,000 times over the 500 contacts of ``scripts/bench.py
+--only 4`` and takes ~0.5 s of its ~9.5 s of CPU (``gc.callbacks``, per thread); 20,000 leaves 7
+collections taking ~0.05 s. But measured on 2026-12-01 it moved ``--only 9`` from +8.3 % to
++9.7 % (1,000 to 10,000 contacts, three sources; the goal is 10 %): a figure that passes was not
+traded for one that misses either way.
 """
 
 from __future__ import annotations
@@ -39,11 +37,9 @@ import platform
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["ARENA_MAX", "MMAP_THRESHOLD", "YOUNG_THRESHOLD", "tune_allocator", "tune_collector"]
+__all__ = ["ARENA_MAX", "MMAP_THRESHOLD", "tune_allocator", "tune_collector"]
 
 ARENA_MAX: Final = 2
-# New container objects (net of those freed) between two collections of the young generation.
-YOUNG_THRESHOLD: Final = 20_000
 MMAP_THRESHOLD: Final = 128 * 1024
 # mallopt(3) parameter numbers, from glibc's malloc.h.
 _M_MMAP_THRESHOLD: Final = -3
@@ -81,11 +77,8 @@ _frozen = False
 
 
 def tune_collector() -> int:
-    """Freeze the objects alive now, once per process, and collect the young generation less
-    often; returns how many objects are frozen."""
+    """Freeze the objects alive now, once per process; returns how many are frozen."""
     global _frozen
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
     if not _frozen:
         # Once: a program calling ``main`` again (the tests do) must not freeze its garbage.
         gc.freeze()
