@@ -810,7 +810,8 @@ class RunConfig:
             "date_to": self.dates.wire_to,
             "page_size": self.page_size,
             "out": self.output_description,
-            "work": str(self.out) if self.published_elsewhere else None,
+            # Absolute: `sar-bulk status OUT` quotes it from wherever it is run.
+            "work": str(self.out.absolute()) if self.published_elsewhere else None,
             "state": str(self.state),
             "restart": self.restart,
             "shard": str(self.shard) if self.shard else None,

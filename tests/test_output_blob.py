@@ -412,7 +412,9 @@ def test_a_container_out_gets_a_local_work_folder() -> None:
     assert config.out == Path("sar-bulk-work/acme/sar/nightly/x")
     assert config.state == config.out / ".sar-bulk" / "state.sqlite"
     assert config.public_parameters()["out"] == "https://acme.blob.core.windows.net/sar/nightly/x"
-    assert config.public_parameters()["work"] == "sar-bulk-work/acme/sar/nightly/x"
+    assert config.public_parameters()["work"] == str(
+        Path.cwd() / "sar-bulk-work/acme/sar/nightly/x"
+    )
 
     chosen = RunConfig.from_settings(
         _settings(out="https://acme.blob.core.windows.net/sar", work="/var/sar"), {}
@@ -427,7 +429,7 @@ def test_a_container_out_gets_a_local_work_folder() -> None:
     assert (staged.out, staged.publish_folder, staged.blob) == (Path("w"), Path("dossiers"), None)
     assert staged.state == Path("w/.sar-bulk/state.sqlite")
     assert staged.public_parameters()["out"] == "dossiers"
-    assert staged.public_parameters()["work"] == "w"
+    assert staged.public_parameters()["work"] == str(Path.cwd() / "w")  # absolute
     for out, work in (("d", "d"), ("d", "d/w"), ("d/w", "d"), ("d", "./d/")):
         with pytest.raises(ConfigError, match="must be two separate folders"):
             RunConfig.from_settings(_settings(out=out, work=work), {})
