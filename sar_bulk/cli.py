@@ -301,6 +301,7 @@ def _start_logging(settings: dict[str, Any]) -> None:
 def _run(args: argparse.Namespace) -> int:
     from sar_bulk.run.metrics import MetricsSettings, RunMetrics, run_with_metrics
     from sar_bulk.run.runner import RunOutcome, execute_run
+    from sar_bulk.run.stop_signals import StopSignals
 
     settings = _settings(args, RUN_OPTIONS)
     _start_logging(settings)
@@ -312,7 +313,7 @@ def _run(args: argparse.Namespace) -> int:
     show_progress = not settings["no_progress"] and sys.stderr.isatty()
     progress_out = sys.stderr if show_progress else None
 
-    async def run(watch: RunMetrics | None) -> RunOutcome:
+    async def run(watch: RunMetrics | None, signals: StopSignals) -> RunOutcome:
         output = None
         if config.published_elsewhere:
             from sar_bulk.output import open_target
@@ -332,12 +333,21 @@ def _run(args: argparse.Namespace) -> int:
             progress_out=progress_out,
             metrics=watch,
             output=output,
+            signals=signals,
         )
 
-    outcome = asyncio.run(
-        run_with_metrics(metrics, shard=config.shard, run=run, error_code=exit_code_for)
-    )
-    return outcome.code
+    async def night() -> RunOutcome:
+        # The handlers outlive the run by the metrics' finishing: a signal while the textfile is
+        # written asks for nothing more than is being done, instead of killing the process.
+        with StopSignals(asyncio.get_running_loop()) as signals:
+            return await run_with_metrics(
+                metrics,
+                shard=config.shard,
+                run=lambda watch: run(watch, signals),
+                error_code=exit_code_for,
+            )
+
+    return asyncio.run(night()).code
 
 
 def _check(args: argparse.Namespace) -> int:

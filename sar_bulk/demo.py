@@ -37,6 +37,7 @@ from sar_bulk.dataverse.auth import StaticTokenCredential
 from sar_bulk.dossier.verify import iter_dossiers, verify_dossier
 from sar_bulk.guids import canonical_guid
 from sar_bulk.run.runner import ExitCode, execute_run
+from sar_bulk.run.stop_signals import StopSignals
 from sar_bulk.simulator import Simulator, SimulatorConfig
 from sar_bulk.simulator.tables import OrgKind
 
@@ -105,13 +106,15 @@ async def run_demo(
         settings = resolve(RUN_OPTIONS, flags=flags, environ={}, config_file=None)
         settings["statement"] = statement
         config = RunConfig.from_settings(settings, {})
-        outcome = await execute_run(
-            config,
-            StaticTokenCredential("sim-demo.0"),
-            credential_name="StaticTokenCredential (demo)",
-            progress_out=progress_out,
-            out=out,
-        )
+        with StopSignals(asyncio.get_running_loop()) as signals:
+            outcome = await execute_run(
+                config,
+                StaticTokenCredential("sim-demo.0"),
+                credential_name="StaticTokenCredential (demo)",
+                progress_out=progress_out,
+                out=out,
+                signals=signals,
+            )
         counters = simulator.counters()["total"]
     print(
         f"simulator saw {counters['requests']} requests: {counters['ok']} answered, "

@@ -158,7 +158,6 @@ async def run_engine(config: RunConfig, credential: RotatingCredential | None = 
         credential_name="RotatingCredential",
         progress_out=None,
         out=io.StringIO(),
-        install_signal_handlers=False,
     )
 
 

@@ -348,7 +348,6 @@ async def test_contacts_from_a_pipe_are_not_read_twice_for_the_progress_count(
             credential_name="RotatingCredential",
             progress_out=io.StringIO(),  # progress on: it counts lines of a regular file only
             out=io.StringIO(),
-            install_signal_handlers=False,
         )
         await writer
     assert outcome.code == ExitCode.OK, outcome.summary

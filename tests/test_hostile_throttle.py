@@ -172,7 +172,6 @@ async def test_the_progress_line_shows_the_pause_and_ends_at_100_percent(tmp_pat
             credential_name="RotatingCredential",
             progress_out=screen,
             out=io.StringIO(),
-            install_signal_handlers=False,
         )
     assert outcome.code == ExitCode.OK
     lines = [line.strip() for line in screen.getvalue().replace("\n", "\r").split("\r") if line]

@@ -79,7 +79,6 @@ async def run_pool(
         credential_name="identities",
         progress_out=progress,
         out=io.StringIO(),
-        install_signal_handlers=False,
         environ=environ,
         make_credential=make_credential,
     )

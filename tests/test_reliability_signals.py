@@ -26,7 +26,8 @@ from support import (
 )
 
 from sar_bulk.dossier.verify import verify_dossier
-from sar_bulk.run.runner import ExitCode, _install_signals
+from sar_bulk.run.runner import ExitCode
+from sar_bulk.run.stop_signals import StopSignals
 from sar_bulk.simulator import Simulator, SimulatorConfig
 
 GUARD = 60.0  # a hang guard only: nothing here is meant to take that long
@@ -221,35 +222,53 @@ async def test_one_signal_delivered_twice_still_stops_the_run_cleanly(tmp_path: 
     assert read_report(out)["outcome"] == "interrupted (SIGTERM)"
 
 
+class _Run:
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def request_stop(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+
+async def _deliver(signum: signal.Signals) -> None:
+    signal.raise_signal(signum)
+    await asyncio.sleep(0.05)  # the loop runs the handler on its next turn
+
+
 async def test_a_second_signal_later_exits_at_once_and_an_echo_does_not() -> None:
     """The handler's rule on a fake clock: the first signal asks the run to stop, one within
     half a second is an echo of it, one after that exits at once with the signal's code."""
-
-    class Run:
-        def __init__(self) -> None:
-            self.reasons: list[str] = []
-
-        def request_stop(self, reason: str) -> None:
-            self.reasons.append(reason)
-
     now = [100.0]
     exits: list[int] = []
-    run = Run()
+    run = _Run()
     loop = asyncio.get_running_loop()
-    restore = _install_signals(loop, run, clock=lambda: now[0], exit_now=exits.append)
-    try:
-
-        async def deliver(signum: signal.Signals) -> None:
-            signal.raise_signal(signum)
-            await asyncio.sleep(0.05)  # the loop runs the handler on its next turn
-
-        await deliver(signal.SIGTERM)
+    with StopSignals(loop, clock=lambda: now[0], exit_now=exits.append) as signals:
+        signals.watch(run)
+        await _deliver(signal.SIGTERM)
         assert (run.reasons, exits) == (["SIGTERM"], [])
         now[0] += 0.2
-        await deliver(signal.SIGTERM)
+        await _deliver(signal.SIGTERM)
         assert (run.reasons, exits) == (["SIGTERM"], []), "an echo of the first"
         now[0] += 1.0
-        await deliver(signal.SIGINT)
+        await _deliver(signal.SIGINT)
         assert (run.reasons, exits) == (["SIGTERM"], [ExitCode.SIGINT])
-    finally:
-        restore()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+async def test_a_signal_after_the_run_lets_the_caller_finish_and_a_second_still_exits() -> None:
+    """Released (report and summary out) but still installed while the caller writes the
+    metrics textfile: a signal then neither stops the finished run nor kills the process with
+    the default action; a second one later exits at once, as during the run."""
+    now = [100.0]
+    exits: list[int] = []
+    run = _Run()
+    loop = asyncio.get_running_loop()
+    with StopSignals(loop, clock=lambda: now[0], exit_now=exits.append) as signals:
+        signals.watch(run)
+        signals.release()
+        await _deliver(signal.SIGTERM)
+        assert (run.reasons, exits) == ([], [])
+        now[0] += 1.0
+        await _deliver(signal.SIGTERM)
+        assert (run.reasons, exits) == ([], [ExitCode.SIGTERM])
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

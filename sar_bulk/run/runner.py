@@ -5,7 +5,8 @@ Usage::
     code = await execute_run(config, credential, progress_out=sys.stderr)
 
 This is the one place that owns the run's resources: the single ``aiohttp.ClientSession``, the
-credential (closed once at the end), the signal handlers, the progress task. Everything it builds
+credential (closed once at the end), the progress task; the caller's ``StopSignals`` are
+pointed at its engine while it runs. Everything it builds
 is passed in to the parts below it, so tests can build the same parts around a simulator.
 
 Before the first request it checks ``--out`` and ``--state`` (``paths.py``), creates the output
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import stat
 import sys
 import time
@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 import structlog
 from aiohttp import ClientSession
@@ -61,6 +61,7 @@ from sar_bulk.run.report import (
     write_reports,
 )
 from sar_bulk.run.run_lock import RunLock
+from sar_bulk.run.stop_signals import StopSignals
 from sar_bulk.sources.base import SourceDeps
 from sar_bulk.sources.interactions import InteractionsSource
 from sar_bulk.sources.registry import build_many
@@ -80,12 +81,6 @@ class ExitCode:
 
 
 _SIGNAL_EXIT = {"SIGINT": ExitCode.SIGINT, "SIGTERM": ExitCode.SIGTERM}
-# A second signal sooner than this after the first is the same one delivered twice.
-_SAME_SIGNAL_SECONDS = 0.5
-
-
-class _Stoppable(Protocol):
-    def request_stop(self, reason: str) -> None: ...
 
 
 def exit_code_for(error: BaseException) -> int | None:
@@ -138,7 +133,7 @@ async def execute_run(
     credential_name: str,
     progress_out: TextIO | None,
     out: TextIO = sys.stdout,
-    install_signal_handlers: bool = True,
+    signals: StopSignals | None = None,
     metrics: RunMetrics | None = None,
     environ: Mapping[str, str] | None = None,
     make_credential: CredentialFactory = build_credential,
@@ -155,6 +150,9 @@ async def execute_run(
     the run with exit 3 before any request to the org, like an org that cannot be reached. Once
     the run is under way, a store that stops answering fails the contacts it could not take
     (exit 1, each with the reason), and the next run resumes them.
+
+    ``signals``: SIGINT/SIGTERM stop the run gracefully while it runs (the command line's
+    ``StopSignals``); without it a signal has its default action.
     """
     try:
         return await _execute(
@@ -163,7 +161,7 @@ async def execute_run(
             credential_name=credential_name,
             progress_out=progress_out,
             out=out,
-            install_signal_handlers=install_signal_handlers,
+            signals=signals,
             metrics=metrics,
             environ=os.environ if environ is None else environ,
             make_credential=make_credential,
@@ -181,7 +179,7 @@ async def _execute(
     credential_name: str,
     progress_out: TextIO | None,
     out: TextIO,
-    install_signal_handlers: bool,
+    signals: StopSignals | None,
     metrics: RunMetrics | None,
     environ: Mapping[str, str],
     make_credential: CredentialFactory,
@@ -208,7 +206,7 @@ async def _execute(
             credential_name=credential_name,
             progress_out=progress_out,
             out=out,
-            install_signal_handlers=install_signal_handlers,
+            signals=signals,
             run_id=run_id,
             started_at=started_at,
             started=started,
@@ -228,7 +226,7 @@ async def _locked_run(
     credential_name: str,
     progress_out: TextIO | None,
     out: TextIO,
-    install_signal_handlers: bool,
+    signals: StopSignals | None,
     run_id: str,
     started_at: datetime,
     started: float,
@@ -246,10 +244,8 @@ async def _locked_run(
         for plan in plans
     ]
     timeouts = Timeouts(request=config.timeout)
-    # Installed once the engine exists, removed only when the report and the summary are out:
-    # a signal in between (the echo of the first, say) must not kill the process with its
-    # default action and lose them.
-    restore: Callable[[], None] = _noop
+    # Pointed at the engine once it exists, released only when the report and the summary are
+    # out; the caller removes the handlers after its own finishing (StopSignals).
     try:
         try:
             if output is not None:
@@ -275,7 +271,8 @@ async def _locked_run(
                         metrics.watch(
                             totals=engine.totals, fetcher=identity.fetcher, identity=identity.name
                         )
-                restore = _install_signals(loop, engine) if install_signal_handlers else _noop
+                if signals is not None:
+                    signals.watch(engine)
                 progress_task = _start_progress(engine, pool, progress_out, config.contacts)
                 try:
                     result = await engine.run()
@@ -323,7 +320,8 @@ async def _locked_run(
         _log.info("run.finished", exit_code=code, seconds=round(seconds, 1))
         return RunOutcome(code, summary, report)
     finally:
-        restore()
+        if signals is not None:
+            signals.release()
 
 
 # --- identity pool (issue 11): one set of tokens, throttle, fetcher and sources per identity.
@@ -604,47 +602,6 @@ def _outcome(result: RunResult) -> str:
     if result.interrupted_by is not None:
         return f"interrupted ({result.interrupted_by})"
     return outcome_text(result.totals)
-
-
-def _noop() -> None:
-    return None
-
-
-def _install_signals(
-    loop: asyncio.AbstractEventLoop,
-    engine: _Stoppable,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-    exit_now: Callable[[int], object] = os._exit,
-) -> Callable[[], None]:
-    """First SIGINT/SIGTERM: stop gracefully; a second one: exit at once.
-
-    A second signal within ``_SAME_SIGNAL_SECONDS`` of the first is the same request delivered
-    twice, not a second one: a wrapper that forwards signals (``timeout``, a shell script, an
-    init without process-group forwarding) to a process that also gets them from its group, or
-    a Ctrl-C that reaches both. Taking it as "asked twice" lost the report and the summary.
-    """
-    first: list[float] = []
-
-    def handler(name: str, code: int) -> None:
-        now = clock()
-        if first:
-            if now - first[0] < _SAME_SIGNAL_SECONDS:
-                _log.info("run.signal_repeated", signal=name, ignored=True)
-                return
-            exit_now(code)  # the user asked twice: no more clean-up
-            return
-        first.append(now)
-        engine.request_stop(name)
-
-    for sig, code in ((signal.SIGINT, ExitCode.SIGINT), (signal.SIGTERM, ExitCode.SIGTERM)):
-        loop.add_signal_handler(sig, handler, sig.name, code)
-
-    def restore() -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-    return restore
 
 
 def _start_progress(
