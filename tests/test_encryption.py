@@ -485,6 +485,27 @@ async def test_a_plain_dossier_in_the_output_folder_is_never_left_beside_its_sea
     assert read_report(out)["replaced_count"] == 1
 
 
+async def test_a_copy_cut_short_in_the_output_folder_is_removed_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """A SIGKILL while a dossier was copied from --work into --out leaves a hidden partial copy
+    there; the next run removes it (as it does in its own folder) and touches nothing else."""
+    contact = contact_ids(1, 57)[0]
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", contact])
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    cut_short = out / f".sar-bulk-partial-{contact}.zip.4242"
+    cut_short.write_bytes(b"PK\x03\x04 half a copy")
+    someone_elses = out / ".notes-of-the-dpo.txt"
+    someone_elses.write_text("kept")
+    async with Simulator(_small_simulator()) as sim:
+        ran = await run_cli(run_args(sim.base_url, csv, out, "--work", str(work)), env=token_env())
+        assert ran.code == ExitCode.OK, ran.explain()
+    assert not cut_short.exists()
+    assert someone_elses.read_text() == "kept"
+    assert _files(out) == sorted([f"{contact}.zip", "run-report.json", someone_elses.name])
+
+
 async def test_status_of_an_output_folder_names_the_work_folder_its_run_used(
     tmp_path: Path,
 ) -> None:

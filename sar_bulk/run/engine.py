@@ -212,16 +212,16 @@ class Engine:
                 "until then every answer says the controller's statement is missing",
             )
         await asyncio.to_thread(create_private_folder, config.out)
-        removed = await asyncio.to_thread(
-            remove_leftovers, config.out, config.shard.owns if config.shard else None
-        )
+        owns = config.shard.owns if config.shard else None
+        removed = await asyncio.to_thread(remove_leftovers, config.out, owns)
+        if config.publish_folder is not None:
+            # A copy into the folder --out that a kill cut short (LocalTarget's hidden name).
+            removed += await asyncio.to_thread(remove_leftovers, config.publish_folder, owns)
         if removed:
             _log.info("leftovers.removed", count=removed)
         if self.target is not None:
             self._published_before = await _holds_dossiers(self.target)
-            staged = await asyncio.to_thread(
-                _remove_staged, config.out, config.shard.owns if config.shard else None
-            )
+            staged = await asyncio.to_thread(_remove_staged, config.out, owns)
             if staged:
                 _log.info("staged.removed", count=staged)
         state = await asyncio.to_thread(
