@@ -579,8 +579,8 @@ def _status(args: argparse.Namespace) -> int:
             f"{args.out} is a blob container: the run keeps its state in its --work folder "
             f"(default {work}); give that folder: sar-bulk status WORK"
         )
-    files = [args.state] if args.state is not None else state_files(Path(args.out))
-    report = read_status(files, today=datetime.now(UTC).date(), limit=args.limit)
+    files, left_out = ([args.state], []) if args.state is not None else state_files(Path(args.out))
+    report = read_status(files, today=datetime.now(UTC).date(), limit=args.limit, left_out=left_out)
     if args.json:
         print(scrub(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode()))
     else:

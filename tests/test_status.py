@@ -152,6 +152,36 @@ async def test_status_with_a_folder_as_state_says_to_give_it_as_out(tmp_path: Pa
     assert "link" not in result.stderr
 
 
+async def test_status_adds_up_only_the_state_of_the_latest_shard_count(tmp_path: Path) -> None:
+    """A folder run unsharded one night and in two shards the next holds three state files:
+    the shards adopted the first night's dossiers, so adding all up would count each contact
+    twice. Only the latest layout is added up and the other file is named as left out."""
+    contacts = contact_ids(6, 61)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
+    out = tmp_path / "out"
+    async with Simulator(unlimited(seed=4)) as sim:
+        first = await run_cli(
+            run_args(sim.base_url, csv, out, "--types", "EmailSent"), env=token_env()
+        )
+        assert first.code == ExitCode.OK, first.explain()
+        for index in range(2):
+            args = run_args(sim.base_url, csv, out, "--types", "EmailSent", "--shard", f"{index}/2")
+            shard = await run_cli(args, env=token_env())
+            assert shard.code == ExitCode.OK, shard.explain()
+    names = sorted(p.name for p in (out / ".sar-bulk").glob("state*.sqlite"))
+    assert names == ["state.shard-0-of-2.sqlite", "state.shard-1-of-2.sqlite", "state.sqlite"]
+
+    shown = await run_cli(["status", str(out)])
+    assert shown.code == ExitCode.OK, shown.explain()
+    text = shown.stdout.splitlines()
+    assert text[0] == f"contacts: {len(contacts)} done, 0 failed, 0 pending"
+    assert [line for line in text if line.startswith("left out: state.sqlite (")], text
+    as_json = await run_cli(["status", str(out), "--json"])
+    document = orjson.loads(as_json.stdout)
+    assert document["contacts"]["done"] == len(contacts)
+    assert [Path(p).name for p in document["state_files_left_out"]] == ["state.sqlite"]
+
+
 def test_a_state_without_deadlines_says_so(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     a, b = contact_ids(2)

@@ -26,6 +26,7 @@ count as it was, which is exactly what is still to do.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ __all__ = ["StateStatus", "read_status", "render_text", "state_files"]
 _APPLICATION_ID: Final = 0x53415242  # "SARB", as state.py writes it
 _FIRST_WITH_DEADLINES: Final = 3
 _MAX_REPORT_BYTES: Final = 16 << 20
+_SHARD_STATE: Final = re.compile(r"state\.shard-[0-9]+-of-([0-9]+)\.sqlite")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,8 @@ class StateStatus:
     deadlines_known: bool
     counts: dict[Urgency, int]
     at_risk: tuple[AtRisk, ...]
+    left_out: tuple[Path, ...] = ()
+    """State files of an earlier shard count in the same folder, not added up."""
 
     @property
     def overdue(self) -> int:
@@ -75,6 +79,7 @@ class StateStatus:
     def as_json(self) -> dict[str, Any]:
         return {
             "state_files": [str(path) for path in self.files],
+            "state_files_left_out": [str(path) for path in self.left_out],
             "runs": [
                 {
                     "run_id": run.run_id,
@@ -100,8 +105,14 @@ class StateStatus:
         }
 
 
-def state_files(out: Path) -> list[Path]:
-    """The state files of an output folder: ``state.sqlite`` and one per shard."""
+def state_files(out: Path) -> tuple[list[Path], list[Path]]:
+    """The state files of an output folder to add up, and those left out.
+
+    One ``state.sqlite``, or one file per shard (``state.shard-I-of-N.sqlite``). A folder whose
+    runs changed their shard count holds files of both: adding them up would count a contact
+    twice (the later runs adopt the dossiers the earlier ones wrote), so only the files of the
+    layout written last are read, and the rest are named as left out.
+    """
     folder = out / ".sar-bulk"
     if not folder.is_dir():
         work = _work_named_by_report(out)
@@ -118,7 +129,28 @@ def state_files(out: Path) -> list[Path]:
     )
     if not found:
         raise ConfigError(f"{folder} holds no state file: no run has got far enough yet")
-    return found
+    layouts: dict[str, list[Path]] = {}
+    for path in found:
+        layouts.setdefault(_layout(path.name), []).append(path)
+    latest = max(layouts.values(), key=lambda paths: max(map(_last_written, paths)))
+    return latest, [path for path in found if path not in latest]
+
+
+def _layout(name: str) -> str:
+    """Which run layout wrote the state file ``name``: its shard count, or the name itself."""
+    match = _SHARD_STATE.fullmatch(name)
+    return f"{match.group(1)} shards" if match else name
+
+
+def _last_written(path: Path) -> int:
+    """When the state file (or its write-ahead log, where writes land first) last changed."""
+    times = []
+    for candidate in (path, path.with_name(path.name + "-wal")):
+        try:
+            times.append(os.stat(candidate).st_mtime_ns)
+        except OSError:
+            continue
+    return max(times, default=0)
 
 
 def _work_named_by_report(out: Path) -> str | None:
@@ -139,8 +171,13 @@ def _work_named_by_report(out: Path) -> str | None:
     return work
 
 
-def read_status(files: list[Path], *, today: date, limit: int) -> StateStatus:
-    """Read every state file (read-only) and add them up; ``limit`` requests listed at most."""
+def read_status(
+    files: list[Path], *, today: date, limit: int, left_out: list[Path] | None = None
+) -> StateStatus:
+    """Read every state file (read-only) and add them up; ``limit`` requests listed at most.
+
+    ``left_out``: files ``state_files`` did not choose, named in the text and the JSON.
+    """
     if limit < 0:
         raise ValueError("limit must not be negative")
     runs: list[RunCounts] = []
@@ -183,7 +220,15 @@ def read_status(files: list[Path], *, today: date, limit: int) -> StateStatus:
             conn.close()
     listed.sort(key=lambda item: (item.due, item.contact_id))
     return StateStatus(
-        tuple(files), tuple(runs), done, failed, pending, known, counts, tuple(listed[:limit])
+        tuple(files),
+        tuple(runs),
+        done,
+        failed,
+        pending,
+        known,
+        counts,
+        tuple(listed[:limit]),
+        tuple(left_out or ()),
     )
 
 
@@ -196,6 +241,12 @@ def render_text(status: StateStatus) -> str:
         f"{run.done} done, {run.failed} failed, {run.pending} pending"
         for run in status.runs
     )
+    if status.left_out:
+        names = ", ".join(path.name for path in status.left_out)
+        lines.append(
+            f"left out: {names} (written by runs with another shard count; only the latest "
+            "runs' files are added up; sar-bulk status --state PATH reads one)"
+        )
     if not status.deadlines_known:
         lines.append("deadlines: none known (no received-date column in the contacts CSV)")
         return "\n".join(lines)
