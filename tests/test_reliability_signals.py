@@ -223,35 +223,40 @@ async def test_one_signal_delivered_twice_still_stops_the_run_cleanly(tmp_path: 
 
 
 class _Run:
+    """A stand-in for the engine on a fake clock: what it was asked, and the exits taken."""
+
     def __init__(self) -> None:
         self.reasons: list[str] = []
+        self.exits: list[int] = []
+        self.now = 100.0
 
     def request_stop(self, reason: str) -> None:
         self.reasons.append(reason)
 
+    def signals(self) -> StopSignals:
+        """Signals pointed at this run, on its clock, exiting into ``exits``."""
+        loop = asyncio.get_running_loop()
+        signals = StopSignals(loop, clock=lambda: self.now, exit_now=self.exits.append)
+        signals.watch(self)
+        return signals
 
-async def _deliver(signum: signal.Signals) -> None:
-    signal.raise_signal(signum)
-    await asyncio.sleep(0.05)  # the loop runs the handler on its next turn
+    async def deliver(self, signum: signal.Signals, *, later: float = 0.0) -> None:
+        self.now += later
+        signal.raise_signal(signum)
+        await asyncio.sleep(0.05)  # the loop runs the handler on its next turn
 
 
 async def test_a_second_signal_later_exits_at_once_and_an_echo_does_not() -> None:
     """The handler's rule on a fake clock: the first signal asks the run to stop, one within
     half a second is an echo of it, one after that exits at once with the signal's code."""
-    now = [100.0]
-    exits: list[int] = []
     run = _Run()
-    loop = asyncio.get_running_loop()
-    with StopSignals(loop, clock=lambda: now[0], exit_now=exits.append) as signals:
-        signals.watch(run)
-        await _deliver(signal.SIGTERM)
-        assert (run.reasons, exits) == (["SIGTERM"], [])
-        now[0] += 0.2
-        await _deliver(signal.SIGTERM)
-        assert (run.reasons, exits) == (["SIGTERM"], []), "an echo of the first"
-        now[0] += 1.0
-        await _deliver(signal.SIGINT)
-        assert (run.reasons, exits) == (["SIGTERM"], [ExitCode.SIGINT])
+    with run.signals():
+        await run.deliver(signal.SIGTERM)
+        assert (run.reasons, run.exits) == (["SIGTERM"], [])
+        await run.deliver(signal.SIGTERM, later=0.2)
+        assert (run.reasons, run.exits) == (["SIGTERM"], []), "an echo of the first"
+        await run.deliver(signal.SIGINT, later=1.0)
+        assert (run.reasons, run.exits) == (["SIGTERM"], [ExitCode.SIGINT])
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
@@ -259,16 +264,11 @@ async def test_a_signal_after_the_run_lets_the_caller_finish_and_a_second_still_
     """Released (report and summary out) but still installed while the caller writes the
     metrics textfile: a signal then neither stops the finished run nor kills the process with
     the default action; a second one later exits at once, as during the run."""
-    now = [100.0]
-    exits: list[int] = []
     run = _Run()
-    loop = asyncio.get_running_loop()
-    with StopSignals(loop, clock=lambda: now[0], exit_now=exits.append) as signals:
-        signals.watch(run)
+    with run.signals() as signals:
         signals.release()
-        await _deliver(signal.SIGTERM)
-        assert (run.reasons, exits) == ([], [])
-        now[0] += 1.0
-        await _deliver(signal.SIGTERM)
-        assert (run.reasons, exits) == ([], [ExitCode.SIGTERM])
+        await run.deliver(signal.SIGTERM)
+        assert (run.reasons, run.exits) == ([], [])
+        await run.deliver(signal.SIGTERM, later=1.0)
+        assert (run.reasons, run.exits) == ([], [ExitCode.SIGTERM])
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
