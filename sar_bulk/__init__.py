@@ -1,4 +1,4 @@
-"""sar-bulk: GDPR subject-access dossiers in bulk from Dynamics 365 Marketing.
+"""sar-bulk: GDPR subject-access dossiers in bulk from Dynamics 365 Dataverse orgs.
 
 The package's public surface is what ``__all__`` lists; everything else is internal and may change.
 """

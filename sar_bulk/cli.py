@@ -117,7 +117,8 @@ def _quiet_broken_pipe() -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sar-bulk",
-        description="GDPR subject-access dossiers in bulk from Dynamics 365 Marketing.",
+        description="GDPR subject-access dossiers in bulk from Dynamics 365: Dataverse rows, "
+        "Marketing interactions and Customer Insights - Journeys exports.",
     )
     parser.add_argument("--version", action="version", version=f"sar-bulk {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -185,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser(
         "simulate",
-        help="serve the local simulator of the action",
+        help="serve the local simulator of an org (all three sources)",
         description="Serve a simulated Dataverse org on loopback. It accepts any bearer token "
         "that starts with the token prefix ('sim' unless --token-prefix says otherwise), e.g. "
         "SAR_BULK_TOKEN=sim-me.1 with --auth static-token; the part before the first '.' is "
