@@ -386,3 +386,35 @@ def test_numbers_are_shown_as_held_not_rounded_to_six_digits() -> None:
         for shown in ("47.6062095", "1234567.89", "98765432.1"):
             assert shown in output
         assert "e+0" not in output
+
+
+def test_bidi_controls_in_org_values_cannot_reorder_what_the_page_shows() -> None:
+    # U+202E (right-to-left override) before a phone number made Chromium show "+20 2 1234 5678"
+    # as "8765 4321 2 02+"; README.txt already showed a space for it. Isolates and embeddings
+    # (U+2066-2069, U+202A-202D) reorder text the same way.
+    override, isolate, pop = "\u202e", "\u2067", "\u2069"
+    builder = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    builder.add_record(
+        "contact",
+        {"contactid": CONTACT, "telephone1": f"{override}+20 2 1234 5678", "jobtitle": "\u202bCEO"},
+    )
+    for n in range(2):  # two rows: the table body is escaped at once
+        builder.add_interaction(
+            "EmailOpened",
+            {
+                "Timestamp": f"2024-01-0{n + 1}T00:00:00Z",
+                "Subject": f"Offer {isolate}\u0639\u0631\u0636{pop} {override}20% off",
+            },
+        )
+    builder.add_interaction("EmailSent", {"Subject": f"{override}only row"})  # cell by cell
+    view = builder.build(prepared_at=PREPARED, statement=statement(), name=f"{override}Ada")
+    page = render_html(view)
+    for char in (override, isolate, pop, "\u202b"):
+        assert char not in page
+    text = " ".join("".join(_shape(page).text).split())
+    assert "+20 2 1234 5678" in text
+    assert "Offer \u0639\u0631\u0636 20% off" in text
+    assert "Dear Ada," in text
+    readme = render_text(view)
+    assert "+20 2 1234 5678" in readme
+    assert override not in readme

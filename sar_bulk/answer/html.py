@@ -15,6 +15,7 @@ zoom, and types with many rows are folded in ``<details>`` (closed ones cost the
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any, Final
@@ -78,17 +79,27 @@ _ROW: Final = "\x01"
 
 _CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
+# Bidi embeddings, overrides and isolates (U+202A-202E, U+2066-2069) in an org value reorder
+# what the browser shows: "\u202e+20 2 1234 5678" reads "8765 4321 2 02+". They are shown as a
+# space, as README.txt shows them; the person's own right-to-left text needs none of them.
+_BIDI: Final = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(text: str) -> str:
+    """``escape(text, quote=True)`` with bidi controls made spaces."""
+    return escape(_BIDI.sub(" ", text), quote=True)
+
 
 def _e(value: object) -> str:
     text = str(value)
     # Labels, headings and sentences come back on every contact: each escaped once, kept in a
     # cache bounded in entries and, since values come from the org, in each entry's size.
-    return _escaped(text) if len(text) <= _CACHED_TEXT else escape(text, quote=True)
+    return _escaped(text) if len(text) <= _CACHED_TEXT else _escape(text)
 
 
 @functools.lru_cache(maxsize=1024)
 def _escaped(text: str) -> str:
-    return escape(text, quote=True)
+    return _escape(text)
 
 
 def render_html(view: AnswerView, tables: KindTables | None = None) -> str:
@@ -172,7 +183,7 @@ def _table(
         for row in body:
             # tags can be longer than a short row: zip stops at the row's last cell.
             pairs = zip(tags, row, strict=False)
-            cells = "".join([f"{start}{escape(str(cell))}{end}" for (start, end), cell in pairs])
+            cells = "".join([f"{start}{_escape(str(cell))}{end}" for (start, end), cell in pairs])
             out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table></div>")
 
@@ -195,7 +206,7 @@ def _body_at_once(out: list[str], tags: list[tuple[str, str]], rows: list[list[s
     if text.count(_CELL) != len(rows) * (width - 1) or text.count(_ROW) != len(rows) - 1:
         return False  # a cell holds one of the two characters itself
     start = tags[-1][0]
-    text = escape(text).replace(_CELL, first_end + start)
+    text = _escape(text).replace(_CELL, first_end + start)
     text = text.replace(_ROW, f"{first_end}</tr>\n<tr>{first_start}")
     out.append(f"<tr>{first_start}{text}{first_end}</tr>")
     return True
