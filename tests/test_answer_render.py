@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 import pytest
 from answer_samples import (
     CONTACT,
+    CONTROLLER,
     HEAVY_TYPES,
     HOSTILE,
     PREPARED,
@@ -21,7 +22,14 @@ from answer_samples import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sar_bulk.answer import AnswerBuilder, Question, answer_files, render_html, render_text
+from sar_bulk.answer import (
+    AnswerBuilder,
+    Question,
+    answer_files,
+    load_statement,
+    render_html,
+    render_text,
+)
 from sar_bulk.answer.fields import long_date
 from sar_bulk.answer.html import OPEN_ROWS
 from sar_bulk.answer.text import TEXT_ROWS
@@ -418,3 +426,45 @@ def test_bidi_controls_in_org_values_cannot_reorder_what_the_page_shows() -> Non
     readme = render_text(view)
     assert "+20 2 1234 5678" in readme
     assert override not in readme
+
+
+def test_readme_lines_fit_80_columns_when_a_purpose_or_destination_is_long() -> None:
+    # A key longer than the key column (32) used to push its value past it: a purpose of 120
+    # characters made a line of 160, its legal basis wrapped under the key column of the
+    # others, and `less` at 80 columns showed it broken in the middle of words.
+    long_purpose = (
+        "Measuring which e-mails are read and which links are clicked, to improve our "
+        "e-mails and rank your interest (lead scoring)"
+    )
+    table = {
+        **CONTROLLER,
+        "purposes": [
+            {"purpose": "Sending our newsletter", "legal_basis": "Consent, Article 6(1)(a)"},
+            {"purpose": long_purpose, "legal_basis": "Our legitimate interest, Article 6(1)(f)"},
+        ],
+        "transfers": [
+            {
+                "destination": "United States (Microsoft Corporation, support access)",
+                "safeguard": "EU-US Data Privacy Framework; standard contractual clauses",
+            }
+        ],
+    }
+    builder = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    builder.add_interaction(
+        "TriggerCrmWorkflowActivityContactProcessed", {"Timestamp": "2024-01-01T00:00:00Z"}
+    )
+    view = builder.build(prepared_at=PREPARED, statement=load_statement(table))
+    lines = render_text(view).split("\r\n")
+    too_long = [line for line in lines if len(line) > 78]
+    assert too_long == []
+    at = lines.index(
+        "  Measuring which e-mails are read and which links are clicked, to improve our"
+    )
+    assert lines[at + 1] == "  e-mails and rank your interest (lead scoring)"
+    assert lines[at + 2].split() == ["Our", "legitimate", "interest,", "Article", "6(1)(f)"]
+    assert lines[at + 2].index("Our") == lines[at - 1].index("Consent")  # the value column
+    at = lines.index("  United States (Microsoft Corporation, support access)")
+    safeguard = " ".join(line.strip() for line in lines[at + 1 : at + 3])
+    assert safeguard == "EU-US Data Privacy Framework; standard contractual clauses"
+    at = lines.index("  Trigger CRM workflow activity contact processed")
+    assert lines[at + 1].split()[:2] == ["1", "(1"]

@@ -173,6 +173,13 @@ def _pair_lines(pairs: list[tuple[str, str]], indent: str) -> list[str]:
     beside = indent + " " * (width + 2)  # where the lines after a value's first one start
     lines: list[str] = []
     for key, value in pairs:
+        if len(key) > width:
+            # A key longer than the key column (a long purpose, a transfer's destination)
+            # gets lines of its own and its value starts under the others' values: beside
+            # it, the line would run past 80 columns and the value wrap under the keys.
+            lines += _wrap(key, _WIDTH, indent) or [indent]
+            lines += _wrap(value, _WIDTH, beside) or [""]
+            continue
         if len(value) <= room:  # _wrap's one-line case, inline: most values
             lines.append(f"{indent}{key:<{width}}  {value.rstrip(' ')}")
             continue
