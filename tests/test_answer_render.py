@@ -468,3 +468,17 @@ def test_readme_lines_fit_80_columns_when_a_purpose_or_destination_is_long() -> 
     assert safeguard == "EU-US Data Privacy Framework; standard contractual clauses"
     at = lines.index("  Trigger CRM workflow activity contact processed")
     assert lines[at + 1].split()[:2] == ["1", "(1"]
+
+
+def test_readme_lines_fit_80_columns_for_long_column_names_and_checksums() -> None:
+    # An export file's line held its 64-digit checksum beside the name (120 columns), and an
+    # interaction column named longer than the key column pushed its value past 80 columns.
+    lines = render_text(small_view()).split("\r\n")
+    assert [line for line in lines if len(line) > 78] == []
+    at = lines.index("  realtime/1-gdpr_output.json  (58 bytes)")
+    assert lines[at + 1] == "     sha256 " + "ab" * 32
+    at = lines.index("  Is mobile                         Yes")
+    assert (
+        lines[at + 1] == '  <script>window.pwned=1</script><img src=x onerror="window.pwned=2">"\''
+    )
+    assert lines[at + 2] == " " * 36 + "a column named with markup"

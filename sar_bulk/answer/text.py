@@ -327,10 +327,12 @@ def _kind_rows(out: list[str], names: list[str], rows: list[list[str]]) -> None:
         if not plan.shown:
             continue
         texts = [cells[n] for n in plan.shown]
-        if max(map(len, texts)) <= plan.room and printable("".join(texts)):
+        if not plan.heads and max(map(len, texts)) <= plan.room and printable("".join(texts)):
             out += map(str.__add__, plan.keys, map(str.rstrip, texts, _BLANKS))
             continue
-        for key, text in zip(plan.keys, texts, strict=True):
+        for n, (key, text) in enumerate(zip(plan.keys, texts, strict=True)):
+            if head := plan.heads.get(n):  # a name longer than the key column: lines of its own
+                out += head
             if not printable(text):
                 text = _clean(text)
             if len(text) <= plan.room:
@@ -344,14 +346,24 @@ def _kind_rows(out: list[str], names: list[str], rows: list[list[str]]) -> None:
 class _Plan:
     """What the rows of one kind with the same empty cells share (see ``_kind_rows``)."""
 
-    __slots__ = ("beside", "keys", "room", "shown")
+    __slots__ = ("beside", "heads", "keys", "room", "shown")
 
     def __init__(self, names: list[str], filled: tuple[bool, ...]) -> None:
         self.shown = [n for n, full in enumerate(filled) if full]
         width = min(32, max([len(names[n]) for n in self.shown], default=0))
         self.room = _WIDTH - width - 4  # as _pair_lines with the indent "  "
-        self.keys = [f"  {names[n]:<{width}}  " for n in self.shown]
         self.beside = " " * (width + 4)
+        # As in _pair_lines: a name longer than the key column gets lines of its own (by its
+        # place among the shown cells), its value starts in the value column below it.
+        self.heads = {
+            at: _wrap(names[n], _WIDTH, "  ")
+            for at, n in enumerate(self.shown)
+            if len(names[n]) > width
+        }
+        self.keys = [
+            self.beside if at in self.heads else f"  {names[n]:<{width}}  "
+            for at, n in enumerate(self.shown)
+        ]
 
 
 def _exports(out: list[str], view: AnswerView) -> None:
@@ -361,7 +373,8 @@ def _exports(out: list[str], view: AnswerView) -> None:
     if not view.exports:
         out.append("We hold no records of this kind about you.")
     for f in view.exports:
-        out += [_clean(f"  {f.name}  ({f.size:,} bytes, sha256 {f.sha256})")]
+        # The checksum on a line of its own: beside the name it ran past 80 columns.
+        out += [_clean(f"  {f.name}  ({f.size:,} bytes)"), _clean(f"     sha256 {f.sha256}")]
         if f.summary:
             out += _pairs(f.summary, "     ")
 
