@@ -482,3 +482,28 @@ def test_readme_lines_fit_80_columns_for_long_column_names_and_checksums() -> No
         lines[at + 1] == '  <script>window.pwned=1</script><img src=x onerror="window.pwned=2">"\''
     )
     assert lines[at + 2] == " " * 36 + "a column named with markup"
+
+
+def test_an_org_without_the_interactions_source_is_not_said_to_have_found_none() -> None:
+    # Today's cloud orgs (the demo's default) have no outbound-marketing action: the answer
+    # said "Period found: no dated interactions found" next to a real-time export holding 80
+    # interactions, and listed all 40 kinds as "Kinds not searched" in the action's jargon
+    # ("Trigger CRM workflow activity contact processed"), though the source itself is named
+    # as not searched.
+    question = Question("https://contoso.crm4.dynamics.com", sources=("records", "realtime"))
+    builder = AnswerBuilder(CONTACT, question)
+    builder.add_record("contact", {"contactid": CONTACT, "fullname": "Ada Lovelace"})
+    builder.add_export("realtime/1-gdpr_output.json", 58, "ab" * 32, b'{"interactions": [1, 2]}')
+    view = builder.build(prepared_at=PREPARED, statement=statement())
+    page = " ".join(" ".join(_shape(render_html(view)).text).split())
+    readme = " ".join(render_text(view).split())
+    for text in (page, readme):
+        searched = text[text.index("What we searched") :]
+        assert "Sources not searched Marketing interactions (outbound marketing)" in searched
+        assert "no dated interactions" not in text
+        assert "Period found" not in searched
+        assert "Kinds not searched" not in searched
+        assert "Trigger CRM workflow" not in text
+    # Where the source was searched, both are still said.
+    page = " ".join(" ".join(_shape(render_html(empty_view())).text).split())
+    assert "Period found no dated interactions found" in page

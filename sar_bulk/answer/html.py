@@ -466,7 +466,9 @@ def _searched(out: list[str], view: AnswerView) -> None:
         ("System searched", q.system),
         ("Your contact id", view.contact_id),
         ("Period asked for", wording.period_asked(view)),
-        ("Period found", wording.span_found(view)),
+        # The period the interactions found cover: only where that source was searched (a
+        # cloud org of today has none, and its real-time export may hold many).
+        *([("Period found", wording.span_found(view))] if "interactions" in q.sources else []),
         ("Sources searched", "; ".join(wording.source_label(s) for s in q.sources) or "none"),
     ]
     if q.sources_not_searched:
@@ -482,7 +484,7 @@ def _searched(out: list[str], view: AnswerView) -> None:
         items.append(("Tables not searched", wording.tables_named(q.tables_not_searched)))
     if view.empty_types:
         items.append(("Searched, nothing found", ", ".join(label(t) for t in view.empty_types)))
-    if q.types_not_searched:
+    if q.types_not_searched and "interactions" in q.sources:  # else the source is named
         items.append(("Kinds not searched", ", ".join(label(t) for t in q.types_not_searched)))
     out.append("<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items) + "</dl>")
 

@@ -418,7 +418,9 @@ def _searched(out: list[str], view: AnswerView) -> None:
         ("System searched", q.system),
         ("Your contact id", view.contact_id),
         ("Period asked for", wording.period_asked(view)),
-        ("Period found", wording.span_found(view)),
+        # The period the interactions found cover: only where that source was searched (a
+        # cloud org of today has none, and its real-time export may hold many).
+        *([("Period found", wording.span_found(view))] if "interactions" in q.sources else []),
         ("Sources searched", "; ".join(wording.source_label(s) for s in q.sources) or "none"),
     ]
     if q.sources_not_searched:
@@ -432,6 +434,6 @@ def _searched(out: list[str], view: AnswerView) -> None:
         pairs.append(("Tables not searched", wording.tables_named(q.tables_not_searched)))
     if view.empty_types:
         pairs.append(("Searched, nothing found", ", ".join(label(t) for t in view.empty_types)))
-    if q.types_not_searched:
+    if q.types_not_searched and "interactions" in q.sources:  # else the source is named
         pairs.append(("Kinds not searched", ", ".join(label(t) for t in q.types_not_searched)))
     out += _pairs(pairs)
