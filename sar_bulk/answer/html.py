@@ -9,7 +9,8 @@ Policy forbids all of them, so even a mistake could not load or run anything. Ev
 org is untrusted and goes through ``_e`` (``html.escape(..., quote=True)``); attributes are only
 ever built from our own constants or escaped text. Headings run h1 > h2 > h3, every table has a
 caption and ``<th scope>``, wide tables scroll inside their own box so the page reflows at 200 %
-zoom, and types with many rows are folded in ``<details>`` (closed ones cost the browser little).
+zoom (printed, they wrap instead: a scrolling box would cut them off on paper), and types with
+many rows are folded in ``<details>`` (closed ones cost the browser little).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ figure{margin:1rem 0}
 .timeline .axis{stroke:var(--muted);stroke-width:1}
 code{overflow-wrap:anywhere}
 @media (max-width:40rem){dl{grid-template-columns:1fr}dd{margin-bottom:.5rem}}
+@media print{.wide{overflow:visible}table{font-size:.75rem}
+td,th{min-width:0;overflow-wrap:anywhere}td.when,td.num,th.num{white-space:normal}}
 """
 
 _CACHED_TEXT: Final = 120  # longest text whose escaped form is kept (1,024 of them)
