@@ -507,3 +507,94 @@ def test_an_org_without_the_interactions_source_is_not_said_to_have_found_none()
     # Where the source was searched, both are still said.
     page = " ".join(" ".join(_shape(render_html(empty_view())).text).split())
     assert "Period found no dated interactions found" in page
+
+
+# Rows as the records source stores them (from a simulated org's dossier), one per table it reads.
+_F = "@OData.Community.Display.V1.FormattedValue"
+_OWN_TABLE_ROWS = {
+    "lead": {
+        "leadid": "13d63835-d214-4a48-9a0a-206b531ae0ce",
+        "companyname": "Bücher & Co",
+        "_parentcontactid_value": CONTACT,
+        f"_parentcontactid_value{_F}": "Ada Lovelace",
+    },
+    "account": {
+        "accountid": "0d9c3b2a-0000-4000-8000-000000000001",
+        "name": "Contoso Pharmaceuticals",
+        "_primarycontactid_value": CONTACT,
+        f"_primarycontactid_value{_F}": "Ada Lovelace",
+        "telephone3": "+41 44 265 87 97",
+    },
+    "activitypointer": {
+        "activityid": "5daee50c-abdf-464f-bb09-01f743c21f05",
+        "activitytypecode": "phonecall",
+        f"activitytypecode{_F}": "Phone Call",
+        "_regardingobjectid_value": CONTACT,
+        f"_regardingobjectid_value{_F}": "Ada Lovelace",
+        "scheduledstart": "2023-01-20T10:00:00Z",
+        "actualend": "2023-01-22T18:01:41Z",
+        "activitypointer_activity_parties": [{"partyidname": "Ada Lovelace"}],
+    },
+    "activityparty": {
+        "activitypartyid": "ce885dbb-7e03-4cc3-ae39-a60b9e62ef3e",
+        "_activityid_value": "5daee50c-abdf-464f-bb09-01f743c21f05",
+        "_partyid_value": CONTACT,
+        f"_partyid_value{_F}": "Ada Lovelace",
+        "partyidname": "Ada Lovelace",
+        "participationtypemask": 2,
+        f"participationtypemask{_F}": "To Recipient",
+        "addressused": "ada@example.org",
+    },
+    "msdynmkt_gdprrequest": {
+        "msdynmkt_gdprrequestid": "d61a2c0f-d9c0-4117-af83-03ebbd959a29",
+        "msdynmkt_name": "DSR 9754",
+        "msdynmkt_dsrrequesttype": 773406601,
+        f"msdynmkt_dsrrequesttype{_F}": "Export",
+        "msdynmkt_dsrrequestinput": "ada@example.org",
+        "msdynmkt_dsrrequestprogress": 773406650,
+        f"msdynmkt_dsrrequestprogress{_F}": "Completed",
+        "msdynmkt_dsrrequestdata": "d668650b-66de-45f6-9401-f21cca78a359",
+        "msdynmkt_dsrrequestdata_name": "gdpr_output.json",
+        "_ownerid_value": "4f586683-f33e-4e64-9d87-6407e039e4de",
+    },
+}
+
+
+def test_columns_of_the_tables_sar_bulk_reads_itself_have_a_person_s_name() -> None:
+    # A person read "Companyname", "Parentcontactid value", "Participationtypemask",
+    # "Regardingobjectid value" and "Msdynmkt dsrrequestprogress": Dataverse's logical names
+    # with the underscores taken out. The records source asks for these tables and columns
+    # itself, so each has a label; a column an org adds may still show its own name.
+    builder = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    builder.add_record("contact", {"contactid": CONTACT, "telephone3": "+41 44 265 87 97"})
+    for table, row in _OWN_TABLE_ROWS.items():
+        builder.add_record(table, row)
+    view = builder.build(prepared_at=PREPARED, statement=statement())
+    page = " ".join(" ".join(_shape(render_html(view)).text).split())
+    readme = " ".join(render_text(view).split())
+    for text in (page, readme):
+        for jargon in (
+            "Telephone3",
+            "Companyname",
+            "Primarycontactid",
+            "Parentcontactid",
+            "Activitytypecode",
+            "Regardingobjectid",
+            "Actualend",
+            "Scheduledstart",
+            "Activitypointer activity parties",
+            "Activityid value",
+            "Activitypartyid",
+            "Partyid",
+            "Participationtypemask",
+            "Addressused",
+            "Msdynmkt",
+            "Ownerid",
+        ):
+            assert jargon not in text, jargon
+        for said in (
+            "Company name Bücher & Co",
+            "Your part in it To Recipient",
+            "Progress Completed",
+        ):
+            assert said in readme
