@@ -6,6 +6,7 @@ import itertools
 import re
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 from answer_samples import (
@@ -511,7 +512,7 @@ def test_an_org_without_the_interactions_source_is_not_said_to_have_found_none()
 
 # Rows as the records source stores them (from a simulated org's dossier), one per table it reads.
 _F = "@OData.Community.Display.V1.FormattedValue"
-_OWN_TABLE_ROWS = {
+_OWN_TABLE_ROWS: dict[str, dict[str, Any]] = {
     "lead": {
         "leadid": "13d63835-d214-4a48-9a0a-206b531ae0ce",
         "companyname": "Bücher & Co",
