@@ -599,3 +599,17 @@ def test_columns_of_the_tables_sar_bulk_reads_itself_have_a_person_s_name() -> N
             "Progress Completed",
         ):
             assert said in readme
+
+
+def test_a_table_of_records_is_captioned_in_words_not_by_its_logical_name() -> None:
+    # The caption of the leads table read "Your rows in the table lead" (of an account table
+    # "... in the table parent_account"): a table's logical name, which means nothing to a
+    # person (and "lead" is easily misread); the heading above it already says what it is.
+    builder = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    builder.add_record("lead", _OWN_TABLE_ROWS["lead"])
+    builder.add_record("parent_account", _OWN_TABLE_ROWS["account"])
+    shape = _shape(render_html(builder.build(prepared_at=PREPARED, statement=statement())))
+    text = " ".join(" ".join(shape.text).split())
+    assert "in the table" not in text
+    assert "Sales leads about you, one row each" in text
+    assert "Your company's account, one row each" in text

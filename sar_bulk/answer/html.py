@@ -326,7 +326,7 @@ def _records(out: list[str], view: AnswerView) -> None:
         out.append("<p>We hold no records of this kind about you.</p>")
     for table in view.records:
         out.append(f"<h3>{_e(wording.table_label(table.table))}</h3>")
-        _row_table(out, f"Your rows in the table {table.table}", table.rows)
+        _row_table(out, f"{wording.table_label(table.table)}, one row each", table.rows)
         _more(out, table.more, table.file)
 
 
