@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from html.parser import HTMLParser
 from typing import Any
 
@@ -613,3 +613,40 @@ def test_a_table_of_records_is_captioned_in_words_not_by_its_logical_name() -> N
     assert "in the table" not in text
     assert "Sales leads about you, one row each" in text
     assert "Your company's account, one row each" in text
+
+
+def test_no_interactions_in_a_period_asked_for_is_not_said_to_be_none_at_all() -> None:
+    # A run with --date-from 2030-01-01 told the person "We hold no records of this kind about
+    # you: none of the 40 kinds of marketing interaction we searched for", though the org held
+    # thousands of them before that day: only "Period asked for" far below said otherwise.
+    question = Question(
+        "https://contoso.crm4.dynamics.com", sources=("interactions",), date_from=date(2030, 1, 1)
+    )
+    view = AnswerBuilder(CONTACT, question).build(prepared_at=PREPARED, statement=statement())
+    page = " ".join(" ".join(_shape(render_html(view)).text).split())
+    readme = " ".join(render_text(view).split())
+    for text in (page, readme):
+        assert (
+            "We hold no records of this kind about you from 1 January 2030 on: none of the 40 "
+            "kinds of marketing interaction we searched for." in text
+        )
+        assert "We hold no records of this kind about you." not in text
+    held = AnswerBuilder(
+        CONTACT,
+        Question(
+            "https://contoso.crm4.dynamics.com",
+            sources=("interactions",),
+            date_from=date(2023, 1, 1),
+            date_to=date(2023, 12, 31),
+        ),
+    )
+    held.add_interaction("EmailSent", {"Timestamp": "2023-05-01T00:00:00Z"})
+    readme = " ".join(render_text(held.build(prepared_at=PREPARED, statement=None)).split())
+    assert (
+        "We hold no records of the other 39 kinds of marketing interaction we searched for "
+        "from 1 January 2023 to 31 December 2023" in readme
+    )
+    # Without a period, as before.
+    assert "We hold no records of this kind about you: none of the 40" in " ".join(
+        render_text(empty_view()).split()
+    )

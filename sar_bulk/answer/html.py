@@ -263,9 +263,10 @@ def _summary(out: list[str], view: AnswerView) -> None:
         out.append(
             f'<tbody><tr><th scope="colgroup" colspan="{span}" class="group">{_e(source)}</th></tr>'
         )
-        if not rows:
+        if not rows:  # only interactions can have none: within the period asked for, if any
             out.append(
-                f'<tr><td colspan="{span}">We hold no records of this kind about you.</td></tr>'
+                f'<tr><td colspan="{span}">We hold no records of this kind about you'
+                f"{_e(wording.within(view))}.</td></tr>"
             )
         out += [
             f'<tr><th scope="row">{_e(what)}</th><td class="num">{_e(count)}</td>'
@@ -340,7 +341,7 @@ def _interactions(out: list[str], view: AnswerView, tables: KindTables) -> None:
         return
     out.append('<h2 id="interactions">Your marketing interactions, kind by kind</h2>')
     if not view.held_types:
-        out.append("<p>We hold no records of this kind about you.</p>")
+        out.append(f"<p>We hold no records of this kind about you{_e(wording.within(view))}.</p>")
         return
     out.append(
         "<p>Newest first. Technical identifiers are in the last columns; they let the "
