@@ -650,3 +650,26 @@ def test_no_interactions_in_a_period_asked_for_is_not_said_to_be_none_at_all() -
     assert "We hold no records of this kind about you: none of the 40" in " ".join(
         render_text(empty_view()).split()
     )
+
+
+def test_readme_list_items_continue_under_their_text_not_under_the_dash() -> None:
+    # A category, a recipient or a right longer than a line went on under its dash, so the
+    # list read as one run of text: "  - Identity and contact details: ..., postal" then
+    # "  address" at the dash's column, indistinguishable from the start of the next item.
+    lines = render_text(small_view()).split("\r\n")
+    at = lines.index(
+        "  - Erasure (Article 17): to have your data deleted, for example when it is no"
+    )
+    assert lines[at + 1] == "    longer needed or you withdraw your consent."
+    items = [n for n, line in enumerate(lines) if line.startswith("  - ")]
+    for n in items:
+        more = itertools.takewhile(
+            lambda line: line and not line.startswith("  - "), lines[n + 1 :]
+        )
+        assert all(line.startswith("    ") for line in more), lines[n : n + 3]
+    summary = render_text(small_view()).replace("\r\n", "\n")
+    assert "In all, 13 marketing interactions." in summary
+    one = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    one.add_interaction("EmailSent", {"Timestamp": "2024-01-01T00:00:00Z"})
+    readme = " ".join(render_text(one.build(prepared_at=PREPARED, statement=None)).split())
+    assert "In all, 1 marketing interaction." in readme

@@ -278,7 +278,8 @@ def _summary(out: list[str], view: AnswerView) -> None:
     out.append("</table></div>")
     if "interactions" in searched and view.total_interactions:
         out.append(
-            f"<p>In all, {view.total_interactions:,} marketing interactions. "
+            f"<p>In all, {view.total_interactions:,} marketing "
+            f"interaction{'' if view.total_interactions == 1 else 's'}. "
             f"{_e(wording.period_found(view))}</p>"
         )
     if line := wording.no_records_line(view):

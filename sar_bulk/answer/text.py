@@ -157,6 +157,13 @@ def _para(text: str, indent: str = "") -> list[str]:
     return _wrap(_clean(text), _WIDTH, indent) or [""]
 
 
+def _bullet(text: str) -> list[str]:
+    """A list item, "  - text", its further lines under its text rather than under the dash."""
+    lines = _wrap(_clean(text), _WIDTH, "    ") or ["    "]
+    lines[0] = "  - " + lines[0][4:]
+    return lines
+
+
 def _heading(text: str, char: str = "-") -> list[str]:
     return ["", text, char * len(text), ""]
 
@@ -201,7 +208,7 @@ def render_text(view: AnswerView, tables: KindTables | None = None) -> str:
     out += _heading("Your rights")
     out.append("You have the right:")
     for name, text in wording.RIGHTS:
-        out += _para(f"- {name}: {text}", "  ")
+        out += _bullet(f"{name}: {text}")
     if view.statement:
         s = view.statement
         dpo = f" or our data protection officer, {s.dpo}" if s.dpo else ""
@@ -246,7 +253,8 @@ def _summary(out: list[str], view: AnswerView) -> None:
     if "interactions" in q.sources and view.total_interactions:
         out += [""]
         out += _para(
-            f"In all, {view.total_interactions:,} marketing interactions. "
+            f"In all, {view.total_interactions:,} marketing "
+            + ("interaction. " if view.total_interactions == 1 else "interactions. ")
             + wording.period_found(view)
         )
     if line := wording.no_records_line(view):
@@ -396,9 +404,9 @@ def _statement(out: list[str], view: AnswerView) -> None:
     out += ["", "Why we use your data, and on which legal basis:"]
     out += _pairs((p.purpose, p.legal_basis) for p in s.purposes)
     out += ["", "Kinds of personal data we hold:"]
-    out += [line for c in s.categories for line in _para(f"- {c}", "  ")]
+    out += [line for c in s.categories for line in _bullet(c)]
     out += ["", "Who receives your data:"]
-    out += [line for r in s.recipients for line in _para(f"- {r}", "  ")]
+    out += [line for r in s.recipients for line in _bullet(r)]
     out += ["", "How long we keep it:", *_para(s.retention, "  ")]
     out += ["", "Where data we did not get from you came from:", *_para(s.source_of_data, "  ")]
     out += ["", "Automated decisions and profiling:", *_para(s.automated_decisions, "  ")]
