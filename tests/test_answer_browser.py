@@ -21,6 +21,7 @@ from answer_samples import (
     empty_view,
     heavy_view,
     small_view,
+    statement,
 )
 from browser import BrowserMissing, Chromium, Page, find_chromium
 
@@ -154,3 +155,36 @@ def test_missing_chromium_is_a_failure_with_the_fix(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("SAR_BULK_CHROMIUM", "no-such-browser")
     with pytest.raises(BrowserMissing, match=r"apt-get install -y chromium"):
         find_chromium()
+
+
+async def test_printed_answer_keeps_every_column_of_every_table(
+    browser: Chromium, tmp_path: Path
+) -> None:
+    # Wide tables scroll in their own box on screen; printed (or saved as PDF, as a controller
+    # may send it) that box cut them off: the consent table lost "Status reason", the leads
+    # table its last columns, interaction tables half their columns and the checksums.
+    builder = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    long_word = "Lovelace" * 40
+    builder.add_record(
+        "contact", {"contactid": CONTACT, "fullname": "Ada", "description": long_word}
+    )
+    columns = [f"Column{n}" for n in range(12)]
+    for n in range(3):
+        builder.add_interaction(
+            "EmailOpened",
+            {"Timestamp": f"2024-01-0{n + 1}T00:00:00Z", **{c: f"value {c} {n}" for c in columns}},
+        )
+    builder.add_export("realtime/1-gdpr_output.json", 58, "ab" * 32, None)
+    page = await browser.new_page(width=700, height=900)  # an A4 page's width at 96 dpi
+    await page.call("Emulation.setEmulatedMedia", {"media": "print"})
+    await page.load(_write(tmp_path, builder.build(prepared_at=PREPARED, statement=statement())))
+    cut = await page.evaluate(
+        "[...document.querySelectorAll('.wide')]"
+        ".filter(box => box.scrollWidth > box.clientWidth + 1)"
+        ".map(box => box.getAttribute('aria-label'))"
+    )
+    assert cut == [], f"printed, these tables lose columns: {cut}"
+    widths = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"the printed page is wider than the paper: {widths}"
+    assert page.problems == []
+    await page.screenshot(_shots(tmp_path) / "printed.png", max_height=2400)

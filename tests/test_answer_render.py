@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 from answer_samples import (
     CONTACT,
+    CONTROLLER,
     HEAVY_TYPES,
     HOSTILE,
     PREPARED,
@@ -21,7 +23,14 @@ from answer_samples import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sar_bulk.answer import AnswerBuilder, Question, answer_files, render_html, render_text
+from sar_bulk.answer import (
+    AnswerBuilder,
+    Question,
+    answer_files,
+    load_statement,
+    render_html,
+    render_text,
+)
 from sar_bulk.answer.fields import long_date
 from sar_bulk.answer.html import OPEN_ROWS
 from sar_bulk.answer.text import TEXT_ROWS
@@ -386,3 +395,281 @@ def test_numbers_are_shown_as_held_not_rounded_to_six_digits() -> None:
         for shown in ("47.6062095", "1234567.89", "98765432.1"):
             assert shown in output
         assert "e+0" not in output
+
+
+def test_bidi_controls_in_org_values_cannot_reorder_what_the_page_shows() -> None:
+    # U+202E (right-to-left override) before a phone number made Chromium show "+20 2 1234 5678"
+    # as "8765 4321 2 02+"; README.txt already showed a space for it. Isolates and embeddings
+    # (U+2066-2069, U+202A-202D) reorder text the same way.
+    override, isolate, pop = "\u202e", "\u2067", "\u2069"
+    builder = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    builder.add_record(
+        "contact",
+        {"contactid": CONTACT, "telephone1": f"{override}+20 2 1234 5678", "jobtitle": "\u202bCEO"},
+    )
+    for n in range(2):  # two rows: the table body is escaped at once
+        builder.add_interaction(
+            "EmailOpened",
+            {
+                "Timestamp": f"2024-01-0{n + 1}T00:00:00Z",
+                "Subject": f"Offer {isolate}\u0639\u0631\u0636{pop} {override}20% off",
+            },
+        )
+    builder.add_interaction("EmailSent", {"Subject": f"{override}only row"})  # cell by cell
+    view = builder.build(prepared_at=PREPARED, statement=statement(), name=f"{override}Ada")
+    page = render_html(view)
+    for char in (override, isolate, pop, "\u202b"):
+        assert char not in page
+    text = " ".join("".join(_shape(page).text).split())
+    assert "+20 2 1234 5678" in text
+    assert "Offer \u0639\u0631\u0636 20% off" in text
+    assert "Dear Ada," in text
+    readme = render_text(view)
+    assert "+20 2 1234 5678" in readme
+    assert override not in readme
+
+
+def test_readme_lines_fit_80_columns_when_a_purpose_or_destination_is_long() -> None:
+    # A key longer than the key column (32) used to push its value past it: a purpose of 120
+    # characters made a line of 160, its legal basis wrapped under the key column of the
+    # others, and `less` at 80 columns showed it broken in the middle of words.
+    long_purpose = (
+        "Measuring which e-mails are read and which links are clicked, to improve our "
+        "e-mails and rank your interest (lead scoring)"
+    )
+    table = {
+        **CONTROLLER,
+        "purposes": [
+            {"purpose": "Sending our newsletter", "legal_basis": "Consent, Article 6(1)(a)"},
+            {"purpose": long_purpose, "legal_basis": "Our legitimate interest, Article 6(1)(f)"},
+        ],
+        "transfers": [
+            {
+                "destination": "United States (Microsoft Corporation, support access)",
+                "safeguard": "EU-US Data Privacy Framework; standard contractual clauses",
+            }
+        ],
+    }
+    builder = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    builder.add_interaction(
+        "TriggerCrmWorkflowActivityContactProcessed", {"Timestamp": "2024-01-01T00:00:00Z"}
+    )
+    view = builder.build(prepared_at=PREPARED, statement=load_statement(table))
+    lines = render_text(view).split("\r\n")
+    too_long = [line for line in lines if len(line) > 78]
+    assert too_long == []
+    at = lines.index(
+        "  Measuring which e-mails are read and which links are clicked, to improve our"
+    )
+    assert lines[at + 1] == "  e-mails and rank your interest (lead scoring)"
+    assert lines[at + 2].split() == ["Our", "legitimate", "interest,", "Article", "6(1)(f)"]
+    assert lines[at + 2].index("Our") == lines[at - 1].index("Consent")  # the value column
+    at = lines.index("  United States (Microsoft Corporation, support access)")
+    safeguard = " ".join(line.strip() for line in lines[at + 1 : at + 3])
+    assert safeguard == "EU-US Data Privacy Framework; standard contractual clauses"
+    at = lines.index("  Trigger CRM workflow activity contact processed")
+    assert lines[at + 1].split()[:2] == ["1", "(1"]
+
+
+def test_readme_lines_fit_80_columns_for_long_column_names_and_checksums() -> None:
+    # An export file's line held its 64-digit checksum beside the name (120 columns), and an
+    # interaction column named longer than the key column pushed its value past 80 columns.
+    lines = render_text(small_view()).split("\r\n")
+    assert [line for line in lines if len(line) > 78] == []
+    at = lines.index("  realtime/1-gdpr_output.json  (58 bytes)")
+    assert lines[at + 1] == "     sha256 " + "ab" * 32
+    at = lines.index("  Is mobile                         Yes")
+    assert (
+        lines[at + 1] == '  <script>window.pwned=1</script><img src=x onerror="window.pwned=2">"\''
+    )
+    assert lines[at + 2] == " " * 36 + "a column named with markup"
+
+
+def test_an_org_without_the_interactions_source_is_not_said_to_have_found_none() -> None:
+    # Today's cloud orgs (the demo's default) have no outbound-marketing action: the answer
+    # said "Period found: no dated interactions found" next to a real-time export holding 80
+    # interactions, and listed all 40 kinds as "Kinds not searched" in the action's jargon
+    # ("Trigger CRM workflow activity contact processed"), though the source itself is named
+    # as not searched.
+    question = Question("https://contoso.crm4.dynamics.com", sources=("records", "realtime"))
+    builder = AnswerBuilder(CONTACT, question)
+    builder.add_record("contact", {"contactid": CONTACT, "fullname": "Ada Lovelace"})
+    builder.add_export("realtime/1-gdpr_output.json", 58, "ab" * 32, b'{"interactions": [1, 2]}')
+    view = builder.build(prepared_at=PREPARED, statement=statement())
+    page = " ".join(" ".join(_shape(render_html(view)).text).split())
+    readme = " ".join(render_text(view).split())
+    for text in (page, readme):
+        searched = text[text.index("What we searched") :]
+        assert "Sources not searched Marketing interactions (outbound marketing)" in searched
+        assert "no dated interactions" not in text
+        assert "Period found" not in searched
+        assert "Kinds not searched" not in searched
+        assert "Trigger CRM workflow" not in text
+    # Where the source was searched, both are still said.
+    page = " ".join(" ".join(_shape(render_html(empty_view())).text).split())
+    assert "Period found no dated interactions found" in page
+
+
+# Rows as the records source stores them (from a simulated org's dossier), one per table it reads.
+_F = "@OData.Community.Display.V1.FormattedValue"
+_OWN_TABLE_ROWS: dict[str, dict[str, Any]] = {
+    "lead": {
+        "leadid": "13d63835-d214-4a48-9a0a-206b531ae0ce",
+        "companyname": "Bücher & Co",
+        "_parentcontactid_value": CONTACT,
+        f"_parentcontactid_value{_F}": "Ada Lovelace",
+    },
+    "account": {
+        "accountid": "0d9c3b2a-0000-4000-8000-000000000001",
+        "name": "Contoso Pharmaceuticals",
+        "_primarycontactid_value": CONTACT,
+        f"_primarycontactid_value{_F}": "Ada Lovelace",
+        "telephone3": "+41 44 265 87 97",
+    },
+    "activitypointer": {
+        "activityid": "5daee50c-abdf-464f-bb09-01f743c21f05",
+        "activitytypecode": "phonecall",
+        f"activitytypecode{_F}": "Phone Call",
+        "_regardingobjectid_value": CONTACT,
+        f"_regardingobjectid_value{_F}": "Ada Lovelace",
+        "scheduledstart": "2023-01-20T10:00:00Z",
+        "actualend": "2023-01-22T18:01:41Z",
+        "activitypointer_activity_parties": [{"partyidname": "Ada Lovelace"}],
+    },
+    "activityparty": {
+        "activitypartyid": "ce885dbb-7e03-4cc3-ae39-a60b9e62ef3e",
+        "_activityid_value": "5daee50c-abdf-464f-bb09-01f743c21f05",
+        "_partyid_value": CONTACT,
+        f"_partyid_value{_F}": "Ada Lovelace",
+        "partyidname": "Ada Lovelace",
+        "participationtypemask": 2,
+        f"participationtypemask{_F}": "To Recipient",
+        "addressused": "ada@example.org",
+    },
+    "msdynmkt_gdprrequest": {
+        "msdynmkt_gdprrequestid": "d61a2c0f-d9c0-4117-af83-03ebbd959a29",
+        "msdynmkt_name": "DSR 9754",
+        "msdynmkt_dsrrequesttype": 773406601,
+        f"msdynmkt_dsrrequesttype{_F}": "Export",
+        "msdynmkt_dsrrequestinput": "ada@example.org",
+        "msdynmkt_dsrrequestprogress": 773406650,
+        f"msdynmkt_dsrrequestprogress{_F}": "Completed",
+        "msdynmkt_dsrrequestdata": "d668650b-66de-45f6-9401-f21cca78a359",
+        "msdynmkt_dsrrequestdata_name": "gdpr_output.json",
+        "_ownerid_value": "4f586683-f33e-4e64-9d87-6407e039e4de",
+    },
+}
+
+
+def test_columns_of_the_tables_sar_bulk_reads_itself_have_a_person_s_name() -> None:
+    # A person read "Companyname", "Parentcontactid value", "Participationtypemask",
+    # "Regardingobjectid value" and "Msdynmkt dsrrequestprogress": Dataverse's logical names
+    # with the underscores taken out. The records source asks for these tables and columns
+    # itself, so each has a label; a column an org adds may still show its own name.
+    builder = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    builder.add_record("contact", {"contactid": CONTACT, "telephone3": "+41 44 265 87 97"})
+    for table, row in _OWN_TABLE_ROWS.items():
+        builder.add_record(table, row)
+    view = builder.build(prepared_at=PREPARED, statement=statement())
+    page = " ".join(" ".join(_shape(render_html(view)).text).split())
+    readme = " ".join(render_text(view).split())
+    for text in (page, readme):
+        for jargon in (
+            "Telephone3",
+            "Companyname",
+            "Primarycontactid",
+            "Parentcontactid",
+            "Activitytypecode",
+            "Regardingobjectid",
+            "Actualend",
+            "Scheduledstart",
+            "Activitypointer activity parties",
+            "Activityid value",
+            "Activitypartyid",
+            "Partyid",
+            "Participationtypemask",
+            "Addressused",
+            "Msdynmkt",
+            "Ownerid",
+        ):
+            assert jargon not in text, jargon
+        for said in (
+            "Company name Bücher & Co",
+            "Your part in it To Recipient",
+            "Progress Completed",
+        ):
+            assert said in readme
+
+
+def test_a_table_of_records_is_captioned_in_words_not_by_its_logical_name() -> None:
+    # The caption of the leads table read "Your rows in the table lead" (of an account table
+    # "... in the table parent_account"): a table's logical name, which means nothing to a
+    # person (and "lead" is easily misread); the heading above it already says what it is.
+    builder = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    builder.add_record("lead", _OWN_TABLE_ROWS["lead"])
+    builder.add_record("parent_account", _OWN_TABLE_ROWS["account"])
+    shape = _shape(render_html(builder.build(prepared_at=PREPARED, statement=statement())))
+    text = " ".join(" ".join(shape.text).split())
+    assert "in the table" not in text
+    assert "Sales leads about you, one row each" in text
+    assert "Your company's account, one row each" in text
+
+
+def test_no_interactions_in_a_period_asked_for_is_not_said_to_be_none_at_all() -> None:
+    # A run with --date-from 2030-01-01 told the person "We hold no records of this kind about
+    # you: none of the 40 kinds of marketing interaction we searched for", though the org held
+    # thousands of them before that day: only "Period asked for" far below said otherwise.
+    question = Question(
+        "https://contoso.crm4.dynamics.com", sources=("interactions",), date_from=date(2030, 1, 1)
+    )
+    view = AnswerBuilder(CONTACT, question).build(prepared_at=PREPARED, statement=statement())
+    page = " ".join(" ".join(_shape(render_html(view)).text).split())
+    readme = " ".join(render_text(view).split())
+    for text in (page, readme):
+        assert (
+            "We hold no records of this kind about you from 1 January 2030 on: none of the 40 "
+            "kinds of marketing interaction we searched for." in text
+        )
+        assert "We hold no records of this kind about you." not in text
+    held = AnswerBuilder(
+        CONTACT,
+        Question(
+            "https://contoso.crm4.dynamics.com",
+            sources=("interactions",),
+            date_from=date(2023, 1, 1),
+            date_to=date(2023, 12, 31),
+        ),
+    )
+    held.add_interaction("EmailSent", {"Timestamp": "2023-05-01T00:00:00Z"})
+    readme = " ".join(render_text(held.build(prepared_at=PREPARED, statement=None)).split())
+    assert (
+        "We hold no records of the other 39 kinds of marketing interaction we searched for "
+        "from 1 January 2023 to 31 December 2023" in readme
+    )
+    # Without a period, as before.
+    assert "We hold no records of this kind about you: none of the 40" in " ".join(
+        render_text(empty_view()).split()
+    )
+
+
+def test_readme_list_items_continue_under_their_text_not_under_the_dash() -> None:
+    # A category, a recipient or a right longer than a line went on under its dash, so the
+    # list read as one run of text: "  - Identity and contact details: ..., postal" then
+    # "  address" at the dash's column, indistinguishable from the start of the next item.
+    lines = render_text(small_view()).split("\r\n")
+    at = lines.index(
+        "  - Erasure (Article 17): to have your data deleted, for example when it is no"
+    )
+    assert lines[at + 1] == "    longer needed or you withdraw your consent."
+    items = [n for n, line in enumerate(lines) if line.startswith("  - ")]
+    for n in items:
+        more = itertools.takewhile(
+            lambda line: line and not line.startswith("  - "), lines[n + 1 :]
+        )
+        assert all(line.startswith("    ") for line in more), lines[n : n + 3]
+    summary = render_text(small_view()).replace("\r\n", "\n")
+    assert "In all, 13 marketing interactions." in summary
+    one = AnswerBuilder(CONTACT, Question("https://contoso.crm4.dynamics.com"))
+    one.add_interaction("EmailSent", {"Timestamp": "2024-01-01T00:00:00Z"})
+    readme = " ".join(render_text(one.build(prepared_at=PREPARED, statement=None)).split())
+    assert "In all, 1 marketing interaction." in readme

@@ -9,12 +9,14 @@ Policy forbids all of them, so even a mistake could not load or run anything. Ev
 org is untrusted and goes through ``_e`` (``html.escape(..., quote=True)``); attributes are only
 ever built from our own constants or escaped text. Headings run h1 > h2 > h3, every table has a
 caption and ``<th scope>``, wide tables scroll inside their own box so the page reflows at 200 %
-zoom, and types with many rows are folded in ``<details>`` (closed ones cost the browser little).
+zoom (printed, they wrap instead: a scrolling box would cut them off on paper), and types with
+many rows are folded in ``<details>`` (closed ones cost the browser little).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any, Final
@@ -68,6 +70,8 @@ figure{margin:1rem 0}
 .timeline .axis{stroke:var(--muted);stroke-width:1}
 code{overflow-wrap:anywhere}
 @media (max-width:40rem){dl{grid-template-columns:1fr}dd{margin-bottom:.5rem}}
+@media print{.wide{overflow:visible}table{font-size:.75rem}
+td,th{min-width:0;overflow-wrap:anywhere}td.when,td.num,th.num{white-space:normal}}
 """
 
 _CACHED_TEXT: Final = 120  # longest text whose escaped form is kept (1,024 of them)
@@ -78,17 +82,27 @@ _ROW: Final = "\x01"
 
 _CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
+# Bidi embeddings, overrides and isolates (U+202A-202E, U+2066-2069) in an org value reorder
+# what the browser shows: "\u202e+20 2 1234 5678" reads "8765 4321 2 02+". They are shown as a
+# space, as README.txt shows them; the person's own right-to-left text needs none of them.
+_BIDI: Final = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(text: str) -> str:
+    """``escape(text, quote=True)`` with bidi controls made spaces."""
+    return escape(_BIDI.sub(" ", text), quote=True)
+
 
 def _e(value: object) -> str:
     text = str(value)
     # Labels, headings and sentences come back on every contact: each escaped once, kept in a
     # cache bounded in entries and, since values come from the org, in each entry's size.
-    return _escaped(text) if len(text) <= _CACHED_TEXT else escape(text, quote=True)
+    return _escaped(text) if len(text) <= _CACHED_TEXT else _escape(text)
 
 
 @functools.lru_cache(maxsize=1024)
 def _escaped(text: str) -> str:
-    return escape(text, quote=True)
+    return _escape(text)
 
 
 def render_html(view: AnswerView, tables: KindTables | None = None) -> str:
@@ -172,7 +186,7 @@ def _table(
         for row in body:
             # tags can be longer than a short row: zip stops at the row's last cell.
             pairs = zip(tags, row, strict=False)
-            cells = "".join([f"{start}{escape(str(cell))}{end}" for (start, end), cell in pairs])
+            cells = "".join([f"{start}{_escape(str(cell))}{end}" for (start, end), cell in pairs])
             out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table></div>")
 
@@ -195,7 +209,7 @@ def _body_at_once(out: list[str], tags: list[tuple[str, str]], rows: list[list[s
     if text.count(_CELL) != len(rows) * (width - 1) or text.count(_ROW) != len(rows) - 1:
         return False  # a cell holds one of the two characters itself
     start = tags[-1][0]
-    text = escape(text).replace(_CELL, first_end + start)
+    text = _escape(text).replace(_CELL, first_end + start)
     text = text.replace(_ROW, f"{first_end}</tr>\n<tr>{first_start}")
     out.append(f"<tr>{first_start}{text}{first_end}</tr>")
     return True
@@ -249,9 +263,10 @@ def _summary(out: list[str], view: AnswerView) -> None:
         out.append(
             f'<tbody><tr><th scope="colgroup" colspan="{span}" class="group">{_e(source)}</th></tr>'
         )
-        if not rows:
+        if not rows:  # only interactions can have none: within the period asked for, if any
             out.append(
-                f'<tr><td colspan="{span}">We hold no records of this kind about you.</td></tr>'
+                f'<tr><td colspan="{span}">We hold no records of this kind about you'
+                f"{_e(wording.within(view))}.</td></tr>"
             )
         out += [
             f'<tr><th scope="row">{_e(what)}</th><td class="num">{_e(count)}</td>'
@@ -263,7 +278,8 @@ def _summary(out: list[str], view: AnswerView) -> None:
     out.append("</table></div>")
     if "interactions" in searched and view.total_interactions:
         out.append(
-            f"<p>In all, {view.total_interactions:,} marketing interactions. "
+            f"<p>In all, {view.total_interactions:,} marketing "
+            f"interaction{'' if view.total_interactions == 1 else 's'}. "
             f"{_e(wording.period_found(view))}</p>"
         )
     if line := wording.no_records_line(view):
@@ -312,7 +328,7 @@ def _records(out: list[str], view: AnswerView) -> None:
         out.append("<p>We hold no records of this kind about you.</p>")
     for table in view.records:
         out.append(f"<h3>{_e(wording.table_label(table.table))}</h3>")
-        _row_table(out, f"Your rows in the table {table.table}", table.rows)
+        _row_table(out, f"{wording.table_label(table.table)}, one row each", table.rows)
         _more(out, table.more, table.file)
 
 
@@ -326,7 +342,7 @@ def _interactions(out: list[str], view: AnswerView, tables: KindTables) -> None:
         return
     out.append('<h2 id="interactions">Your marketing interactions, kind by kind</h2>')
     if not view.held_types:
-        out.append("<p>We hold no records of this kind about you.</p>")
+        out.append(f"<p>We hold no records of this kind about you{_e(wording.within(view))}.</p>")
         return
     out.append(
         "<p>Newest first. Technical identifiers are in the last columns; they let the "
@@ -455,7 +471,9 @@ def _searched(out: list[str], view: AnswerView) -> None:
         ("System searched", q.system),
         ("Your contact id", view.contact_id),
         ("Period asked for", wording.period_asked(view)),
-        ("Period found", wording.span_found(view)),
+        # The period the interactions found cover: only where that source was searched (a
+        # cloud org of today has none, and its real-time export may hold many).
+        *([("Period found", wording.span_found(view))] if "interactions" in q.sources else []),
         ("Sources searched", "; ".join(wording.source_label(s) for s in q.sources) or "none"),
     ]
     if q.sources_not_searched:
@@ -471,7 +489,7 @@ def _searched(out: list[str], view: AnswerView) -> None:
         items.append(("Tables not searched", wording.tables_named(q.tables_not_searched)))
     if view.empty_types:
         items.append(("Searched, nothing found", ", ".join(label(t) for t in view.empty_types)))
-    if q.types_not_searched:
+    if q.types_not_searched and "interactions" in q.sources:  # else the source is named
         items.append(("Kinds not searched", ", ".join(label(t) for t in q.types_not_searched)))
     out.append("<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items) + "</dl>")
 

@@ -157,6 +157,13 @@ def _para(text: str, indent: str = "") -> list[str]:
     return _wrap(_clean(text), _WIDTH, indent) or [""]
 
 
+def _bullet(text: str) -> list[str]:
+    """A list item, "  - text", its further lines under its text rather than under the dash."""
+    lines = _wrap(_clean(text), _WIDTH, "    ") or ["    "]
+    lines[0] = "  - " + lines[0][4:]
+    return lines
+
+
 def _heading(text: str, char: str = "-") -> list[str]:
     return ["", text, char * len(text), ""]
 
@@ -173,6 +180,13 @@ def _pair_lines(pairs: list[tuple[str, str]], indent: str) -> list[str]:
     beside = indent + " " * (width + 2)  # where the lines after a value's first one start
     lines: list[str] = []
     for key, value in pairs:
+        if len(key) > width:
+            # A key longer than the key column (a long purpose, a transfer's destination)
+            # gets lines of its own and its value starts under the others' values: beside
+            # it, the line would run past 80 columns and the value wrap under the keys.
+            lines += _wrap(key, _WIDTH, indent) or [indent]
+            lines += _wrap(value, _WIDTH, beside) or [""]
+            continue
         if len(value) <= room:  # _wrap's one-line case, inline: most values
             lines.append(f"{indent}{key:<{width}}  {value.rstrip(' ')}")
             continue
@@ -194,7 +208,7 @@ def render_text(view: AnswerView, tables: KindTables | None = None) -> str:
     out += _heading("Your rights")
     out.append("You have the right:")
     for name, text in wording.RIGHTS:
-        out += _para(f"- {name}: {text}", "  ")
+        out += _bullet(f"{name}: {text}")
     if view.statement:
         s = view.statement
         dpo = f" or our data protection officer, {s.dpo}" if s.dpo else ""
@@ -239,7 +253,8 @@ def _summary(out: list[str], view: AnswerView) -> None:
     if "interactions" in q.sources and view.total_interactions:
         out += [""]
         out += _para(
-            f"In all, {view.total_interactions:,} marketing interactions. "
+            f"In all, {view.total_interactions:,} marketing "
+            + ("interaction. " if view.total_interactions == 1 else "interactions. ")
             + wording.period_found(view)
         )
     if line := wording.no_records_line(view):
@@ -320,10 +335,12 @@ def _kind_rows(out: list[str], names: list[str], rows: list[list[str]]) -> None:
         if not plan.shown:
             continue
         texts = [cells[n] for n in plan.shown]
-        if max(map(len, texts)) <= plan.room and printable("".join(texts)):
+        if not plan.heads and max(map(len, texts)) <= plan.room and printable("".join(texts)):
             out += map(str.__add__, plan.keys, map(str.rstrip, texts, _BLANKS))
             continue
-        for key, text in zip(plan.keys, texts, strict=True):
+        for n, (key, text) in enumerate(zip(plan.keys, texts, strict=True)):
+            if head := plan.heads.get(n):  # a name longer than the key column: lines of its own
+                out += head
             if not printable(text):
                 text = _clean(text)
             if len(text) <= plan.room:
@@ -337,14 +354,24 @@ def _kind_rows(out: list[str], names: list[str], rows: list[list[str]]) -> None:
 class _Plan:
     """What the rows of one kind with the same empty cells share (see ``_kind_rows``)."""
 
-    __slots__ = ("beside", "keys", "room", "shown")
+    __slots__ = ("beside", "heads", "keys", "room", "shown")
 
     def __init__(self, names: list[str], filled: tuple[bool, ...]) -> None:
         self.shown = [n for n, full in enumerate(filled) if full]
         width = min(32, max([len(names[n]) for n in self.shown], default=0))
         self.room = _WIDTH - width - 4  # as _pair_lines with the indent "  "
-        self.keys = [f"  {names[n]:<{width}}  " for n in self.shown]
         self.beside = " " * (width + 4)
+        # As in _pair_lines: a name longer than the key column gets lines of its own (by its
+        # place among the shown cells), its value starts in the value column below it.
+        self.heads = {
+            at: _wrap(names[n], _WIDTH, "  ")
+            for at, n in enumerate(self.shown)
+            if len(names[n]) > width
+        }
+        self.keys = [
+            self.beside if at in self.heads else f"  {names[n]:<{width}}  "
+            for at, n in enumerate(self.shown)
+        ]
 
 
 def _exports(out: list[str], view: AnswerView) -> None:
@@ -354,7 +381,8 @@ def _exports(out: list[str], view: AnswerView) -> None:
     if not view.exports:
         out.append("We hold no records of this kind about you.")
     for f in view.exports:
-        out += [_clean(f"  {f.name}  ({f.size:,} bytes, sha256 {f.sha256})")]
+        # The checksum on a line of its own: beside the name it ran past 80 columns.
+        out += [_clean(f"  {f.name}  ({f.size:,} bytes)"), _clean(f"     sha256 {f.sha256}")]
         if f.summary:
             out += _pairs(f.summary, "     ")
 
@@ -376,9 +404,9 @@ def _statement(out: list[str], view: AnswerView) -> None:
     out += ["", "Why we use your data, and on which legal basis:"]
     out += _pairs((p.purpose, p.legal_basis) for p in s.purposes)
     out += ["", "Kinds of personal data we hold:"]
-    out += [line for c in s.categories for line in _para(f"- {c}", "  ")]
+    out += [line for c in s.categories for line in _bullet(c)]
     out += ["", "Who receives your data:"]
-    out += [line for r in s.recipients for line in _para(f"- {r}", "  ")]
+    out += [line for r in s.recipients for line in _bullet(r)]
     out += ["", "How long we keep it:", *_para(s.retention, "  ")]
     out += ["", "Where data we did not get from you came from:", *_para(s.source_of_data, "  ")]
     out += ["", "Automated decisions and profiling:", *_para(s.automated_decisions, "  ")]
@@ -398,7 +426,9 @@ def _searched(out: list[str], view: AnswerView) -> None:
         ("System searched", q.system),
         ("Your contact id", view.contact_id),
         ("Period asked for", wording.period_asked(view)),
-        ("Period found", wording.span_found(view)),
+        # The period the interactions found cover: only where that source was searched (a
+        # cloud org of today has none, and its real-time export may hold many).
+        *([("Period found", wording.span_found(view))] if "interactions" in q.sources else []),
         ("Sources searched", "; ".join(wording.source_label(s) for s in q.sources) or "none"),
     ]
     if q.sources_not_searched:
@@ -412,6 +442,6 @@ def _searched(out: list[str], view: AnswerView) -> None:
         pairs.append(("Tables not searched", wording.tables_named(q.tables_not_searched)))
     if view.empty_types:
         pairs.append(("Searched, nothing found", ", ".join(label(t) for t in view.empty_types)))
-    if q.types_not_searched:
+    if q.types_not_searched and "interactions" in q.sources:  # else the source is named
         pairs.append(("Kinds not searched", ", ".join(label(t) for t in q.types_not_searched)))
     out += _pairs(pairs)

@@ -34,6 +34,7 @@ __all__ = [
     "tables_named",
     "title",
     "type_note",
+    "within",
 ]
 
 MISSING_STATEMENT: Final = (
@@ -201,18 +202,25 @@ def tables_named(tables: tuple[str, ...]) -> str:
     return "; ".join(f"{table_label(t)} ({t})" for t in tables)
 
 
+def within(view: AnswerView) -> str:
+    """ " from 1 January 2030 on" when a period was asked for, else "": "we hold none" is only
+    true of that period (interactions before it are neither fetched nor counted)."""
+    q = view.question
+    return f" {period_asked(view)}" if q.date_from or q.date_to else ""
+
+
 def no_records_line(view: AnswerView) -> str:
     empty = view.empty_types
     if not empty:
         return ""
     if not view.held_types:
         return (
-            f"We hold no records of this kind about you: none of the {len(empty)} kinds of "
-            "marketing interaction we searched for."
+            f"We hold no records of this kind about you{within(view)}: none of the "
+            f"{len(empty)} kinds of marketing interaction we searched for."
         )
     return (
         f"We hold no records of the other {len(empty)} kinds of marketing interaction we "
-        "searched for (listed under \u201cWhat we searched\u201d)."
+        f"searched for{within(view)} (listed under \u201cWhat we searched\u201d)."
     )
 
 
