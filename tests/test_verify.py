@@ -555,7 +555,10 @@ async def test_verify_command_exit_codes_and_text(tmp_path: Path) -> None:
     assert run_verify_command([str(out)], as_json=False, out=text) == 0
     lines = text.getvalue().splitlines()
     assert lines[0].startswith("ok ")
-    assert f"contact {CONTACT}, 31 interaction(s)" in lines[0]
+    # Rows of every source, the interactions among them, and the export files kept verbatim.
+    assert lines[0].endswith(
+        f"contact {CONTACT}, 34 row(s), 31 of them interaction(s), 1 export file(s)"
+    )
     assert lines[-1] == "verified 2 dossier(s): 2 valid, 0 invalid"
 
     members = _members(first)
@@ -566,6 +569,26 @@ async def test_verify_command_exit_codes_and_text(tmp_path: Path) -> None:
     lines = text.getvalue().splitlines()
     assert lines[0].startswith(f"INVALID  {first}: member ")
     assert lines[-1] == "verified 2 dossier(s): 1 valid, 1 invalid"  # given twice, checked once
+
+
+async def test_verify_says_what_a_dossier_without_interactions_holds(
+    tmp_path: Path, v1: Path
+) -> None:
+    """A dossier of today's cloud org (records and a real-time export, no interactions source)
+    is not reported as "0 interaction(s)", which an officer read as an empty dossier."""
+    question = Question("https://o", ("records", "realtime"), ())
+    parts = (Part("records", "records"), Part("realtime", "realtime"))
+    request = DossierRequest(CONTACT, parts, question)
+    async with DossierWriter(tmp_path / "out", request) as writer:
+        records = writer.sink(Part("records", "records"))
+        await records.add_rows(CONTACT_ROWS, [{"contactid": CONTACT, "n": n} for n in range(3)])
+        await writer.sink(Part("realtime", "realtime")).add_file(EXPORT, b"{}")
+        path = (await writer.complete()).path
+    text = io.StringIO()
+    assert run_verify_command([str(path), str(v1)], as_json=False, out=text) == 0
+    cloud, old = text.getvalue().splitlines()[:2]
+    assert cloud.endswith(f"contact {CONTACT}, 3 row(s), 1 export file(s)"), cloud
+    assert old.endswith(f"contact {CONTACT}, 4 interaction(s)"), old  # a v1 dossier: as before
 
 
 @pytest.mark.parametrize(
@@ -608,6 +631,8 @@ async def test_verify_command_json_shape(tmp_path: Path) -> None:
                 "ok": True,
                 "contact_id": CONTACT,
                 "total_interactions": 31,
+                "total_rows": 34,
+                "files": 1,
                 "problems": [],
             },
             {
@@ -615,6 +640,8 @@ async def test_verify_command_json_shape(tmp_path: Path) -> None:
                 "ok": False,
                 "contact_id": CONTACT,
                 "total_interactions": 31,
+                "total_rows": 34,
+                "files": 1,
                 "problems": [
                     f"file is named '{OTHER}.zip' but holds contact {CONTACT} "
                     f"(expected '{CONTACT}.zip')"

@@ -104,6 +104,7 @@ class CheckedManifest:
     readme: ExpectedEntry | None = None  # v2 and v3
     index: ExpectedEntry | None = None  # v3 only
     raw: Mapping[str, Any] = field(default_factory=dict)
+    total_rows: int | None = None  # v2 and v3: every source's rows, interactions among them
 
 
 NO_MANIFEST: Final = CheckedManifest(None, None, {})
@@ -333,7 +334,17 @@ class _ManifestCheckV2(_Fields):
                 else ()
             )
         return CheckedManifest(
-            contact_id, total, entries, source, types, self.schema, question, readme, index, top
+            contact_id,
+            total,
+            entries,
+            source,
+            types,
+            self.schema,
+            question,
+            readme,
+            index,
+            top,
+            total_rows if _is_count(total_rows) else None,
         )
 
     def _question(self, value: object) -> dict[str, Any] | None:

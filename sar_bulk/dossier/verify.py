@@ -84,6 +84,8 @@ __all__ = [
     "VerifyResult",
     "file_sha256",
     "iter_dossiers",
+    "result_json",
+    "result_line",
     "run_verify_command",
     "verify_dossier",
 ]
@@ -132,6 +134,22 @@ class VerifyResult:
     sha256: str | None = None  # of the whole file, when expected_sha256 was given
     encrypted: bool = False  # a .zip.age file: the verdict is on the zip inside it
     locked: bool = False  # encrypted and not checked: no identity or passphrase was given
+    total_rows: int | None = None  # v2 and v3: every source's rows (interactions among them)
+    files: int | None = None  # v2 and v3: files stored byte for byte (real-time exports)
+
+    @property
+    def contents(self) -> str:
+        """What a valid dossier holds, in words: a dossier of today's cloud org has rows and
+        export files but no interactions, and "0 interaction(s)" alone read as empty."""
+        if self.total_rows is None:
+            return f"{self.total_interactions} interaction(s)"
+        said = [f"{self.total_rows:,} row(s)"]
+        asked = self.question.get("sources") if self.question is not None else None
+        if isinstance(asked, list) and "interactions" in asked:
+            said.append(f"{self.total_interactions or 0:,} of them interaction(s)")
+        if self.files or (isinstance(asked, list) and "realtime" in asked):
+            said.append(f"{self.files or 0} export file(s)")
+        return ", ".join(said)
 
 
 def _reason(exc: BaseException) -> str:
@@ -533,6 +551,8 @@ def verify_dossier(
         manifest.schema,
         manifest.question,
         digest,
+        total_rows=manifest.total_rows,
+        files=sum(entry.count is None for entry in manifest.entries.values()),
     )
 
 
@@ -610,12 +630,15 @@ def iter_dossiers(paths: Sequence[Path]) -> Iterator[Path]:
             yield path
 
 
-def _result_json(result: VerifyResult) -> dict[str, Any]:
+def result_json(where: str, result: VerifyResult) -> dict[str, Any]:
+    """One dossier's verdict in ``verify --json`` (a file's or a blob's)."""
     return {
-        "path": str(result.path),
+        "path": where,
         "ok": result.ok,
         "contact_id": result.contact_id,
         "total_interactions": result.total_interactions,
+        "total_rows": result.total_rows,
+        "files": result.files,
         "problems": list(result.problems),
     } | ({"encrypted": True, "checked": not result.locked} if result.encrypted else {})
 
@@ -633,7 +656,7 @@ def _report(out: TextIO, as_json: bool, results: list[VerifyResult], error: str 
             "invalid": invalid,
             # Only where encrypted dossiers were given: the plain document keeps its shape.
             **({"locked": locked} if any(r.encrypted for r in results) else {}),
-            "dossiers": [_result_json(r) for r in results],
+            "dossiers": [result_json(str(r.path), r) for r in results],
         }
         out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif error is not None:
@@ -645,15 +668,13 @@ def _report(out: TextIO, as_json: bool, results: list[VerifyResult], error: str 
         )
 
 
-def _line(result: VerifyResult) -> str:
+def result_line(where: str, result: VerifyResult) -> str:
+    """One dossier's verdict as ``verify`` prints it (a file's or a blob's)."""
     if result.ok:
-        return (
-            f"ok       {result.path}  contact {result.contact_id}, "
-            f"{result.total_interactions} interaction(s)\n"
-        )
+        return f"ok       {where}  contact {result.contact_id}, {result.contents}\n"
     if result.locked:
-        return f"LOCKED   {result.path}: {LOCKED}\n"
-    return f"INVALID  {result.path}: {'; '.join(result.problems)}\n"
+        return f"LOCKED   {where}: {LOCKED}\n"
+    return f"INVALID  {where}: {'; '.join(result.problems)}\n"
 
 
 def run_verify_command(
@@ -686,6 +707,6 @@ def run_verify_command(
         result = verify_dossier(target, decryptor=decryptor)
         results.append(result)
         if not as_json:
-            out.write(_line(result))
+            out.write(result_line(str(result.path), result))
     _report(out, as_json, results, None)
     return EXIT_VALID if all(r.ok for r in results) else EXIT_INVALID

@@ -25,7 +25,13 @@ import orjson
 
 from sar_bulk.dataverse.auth import AuthKind
 from sar_bulk.dossier.encryption import Decryptor
-from sar_bulk.dossier.verify import LOCKED, LOCKED_ADVICE, VerifyResult, verify_dossier
+from sar_bulk.dossier.verify import (
+    LOCKED_ADVICE,
+    VerifyResult,
+    result_json,
+    result_line,
+    verify_dossier,
+)
 from sar_bulk.errors import OutputError, SarBulkError
 from sar_bulk.output.target import OutputTarget
 from sar_bulk.output.url import ContainerUrl
@@ -91,19 +97,8 @@ async def _verify_all(
             result = VerifyResult(Path(name), False, None, None, (str(exc),))
         results.append((where, result))
         if not as_json:
-            out.write(_line(where, result))
+            out.write(result_line(where, result))
     return results
-
-
-def _line(where: str, result: VerifyResult) -> str:
-    if result.ok:
-        return (
-            f"ok       {where}  contact {result.contact_id}, "
-            f"{result.total_interactions} interaction(s)\n"
-        )
-    if result.locked:
-        return f"LOCKED   {where}: {LOCKED}\n"
-    return f"INVALID  {where}: {'; '.join(result.problems)}\n"
 
 
 def _summary(out: TextIO, as_json: bool, results: list[_Checked], error: str | None) -> None:
@@ -119,17 +114,7 @@ def _summary(out: TextIO, as_json: bool, results: list[_Checked], error: str | N
             "valid": valid,
             "invalid": invalid,
             **({"locked": locked} if any(r.encrypted for _, r in results) else {}),
-            "dossiers": [
-                {
-                    "path": where,
-                    "ok": r.ok,
-                    "contact_id": r.contact_id,
-                    "total_interactions": r.total_interactions,
-                    "problems": list(r.problems),
-                }
-                | ({"encrypted": True, "checked": not r.locked} if r.encrypted else {})
-                for where, r in results
-            ],
+            "dossiers": [result_json(where, r) for where, r in results],
         }
         out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif error is not None:
