@@ -15,11 +15,13 @@ import orjson
 import pytest
 from multidict import CIMultiDictProxy
 
+from sar_bulk.guids import is_canonical_guid
 from sar_bulk.simulator import Simulator, SimulatorConfig
 
 API = "/api/data/v9.2/"
 TOKEN = "sim-tester.1"
-FORMATTED = 'odata.include-annotations="OData.Community.Display.V1.FormattedValue"'
+_FORMATTED = "OData.Community.Display.V1.FormattedValue"
+FORMATTED = f'odata.include-annotations="{_FORMATTED}"'
 
 
 class FakeClock:
@@ -410,6 +412,7 @@ async def test_consent_is_keyed_by_value_case_insensitively(session: aiohttp.Cli
     async with Simulator(SimulatorConfig(seed=6, org_kind="realtime")) as sim:
         got: dict[str, list[Any]] = {}
         expected: dict[str, list[Any]] = {}
+        names: list[Any] = []
         for n in range(1, 30):
             truth = sim.rows.truth(contact(n))
             assert truth is not None
@@ -424,12 +427,20 @@ async def test_consent_is_keyed_by_value_case_insensitively(session: aiohttp.Cli
                     prefer=FORMATTED,
                 )
                 assert answer.status == 200, answer.raw
-                got[value] = [
-                    {k: v for k, v in r.items() if "@" not in k} for r in answer.json()["value"]
-                ]
+                rows = answer.json()["value"]
+                got[value] = [{k: v for k, v in r.items() if "@" not in k} for r in rows]
                 expected[value] = truth.consents[value]
+                names += [
+                    r[f"{lookup}@{_FORMATTED}"]
+                    for r in rows
+                    for lookup in ("_msdynmkt_purposeid_value", "_msdynmkt_topicid_value")
+                    if r[lookup] is not None
+                ]
     assert got == expected
     assert any(got.values())
+    # A purpose or topic is named, as Dataverse names a lookup's row (not only its GUID).
+    assert names
+    assert all(isinstance(n, str) and n and not is_canonical_guid(n) for n in names), names
     assert any("'" in value for value in got)  # the '' escape was exercised
 
 

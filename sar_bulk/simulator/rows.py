@@ -75,6 +75,9 @@ CONSENT_TYPE = {
 }
 CONSENT_VALUE = {534120000: "Not Set", 534120001: "Opted In", 534120002: "Opted Out"}
 CONSENT_KIND = {534120000: "Purpose", 534120001: "Topic"}
+# The names of the org's consent purposes and topics (three and six, as the draws were sized).
+_PURPOSES = ("Commercial communications", "Tracking", "Transactional communications")
+_TOPICS = ("Newsletter", "Events", "Product news", "Offers", "Surveys", "Webinars")
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,10 +444,10 @@ class OrgRows:
                     (None, "User clicked 'unsubscribe'", "Double opt-in confirmed")
                 ),
                 "_msdynmkt_purposeid_value": Draw(
-                    stable_digest(self.seed, "purpose", draw.below(3))
+                    stable_digest(self.seed, "purpose", purpose := draw.below(len(_PURPOSES)))
                 ).guid(),
                 "_msdynmkt_topicid_value": Draw(
-                    stable_digest(self.seed, "topic", draw.below(6))
+                    stable_digest(self.seed, "topic", subject := draw.below(len(_TOPICS)))
                 ).guid()
                 if topic
                 else None,
@@ -455,10 +458,17 @@ class OrgRows:
                 "msdynmkt_contactpointconsenttype": CONSENT_KIND[
                     values["msdynmkt_contactpointconsenttype"]
                 ],
+                # A lookup's formatted value is the name of the row it points at, as Dataverse
+                # sends it with the FormattedValue annotation.
+                "_msdynmkt_purposeid_value": _PURPOSES[purpose],
             }
+            lookups = {"_msdynmkt_purposeid_value": ("msdynmkt_purpose", "msdynmkt_purposeid")}
+            if topic:
+                formatted["_msdynmkt_topicid_value"] = _TOPICS[subject]
+                lookups["_msdynmkt_topicid_value"] = ("msdynmkt_topic", "msdynmkt_topicid")
             _times(draw, values, formatted)
             _state(values, formatted)
-            rows.append(Row(values, formatted))
+            rows.append(Row(values, formatted, lookups))
         return rows
 
     # ----- ground truth --------------------------------------------------------------------
