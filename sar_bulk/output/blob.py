@@ -238,7 +238,13 @@ class BlobTarget:
 
     async def prepare(self) -> None:
         try:
-            await self._client.get_container_properties()
+            # Listing, not reading the container's properties: a container SAS (racwl, the
+            # credential an operator is usually handed) may list but not read the properties.
+            pages = self._client.list_blobs(
+                name_starts_with=self.url.prefix or None, results_per_page=1
+            ).by_page()
+            async for _ in pages:
+                break
         except ResourceNotFoundError:
             try:
                 await self._client.create_container()
@@ -248,6 +254,21 @@ class BlobTarget:
                 raise self._failure("creating the container", exc) from None
         except AzureError as exc:
             raise self._failure("opening the container", exc) from None
+        await self._check_write()
+
+    async def _check_write(self) -> None:
+        """Stage one block under a hidden name: a credential that may read but not write
+        stops the run here, before the org is asked for data no upload could keep.
+
+        Staged blocks are never committed: no blob appears, and the service discards them
+        (after a week at the latest); ``list_dossiers`` skips hidden names anyway.
+        """
+        blob = self._client.get_blob_client(self.url.prefix + _WRITE_CHECK)
+        block_id = _b64(f"check-{secrets.token_hex(6)}".encode())
+        try:
+            await blob.stage_block(block_id, b"sar-bulk", length=8)
+        except AzureError as exc:
+            raise self._failure("writing a test block", exc) from None
 
     async def publish(
         self, staged: Path, name: str, *, sha256: str | None = None, replace: bool = False
@@ -459,7 +480,9 @@ class BlobTarget:
             await close()
 
 
-_DOSSIER_ENDINGS: Final = (".zip", ".zip.age")  # plain, or encrypted (--encrypt-to)
+_DOSSIER_ENDINGS: Final = (".zip", ".zip.age")
+# The name ``prepare`` stages its write check under (never committed, never a dossier).
+_WRITE_CHECK: Final = ".sar-bulk-write-check"  # plain, or encrypted (--encrypt-to)
 
 
 def _etag(value: object) -> str:
