@@ -13,13 +13,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from azure.core.credentials import AzureNamedKeyCredential
+import pytest
+from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from azure.storage.blob.aio import ContainerClient
 from azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from cli_support import FAST, run_cli, token_env
 from support import contact_ids, unlimited, write_csv
 
+from sar_bulk.errors import OutputError, OutputGone
+from sar_bulk.output import ContainerUrl
+from sar_bulk.output.blob import BlobTarget
 from sar_bulk.simulator import Simulator
 
 CONTAINER = "dossiers"
@@ -97,3 +101,27 @@ async def test_a_read_only_sas_stops_the_run_before_the_org_is_asked(
     assert f"writing a test block in container {url} failed (HTTP 403" in result.stderr
     assert "permissions racwl" in result.stderr
     assert requests == 0, "the org was asked although no dossier could be published"
+
+
+async def test_a_store_that_refuses_every_upload_stops_the_run(
+    azurite: Azurite, tmp_path: Path
+) -> None:
+    await _create_container(azurite)
+    url = ContainerUrl.parse(azurite.container_url(CONTAINER, PREFIX))
+    # Read-only, as a SAS that expired mid-run or a role removed mid-run would leave it.
+    target = BlobTarget(url, AzureSasCredential(_sas("rl")), retries=0, backoff=0.01)
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    try:
+        for n in range(4):
+            path = staged / f"{n}.zip"
+            path.write_bytes(b"PK dossier %d" % n)
+            with pytest.raises(OutputError, match=r"HTTP 403") as refused:
+                await target.publish(path, path.name)
+            assert not isinstance(refused.value, OutputGone)
+        path = staged / "4.zip"
+        path.write_bytes(b"PK dossier 4")
+        with pytest.raises(OutputGone, match="5 dossiers in a row could not be published"):
+            await target.publish(path, path.name)
+    finally:
+        await target.close()
