@@ -8,7 +8,8 @@ Every error the tool raises on purpose is a ``SarBulkError``::
     ├── CredentialError           the credential could not produce a token (exit 3)
     ├── DossierError              a dossier could not be written or is not valid
     │   └── OutputError           the output folder or blob container refused or lost it
-    │       └── OutputUnreachable no answer from the blob store at all
+    │       ├── OutputUnreachable no answer from the blob store at all
+    │       └── OutputRefused     the blob store answered an upload with an error or refusal
     └── DataverseError            one call to the org failed; knows contact, part, status, code
         ├── RetryableError        worth another attempt
         │   ├── Throttled         429 service protection; carries retry_after and which limit
@@ -56,6 +57,7 @@ __all__ = [
     "NoConnection",
     "NotFound",
     "OutputError",
+    "OutputRefused",
     "OutputUnreachable",
     "OverLimit",
     "PagingError",
@@ -359,8 +361,14 @@ class OutputUnreachable(OutputError):
     """No answer from the blob store at all (connection refused, no DNS answer, timeouts)."""
 
 
+class OutputRefused(OutputError):
+    """The blob store answered, but with an error after the client's retries: a refused
+    credential (403: a SAS expired mid-run), a 5xx, or an answer that is not Blob Storage's."""
+
+
 class OutputGone(RunStopper):
-    """Dossier after dossier found no answer from the blob store: the run stops (exit 3).
+    """Dossier after dossier found no answer, or a refusal, from the blob store: the run stops
+    (exit 3).
 
     A ``RunStopper`` and not an ``OutputError``: one contact's failed upload fails that contact,
     but a store that stays silent would fail every contact after its data was fetched, spending
@@ -368,7 +376,8 @@ class OutputGone(RunStopper):
     """
 
     advice = (
-        "check that the storage account is reachable (network, firewall, emulator running), "
+        "check that the storage account is reachable (network, firewall, emulator running) "
+        "and accepts the credential (SAS expiry and permissions, role assignment), "
         "then rerun: published dossiers are kept and the others are fetched again"
     )
 

@@ -6,6 +6,7 @@ Usage::
         url = azurite.container_url("dossiers", "nightly")   # http://127.0.0.1:P/devstoreaccount1/..
         env = azurite.env()                                  # AZURE_STORAGE_CONNECTION_STRING
         await azurite.stop()                                 # mid-run outage
+        azurite.pause(); azurite.resume()                    # a stall: SIGSTOP / SIGCONT
         await azurite.start()                                # same port, same data
 
 Azurite comes from the npm package pinned in ``.ci/run``, installed into the project-local
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -144,6 +146,17 @@ class Azurite:
         if process.returncode is None:
             process.kill()
         await process.wait()
+
+    def pause(self) -> None:
+        """Freeze the emulator (SIGSTOP): the kernel still accepts connections, nothing answers,
+        as a store behind a stalled proxy or a hung gateway behaves."""
+        assert self._process is not None
+        assert self._process.returncode is None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGCONT)
 
     def _closed_count(self) -> int:
         if not self._log.exists():

@@ -9,6 +9,7 @@ back completes; ``verify`` reads the container.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -304,3 +305,59 @@ async def test_encrypted_dossiers_are_published_and_resumed(
         body = await _download_bytes(azurite, f"{cid}.zip.age")
         assert passphrase.encode() not in body
         assert not body.startswith(b"PK"), "an encrypted dossier, not a plain zip"
+
+
+async def test_sigterm_while_the_blob_store_stalls_an_upload_exits_at_once(
+    azurite: Azurite, tmp_path: Path
+) -> None:
+    # A rehearsal stalled the store (a proxy holding every byte) and sent SIGTERM: the run took
+    # 7.8 minutes to exit, each stalled call waiting out its 60 s read timeout and retries,
+    # where Kubernetes kills the pod 60 s after SIGTERM. Uploading is cancelled; a resume
+    # publishes what it left, and nothing half-written is under a final name.
+    ids = contact_ids(12, 26)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *ids])
+    work = tmp_path / "work"
+    url = azurite.container_url(CONTAINER, PREFIX)
+    env = token_env(**azurite.env())
+    config = SimulatorConfig(seed=26, request_limit=10**9, latency=0.02)
+    async with Simulator(config) as sim:
+        log = tmp_path / "run.log"
+        args = _args(sim.base_url, csv, url, work, "--window", "2")
+        process = await start_cli(args, env=env, log=log)
+        try:
+            while len(await _blobs_or_none(azurite)) < 2:
+                assert process.returncode is None, log.read_text()
+                await asyncio.sleep(0.05)
+            azurite.pause()  # connections are accepted, nothing is answered
+            await asyncio.sleep(1.5)  # the next contacts reach their upload and stall there
+            process.send_signal(signal.SIGTERM)
+            loop = asyncio.get_running_loop()
+            signalled = loop.time()
+            code = await asyncio.wait_for(process.wait(), 120)
+            took = loop.time() - signalled
+        finally:
+            azurite.resume()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        output = log.read_text()
+        assert code == 143, output
+        assert took < 10, f"{took:.1f} s from SIGTERM to exit\n{output}"
+        # The store was still frozen at the end: the report's copy waited 5 s, no longer.
+        assert f"{url} did not take it within 5 s of the stop" in output, output
+        assert "interrupted (SIGTERM)" in output
+
+        published = await _blobs(azurite)
+        target = _target(azurite)
+        try:
+            for name in published:
+                if name.endswith(".zip"):
+                    async with target.open_for_verify(name):
+                        pass  # raises if the content is not what was committed with its hash
+        finally:
+            await target.close()
+        resumed = await run_cli(args, env=env)
+        assert resumed.code == 0, resumed.explain()
+        for cid in ids:
+            path = await _download(azurite, f"{cid}.zip", tmp_path / f"{cid}.zip")
+            assert_exact_dossier(sim.dataset, path, cid)

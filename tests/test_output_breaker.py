@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sar_bulk.errors import OutputGone, OutputUnreachable, RunStopper
+from sar_bulk.errors import OutputGone, OutputRefused, OutputUnreachable, RunStopper
 from sar_bulk.output.breaker import OutputBreaker
 
 WHERE = "container http://127.0.0.1:10000/devstoreaccount1/sar/nightly"
@@ -41,3 +41,15 @@ def test_an_upload_that_works_starts_the_count_again() -> None:
 def test_failures_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         OutputBreaker(0)
+
+
+def test_refused_uploads_in_a_row_stop_the_run_too() -> None:
+    # A SAS that expired at 3 a.m. answers every upload with 403: as useless as silence.
+    breaker = OutputBreaker(failures=3)
+    breaker.unreachable(_silent(0), WHERE)
+    refused = OutputRefused("uploading contact-1.zip failed (HTTP 403, AuthenticationFailed)")
+    breaker.unreachable(refused, WHERE)
+    with pytest.raises(OutputGone) as stopped:
+        breaker.unreachable(refused, WHERE)
+    assert "the blob store refused them" in str(stopped.value)
+    assert "HTTP 403" in str(stopped.value)

@@ -19,8 +19,9 @@ existing blob is never overwritten unless the caller says it replaces it. After 
 blob's properties are read back and compared (etag, size, MD5, sha256).
 
 A store that stops answering stops the run (``breaker.py``): five uploads in a row that got no
-answer, each after the client's own retries, raise ``OutputGone`` (exit 3) rather than letting
-every later contact be fetched from the org only to fail at its upload.
+answer or a refusal (403, 5xx, an answer that is not Blob Storage's), each after the client's own
+retries, raise ``OutputGone`` (exit 3) rather than letting every later contact be fetched from
+the org only to fail at its upload. A conflict (the name exists) is about one dossier: not counted.
 
 Credentials, first match wins: ``AZURE_STORAGE_CONNECTION_STRING`` (its AccountKey or
 SharedAccessSignature; its account must be the URL's), ``AZURE_STORAGE_SAS_TOKEN``, else the
@@ -66,7 +67,7 @@ from azure.storage.blob.aio import ContainerClient, ExponentialRetry
 
 from sar_bulk.dataverse.auth import AuthKind, build_credential
 from sar_bulk.dossier.format import SCHEMA as DOSSIER_SCHEMA
-from sar_bulk.errors import ConfigError, OutputError, OutputUnreachable
+from sar_bulk.errors import ConfigError, OutputError, OutputRefused, OutputUnreachable
 from sar_bulk.output.breaker import OutputBreaker
 from sar_bulk.output.target import Published, check_name
 from sar_bulk.output.url import (
@@ -231,14 +232,26 @@ class BlobTarget:
                     "permissions racwl), or give the identity 'Storage Blob Data Contributor' "
                     "on the container"
                 )
+            elif status is not None and status < 400:
+                # A 200 where Blob Storage answers 201: something else answered in its place.
+                advice = (
+                    "that is not Blob Storage's answer to it: check for a proxy or gateway "
+                    "in between; rerun to resume"
+                )
             else:
                 advice = "the store refused the request; rerun to resume"
-            return OutputError(f"{where} failed ({answer}): {advice}")
-        return OutputError(f"{where} failed: {_scrub(str(exc))}; rerun to resume")
+            return OutputRefused(f"{where} failed ({answer}): {advice}")
+        return OutputRefused(f"{where} failed: {_scrub(str(exc))}; rerun to resume")
 
     async def prepare(self) -> None:
         try:
-            await self._client.get_container_properties()
+            # Listing, not reading the container's properties: a container SAS (racwl, the
+            # credential an operator is usually handed) may list but not read the properties.
+            pages = self._client.list_blobs(
+                name_starts_with=self.url.prefix or None, results_per_page=1
+            ).by_page()
+            async for _ in pages:
+                break
         except ResourceNotFoundError:
             try:
                 await self._client.create_container()
@@ -248,6 +261,21 @@ class BlobTarget:
                 raise self._failure("creating the container", exc) from None
         except AzureError as exc:
             raise self._failure("opening the container", exc) from None
+        await self._check_write()
+
+    async def _check_write(self) -> None:
+        """Stage one block under a hidden name: a credential that may read but not write
+        stops the run here, before the org is asked for data no upload could keep.
+
+        Staged blocks are never committed: no blob appears, and the service discards them
+        (after a week at the latest); ``list_dossiers`` skips hidden names anyway.
+        """
+        blob = self._client.get_blob_client(self.url.prefix + _WRITE_CHECK)
+        block_id = _b64(f"check-{secrets.token_hex(6)}".encode())
+        try:
+            await blob.stage_block(block_id, b"sar-bulk", length=8)
+        except AzureError as exc:
+            raise self._failure("writing a test block", exc) from None
 
     async def publish(
         self, staged: Path, name: str, *, sha256: str | None = None, replace: bool = False
@@ -258,7 +286,7 @@ class BlobTarget:
                 published = await self._upload(
                     Path(staged), key, name, ("application/zip", DOSSIER_SCHEMA), sha256, replace
                 )
-            except OutputUnreachable as exc:
+            except (OutputUnreachable, OutputRefused) as exc:
                 self._breaker.unreachable(exc, f"container {self.url.text}")  # may stop the run
                 raise
         self._breaker.answered()
@@ -340,7 +368,7 @@ class BlobTarget:
             if bad
         ]
         if problems:
-            raise OutputError(
+            raise OutputRefused(
                 f"{name} in container {self.url.text} is not what was sent: "
                 f"{'; '.join(problems)}; rerun to resume"
             )
@@ -459,7 +487,9 @@ class BlobTarget:
             await close()
 
 
-_DOSSIER_ENDINGS: Final = (".zip", ".zip.age")  # plain, or encrypted (--encrypt-to)
+_DOSSIER_ENDINGS: Final = (".zip", ".zip.age")
+# The name ``prepare`` stages its write check under (never committed, never a dossier).
+_WRITE_CHECK: Final = ".sar-bulk-write-check"  # plain, or encrypted (--encrypt-to)
 
 
 def _etag(value: object) -> str:

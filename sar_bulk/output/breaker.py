@@ -17,17 +17,22 @@ spent for nothing, and a report listing thousands of failures. Each failure coun
 already been retried by the storage client (three retries over about 14 s by default), so
 ``failures`` of them in a row, with no upload succeeding in between, is an outage, not a blip:
 the run stops with ``OutputGone`` (a ``RunStopper``, exit 3) and a rerun resumes it.
+
+A store that answers every upload with a refusal (a SAS that expired mid-run, a role removed, a
+5xx outage, a proxy answering in its place) is as useless as a silent one, so ``OutputRefused``
+counts too (a store rehearsal saw a run fail 31 contacts in a row at their upload and go on).
 """
 
 from __future__ import annotations
 
-from sar_bulk.errors import OutputGone, OutputUnreachable
+from sar_bulk.errors import OutputGone, OutputRefused, OutputUnreachable
 
 __all__ = ["OutputBreaker"]
 
 
 class OutputBreaker:
-    """Counts failed uploads in a row that got no answer; any upload that works resets it."""
+    """Counts failed uploads in a row that got no answer or a refusal; any upload that works
+    resets it."""
 
     __slots__ = ("count", "failures")
 
@@ -40,13 +45,18 @@ class OutputBreaker:
     def answered(self) -> None:
         self.count = 0
 
-    def unreachable(self, error: OutputUnreachable, where: str) -> None:
+    def unreachable(self, error: OutputUnreachable | OutputRefused, where: str) -> None:
         """Count one; raise ``OutputGone`` (with ``error`` as its cause) once too many."""
         self.count += 1
         if self.count >= self.failures:
+            why = (
+                "no answer from the blob store"
+                if isinstance(error, OutputUnreachable)
+                else "the blob store refused them"
+            )
             gone = OutputGone(
                 None,
-                f"{self.count} dossiers in a row could not be published to {where}: no answer "
-                f"from the blob store (last: {error})",
+                f"{self.count} dossiers in a row could not be published to {where}: {why} "
+                f"(last: {error})",
             )
             raise gone from error

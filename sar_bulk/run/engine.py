@@ -72,6 +72,7 @@ from sar_bulk.dossier.format import INTERACTIONS, Subject, part_order, question_
 from sar_bulk.dossier.verify import VerifyResult, file_sha256, verify_dossier
 from sar_bulk.dossier.writer import (
     DossierRequest,
+    DossierSummary,
     DossierWriter,
     HeldMemory,
     Question,
@@ -631,10 +632,15 @@ class Engine:
             # this task: let it finish and record it even when the run is being stopped.
             finishing = asyncio.ensure_future(self._finish(writer, work, state, scope))
             try:
-                await asyncio.shield(finishing)
+                staged = await asyncio.shield(finishing)
             except asyncio.CancelledError:
                 await finishing
                 raise
+            if staged is not None:
+                # Not shielded: a stop cancels an upload (a stalled store would hold the
+                # process for minutes of timeouts). Nothing is recorded for the contact, as
+                # after SIGKILL: its staged file is removed and the next run publishes it.
+                await self._deliver(staged, work, state, scope)
 
     async def _part(
         self, scope: Scope, source: Source, part: Part, writer: DossierWriter
@@ -673,12 +679,23 @@ class Engine:
 
     async def _finish(
         self, writer: DossierWriter, work: _Work, state: RunState, scope: Scope
-    ) -> None:
+    ) -> DossierSummary | None:
+        """Assemble the dossier (a thread renames it into place) and, when it stays in the work
+        folder, record it; the dossier still to publish elsewhere, else None."""
         try:
             summary = await writer.complete()
         except (SarBulkError, OSError) as exc:
             await self._record_failure(work, state, {"*": f"writing the dossier failed: {exc}"})
-            return
+            return None
+        if self.target is not None:
+            return summary
+        await self._deliver(summary, work, state, scope)
+        return None
+
+    async def _deliver(
+        self, summary: DossierSummary, work: _Work, state: RunState, scope: Scope
+    ) -> None:
+        """Publish the assembled dossier (when it goes elsewhere) and record the contact done."""
         etag: str | None = None
         if self.target is not None:
             # Uploading asks nothing of the org: give the window slot to the next contact (the

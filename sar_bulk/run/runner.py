@@ -81,6 +81,8 @@ class ExitCode:
 
 
 _SIGNAL_EXIT = {"SIGINT": ExitCode.SIGINT, "SIGTERM": ExitCode.SIGTERM}
+# Longest wait for the store to take the report once a signal stopped the run.
+_REPORT_AFTER_SIGNAL = 5.0
 
 
 def exit_code_for(error: BaseException) -> int | None:
@@ -311,7 +313,10 @@ async def _locked_run(
         print(summary, file=out)
         print(f"report: {report}", file=out)
         if output is not None:
-            if await _upload_report(output, report):
+            # Stopped by a signal, the pod is killed soon after (60 s grace): a store that
+            # stalls must not keep the process past it only to hold on to a copy of the report.
+            limit = _REPORT_AFTER_SIGNAL if result.interrupted_by is not None else None
+            if await _upload_report(output, report, limit):
                 print(f"report: {output.description}/{report.name}", file=out)
             elif code == ExitCode.OK:
                 code = ExitCode.INCOMPLETE
@@ -509,13 +514,24 @@ def _sources_report(engine: Engine, pool: IdentityPool) -> dict[str, Any]:
     }
 
 
-async def _upload_report(output: OutputTarget | None, report: Path) -> bool:
-    """Put the report written in the work folder next to the dossiers too; False if it failed."""
+async def _upload_report(
+    output: OutputTarget | None, report: Path, limit: float | None = None
+) -> bool:
+    """Put the report written in the work folder next to the dossiers too; False if it failed
+    or took longer than ``limit`` seconds."""
     if output is None:
         return True
     try:
         body = await asyncio.to_thread(report.read_bytes)
-        await output.put_report(report.name, body)
+        async with asyncio.timeout(limit):
+            await output.put_report(report.name, body)
+    except TimeoutError:  # before OSError, of which it is a subclass
+        print(
+            f"sar-bulk: the report stays only at {report}: {output.description} did not take it "
+            f"within {limit:g} s of the stop",
+            file=sys.stderr,
+        )
+        return False
     except (OutputError, OSError) as exc:
         print(f"sar-bulk: the report stays only at {report}: {scrub(str(exc))}", file=sys.stderr)
         return False
