@@ -506,6 +506,46 @@ async def test_a_copy_cut_short_in_the_output_folder_is_removed_by_the_next_run(
     assert _files(out) == sorted([f"{contact}.zip", "run-report.json", someone_elses.name])
 
 
+async def test_a_new_shard_count_adopts_the_sealed_dossiers_the_old_shards_recorded(
+    tmp_path: Path,
+) -> None:
+    """Two shards one night, three the next, encrypting: most contacts move to another shard,
+    whose state has no record of them, and a sealed dossier cannot be verified here. They were
+    all fetched again; the other shards' records of exactly those files now let them be
+    adopted, and the org is asked nothing."""
+    identity = x25519.Identity.generate()
+    contacts = contact_ids(12, 58)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contacts])
+    out = tmp_path / "out"
+    sealed = ("--encrypt-to", str(identity.to_public()))
+
+    async def night(count: int) -> list[str]:
+        said = []
+        for index in range(count):
+            args = run_args(sim.base_url, csv, out, *sealed, "--shard", f"{index}/{count}")
+            ran = await run_cli(args, env=token_env())
+            assert ran.code == ExitCode.OK, ran.explain()
+            said.append(ran.stdout)
+        return said
+
+    async with Simulator(_small_simulator()) as sim:
+        await night(2)
+        # One sealed file changed since its shard recorded it: that one is not adopted.
+        changed = out / f"{contacts[0]}.zip.age"
+        changed.write_bytes(changed.read_bytes() + b"\n")
+        fetched = {c: sim.counters()["ok_requests_by_contact"][c] for c in contacts}
+        written = {p.name: p.stat().st_mtime_ns for p in out.glob("*.zip.age") if p != changed}
+        said = await night(3)
+        # (Each run's probes ask about a contact of their own, not counted here.)
+        now = {c: sim.counters()["ok_requests_by_contact"][c] for c in contacts}
+    assert len(written) == len(contacts) - 1
+    assert {c for c in contacts if now[c] != fetched[c]} == {contacts[0]}
+    assert {name: (out / name).stat().st_mtime_ns for name in written} == written
+    totals = [read_report(out, f"run-report.shard-{i}-of-3.json")["totals"] for i in range(3)]
+    assert sum(t["skipped_already_done"] for t in totals) == len(contacts) - 1, said
+    assert sum(t["succeeded"] for t in totals) == 1
+
+
 async def test_status_of_an_output_folder_names_the_work_folder_its_run_used(
     tmp_path: Path,
 ) -> None:

@@ -307,6 +307,40 @@ async def test_encrypted_dossiers_are_published_and_resumed(
         assert not body.startswith(b"PK"), "an encrypted dossier, not a plain zip"
 
 
+async def test_a_new_shard_count_adopts_the_sealed_blobs_the_old_shards_recorded(
+    azurite: Azurite, tmp_path: Path
+) -> None:
+    """Found in a store rehearsal: 2 shards one night and 3 the next, encrypting, sharing one
+    work folder (as the Kubernetes Job does). A contact that moved shard has a sealed blob this
+    shard's state does not know and cannot check: every one was fetched and uploaded again.
+    The other shards' records of exactly that blob (sha256 and etag) now let it be adopted."""
+    ids = contact_ids(9, 26)
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *ids])
+    url = azurite.container_url(CONTAINER, PREFIX)
+    env = token_env(DOSSIER_PASS="a passphrase for the shard test", **azurite.env())
+    work = tmp_path / "work"
+
+    async def night(org: str, count: int) -> None:
+        for index in range(count):
+            shard = ("--shard", f"{index}/{count}")
+            args = _args(org, csv, url, work, "--encrypt-passphrase-env", "DOSSIER_PASS", *shard)
+            ran = await run_cli(args, env=env)
+            assert ran.code == 0, ran.explain()
+
+    async with Simulator(unlimited(seed=26)) as sim:
+        await night(sim.base_url, 2)
+        sealed = {k: v for k, v in (await _blobs(azurite)).items() if k.endswith(".zip.age")}
+        fetched = _contact_requests(sim)
+        await night(sim.base_url, 3)
+        assert _contact_requests(sim) == fetched
+    assert len(sealed) == len(ids)
+    now = await _blobs(azurite)
+    assert {k: now[k] for k in sealed} == sealed  # the same etags: nothing uploaded again
+    reports = [work / f"run-report.shard-{i}-of-3.json" for i in range(3)]
+    totals = [orjson.loads(report.read_bytes())["totals"] for report in reports]
+    assert sum(t["skipped_already_done"] for t in totals) == len(ids)
+
+
 async def test_sigterm_while_the_blob_store_stalls_an_upload_exits_at_once(
     azurite: Azurite, tmp_path: Path
 ) -> None:

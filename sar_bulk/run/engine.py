@@ -91,6 +91,7 @@ from sar_bulk.guids import is_canonical_guid
 from sar_bulk.output.target import OutputTarget
 from sar_bulk.run.contacts import ContactReader, ContactRow, RejectedRow, open_contacts
 from sar_bulk.run.deadlines import Deadline, latest_date
+from sar_bulk.run.other_states import OtherStates
 from sar_bulk.run.paths import create_private_folder
 from sar_bulk.run.report import MAX_LISTED, DeadlineSummary, RunTotals
 from sar_bulk.run.scope import Scope, Slots
@@ -161,6 +162,8 @@ class Engine:
         # Did the container hold any dossier when the run started? If not, a contact the state
         # does not know cannot have one either: no need to ask the container about it.
         self._published_before = True
+        # The other state files beside this run's (shards of another count), while it runs.
+        self._others: OtherStates | None = None
         self.sources = tuple(sources)
         self._parts: tuple[tuple[Source, Part], ...] = tuple(
             (source, part) for source in self.sources for part in source.parts()
@@ -233,6 +236,8 @@ class Engine:
             restart=config.restart,
         )
         stopped_by: RunStopper | None = None
+        if not config.restart:
+            self._others = OtherStates.beside(config.state, self.fingerprint)
         try:
             stream = await asyncio.to_thread(self._open_stream, config.contacts)
             try:
@@ -273,6 +278,8 @@ class Engine:
                 self.totals.deadlines = await asyncio.to_thread(self._deadlines, state)
         finally:
             await asyncio.to_thread(state.close)
+            if self._others is not None:
+                await asyncio.to_thread(self._others.close)
             if config.encryptor is not None:
                 await asyncio.to_thread(config.encryptor.close)  # its passphrase child process
         return RunResult(self.totals, self.column, self._interrupted_by, stopped_by)
@@ -416,6 +423,22 @@ class Engine:
                 return dataclasses.replace(work, overwrites=found is not None)
             if found is None:
                 return work
+            if self._others is not None:
+                record = await asyncio.to_thread(
+                    self._recorded_elsewhere, contact_id, name, found.sha256, found.etag
+                )
+                if record is not None:
+                    await asyncio.to_thread(
+                        state.mark_done,
+                        contact_id,
+                        dossier=name,
+                        interactions=record.interactions,
+                        zip_bytes=found.size,
+                        sha256=found.sha256,
+                        etag=found.etag,
+                    )
+                    self.totals.skipped_done += 1
+                    return None
             if self.config.encryptor:
                 # Encrypted for others: it cannot be checked here, so it is written again (as
                 # with a folder, only a dossier whose SHA-256 the state recorded is adopted).
@@ -489,6 +512,9 @@ class Engine:
                 state.reopen(contact_id)
                 todo.append(work)
                 continue
+            if self._others is not None and self._adopt_recorded_elsewhere(state, contact_id, path):
+                self.totals.skipped_done += 1
+                continue
             found = self._valid(path)
             if found is None:
                 todo.append(work)
@@ -520,6 +546,44 @@ class Engine:
                 self.refused_count += 1
                 _log.warning("dossier.kept", contact=contact_id, dossier=path.name)
         return todo
+
+    def _recorded_elsewhere(
+        self, contact_id: str, name: str, sha256: str, etag: str | None
+    ) -> DoneRecord | None:
+        """Another shard's record of exactly this dossier, under this run's question (a shard
+        count changed between runs), or None (runs in a thread)."""
+        assert self._others is not None
+        for record in self._others.done(contact_id):
+            if (
+                record.dossier == name
+                and record.sha256 == sha256
+                and (record.etag is None or record.etag == etag)
+            ):
+                _log.info("dossier.recorded_by_another_shard", dossier=name)
+                return record
+        return None
+
+    def _adopt_recorded_elsewhere(self, state: RunState, contact_id: str, path: Path) -> bool:
+        """Adopt the dossier at ``path`` if another shard's state recorded exactly it: an
+        encrypted one cannot be verified here and was fetched again (runs in a thread)."""
+        if not _plain_file(path):
+            return False
+        try:
+            digest = file_sha256(path)
+            size = path.stat().st_size
+        except OSError:
+            return False
+        record = self._recorded_elsewhere(contact_id, path.name, digest, None)
+        if record is None:
+            return False
+        state.mark_done(
+            contact_id,
+            dossier=path.name,
+            interactions=record.interactions,
+            zip_bytes=size,
+            sha256=digest,
+        )
+        return True
 
     def _paths(self, contact_id: str) -> tuple[Path, Path]:
         """Where this run writes the contact's dossier, and where the other form would be."""

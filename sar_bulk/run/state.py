@@ -69,6 +69,7 @@ from sar_bulk.logs import scrub_value
 from sar_bulk.run.deadlines import DUE_SOON_DAYS, Deadline, Urgency, days_left, urgency
 
 __all__ = [
+    "APPLICATION_ID",
     "SCHEMA_VERSION",
     "AtRisk",
     "Claim",
@@ -85,7 +86,7 @@ _T = TypeVar("_T")
 
 SCHEMA_VERSION: Final = 4
 # Written to the header's application_id so a stray SQLite file is never mistaken for ours.
-_APPLICATION_ID: Final = 0x53415242  # "SARB"
+APPLICATION_ID: Final = 0x53415242  # "SARB"
 _BUSY_TIMEOUT_MS: Final = 60_000
 # Page caches, in KiB. The seen set's cache decides claim speed once the set outgrows it.
 _STATE_CACHE_KIB: Final = 16 * 1024
@@ -730,7 +731,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
             return
         for statement in _SCHEMA:
             conn.execute(statement)
-        conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -768,7 +769,7 @@ def _check_header(conn: sqlite3.Connection, path: Path, *, migrate: bool = False
     """Refuse a file that is not ours or is newer; bring an older schema up when ``migrate``."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if app_id != _APPLICATION_ID:
+    if app_id != APPLICATION_ID:
         raise ConfigError(f"{path} is not a sar-bulk state database; {_ADVICE}")
     if version > SCHEMA_VERSION:
         raise ConfigError(

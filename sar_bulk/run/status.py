@@ -40,6 +40,7 @@ import orjson
 from sar_bulk.errors import ConfigError
 from sar_bulk.run.deadlines import DUE_SOON_DAYS, Urgency
 from sar_bulk.run.state import (
+    APPLICATION_ID,
     SCHEMA_VERSION,
     AtRisk,
     RunCounts,
@@ -50,7 +51,6 @@ from sar_bulk.run.state import (
 
 __all__ = ["StateStatus", "read_status", "render_text", "state_files"]
 
-_APPLICATION_ID: Final = 0x53415242  # "SARB", as state.py writes it
 _FIRST_WITH_DEADLINES: Final = 3
 _MAX_REPORT_BYTES: Final = 16 << 20
 _SHARD_STATE: Final = re.compile(r"state\.shard-[0-9]+-of-([0-9]+)\.sqlite")
@@ -293,7 +293,7 @@ def _check(conn: sqlite3.Connection, path: Path) -> int:
     """The file's schema version; ``ConfigError`` for a file that is not ours or is newer."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if app_id != _APPLICATION_ID:
+    if app_id != APPLICATION_ID:
         raise ConfigError(f"{path} is not a sar-bulk state database")
     if version > SCHEMA_VERSION:
         raise ConfigError(
