@@ -220,11 +220,14 @@ class BlobTarget:
             return OutputUnreachable(
                 f"{where} failed: no answer from the blob store ({cause}); check that the "
                 "storage account is reachable (network, firewall, emulator running); "
-                "the contact is fetched again by the next run"
+                "rerun to resume"
             )
         if isinstance(exc, HttpResponseError):
             status = exc.status_code
             code = getattr(exc, "error_code", None) or getattr(exc, "reason", None) or ""
+            # The SDK gives a StorageErrorCode (its str() is the enum's name) or the header's
+            # text: the code as the service spelt it, scrubbed (it comes from the server).
+            code = _scrub(str(getattr(code, "value", code)))[:100]
             answer = f"HTTP {status}" + (f", {code}" if code else "")
             if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
                 advice = (
