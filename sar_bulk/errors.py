@@ -375,11 +375,9 @@ class OutputGone(RunStopper):
     the identities' request limits for nothing.
     """
 
-    advice = (
-        "check that the storage account is reachable (network, firewall, emulator running) "
-        "and accepts the credential (SAS expiry and permissions, role assignment), "
-        "then rerun: published dossiers are kept and the others are fetched again"
-    )
+    # What to check is in the last failure's own message (the detail quotes it): reachability
+    # for a silent store, the credential for a refusal. Said once, not twice.
+    advice = "once that is fixed, rerun: published dossiers are kept and the others are fetched"
 
     def _message(self) -> str:
         return f"{self.detail}; {self.advice}"
