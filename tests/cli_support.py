@@ -58,9 +58,9 @@ def token_env(token: str = SIM_TOKEN, **extra: str) -> dict[str, str]:
     return cli_env(SAR_BULK_TOKEN=token, **extra)
 
 
-def run_args(org: str, contacts: Path, out: Path, *extra: str) -> list[str]:
+def run_args(org: str, contacts: Path, out: Path | str, *extra: str) -> list[str]:
     """``sar-bulk run`` arguments for a static-token run with fast retries (the action's source
-    only, unless ``extra`` gives ``--sources``)."""
+    only, unless ``extra`` gives ``--sources``); ``out`` a folder or a container URL."""
     sources = [] if "--sources" in extra else ["--sources", "interactions"]
     return [
         "run",

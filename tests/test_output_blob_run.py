@@ -18,7 +18,7 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 from azurite import ACCOUNT, ACCOUNT_KEY, Azurite
-from cli_support import FAST, CliResult, cli_env, run_cli, start_cli, token_env
+from cli_support import CliResult, cli_env, run_args, run_cli, start_cli, token_env
 from support import assert_exact_dossier, contact_ids, unlimited, write_csv
 
 from sar_bulk.dataverse.auth import AuthKind
@@ -31,25 +31,8 @@ PREFIX = "nightly/2026-11"
 
 
 def _args(org: str, contacts: Path, url: str, work: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        "--auth",
-        "static-token",
-        "--org",
-        org,
-        "--contacts",
-        str(contacts),
-        "--out",
-        url,
-        "--work",
-        str(work),
-        # The interactions only: assert_exact_dossier compares them with the simulator's truth.
-        "--sources",
-        "interactions",
-        "--no-progress",
-        *FAST,
-        *extra,
-    ]
+    # The interactions only: assert_exact_dossier compares them with the simulator's truth.
+    return run_args(org, contacts, url, "--work", str(work), *extra)
 
 
 def _container(azurite: Azurite) -> ContainerClient:

@@ -18,7 +18,7 @@ from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from azure.storage.blob.aio import ContainerClient
 from azurite import ACCOUNT, ACCOUNT_KEY, Azurite
-from cli_support import FAST, run_cli, token_env
+from cli_support import run_args, run_cli, token_env
 from support import contact_ids, unlimited, write_csv
 
 from sar_bulk.errors import OutputError, OutputGone
@@ -49,23 +49,7 @@ async def _create_container(azurite: Azurite) -> None:
 
 
 def _args(org: str, contacts: Path, url: str, work: Path) -> list[str]:
-    return [
-        "run",
-        "--auth",
-        "static-token",
-        "--org",
-        org,
-        "--contacts",
-        str(contacts),
-        "--out",
-        url,
-        "--work",
-        str(work),
-        "--sources",
-        "interactions",
-        "--no-progress",
-        *FAST,
-    ]
+    return run_args(org, contacts, url, "--work", str(work))
 
 
 async def test_a_container_sas_with_racwl_publishes_and_resumes(
