@@ -24,10 +24,11 @@ from support import contact_ids, engine_deps, run_config, unlimited, write_csv
 
 from sar_bulk.config import RunConfig
 from sar_bulk.errors import ConfigError
+from sar_bulk.output.target import LocalTarget, Published
 from sar_bulk.run import state as state_module
 from sar_bulk.run.engine import Engine
 from sar_bulk.run.run_lock import RunLock
-from sar_bulk.run.runner import ExitCode
+from sar_bulk.run.runner import ExitCode, _upload_report
 from sar_bulk.run.state import RunState
 from sar_bulk.simulator import Simulator
 from sar_bulk.sources.interactions import InteractionsSource
@@ -298,3 +299,25 @@ def test_shards_of_another_count_are_refused_while_shards_run(tmp_path: Path) ->
     finally:
         second.release()
     RunLock.for_folder(tmp_path).release()
+
+
+class _TimingOutStore(LocalTarget):
+    """A store whose client gives up on the report by itself (its own read timeout)."""
+
+    __slots__ = ()
+
+    async def put_report(self, name: str, body: bytes) -> Published:
+        raise TimeoutError("the store's read timed out")
+
+
+async def test_a_report_upload_timing_out_on_its_own_leaves_the_report_in_the_work_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No stop, so no limit of ours: the TimeoutError is the store's, an OSError like the others,
+    # and must end as "the report stays only at", not as a crash of the run's last step.
+    report = tmp_path / "work" / "report.json"
+    report.parent.mkdir()
+    report.write_bytes(b"{}")
+    assert await _upload_report(_TimingOutStore(tmp_path / "out"), report) is False
+    err = capsys.readouterr().err
+    assert f"the report stays only at {report}: the store's read timed out" in err

@@ -521,16 +521,19 @@ async def _upload_report(
     or took longer than ``limit`` seconds."""
     if output is None:
         return True
+    deadline = asyncio.timeout(limit)
     try:
         body = await asyncio.to_thread(report.read_bytes)
-        async with asyncio.timeout(limit):
+        async with deadline:
             await output.put_report(report.name, body)
-    except TimeoutError:  # before OSError, of which it is a subclass
-        print(
-            f"sar-bulk: the report stays only at {report}: {output.description} did not take it "
-            f"within {limit:g} s of the stop",
-            file=sys.stderr,
+    except TimeoutError as exc:  # before OSError, of which it is a subclass
+        # Ours only when our limit expired; else the store's own timeout, said as it is.
+        why = (
+            f"{output.description} did not take it within {limit:g} s of the stop"
+            if limit is not None and deadline.expired()
+            else scrub(str(exc))
         )
+        print(f"sar-bulk: the report stays only at {report}: {why}", file=sys.stderr)
         return False
     except (OutputError, OSError) as exc:
         print(f"sar-bulk: the report stays only at {report}: {scrub(str(exc))}", file=sys.stderr)
