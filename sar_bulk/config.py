@@ -46,7 +46,7 @@ from sar_bulk.sources.base import CustomTable, SourceSettings
 from sar_bulk.sources.interaction_types import InteractionType, parse_types
 from sar_bulk.sources.registry import AUTO, parse_sources
 
-__all__ = ["RUN_OPTIONS", "Option", "RunConfig", "resolve"]
+__all__ = ["RUN_OPTIONS", "Option", "RunConfig", "resolve", "state_shard_count"]
 
 ENV_PREFIX = "SAR_BULK_"
 _SECRET_WORDS = ("token", "secret", "password", "key")
@@ -631,6 +631,15 @@ def _default_work(url: ContainerUrl) -> Path:
 def _state_name(shard: Shard | None) -> str:
     """One state file per shard, so shards sharing an output folder never share one."""
     return "state.sqlite" if shard is None else f"state.shard-{shard.index}-of-{shard.count}.sqlite"
+
+
+_SHARD_STATE: Final = re.compile(r"state\.shard-[0-9]+-of-([0-9]+)\.sqlite")
+
+
+def state_shard_count(name: str) -> int | None:
+    """The shard count N of a state file named as ``_state_name`` names a shard's, else None."""
+    match = _SHARD_STATE.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True, slots=True)

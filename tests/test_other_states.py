@@ -22,12 +22,14 @@ def _done(path: Path, contact: str, *, fingerprint: str = FP, sha256: str = "a" 
 
 
 def test_records_of_the_same_question_in_the_other_files_are_found(tmp_path: Path) -> None:
-    first, second, third = contact_ids(3, 71)
+    first, second, third, fourth, fifth = contact_ids(5, 71)
     folder = tmp_path / ".sar-bulk"
     own = folder / "state.shard-0-of-3.sqlite"
     _done(folder / "state.shard-0-of-2.sqlite", first)
     _done(folder / "state.shard-1-of-2.sqlite", second, fingerprint="0" * 64)  # another question
     _done(own, third)  # this run's own file is not among the others
+    _done(folder / "state.shard-1-of-3.sqlite", fourth)  # nor its sibling shards' (running now)
+    _done(folder / "state.sqlite", fifth)  # an unsharded night's is
     # A SQLite file that is not a sar-bulk state, under a name that looks like one.
     with sqlite3.connect(folder / "state.foreign.sqlite") as foreign:
         foreign.execute("CREATE TABLE contacts (contact_id TEXT)")
@@ -45,6 +47,8 @@ def test_records_of_the_same_question_in_the_other_files_are_found(tmp_path: Pat
         )
         assert others.done(second) == []
         assert others.done(third) == []
+        assert others.done(fourth) == []
+        assert [record.contact_id for record in others.done(fifth)] == [fifth]
     finally:
         others.close()
     # Read-only: no -wal, -shm or journal appeared, nothing was created.

@@ -552,7 +552,10 @@ def verify_dossier(
         manifest.question,
         digest,
         total_rows=manifest.total_rows,
-        files=sum(entry.count is None for entry in manifest.entries.values()),
+        # (A v1 dossier has neither count: only interactions.)
+        files=None
+        if manifest.total_rows is None
+        else sum(entry.count is None for entry in manifest.entries.values()),
     )
 
 

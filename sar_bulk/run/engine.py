@@ -237,7 +237,9 @@ class Engine:
         )
         stopped_by: RunStopper | None = None
         if not config.restart:
-            self._others = OtherStates.beside(config.state, self.fingerprint)
+            self._others = await asyncio.to_thread(
+                OtherStates.beside, config.state, self.fingerprint
+            )
         try:
             stream = await asyncio.to_thread(self._open_stream, config.contacts)
             try:
@@ -277,9 +279,11 @@ class Engine:
             if "received" in optional:
                 self.totals.deadlines = await asyncio.to_thread(self._deadlines, state)
         finally:
-            await asyncio.to_thread(state.close)
-            if self._others is not None:
-                await asyncio.to_thread(self._others.close)
+            try:
+                await asyncio.to_thread(state.close)
+            finally:
+                if self._others is not None:
+                    await asyncio.to_thread(self._others.close)
             if config.encryptor is not None:
                 await asyncio.to_thread(config.encryptor.close)  # its passphrase child process
         return RunResult(self.totals, self.column, self._interrupted_by, stopped_by)

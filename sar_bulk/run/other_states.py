@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import structlog
 
+from sar_bulk.config import state_shard_count
 from sar_bulk.run.state import APPLICATION_ID, SCHEMA_VERSION, DoneRecord
 
 __all__ = ["OtherStates"]
@@ -61,12 +62,16 @@ class OtherStates:
             entries = list(os.scandir(own.parent))
         except OSError:
             return None
+        same_count = state_shard_count(own.name)
         paths = sorted(
             Path(entry.path)
             for entry in entries
             if entry.name.startswith("state")
             and entry.name.endswith(".sqlite")
             and entry.name != own.name
+            # Shards of this run's own count own other contacts: none of theirs is ours (and
+            # they may be running now).
+            and (same_count is None or state_shard_count(entry.name) != same_count)
             and entry.is_file(follow_symlinks=False)
         )
         return cls(paths, fingerprint) if paths else None

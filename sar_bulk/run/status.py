@@ -26,7 +26,6 @@ count as it was, which is exactly what is still to do.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import stat
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from urllib.parse import quote
 
 import orjson
 
+from sar_bulk.config import state_shard_count
 from sar_bulk.errors import ConfigError
 from sar_bulk.run.deadlines import DUE_SOON_DAYS, Urgency
 from sar_bulk.run.state import (
@@ -53,7 +53,6 @@ __all__ = ["StateStatus", "read_status", "render_text", "state_files"]
 
 _FIRST_WITH_DEADLINES: Final = 3
 _MAX_REPORT_BYTES: Final = 16 << 20
-_SHARD_STATE: Final = re.compile(r"state\.shard-[0-9]+-of-([0-9]+)\.sqlite")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +137,8 @@ def state_files(out: Path) -> tuple[list[Path], list[Path]]:
 
 def _layout(name: str) -> str:
     """Which run layout wrote the state file ``name``: its shard count, or the name itself."""
-    match = _SHARD_STATE.fullmatch(name)
-    return f"{match.group(1)} shards" if match else name
+    count = state_shard_count(name)
+    return f"{count} shards" if count is not None else name
 
 
 def _last_written(path: Path) -> int:
