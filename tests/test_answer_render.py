@@ -673,3 +673,23 @@ def test_readme_list_items_continue_under_their_text_not_under_the_dash() -> Non
     one.add_interaction("EmailSent", {"Timestamp": "2024-01-01T00:00:00Z"})
     readme = " ".join(render_text(one.build(prepared_at=PREPARED, statement=None)).split())
     assert "In all, 1 marketing interaction." in readme
+
+
+def test_whom_to_contact_is_said_in_sentences_of_their_own() -> None:
+    """The controller's contact is its own text ("privacy@x, or by post to the address
+    above"): joined to the DPO as "contact X or our data protection officer, Y" it read as one
+    ambiguous list. Each is a sentence now, in both files, a trailing full stop not doubled."""
+    controller = CONTROLLER | {
+        "contact": "privacy@contoso.example, or by post to the address above.",
+        "dpo": "Jane Roe, dpo@contoso.example",
+    }
+    given_statement = load_statement(controller)
+    builder = AnswerBuilder(CONTACT, Question(system="https://contoso.crm4.dynamics.com"))
+    view = builder.build(prepared_at=PREPARED, statement=given_statement)
+    said = (
+        "To use any of them, contact us: privacy@contoso.example, or by post to the address "
+        "above. Our data protection officer: Jane Roe, dpo@contoso.example. Our supervisory "
+        "authority is Data Protection Commission, 21 Fitzwilliam Square, Dublin 2."
+    )
+    assert f"<p>{said}</p>" in render_html(view)
+    assert said in " ".join(render_text(view).split())

@@ -455,11 +455,7 @@ def _rights(out: list[str], statement: Statement | None) -> None:
     out += [f"<li><strong>{_e(name)}</strong>: {_e(text)}</li>" for name, text in wording.RIGHTS]
     out.append("</ul>")
     if statement:
-        out.append(
-            f"<p>To use any of them, contact {_e(statement.contact)}"
-            + (f" or our data protection officer, {_e(statement.dpo)}" if statement.dpo else "")
-            + f". Our supervisory authority is {_e(statement.supervisory_authority)}.</p>"
-        )
+        out.append(f"<p>{_e(wording.how_to_use_rights(statement))}</p>")
         if statement.rights_note:
             out.append(f"<p>{_e(statement.rights_note)}</p>")
 

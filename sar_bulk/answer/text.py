@@ -211,14 +211,7 @@ def render_text(view: AnswerView, tables: KindTables | None = None) -> str:
         out += _bullet(f"{name}: {text}")
     if view.statement:
         s = view.statement
-        dpo = f" or our data protection officer, {s.dpo}" if s.dpo else ""
-        out += [
-            "",
-            *_para(
-                f"To use any of them, contact {s.contact}{dpo}. Our supervisory "
-                f"authority is {s.supervisory_authority}."
-            ),
-        ]
+        out += ["", *_para(wording.how_to_use_rights(s))]
         if s.rights_note:
             out += ["", *_para(s.rights_note)]
     # The long lists come after what, why, how long and the rights, as in index.html.

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Final
 
 from sar_bulk.answer.fields import long_date, long_day
+from sar_bulk.answer.statement import Statement
 from sar_bulk.answer.view import SOURCES, AnswerView
 from sar_bulk.sources.interaction_types import InteractionType
 
@@ -23,6 +24,7 @@ __all__ = [
     "day_span",
     "file_guide",
     "greeting",
+    "how_to_use_rights",
     "intro",
     "meaning",
     "no_records_line",
@@ -200,6 +202,17 @@ def table_label(table: str) -> str:
 def tables_named(tables: tuple[str, ...]) -> str:
     """Tables as a person reads them, each with its own name: "Sales leads about you (lead)"."""
     return "; ".join(f"{table_label(t)} ({t})" for t in tables)
+
+
+def how_to_use_rights(statement: Statement) -> str:
+    """Whom to contact, each in a sentence of its own: the controller's contact is its own text
+    ("privacy@x, or by post to the address above"), and "contact X or our DPO, Y" ran the two
+    together into one ambiguous list."""
+    dpo = f" Our data protection officer: {statement.dpo.rstrip('.')}." if statement.dpo else ""
+    return (
+        f"To use any of them, contact us: {statement.contact.rstrip('.')}.{dpo} "
+        f"Our supervisory authority is {statement.supervisory_authority}."
+    )
 
 
 def within(view: AnswerView) -> str:
