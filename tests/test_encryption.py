@@ -30,6 +30,7 @@ from sar_bulk.dossier.encryption import (
 )
 from sar_bulk.dossier.writer import DossierRequest, DossierWriter
 from sar_bulk.errors import ConfigError
+from sar_bulk.run.run_lock import FOLDER_LOCK as LOCK
 from sar_bulk.run.runner import ExitCode
 from sar_bulk.simulator import Simulator, SimulatorConfig
 from sar_bulk.sources.interaction_types import ALL_TYPES
@@ -413,7 +414,7 @@ def _plaintext_names(names: set[str]) -> list[str]:
         for n in names
         if not n.endswith(".age")
         and not (n.startswith(".sar-bulk-partial-") and ".zip.age." in n)
-        and n != "run-report.json"
+        and n not in ("run-report.json", LOCK)
         and not (n.startswith(".run-report.json.") and n.endswith(".tmp"))
     )
 
@@ -446,7 +447,7 @@ async def test_a_work_folder_keeps_every_plaintext_out_of_the_output_folder(
 
     assert _plaintext_names(watch.seen) == []
     assert any(n.endswith(".zip.age") for n in watch.seen), "the watch saw the dossiers arrive"
-    assert _files(out) == sorted([f"{c}.zip.age" for c in contacts] + ["run-report.json"])
+    assert _files(out) == sorted([f"{c}.zip.age" for c in contacts] + ["run-report.json", LOCK])
     # The state, the report's copy and nothing staged are left in the work folder.
     assert (work / ".sar-bulk").is_dir()
     assert [n for n in _files(work) if ".zip" in n or n.endswith(".part")] == []
@@ -503,7 +504,8 @@ async def test_a_copy_cut_short_in_the_output_folder_is_removed_by_the_next_run(
         assert ran.code == ExitCode.OK, ran.explain()
     assert not cut_short.exists()
     assert someone_elses.read_text() == "kept"
-    assert _files(out) == sorted([f"{contact}.zip", "run-report.json", someone_elses.name])
+    expected = [f"{contact}.zip", "run-report.json", someone_elses.name, LOCK]
+    assert _files(out) == sorted(expected)
 
 
 async def test_a_new_shard_count_adopts_the_sealed_dossiers_the_old_shards_recorded(

@@ -153,6 +153,38 @@ async def test_two_runs_with_different_state_files_cannot_share_an_out(tmp_path:
     assert FOLDER_LOCK in line
 
 
+async def test_two_runs_with_different_work_folders_cannot_share_an_out(tmp_path: Path) -> None:
+    """With --work, the folder --out is locked too: another run staging elsewhere would publish
+    the same contacts there and remove this run's copies in flight as leftovers."""
+    out = tmp_path / "out"
+    out.mkdir()
+    csv = write_csv(tmp_path / "contacts.csv", ["ContactId", *contact_ids(2, 63)])
+    held = RunLock.for_folder(out)  # the first run, staging in its own work folder
+    try:
+        async with Simulator(SIMULATOR) as sim:
+            args = run_args(sim.base_url, csv, out, *TYPES, "--work", str(tmp_path / "w2"))
+            result = await run_cli(args, env=token_env())
+            requests = sim.counters()["total"]["requests"]
+    finally:
+        held.release()
+    assert result.code == ExitCode.USAGE, result.explain()
+    assert requests == 0
+    assert result.stderr.splitlines() == [
+        f"sar-bulk: another sar-bulk run holds {out / FOLDER_LOCK}: wait for it to finish, or "
+        "give this run its own --out or --shard"
+    ]
+    # The work folder's own lock was let go: a run there now is not refused for it.
+    RunLock.for_folder(tmp_path / "w2").release()
+
+
+async def test_a_bad_work_folder_is_named_as_work(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    line = await _refused_before_any_request(
+        tmp_path, "--work", str(tmp_path / "a-file"), out=tmp_path / "out"
+    )
+    assert line.startswith(f"sar-bulk: --work {tmp_path / 'a-file'} is a regular file"), line
+
+
 def test_shards_share_the_folder_but_not_a_shard_nor_with_an_unsharded_run(tmp_path: Path) -> None:
     first = RunLock.for_folder(tmp_path, shard="0/2")
     second = RunLock.for_folder(tmp_path, shard="1/2")

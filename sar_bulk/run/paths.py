@@ -26,9 +26,16 @@ from sar_bulk.errors import ConfigError
 __all__ = ["check_run_paths", "create_private_folder"]
 
 
-def check_run_paths(out: Path, state: Path) -> None:
-    """Raise ``ConfigError`` naming the flag and the problem if ``out`` or ``state`` is unusable."""
-    _check_folder(out, "--out")
+def check_run_paths(out: Path, state: Path, published: Path | None = None) -> None:
+    """Raise ``ConfigError`` naming the flag and the problem if ``out`` or ``state`` is unusable.
+
+    ``published``: the folder ``--out`` when ``out`` is the ``--work`` folder staging for it.
+    """
+    if published is None:
+        _check_folder(out, "--out")
+    else:
+        _check_folder(out, "--work")
+        _check_folder(published, "--out")
     _check_state(state)
 
 

@@ -194,9 +194,21 @@ async def _execute(
     shard = str(config.shard) if config.shard else None
     try:
         # Before any request and before any folder: a run that cannot write stops here.
-        await asyncio.to_thread(check_run_paths, config.out, config.state)
-        await asyncio.to_thread(create_private_folder, config.out)
-        folder_lock = await asyncio.to_thread(RunLock.for_folder, config.out, shard=shard)
+        published = config.publish_folder
+        await asyncio.to_thread(check_run_paths, config.out, config.state, published)
+        await asyncio.to_thread(
+            create_private_folder, config.out, "--out" if published is None else "--work"
+        )
+        locks = [await asyncio.to_thread(RunLock.for_folder, config.out, shard=shard)]
+        if published is not None:
+            # The folder --out too: another run staging in another --work folder would
+            # publish the same contacts there and remove this run's copies as leftovers.
+            try:
+                await asyncio.to_thread(create_private_folder, published)
+                locks.append(await asyncio.to_thread(RunLock.for_folder, published, shard=shard))
+            except BaseException:
+                locks[0].release()
+                raise
     except BaseException:
         if credential is not None:
             await credential.close()
@@ -218,7 +230,8 @@ async def _execute(
             output=output,
         )
     finally:
-        folder_lock.release()
+        for lock in reversed(locks):
+            lock.release()
 
 
 async def _locked_run(
