@@ -377,7 +377,7 @@ class OutputGone(RunStopper):
 
     # What to check is in the last failure's own message (the detail quotes it): reachability
     # for a silent store, the credential for a refusal. Said once, not twice.
-    advice = "once that is fixed, rerun: published dossiers are kept and the others are fetched"
+    advice = "once that is fixed, rerun: published dossiers are kept, the others fetched then"
 
     def _message(self) -> str:
         return f"{self.detail}; {self.advice}"
