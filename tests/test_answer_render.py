@@ -31,7 +31,7 @@ from sar_bulk.answer import (
     render_html,
     render_text,
 )
-from sar_bulk.answer.fields import long_date
+from sar_bulk.answer.fields import long_date, show
 from sar_bulk.answer.html import OPEN_ROWS
 from sar_bulk.answer.text import TEXT_ROWS
 from sar_bulk.answer.wording import MISSING_STATEMENT
@@ -693,3 +693,26 @@ def test_whom_to_contact_is_said_in_sentences_of_their_own() -> None:
     )
     assert f"<p>{said}</p>" in render_html(view)
     assert said in " ".join(render_text(view).split())
+
+
+def test_expanded_rows_inside_a_value_are_shown_as_rows_are() -> None:
+    """An activity's parties come expanded inside the activity: each party a JSON object with
+    annotations. Shown key by key, the page read "Partyid value@odata.community.display.v1.
+    formatted value: Zoë"; they now read as the top-level rows do (formatted values, labels,
+    no annotations, technical ids last)."""
+    parties = [
+        {
+            "@odata.etag": 'W/"2909952180"',
+            "activitypartyid": "137c5925-add7-411e-b797-2aaa64185bc9",
+            "_partyid_value": "02ebb8d8-d734-4c4a-a86a-04d10e66c6be",
+            "_partyid_value@OData.Community.Display.V1.FormattedValue": "Zoë Jónsson",
+            "participationtypemask": 1,
+            "participationtypemask@OData.Community.Display.V1.FormattedValue": "Sender",
+        }
+    ]
+    shown = show(parties)
+    assert shown == (
+        "Participant: Zoë Jónsson; Your part in it: Sender; "
+        "Participation id: 137c5925-add7-411e-b797-2aaa64185bc9"
+    ), shown
+    assert "@" not in shown

@@ -174,7 +174,7 @@ def show(value: Any) -> str:
     if value is None:
         return ""
     if type(value) is dict:  # a JSON object: the Mapping case below, without its ABC check
-        return "; ".join([f"{label(str(k))}: {show(v)}" for k, v in value.items() if v is not None])
+        return _nested(value)
     if isinstance(value, bool):
         return "Yes" if value else "No"
     if isinstance(value, str):
@@ -189,7 +189,7 @@ def show(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, Mapping):
-        return "; ".join(f"{label(str(k))}: {show(v)}" for k, v in value.items() if v is not None)
+        return _nested(value)
     if isinstance(value, list):
         return ", ".join(show(v) for v in value)
     return str(value)
@@ -238,6 +238,16 @@ def record_fields(row: Mapping[str, Any]) -> list[tuple[str, str]]:
         if text:
             fields.append((label(column), text))
     return fields
+
+
+def _nested(row: Mapping[Any, Any]) -> str:
+    """A JSON object inside a value (a Dataverse row's expanded rows: an activity's parties) as
+    its top-level rows are shown: formatted values, labels, no ``@odata`` annotations. Shown
+    key by key, "Partyid value@odata.community.display.v1.formatted value: Zoë" reached the
+    page."""
+    return "; ".join(
+        f"{key}: {text}" for key, text in record_fields({str(k): v for k, v in row.items()})
+    )
 
 
 _DAY: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
