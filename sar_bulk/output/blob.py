@@ -490,9 +490,9 @@ class BlobTarget:
             await close()
 
 
-_DOSSIER_ENDINGS: Final = (".zip", ".zip.age")
+_DOSSIER_ENDINGS: Final = (".zip", ".zip.age")  # plain, or encrypted (--encrypt-to)
 # The name ``prepare`` stages its write check under (never committed, never a dossier).
-_WRITE_CHECK: Final = ".sar-bulk-write-check"  # plain, or encrypted (--encrypt-to)
+_WRITE_CHECK: Final = ".sar-bulk-write-check"
 
 
 def _etag(value: object) -> str:
