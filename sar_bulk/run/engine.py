@@ -557,27 +557,21 @@ class Engine:
         """Another shard's record of exactly this dossier, under this run's question (a shard
         count changed between runs), or None (runs in a thread)."""
         assert self._others is not None
-        for record in self._others.done(contact_id):
-            if (
-                record.dossier == name
-                and record.sha256 == sha256
-                and (record.etag is None or record.etag == etag)
-            ):
-                _log.info("dossier.recorded_by_another_shard", dossier=name)
-                return record
-        return None
+        return _matching(self._others.done(contact_id), name, sha256, etag)
 
     def _adopt_recorded_elsewhere(self, state: RunState, contact_id: str, path: Path) -> bool:
         """Adopt the dossier at ``path`` if another shard's state recorded exactly it: an
         encrypted one cannot be verified here and was fetched again (runs in a thread)."""
-        if not _plain_file(path):
-            return False
+        assert self._others is not None
+        records = self._others.done(contact_id)
+        if not records or not _plain_file(path):
+            return False  # (hashed only when another shard recorded the contact)
         try:
             digest = file_sha256(path)
             size = path.stat().st_size
         except OSError:
             return False
-        record = self._recorded_elsewhere(contact_id, path.name, digest, None)
+        record = _matching(records, path.name, digest, None)
         if record is None:
             return False
         state.mark_done(
@@ -920,6 +914,21 @@ def _find(group: BaseExceptionGroup[BaseException], kind: type[_E]) -> _E | None
             return error
         if isinstance(error, BaseExceptionGroup) and (found := _find(error, kind)):
             return found
+    return None
+
+
+def _matching(
+    records: list[DoneRecord], name: str, sha256: str, etag: str | None
+) -> DoneRecord | None:
+    """The record of exactly this dossier (name, SHA-256, and etag where one was recorded)."""
+    for record in records:
+        if (
+            record.dossier == name
+            and record.sha256 == sha256
+            and (record.etag is None or record.etag == etag)
+        ):
+            _log.info("dossier.recorded_by_another_shard", dossier=name)
+            return record
     return None
 
 
